@@ -1,0 +1,532 @@
+"""PostgreSQL replication management: slots, roles with SCRAM passwords, server status and
+standby bootstrap helpers.
+
+Every query goes through one psycopg2 connection per loader (a state run), cached in
+``__context__``; no ``psql`` is spawned. Identifiers are quoted with ``psycopg2.sql``.
+Passwords are turned into SCRAM-SHA-256 verifiers on the minion and never returned or logged.
+
+Connection settings come from keyword arguments (``host``, ``port``, ``user``, ``dbname``),
+else from the ``pg_replication.connection`` config/pillar dictionary, else the local socket
+as ``postgres``.
+
+:depends: psycopg2
+"""
+
+import logging
+import os
+import struct
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import psycopg2
+    import psycopg2.extras
+    from psycopg2 import sql
+
+    HAS_PSYCOPG2 = True
+except ImportError:  # pragma: no cover
+    HAS_PSYCOPG2 = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "pg_replication"
+
+CONN_KEYS = ("host", "port", "user", "dbname")
+DEFAULT_CONN = {"host": "/var/run/postgresql", "port": 5432, "user": "postgres", "dbname": "postgres"}
+# Role attributes: state argument -> pg_roles column and the (ON, OFF) keywords.
+ROLE_ATTRS = {
+    "superuser": ("rolsuper", "SUPERUSER", "NOSUPERUSER"),
+    "createdb": ("rolcreatedb", "CREATEDB", "NOCREATEDB"),
+    "createrole": ("rolcreaterole", "CREATEROLE", "NOCREATEROLE"),
+    "inherit": ("rolinherit", "INHERIT", "NOINHERIT"),
+    "login": ("rolcanlogin", "LOGIN", "NOLOGIN"),
+    "replication": ("rolreplication", "REPLICATION", "NOREPLICATION"),
+    "bypassrls": ("rolbypassrls", "BYPASSRLS", "NOBYPASSRLS"),
+}
+
+
+def __virtual__():
+    if not HAS_PSYCOPG2:
+        return (False, "pg_replication: the psycopg2 library is not installed")
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def _conn_args(kwargs):
+    args = dict(DEFAULT_CONN)
+    args.update(__salt__["config.option"]("pg_replication.connection", {}) or {})
+    args.update({k: kwargs[k] for k in CONN_KEYS if kwargs.get(k) is not None})
+    return args
+
+
+def _connection(kwargs):
+    args = _conn_args(kwargs)
+    key = "pg_replication.conn:{host}:{port}:{user}:{dbname}".format(**args)
+    conn = __context__.get(key)
+    if conn is None or conn.closed:
+        try:
+            conn = psycopg2.connect(connect_timeout=10, application_name="salt-pg_replication", **args)
+        except psycopg2.Error as exc:
+            raise CommandExecutionError(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}")
+        conn.autocommit = True
+        __context__[key] = conn
+    return conn, key
+
+
+def _query(query, params=None, fetch=True, **kwargs):
+    """Run one statement on the cached connection; reconnect once if the server went away."""
+    for attempt in (1, 2):
+        conn, key = _connection(kwargs)
+        try:
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute(query, params)
+                return [dict(row) for row in cur.fetchall()] if fetch else None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            __context__.pop(key, None)
+            if attempt == 2 or not conn.closed:
+                raise CommandExecutionError(_pg_message(exc))
+        except psycopg2.Error as exc:
+            raise CommandExecutionError(_pg_message(exc))
+    return None  # pragma: no cover
+
+
+def _pg_message(exc):
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return primary or str(exc).strip()
+
+
+def _server_version(**kwargs):
+    return int(_query("SHOW server_version_num", **kwargs)[0]["server_version_num"])
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan(config, minion_id=None):
+    """
+    Validate the ``pg_replication`` configuration and return this minion's plan
+    (role, primary, standbys, backup hosts, sized settings, pg_hba lines).
+    Raises CommandExecutionError naming the pillar keys at fault.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.plan "$(salt-call --out=json pillar.get pg_replication)"
+    """
+    try:
+        return __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
+    except ValueError as exc:
+        raise CommandExecutionError(str(exc))
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def slots(**kwargs):
+    """
+    List replication slots with activity, restart LSN and the WAL bytes each retains.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.slots
+    """
+    wal_status = ", wal_status" if _server_version(**kwargs) >= 130000 else ""
+    rows = _query(
+        "SELECT slot_name, slot_type, active, active_pid, restart_lsn::text AS restart_lsn"
+        + wal_status
+        + ", pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
+        " ELSE pg_current_wal_lsn() END, restart_lsn)::bigint AS retained_bytes"
+        " FROM pg_replication_slots ORDER BY slot_name",
+        **kwargs,
+    )
+    return {row.pop("slot_name"): row for row in rows}
+
+
+def slot_create(name, reserve_wal=True, **kwargs):
+    """
+    Create a physical replication slot (reserving WAL immediately by default).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.slot_create standby_slot
+    """
+    _query(
+        "SELECT pg_create_physical_replication_slot(%s, %s)", (name, bool(reserve_wal)), fetch=False, **kwargs
+    )
+    return True
+
+
+def slot_drop(name, force=False, **kwargs):
+    """
+    Drop a replication slot. An active slot is refused unless ``force=True``, which first
+    terminates the walsender using it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.slot_drop old_slot
+    """
+    slot = slots(**kwargs).get(name)
+    if slot is None:
+        raise CommandExecutionError(f"replication slot {name!r} does not exist")
+    if slot["active"]:
+        if not force:
+            raise CommandExecutionError(
+                f"replication slot {name!r} is active (pid {slot['active_pid']}); pass force=True to drop it"
+            )
+        _query("SELECT pg_terminate_backend(%s)", (slot["active_pid"],), **kwargs)
+        for _ in range(50):
+            if not slots(**kwargs).get(name, {}).get("active"):
+                break
+            time.sleep(0.1)
+    _query("SELECT pg_drop_replication_slot(%s)", (name,), fetch=False, **kwargs)
+    return True
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def role_get(name, **kwargs):
+    """
+    Return a role's attributes, connection limit, memberships and whether it has a
+    password (never the password or its verifier), or None if it does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_get replicator
+    """
+    rows = _query(
+        "SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit, r.rolcanlogin,"
+        " r.rolreplication, r.rolbypassrls, r.rolconnlimit,"
+        " a.rolpassword IS NOT NULL AS has_password,"
+        " ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        "       WHERE m.member = r.oid ORDER BY 1) AS groups"
+        " FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = %s",
+        (name,),
+        **kwargs,
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    role = {attr: row[col] for attr, (col, _on, _off) in ROLE_ATTRS.items()}
+    role.update(connlimit=row["rolconnlimit"], has_password=row["has_password"], groups=list(row["groups"]))
+    return role
+
+
+def role_password_matches(name, password, **kwargs):
+    """
+    True if the role's stored SCRAM verifier is one of ``password`` (recomputed with the
+    stored salt and iteration count). An md5 or missing password never matches.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_password_matches replicator 'secret'
+    """
+    rows = _query("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,), **kwargs)
+    if not rows:
+        raise CommandExecutionError(f"role {name!r} does not exist")
+    return __utils__["pg_replication_scram.matches"](password, rows[0]["rolpassword"])
+
+
+def _role_options(attrs, password, connlimit):
+    opts = []
+    for attr, value in attrs.items():
+        if value is None:
+            continue
+        if attr not in ROLE_ATTRS:
+            raise SaltInvocationError(f"unknown role attribute {attr!r}")
+        opts.append(sql.SQL(ROLE_ATTRS[attr][1] if value else ROLE_ATTRS[attr][2]))
+    if connlimit is not None:
+        opts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(int(connlimit))))
+    if password is not None:
+        verifier = __utils__["pg_replication_scram.verifier"](password)
+        opts.append(sql.SQL("PASSWORD {}").format(sql.Literal(verifier)))
+    return sql.SQL(" ").join(opts)
+
+
+def role_create(name, password=None, connlimit=None, groups=None, **kwargs):
+    """
+    Create a role. Attributes are keyword arguments (login, replication, superuser,
+    createdb, createrole, inherit, bypassrls); the password is stored as a SCRAM-SHA-256
+    verifier computed here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_create replicator password='secret' login=True replication=True
+    """
+    attrs = {k: kwargs.pop(k) for k in list(kwargs) if k in ROLE_ATTRS}
+    _query(
+        sql.SQL("CREATE ROLE {} WITH {}").format(sql.Identifier(name), _role_options(attrs, password, connlimit)),
+        fetch=False,
+        **kwargs,
+    )
+    for group in groups or ():
+        role_grant(group, name, **kwargs)
+    return True
+
+
+def role_alter(name, password=None, connlimit=None, **kwargs):
+    """
+    Change a role's attributes, connection limit or password (as a SCRAM verifier).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_alter replicator createdb=False password='new secret'
+    """
+    attrs = {k: kwargs.pop(k) for k in list(kwargs) if k in ROLE_ATTRS}
+    options = _role_options(attrs, password, connlimit)
+    if options.seq:
+        _query(sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(name), options), fetch=False, **kwargs)
+    return True
+
+
+def role_drop(name, **kwargs):
+    """
+    Drop a role.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_drop old_role
+    """
+    _query(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)), fetch=False, **kwargs)
+    return True
+
+
+def role_grant(group, name, **kwargs):
+    """
+    Make role ``name`` a member of ``group`` (e.g. pg_read_all_settings).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_grant pg_read_all_settings barman
+    """
+    _query(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name)), fetch=False, **kwargs)
+    return True
+
+
+def role_revoke(group, name, **kwargs):
+    """
+    Remove role ``name`` from ``group``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_revoke pg_read_all_settings barman
+    """
+    _query(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name)), fetch=False, **kwargs)
+    return True
+
+
+def function_privileges(name, functions, **kwargs):
+    """
+    Map each function signature (e.g. ``pg_backup_start(text, boolean)``) to whether role
+    ``name`` may EXECUTE it. A function this server lacks maps to None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.function_privileges barman '["pg_switch_wal()"]'
+    """
+    out = {}
+    for signature in functions:
+        rows = _query(
+            "SELECT has_function_privilege(%s, p.oid, 'EXECUTE') AS granted"
+            " FROM pg_proc p WHERE p.oid = to_regprocedure(%s)",
+            (name, signature),
+            **kwargs,
+        )
+        out[signature] = rows[0]["granted"] if rows else None
+    return out
+
+
+def function_grant(name, signature, **kwargs):
+    """
+    GRANT EXECUTE on one function (given by its signature) to a role.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.function_grant barman 'pg_switch_wal()'
+    """
+    rows = _query("SELECT to_regprocedure(%s)::oid AS oid", (signature,), **kwargs)
+    if not rows or rows[0]["oid"] is None:
+        raise CommandExecutionError(f"function {signature!r} does not exist on this server")
+    # regprocedure's text form is the server's own quoted, schema-qualified signature.
+    canonical = _query("SELECT %s::oid::regprocedure::text AS sig", (rows[0]["oid"],), **kwargs)[0]["sig"]
+    _query(
+        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(canonical), sql.Identifier(name)),
+        fetch=False,
+        **kwargs,
+    )
+    return True
+
+
+# --------------------------------------------------------------------------- status
+
+
+def in_recovery(**kwargs):
+    """
+    True if the server is a standby (``pg_is_in_recovery()``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.in_recovery
+    """
+    return _query("SELECT pg_is_in_recovery() AS r", **kwargs)[0]["r"]
+
+
+def status(**kwargs):
+    """
+    The replication picture of this server as a plain dict: its role (primary/standby),
+    pg_stat_replication rows with lag, its slots, and on a standby the WAL receiver and
+    replay lag in bytes and seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.status
+    """
+    standby = in_recovery(**kwargs)
+    out = {"role": "standby" if standby else "primary", "slots": slots(**kwargs)}
+    out["replication"] = _query(
+        "SELECT pid, usename, application_name, client_addr::text AS client_addr, state, sync_state,"
+        " sent_lsn::text AS sent_lsn, replay_lsn::text AS replay_lsn,"
+        " pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
+        "   ELSE pg_current_wal_lsn() END, replay_lsn)::bigint AS lag_bytes,"
+        " EXTRACT(EPOCH FROM replay_lag)::float AS lag_seconds"
+        " FROM pg_stat_replication ORDER BY application_name, pid",
+        **kwargs,
+    )
+    if standby:
+        receiver = _query(
+            "SELECT status, sender_host, sender_port, slot_name, received_tli,"
+            " flushed_lsn::text AS flushed_lsn FROM pg_stat_wal_receiver",
+            **kwargs,
+        )
+        out["wal_receiver"] = receiver[0] if receiver else None
+        out["lag"] = _query(
+            "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint AS bytes,"
+            " COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)::float AS seconds",
+            **kwargs,
+        )[0]
+    return out
+
+
+def pending_restart(**kwargs):
+    """
+    Names of settings changed in the configuration that need a server restart.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.pending_restart
+    """
+    return [row["name"] for row in _query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1", **kwargs)]
+
+
+# --------------------------------------------------------------------------- standby helpers
+
+
+def datadir_system_identifier(datadir):
+    """
+    The database system identifier recorded in ``DATADIR/global/pg_control`` (None if the
+    directory holds no cluster). Read from the file, so it works with the server down.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.datadir_system_identifier /var/lib/postgresql/15/main
+    """
+    path = os.path.join(datadir, "global", "pg_control")
+    try:
+        with open(path, "rb") as fh:
+            # ControlFileData starts with the uint64 system_identifier, in host byte order.
+            return str(struct.unpack("=Q", fh.read(8))[0])
+    except FileNotFoundError:
+        return None
+
+
+def primary_system_identifier(host, port=5432, user="replicator", passfile=None, timeout=10):
+    """
+    Ask a primary for its system identifier with IDENTIFY_SYSTEM over a physical replication
+    connection as the replication role (authenticated from ``passfile``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.primary_system_identifier 192.168.11.101 user=replicator passfile=/var/lib/postgresql/.pgpass
+    """
+    from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
+
+    try:
+        conn = psycopg2.connect(
+            host=host,
+            port=int(port),
+            user=user,
+            passfile=passfile,
+            dbname="replication",
+            connect_timeout=int(timeout),
+            connection_factory=PhysicalReplicationConnection,
+        )
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("IDENTIFY_SYSTEM")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None, bin_dir=None, runas="postgres"):
+    """
+    Copy a primary into the empty ``datadir`` with ``pg_basebackup -X stream`` over the
+    replication role and slot. The password comes from ``passfile``, never the command line.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.basebackup /var/lib/postgresql/15/main 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
+    """
+    binary = os.path.join(bin_dir, "pg_basebackup") if bin_dir else "pg_basebackup"
+    cmd = [
+        binary, "-D", datadir, "-h", host, "-p", str(port), "-U", user,
+        "-X", "stream", "-S", slot, "-c", "fast", "--no-password",
+    ]  # fmt: skip
+    env = {"PGPASSFILE": passfile} if passfile else None
+    res = __salt__["cmd.run_all"](cmd, runas=runas, env=env, python_shell=False, ignore_retcode=True)
+    if res["retcode"]:
+        raise CommandExecutionError(f"pg_basebackup failed: {res['stderr'].strip()}")
+    return True

@@ -1,0 +1,356 @@
+"""States for PostgreSQL replication: slots, roles with SCRAM passwords, standby bootstrap
+and restarts for settings that need one.
+
+Every state supports ``test=True`` and predicts exactly what a real run changes. Changes
+name what changed (``password: changed``) but never hold a password or a verifier.
+
+.. code-block:: yaml
+
+    standby_slot:
+      pg_replication.slot_present
+
+    replicator:
+      pg_replication.role_present:
+        - password: {{ pillar['pg_replication']['replication']['password'] }}
+        - replication: True
+"""
+
+import os
+import time
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "pg_replication"
+
+CONN_KEYS = ("host", "port", "user", "dbname")
+
+
+def __virtual__():
+    if "pg_replication.slots" in __salt__:
+        return __virtualname__
+    return (False, "pg_replication execution module could not be loaded")
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _conn(kwargs):
+    return {k: kwargs[k] for k in CONN_KEYS if kwargs.get(k) is not None}
+
+
+def _fail(ret, exc):
+    ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def slot_present(name, reserve_wal=True, **kwargs):
+    """
+    Ensure a physical replication slot exists.
+
+    name
+        Slot name.
+    reserve_wal
+        Reserve WAL from creation on (default True), so a standby or Barman attaching later
+        finds everything since the slot was made.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    try:
+        existing = __salt__["pg_replication.slots"](**conn).get(name)
+        if existing is not None:
+            if existing["slot_type"] != "physical":
+                return _fail(ret, f"slot {name} exists but is a {existing['slot_type']} slot")
+            ret["comment"] = f"Replication slot {name} is present"
+            return ret
+        ret["changes"] = {"slot": name, "created": True}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"Replication slot {name} would be created")
+            return ret
+        __salt__["pg_replication.slot_create"](name, reserve_wal=reserve_wal, **conn)
+        ret["comment"] = f"Replication slot {name} created"
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    return ret
+
+
+def slot_absent(name, force=False, **kwargs):
+    """
+    Ensure a replication slot does not exist. An active slot (a standby or Barman is
+    streaming from it) is refused unless ``force`` is true.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    try:
+        existing = __salt__["pg_replication.slots"](**conn).get(name)
+        if existing is None:
+            ret["comment"] = f"Replication slot {name} is absent"
+            return ret
+        if existing["active"] and not force:
+            return _fail(ret, f"Replication slot {name} is active (pid {existing['active_pid']}); set force: True to drop it")
+        ret["changes"] = {"slot": name, "dropped": True}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"Replication slot {name} would be dropped")
+            return ret
+        __salt__["pg_replication.slot_drop"](name, force=force, **conn)
+        ret["comment"] = f"Replication slot {name} dropped"
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    return ret
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
+    """What would change to bring ``role`` (None: missing) to the desired state."""
+    if role is None:
+        changes = {"created": True, **attrs, "connlimit": connlimit}
+        if password is not None:
+            changes["password"] = "set"
+        if groups:
+            changes["groups"] = {"added": sorted(groups)}
+        if execute:
+            changes["execute"] = {"granted": list(execute)}
+        return changes
+    changes = {attr: {"old": role[attr], "new": value} for attr, value in attrs.items() if role[attr] != value}
+    if role["connlimit"] != connlimit:
+        changes["connlimit"] = {"old": role["connlimit"], "new": connlimit}
+    if password is not None and not __salt__["pg_replication.role_password_matches"](name, password, **conn):
+        changes["password"] = "changed"
+    if groups is not None:
+        added = sorted(set(groups) - set(role["groups"]))
+        removed = sorted(set(role["groups"]) - set(groups))
+        if added or removed:
+            changes["groups"] = {"added": added, "removed": removed}
+    if execute:
+        privileges = __salt__["pg_replication.function_privileges"](name, execute, **conn)
+        missing = [sig for sig, granted in privileges.items() if not granted]
+        if missing:
+            changes["execute"] = {"granted": missing}
+    return changes
+
+
+def role_present(
+    name,
+    password=None,
+    login=True,
+    replication=False,
+    superuser=False,
+    createdb=False,
+    createrole=False,
+    inherit=True,
+    bypassrls=False,
+    connlimit=-1,
+    groups=None,
+    execute=None,
+    **kwargs,
+):
+    """
+    Ensure a role exists with exactly these attributes. Secure defaults: LOGIN and nothing
+    else unless asked.
+
+    password
+        Plain password; stored as a SCRAM-SHA-256 verifier computed on the minion. An
+        unchanged password is detected by recomputing the stored verifier with its salt.
+    groups
+        Roles this role must be a member of (exactly these, when given).
+    execute
+        Function signatures this role must be allowed to EXECUTE, e.g.
+        ``pg_backup_start(text, boolean)`` (grants are added, never revoked).
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    attrs = {
+        "login": login,
+        "replication": replication,
+        "superuser": superuser,
+        "createdb": createdb,
+        "createrole": createrole,
+        "inherit": inherit,
+        "bypassrls": bypassrls,
+    }
+    connlimit = int(connlimit)
+    try:
+        role = __salt__["pg_replication.role_get"](name, **conn)
+        changes = _role_diff(name, role, attrs, password, connlimit, groups, execute, conn)
+        if not changes:
+            ret["comment"] = f"Role {name} is in the desired state"
+            return ret
+        ret["changes"] = changes
+        verb = "created" if role is None else "updated"
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"Role {name} would be {verb}")
+            return ret
+        if role is None:
+            __salt__["pg_replication.role_create"](name, password=password, connlimit=connlimit, **attrs, **conn)
+        else:
+            changed = {a: attrs[a] for a in attrs if a in changes}
+            __salt__["pg_replication.role_alter"](
+                name,
+                password=password if "password" in changes else None,
+                connlimit=connlimit if "connlimit" in changes else None,
+                **changed,
+                **conn,
+            )
+        for group in changes.get("groups", {}).get("added", []):
+            __salt__["pg_replication.role_grant"](group, name, **conn)
+        for group in changes.get("groups", {}).get("removed", []):
+            __salt__["pg_replication.role_revoke"](group, name, **conn)
+        for signature in changes.get("execute", {}).get("granted", []):
+            __salt__["pg_replication.function_grant"](name, signature, **conn)
+        ret["comment"] = f"Role {name} {verb}"
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    return ret
+
+
+def role_absent(name, **kwargs):
+    """
+    Ensure a role does not exist.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    try:
+        if __salt__["pg_replication.role_get"](name, **conn) is None:
+            ret["comment"] = f"Role {name} is absent"
+            return ret
+        ret["changes"] = {"role": name, "dropped": True}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"Role {name} would be dropped")
+            return ret
+        __salt__["pg_replication.role_drop"](name, **conn)
+        ret["comment"] = f"Role {name} dropped"
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    return ret
+
+
+# --------------------------------------------------------------------------- standby
+
+
+def _standby_marker(datadir, version):
+    return os.path.join(datadir, "standby.signal" if int(version) >= 12 else "recovery.conf")
+
+
+def _wait_for_primary(host, port, user, passfile, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return __salt__["pg_replication.primary_system_identifier"](host, port=port, user=user, passfile=passfile)
+        except CommandExecutionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2)
+
+
+def standby_bootstrapped(
+    name,
+    primary_host,
+    slot,
+    version,
+    service,
+    primary_port=5432,
+    user="replicator",
+    passfile=None,
+    bin_dir=None,
+    wipe_unrelated_data=False,
+    timeout=300,
+):
+    """
+    Ensure ``name`` (a data directory) holds a standby of the primary at ``primary_host``.
+
+    A directory that already holds a standby of this primary (same system identifier,
+    standby.signal / recovery.conf present) is left alone. An empty or missing one is filled
+    with pg_basebackup over the replication role and ``slot``. Anything else is refused,
+    unless ``wipe_unrelated_data`` is true: then the server is stopped and the directory
+    emptied first. The primary is waited for up to ``timeout`` seconds.
+    """
+    ret = _ret(name)
+    marker = _standby_marker(name, version)
+    try:
+        local_id = __salt__["pg_replication.datadir_system_identifier"](name)
+        empty = not os.path.isdir(name) or not os.listdir(name)
+        wait = 0 if __opts__["test"] else timeout
+        try:
+            primary_id = _wait_for_primary(primary_host, primary_port, user, passfile, wait)
+        except CommandExecutionError as exc:
+            if not __opts__["test"]:
+                raise
+            primary_id = None
+            ret["comment"] = f"({exc}) "
+        if local_id is not None and local_id == primary_id and os.path.exists(marker):
+            ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
+            return ret
+        if not empty:
+            what = f"system {local_id}" if local_id else "files that are not a cluster"
+            if primary_id is not None and local_id == primary_id:
+                what = f"a non-standby copy of system {local_id}"
+            if not wipe_unrelated_data:
+                return _fail(
+                    ret,
+                    f"{name} holds {what}, not a standby of {primary_host} (system {primary_id}); "
+                    "refusing to overwrite it. Empty it yourself, or set "
+                    "pg_replication:standby:wipe_unrelated_data: True to let the formula do it",
+                )
+        ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
+        if not empty:
+            ret["changes"]["wiped"] = True
+        if __opts__["test"]:
+            ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}")
+            return ret
+        if not empty:
+            __salt__["service.stop"](service)
+            __salt__["file.remove"](name)
+        __salt__["file.mkdir"](name, user="postgres", group="postgres", mode="0700")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                __salt__["pg_replication.basebackup"](
+                    name, primary_host, slot, port=primary_port, user=user, passfile=passfile, bin_dir=bin_dir
+                )
+                break
+            except CommandExecutionError:
+                # e.g. the primary has not created the slot yet: start again from empty.
+                if time.monotonic() >= deadline:
+                    raise
+                for entry in os.listdir(name):
+                    __salt__["file.remove"](os.path.join(name, entry))
+                time.sleep(2)
+        if int(version) >= 12:
+            __salt__["file.touch"](marker)
+            __salt__["file.chown"](marker, "postgres", "postgres")
+        ret["comment"] = f"{name} bootstrapped from {primary_host} on slot {slot}"
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    return ret
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def restarted_if_pending(name, **kwargs):
+    """
+    Restart service ``name`` if the running server reports settings that only a restart
+    applies (``pg_settings.pending_restart``), after the configuration was reloaded.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    try:
+        pending = __salt__["pg_replication.pending_restart"](**conn)
+    except CommandExecutionError as exc:
+        return _fail(ret, exc)
+    if not pending:
+        ret["comment"] = "No setting waits for a restart"
+        return ret
+    ret["changes"] = {"restarted": name, "settings": pending}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would be restarted for {', '.join(pending)}")
+        return ret
+    if not __salt__["service.restart"](name):
+        return _fail(ret, f"restarting {name} failed")
+    ret["comment"] = f"{name} restarted for {', '.join(pending)}"
+    return ret

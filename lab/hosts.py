@@ -1,0 +1,170 @@
+"""Lab hosts: Linux network namespaces on a bridge, each with a private mount namespace.
+
+Only addresses the lab creates itself (on its own bridge, in its own namespaces) are used.
+"""
+
+import contextlib
+import ipaddress
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_PREFIX = "pgr"
+DEFAULT_SUBNET = "10.47.11.0/24"
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+class Host:
+    """One lab host: a network namespace with an address on the bridge, and an anchor
+    process holding the host's mount and UTS namespaces (see :mod:`lab.enter`)."""
+
+    def __init__(self, lab, name, address):
+        self.lab = lab
+        self.name = name
+        self.address = address
+        self.netns = f"{lab.prefix}-{name}"
+        self.root = lab.root / "hosts" / name
+        self.anchor = None
+
+    def up(self):
+        veth_host, veth_ns = f"{self.netns}-h"[:15], f"{self.netns}-n"[:15]
+        _ip("netns", "add", self.netns)
+        _ip("link", "add", veth_host, "type", "veth", "peer", "name", veth_ns)
+        _ip("link", "set", veth_ns, "netns", self.netns)
+        _ip("link", "set", veth_host, "master", self.lab.bridge, "up")
+        _ip("-n", self.netns, "link", "set", "lo", "up")
+        _ip("-n", self.netns, "addr", "add", f"{self.address}/{self.lab.network.prefixlen}", "dev", veth_ns)
+        _ip("-n", self.netns, "link", "set", veth_ns, "name", "eth0")
+        _ip("-n", self.netns, "link", "set", "eth0", "up")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.anchor = subprocess.Popen(  # noqa: S603
+            [
+                "ip", "netns", "exec", self.netns,
+                "unshare", "--mount", "--uts", "--propagation", "private", "--",
+                sys.executable, "-m", "lab.enter", str(self.root), self.name, "--",
+                "sleep", "infinity",
+            ],
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        # Wait until the anchor has finished its mounts (its hostname is then set).
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.anchor.poll() is not None:
+                raise RuntimeError(f"lab host {self.name}: namespace setup failed")
+            res = subprocess.run(self.wrap(["hostname"]), capture_output=True, text=True)
+            if res.returncode == 0 and res.stdout.strip() == self.name:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"lab host {self.name}: namespace setup timed out")
+
+    def wrap(self, cmd):
+        """The command line that runs ``cmd`` on this host (its net, mount and UTS namespaces)."""
+        return ["nsenter", "-t", str(self.anchor.pid), "-n", "-m", "-u", "--", *cmd]
+
+    def run(self, cmd, check=True, **kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.wrap(cmd), check=check, **kwargs)  # noqa: S603
+
+    def psql(self, sql, dbname="postgres", port=5432):
+        """Run one SQL command as the postgres superuser over the host's local socket.
+
+        Test and demo helper only: the formula itself never runs psql.
+        """
+        res = self.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
+             "-p", str(port), "-d", dbname, "-c", sql],
+            check=False,
+        )
+        if res.returncode:
+            raise RuntimeError(f"psql on {self.name} failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
+    def pids(self):
+        res = _ip("netns", "pids", self.netns, check=False)
+        return [int(p) for p in res.stdout.split()]
+
+    def down(self):
+        for _ in range(3):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+        if self.anchor is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.anchor.kill()
+            self.anchor.wait(timeout=10)
+        _ip("netns", "del", self.netns, check=False)
+
+
+class Lab:
+    """A bridge with the salt-master's address and a set of hosts on it."""
+
+    def __init__(self, root, hosts, prefix=DEFAULT_PREFIX, subnet=DEFAULT_SUBNET):
+        self.root = pathlib.Path(root)
+        self.prefix = prefix
+        self.network = ipaddress.ip_network(subnet)
+        self.bridge = f"{prefix}-br0"
+        first = self.network.network_address
+        self.master_address = str(first + 1)
+        self.hosts = {name: Host(self, name, str(first + 101 + i)) for i, name in enumerate(hosts)}
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    @classmethod
+    def cleanup_stale(cls, prefix=DEFAULT_PREFIX):
+        """Remove namespaces and bridge left by an earlier lab with this prefix."""
+        for line in _ip("netns", "list", check=False).stdout.splitlines():
+            ns = line.split()[0] if line.split() else ""
+            if ns.startswith(f"{prefix}-"):
+                for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _ip("netns", "del", ns, check=False)
+        _ip("link", "del", f"{prefix}-br0", check=False)
+
+    def up(self):
+        self.cleanup_stale(self.prefix)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.master_address}/{self.network.prefixlen}", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for host in self.hosts.values():
+            host.up()
+        return self
+
+    def down(self, keep_files=False):
+        for host in self.hosts.values():
+            try:
+                host.down()
+            except Exception:  # noqa: BLE001 - tear down as much as possible
+                log.exception("tearing down %s", host.name)
+        _ip("link", "del", self.bridge, check=False)
+        if not keep_files:
+            shutil.rmtree(self.root / "hosts", ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.up()
+        except BaseException:
+            self.down()
+            raise
+
+    def __exit__(self, *exc):
+        self.down()

@@ -1,0 +1,120 @@
+"""A real salt-master on the lab bridge and one real salt-minion per lab host, started with
+pytest-salt-factories. The formula and ``_modules``/``_states``/``_utils`` are served from
+the checkout; the pillar is the reference pillar with the lab's addresses."""
+
+import contextlib
+import pathlib
+import secrets
+
+import attr
+import yaml
+from saltfactories.daemons.minion import SaltMinion
+
+from lab.hosts import REPO_ROOT
+
+# The reference scenario's hosts (minion ids) and their roles.
+REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
+
+
+@attr.s(kw_only=True, slots=True)
+class NamespacedMinion(SaltMinion):
+    """A salt-minion started inside a lab host's network, mount and UTS namespaces."""
+
+    host = attr.ib(default=None)
+
+    def cmdline(self, *args):
+        return self.host.wrap(super().cmdline(*args))
+
+
+def reference_pillar(lab, roles=None, **overrides):
+    """The reference pillar (as in pillar.example), with the lab's addresses and fresh
+    random passwords. ``roles`` maps minion id -> role; hosts without a role are left out."""
+    roles = REFERENCE_ROLES if roles is None else roles
+    hosts = {}
+    for name, role in roles.items():
+        if role is None:
+            continue
+        hosts[name] = {"role": role, "address": lab[name].address}
+        if role == "standby":
+            hosts[name]["slot"] = "standby_slot"
+    pillar = {
+        "version": 15,
+        "network": str(lab.network),
+        "hosts": hosts,
+        "replication": {"user": "replicator", "password": secrets.token_urlsafe(18)},
+        "barman": {
+            "password": secrets.token_urlsafe(18),
+            "streaming_password": secrets.token_urlsafe(18),
+            "server_name": "master-streaming",
+        },
+        "settings": {},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(pillar.get(key), dict):
+            pillar[key].update(value)
+        else:
+            pillar[key] = value
+    return pillar
+
+
+class SaltLab:
+    """The salt-master and minions of a :class:`lab.hosts.Lab`."""
+
+    def __init__(self, factories, lab, pillar):
+        self.factories = factories
+        self.lab = lab
+        self.master = None
+        self.minions = {}
+        self.state_dir = pathlib.Path(lab.root) / "states"
+        self.pillar_dir = pathlib.Path(lab.root) / "pillar"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.pillar_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
+        (self.pillar_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
+        self.set_pillar(pillar)
+
+    def set_pillar(self, pillar):
+        self.pillar = pillar
+        path = self.pillar_dir / "pg_replication.sls"
+        path.write_text(yaml.safe_dump({"pg_replication": pillar}, default_flow_style=False))
+        path.chmod(0o600)
+
+    @contextlib.contextmanager
+    def started(self):
+        lab = self.lab
+        self.master = self.factories.salt_master_daemon(
+            "pgr-salt-master",
+            overrides={
+                "interface": lab.master_address,
+                "file_roots": {"base": [str(self.state_dir), str(REPO_ROOT)]},
+                "pillar_roots": {"base": [str(self.pillar_dir)]},
+                "timeout": 30,
+            },
+        )
+        addr = {"host": lab.master_address}
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.master.started())
+            for host in lab.hosts.values():
+                minion = self.master.salt_minion_daemon(
+                    host.name,
+                    overrides={
+                        "master": lab.master_address,
+                        "interface": host.address,
+                        "pytest-minion": {"log": dict(addr), "returner_address": dict(addr)},
+                    },
+                    factory_class=NamespacedMinion,
+                    host=host,
+                )
+                stack.enter_context(minion.started(start_timeout=120))
+                self.minions[host.name] = minion
+            yield self
+
+    def salt(self, *args, target="*", timeout=900):
+        """Run ``salt TARGET ARGS...`` through the master; returns the factories' result."""
+        cli = self.master.salt_cli(timeout=timeout)
+        return cli.run(*args, minion_tgt=target, _timeout=timeout + 60)
+
+    def highstate(self, *args, timeout=900):
+        self.salt("saltutil.sync_all", timeout=120)
+        self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+        return self.salt("state.apply", *args, timeout=timeout)

@@ -1,0 +1,17 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Applies what this minion's role (pg_replication:hosts:<minion id>:role) calls for.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+{%- if pg.role in ('primary', 'standby') %}
+include:
+  - {{ tplroot }}.server
+{%- elif pg.role == 'barman' %}
+include:
+  - {{ tplroot }}.barman
+{%- else %}
+pg_replication-no-role:
+  test.nop:
+    - name: minion {{ grains['id'] }} has no role in pg_replication:hosts
+{%- endif %}

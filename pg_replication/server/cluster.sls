@@ -1,0 +1,73 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# The data directory: initialised on the primary, a pg_basebackup copy on a standby.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+include:
+  - .package
+
+{%- if pg.conf_dir != pg.data_dir %}
+pg_replication-conf-dir:
+  file.directory:
+    - name: {{ pg.conf_dir }}
+    - user: postgres
+    - group: postgres
+    - mode: '0755'
+    - makedirs: True
+    - require:
+      - pkg: pg_replication-packages
+{%- endif %}
+
+{%- if pg.role == 'primary' %}
+pg_replication-data-dir:
+  file.directory:
+    - name: {{ pg.data_dir }}
+    - user: postgres
+    - group: postgres
+    - mode: '0700'
+    - makedirs: True
+    - require:
+      - pkg: pg_replication-packages
+
+pg_replication-initdb:
+  cmd.run:
+    - name: >-
+        {{ pg.bin_dir }}/initdb -D {{ pg.data_dir }} -U postgres
+        {{ pg.initdb_options | join(' ') }}
+    - runas: postgres
+    - creates: {{ pg.data_dir }}/PG_VERSION
+    - require:
+      - file: pg_replication-data-dir
+
+{%- else %}
+pg_replication-pgpass:
+  file.managed:
+    - name: {{ pg.home }}/.pgpass
+    - user: postgres
+    - group: postgres
+    - mode: '0600'
+    - show_changes: False
+    - contents: |
+        # Managed by Salt (pg_replication)
+        {{ pg.primary.address }}:{{ pg.port }}:replication:{{ pg.replication.user }}:{{
+          pg.replication.password | replace('\\', '\\\\') | replace(':', '\\:') }}
+    - require:
+      - pkg: pg_replication-packages
+
+pg_replication-standby-bootstrap:
+  pg_replication.standby_bootstrapped:
+    - name: {{ pg.data_dir }}
+    - primary_host: {{ pg.primary.address }}
+    - primary_port: {{ pg.port }}
+    - slot: {{ pg.me.slot }}
+    - user: {{ pg.replication.user }}
+    - passfile: {{ pg.home }}/.pgpass
+    - bin_dir: {{ pg.bin_dir }}
+    - version: {{ pg.version }}
+    - service: {{ pg.service_name }}
+    - wipe_unrelated_data: {{ pg.standby.wipe_unrelated_data }}
+    - timeout: {{ pg.standby.bootstrap_timeout }}
+    - require:
+      - file: pg_replication-pgpass
+{%- endif %}

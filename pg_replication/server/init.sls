@@ -1,0 +1,14 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# A PostgreSQL server: the primary, or a streaming standby of it.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+include:
+  - .package
+  - .cluster
+  - .config
+  - .service
+{%- if pg.role == 'primary' %}
+  - .primary
+{%- endif %}

@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+{%- if pg.createcluster_conf %}
+# Debian: stop postgresql-common from creating a default cluster; the formula makes its own.
+pg_replication-createcluster-conf:
+  file.managed:
+    - name: {{ pg.createcluster_conf }}
+    - makedirs: True
+    - contents: |
+        # Managed by Salt (pg_replication)
+        create_main_cluster = false
+    - require_in:
+      - pkg: pg_replication-packages
+{%- endif %}
+
+pg_replication-packages:
+  pkg.installed:
+    - pkgs:
+      - {{ pg.pkgs.server }}
+      - {{ pg.pkgs.client }}

@@ -1,0 +1,25 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# The server runs; configuration changes reload it, and restart it only when a changed
+# setting needs a restart (pg_settings.pending_restart).
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+include:
+  - .config
+
+pg_replication-service:
+  service.running:
+    - name: {{ pg.service_name }}
+    - enable: {{ pg.service.enable }}
+    - reload: True
+    - watch:
+      - sls: {{ tplroot }}.server.config
+
+pg_replication-restart-if-pending:
+  pg_replication.restarted_if_pending:
+    - name: {{ pg.service_name }}
+    - port: {{ pg.port }}
+    - host: {{ pg.socket_dir }}
+    - require:
+      - service: pg_replication-service
