@@ -47,7 +47,7 @@ class Host:
         _ip("-n", self.netns, "addr", "add", f"{self.address}/{self.lab.network.prefixlen}", "dev", veth_ns)
         _ip("-n", self.netns, "link", "set", veth_ns, "name", "eth0")
         _ip("-n", self.netns, "link", "set", "eth0", "up")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_etc()
         self.anchor = subprocess.Popen(  # noqa: S603
             [
                 "ip", "netns", "exec", self.netns,
@@ -68,6 +68,16 @@ class Host:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"lab host {self.name}: namespace setup timed out")
+
+    def _write_etc(self):
+        """Seed the host's /etc overlay: the lab's names in /etc/hosts, and a resolver that
+        fails at once (the namespaces have no DNS) instead of timing out."""
+        upper = self.root / "etc-upper"
+        upper.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost", f"{self.lab.master_address} salt"]
+        lines += [f"{h.address} {h.name}" for h in self.lab.hosts.values()]
+        (upper / "hosts").write_text("\n".join(lines) + "\n")
+        (upper / "resolv.conf").write_text("# lab host: no DNS\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
     def wrap(self, cmd):
         """The command line that runs ``cmd`` on this host (its net, mount and UTS namespaces)."""

@@ -12,6 +12,7 @@ from saltfactories.daemons.minion import SaltMinion
 
 from lab.hosts import REPO_ROOT
 
+FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils")
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
 
@@ -70,6 +71,11 @@ class SaltLab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pillar_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
+        # Serve the formula and the custom modules from the checkout, and nothing else of it.
+        for name in FORMULA_DIRS:
+            link = self.state_dir / name
+            if not link.is_symlink():
+                link.symlink_to(REPO_ROOT / name)
         (self.pillar_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
         self.set_pillar(pillar)
 
@@ -86,7 +92,7 @@ class SaltLab:
             "pgr-salt-master",
             overrides={
                 "interface": lab.master_address,
-                "file_roots": {"base": [str(self.state_dir), str(REPO_ROOT)]},
+                "file_roots": {"base": [str(self.state_dir)]},
                 "pillar_roots": {"base": [str(self.pillar_dir)]},
                 "timeout": 30,
             },
