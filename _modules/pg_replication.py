@@ -70,7 +70,9 @@ def _connection(kwargs):
         try:
             conn = psycopg2.connect(connect_timeout=10, application_name="salt-pg_replication", **args)
         except psycopg2.Error as exc:
-            raise CommandExecutionError(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}")
+            raise CommandExecutionError(
+                f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}"
+            ) from exc
         conn.autocommit = True
         __context__[key] = conn
     return conn, key
@@ -87,9 +89,9 @@ def _query(query, params=None, fetch=True, **kwargs):
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             __context__.pop(key, None)
             if attempt == 2 or not conn.closed:
-                raise CommandExecutionError(_pg_message(exc))
+                raise CommandExecutionError(_pg_message(exc)) from exc
         except psycopg2.Error as exc:
-            raise CommandExecutionError(_pg_message(exc))
+            raise CommandExecutionError(_pg_message(exc)) from exc
     return None  # pragma: no cover
 
 
@@ -121,7 +123,7 @@ def plan(config, minion_id=None):
     try:
         return __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
     except ValueError as exc:
-        raise CommandExecutionError(str(exc))
+        raise CommandExecutionError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- slots
@@ -139,7 +141,7 @@ def slots(**kwargs):
     """
     wal_status = ", wal_status" if _server_version(**kwargs) >= 130000 else ""
     rows = _query(
-        "SELECT slot_name, slot_type, active, active_pid, restart_lsn::text AS restart_lsn"
+        "SELECT slot_name, slot_type, active, active_pid, restart_lsn::text AS restart_lsn"  # noqa: S608 - constant
         + wal_status
         + ", pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
         " ELSE pg_current_wal_lsn() END, restart_lsn)::bigint AS retained_bytes"
@@ -159,9 +161,7 @@ def slot_create(name, reserve_wal=True, **kwargs):
 
         salt '*' pg_replication.slot_create standby_slot
     """
-    _query(
-        "SELECT pg_create_physical_replication_slot(%s, %s)", (name, bool(reserve_wal)), fetch=False, **kwargs
-    )
+    _query("SELECT pg_create_physical_replication_slot(%s, %s)", (name, bool(reserve_wal)), fetch=False, **kwargs)
     return True
 
 
@@ -418,9 +418,10 @@ def status(**kwargs):
     out = {"role": "standby" if standby else "primary", "slots": slots(**kwargs)}
     out["replication"] = _query(
         "SELECT pid, usename, application_name, client_addr::text AS client_addr, state, sync_state,"
-        " sent_lsn::text AS sent_lsn, replay_lsn::text AS replay_lsn,"
+        " sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn,"
+        # WAL-only clients (pg_receivewal, Barman) never replay: their lag is to what they flushed.
         " pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
-        "   ELSE pg_current_wal_lsn() END, replay_lsn)::bigint AS lag_bytes,"
+        "   ELSE pg_current_wal_lsn() END, COALESCE(replay_lsn, flush_lsn, sent_lsn))::bigint AS lag_bytes,"
         " EXTRACT(EPOCH FROM replay_lag)::float AS lag_seconds"
         " FROM pg_stat_replication ORDER BY application_name, pid",
         **kwargs,
@@ -485,7 +486,7 @@ def primary_system_identifier(host, port=5432, user="replicator", passfile=None,
 
     .. code-block:: bash
 
-        salt standby pg_replication.primary_system_identifier 192.168.11.101 user=replicator passfile=/var/lib/postgresql/.pgpass
+        salt standby pg_replication.primary_system_identifier 192.168.11.101 passfile=~postgres/.pgpass
     """
     from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
 
@@ -500,7 +501,7 @@ def primary_system_identifier(host, port=5432, user="replicator", passfile=None,
             connection_factory=PhysicalReplicationConnection,
         )
     except psycopg2.Error as exc:
-        raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}")
+        raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}") from exc
     try:
         with conn.cursor() as cur:
             cur.execute("IDENTIFY_SYSTEM")
@@ -518,7 +519,7 @@ def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None,
 
     .. code-block:: bash
 
-        salt standby pg_replication.basebackup /var/lib/postgresql/15/main 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
+        salt standby pg_replication.basebackup /srv/pg/15/main 192.168.11.101 standby_slot passfile=/srv/pg/.pgpass
     """
     binary = os.path.join(bin_dir, "pg_basebackup") if bin_dir else "pg_basebackup"
     cmd = [

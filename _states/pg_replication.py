@@ -90,7 +90,9 @@ def slot_absent(name, force=False, **kwargs):
             ret["comment"] = f"Replication slot {name} is absent"
             return ret
         if existing["active"] and not force:
-            return _fail(ret, f"Replication slot {name} is active (pid {existing['active_pid']}); set force: True to drop it")
+            return _fail(
+                ret, f"Replication slot {name} is active (pid {existing['active_pid']}); set force: True to drop it"
+            )
         ret["changes"] = {"slot": name, "dropped": True}
         if __opts__["test"]:
             ret.update(result=None, comment=f"Replication slot {name} would be dropped")
@@ -110,7 +112,7 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
     if role is None:
         changes = {"created": True, **attrs, "connlimit": connlimit}
         if password is not None:
-            changes["password"] = "set"
+            changes["password"] = "set"  # noqa: S105 - what changed, not the password
         if groups:
             changes["groups"] = {"added": sorted(groups)}
         if execute:
@@ -120,7 +122,7 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
     if role["connlimit"] != connlimit:
         changes["connlimit"] = {"old": role["connlimit"], "new": connlimit}
     if password is not None and not __salt__["pg_replication.role_password_matches"](name, password, **conn):
-        changes["password"] = "changed"
+        changes["password"] = "changed"  # noqa: S105 - what changed, not the password
     if groups is not None:
         added = sorted(set(groups) - set(role["groups"]))
         removed = sorted(set(role["groups"]) - set(groups))

@@ -69,6 +69,7 @@ def _hosts(config, errors):
         host = dict(spec, id=str(minion_id), role=role, address=address)
         if role == "standby":
             host["slot"] = spec.get("slot") or _slot_default(str(minion_id))
+            host["application_name"] = spec.get("application_name") or "walreceiver"
         out[str(minion_id)] = host
     return out
 
@@ -143,7 +144,7 @@ def _hba(config, standbys, backup_hosts):
         lines.append(("host", "all", barman["user"], _cidr(host["address"]), method))
     if config.get("network"):
         lines.append(("host", "all", "all", config["network"], method))
-    return [dict(zip(("type", "database", "user", "address", "method"), line)) for line in lines]
+    return [dict(zip(("type", "database", "user", "address", "method"), line, strict=True)) for line in lines]
 
 
 def _cidr(address):

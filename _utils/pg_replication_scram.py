@@ -39,11 +39,12 @@ def _saslprep(password):
     )
     if any(check(ch) for ch in prepared for check in prohibited):
         return password.encode("utf-8")
-    if any(stringprep.in_table_d1(ch) for ch in prepared):
-        if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])) or any(
-            stringprep.in_table_d2(ch) for ch in prepared
-        ):
-            return password.encode("utf-8")
+    # Bidirectional text: RandALCat text must start and end with RandALCat, and hold no LCat.
+    if any(stringprep.in_table_d1(ch) for ch in prepared) and (
+        not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1]))
+        or any(stringprep.in_table_d2(ch) for ch in prepared)
+    ):
+        return password.encode("utf-8")
     return prepared.encode("utf-8")
 
 

@@ -50,10 +50,24 @@ class Host:
         self._write_etc()
         self.anchor = subprocess.Popen(  # noqa: S603
             [
-                "ip", "netns", "exec", self.netns,
-                "unshare", "--mount", "--uts", "--propagation", "private", "--",
-                sys.executable, "-m", "lab.enter", str(self.root), self.name, "--",
-                "sleep", "infinity",
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                sys.executable,
+                "-m",
+                "lab.enter",
+                str(self.root),
+                self.name,
+                "--",
+                "sleep",
+                "infinity",
             ],
             cwd=REPO_ROOT,
             start_new_session=True,
@@ -94,8 +108,22 @@ class Host:
         Test and demo helper only: the formula itself never runs psql.
         """
         res = self.run(
-            ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
-             "-p", str(port), "-d", dbname, "-c", sql],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-p",
+                str(port),
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
             check=False,
         )
         if res.returncode:

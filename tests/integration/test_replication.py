@@ -1,4 +1,4 @@
-"""Issue 2: a real salt-master applies the highstate to a primary and a streaming standby."""
+"""A real salt-master applies the highstate to a primary and a streaming standby."""
 
 import time
 

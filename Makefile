@@ -1,0 +1,47 @@
+# pg_replication: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run as root on Debian 12 (the lab uses network and mount namespaces).
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint unit functional integration bench deps venv clean-lab
+
+demo: deps venv  ## bring up the lab, apply the highstate, show the reference scenario
+	$(PY) -m lab.demo --with-backup
+
+test: deps venv lint  ## lint, then the whole suite (unit, functional, integration)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/yamllint -s .
+	find pg_replication -name '*.sls' -print0 | xargs -0 $(VENV)/bin/salt-lint
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+functional: deps venv
+	$(PY) -m pytest tests/functional $(PYTEST_ARGS)
+
+integration: deps venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: deps venv
+	$(PY) bench/roles_slots.py
+
+deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
+	bash lab/install-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+clean-lab:  ## remove namespaces and bridge left by an interrupted run
+	$(PY) -c 'from lab.hosts import Lab; Lab.cleanup_stale()'

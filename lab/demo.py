@@ -1,0 +1,135 @@
+"""The reference scenario, shown for real: three lab hosts, a salt-master, one highstate.
+
+Run as root with ``make demo`` (or ``.venv/bin/python -m lab.demo``). Prints the replication
+status, a row written on the primary and read on the standby, and one summary line.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+
+from saltfactories.manager import FactoriesManager
+from saltfactories.plugins.event_listener import EventListener
+from saltfactories.plugins.log_server import LogServer
+
+from lab.hosts import Lab
+from lab.results import changed_states, state_errors
+from lab.salt import REFERENCE_ROLES, SaltLab, reference_pillar
+
+
+@contextlib.contextmanager
+def factories(root):
+    """A FactoriesManager outside pytest, with its event listener and log server."""
+    listener = EventListener()
+    listener.start()
+    log_server = LogServer(log_host="0.0.0.0", log_level=logging.ERROR)  # noqa: S104 - lab bridge only
+    log_server.start()
+    try:
+        yield FactoriesManager(
+            root_dir=root,
+            log_server_host=log_server.log_host,
+            log_server_port=log_server.log_port,
+            log_server_level=log_server.log_level,
+            event_listener=listener,
+            start_timeout=120,
+        )
+    finally:
+        log_server.stop()
+        listener.stop()
+
+
+def banner(text):
+    print(f"\n=== {text}", flush=True)
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.2)
+
+
+def replication_status(salt_lab):
+    return salt_lab.salt("pg_replication.status", target="master", timeout=60).data
+
+
+def row_on_standby(salt_lab):
+    master, standby = salt_lab.lab["master"], salt_lab.lab["standby"]
+    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
+        master.psql("CREATE DATABASE otus")
+    master.psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
+    note = f"written on master at {time.strftime('%H:%M:%S')}"
+    master.psql(f"INSERT INTO homework (note) VALUES ('{note}')", dbname="otus")
+
+    def read():
+        try:
+            return standby.psql(f"SELECT id || ' | ' || note FROM homework WHERE note = '{note}'", dbname="otus")
+        except RuntimeError:
+            return ""
+
+    return wait_for(read, 10)
+
+
+def run(args):
+    summary = {}
+    with tempfile.TemporaryDirectory(prefix="pgr-demo-") as tmp, factories(tmp) as manager:
+        lab = Lab(f"{tmp}/lab", list(REFERENCE_ROLES))
+        with lab:
+            roles = dict(REFERENCE_ROLES)
+            if not args.with_backup:
+                roles["backup"] = None
+            salt_lab = SaltLab(manager, lab, reference_pillar(lab, roles=roles))
+            with salt_lab.started():
+                banner(
+                    f"lab up: salt-master {lab.master_address}; "
+                    + ", ".join(f"{h.name} {h.address} ({roles[h.name] or 'no role'})" for h in lab.hosts.values())
+                )
+                banner("salt '*' state.apply")
+                started = time.monotonic()
+                ret = salt_lab.highstate()
+                errors = state_errors(ret.data)
+                for minion, result in sorted(ret.data.items()):
+                    if isinstance(result, dict):
+                        changed = sum(1 for r in result.values() if r.get("changes"))
+                        print(f"{minion}: {len(result)} states, {changed} changed")
+                print(f"highstate took {time.monotonic() - started:.1f}s; failures: {errors or 'none'}")
+                summary["highstate"] = "ok" if ret.returncode == 0 and not errors else "failed"
+
+                banner("replication status on master (pg_replication.status)")
+                status = replication_status(salt_lab)
+                print(json.dumps(status, indent=2, default=str))
+                rows = status.get("replication") or [] if isinstance(status, dict) else []
+                streaming = [r for r in rows if r.get("state") == "streaming"]
+                summary["replication"] = "streaming" if streaming else "down"
+
+                banner("row inserted in otus.homework on master, read on standby")
+                row = row_on_standby(salt_lab)
+                print(row or "(not found on standby within 10 s)")
+                summary["standby_row"] = "ok" if row else "missing"
+
+                banner("second highstate (idempotency)")
+                again = changed_states(salt_lab.highstate().data)
+                print("changes:", again or "none")
+                summary["idempotent"] = "ok" if not again else "changed"
+    banner("summary")
+    line = " ".join(f"{k}={v}" for k, v in summary.items())
+    print(line, flush=True)
+    return 0 if all(v in ("ok", "streaming") for v in summary.values()) else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--with-backup", action="store_true", help="give the backup host its barman role")
+    args = parser.parse_args(argv)
+    Lab.cleanup_stale()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages the lab, the demo and the tests need, if any is missing.
+set -euo pipefail
+
+packages=(
+  postgresql-15 postgresql-client-15 postgresql-contrib  # servers and pg_basebackup
+  barman barman-cli                                       # the backup host
+  cron                                                    # crontab for `barman cron`
+  iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
+  python3-venv make
+)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
