@@ -81,8 +81,9 @@ def postgres(tmp_path_factory):
     if os.geteuid() != 0 or not (PG_BIN / "initdb").exists():
         pytest.skip("needs root and PostgreSQL 15 server binaries")
     root = tmp_path_factory.mktemp("pg")
-    os.chmod(root.parent, 0o755)
-    os.chmod(root.parent.parent, 0o755)
+    # postgres must traverse pytest's (root-owned, 0700) temporary directories.
+    for parent in (root.parent, root.parent.parent):
+        os.chmod(parent, 0o755)  # noqa: S103
     server = PostgresServer(root).start()
     yield server
     server.stop()

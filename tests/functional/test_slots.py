@@ -117,7 +117,8 @@ def test_dropping_an_active_slot_is_refused(streaming_client, modules, states):
 
 def test_system_identifier_from_file_and_from_replication_protocol(modules, postgres, streaming_client):
     from_file = modules.pg_replication.datadir_system_identifier(str(postgres.datadir))
-    assert from_file and from_file.isdigit()
+    assert from_file
+    assert from_file.isdigit()
     assert modules.pg_replication.datadir_system_identifier("/nonexistent") is None
     over_replication = modules.pg_replication.primary_system_identifier(
         "127.0.0.1", port=postgres.port, user="walclient", passfile=streaming_client["passfile"]
