@@ -63,11 +63,15 @@ class PostgresServer:
 
     def execute(self, statement):
         """Run one statement as postgres on a connection of the test's own."""
+        self.fetch_one(statement, fetch=False)
+
+    def fetch_one(self, statement, fetch=True):
         conn = psycopg2.connect(**self.conn)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 cur.execute(statement)
+                return cur.fetchone()[0] if fetch else None
         finally:
             conn.close()
 

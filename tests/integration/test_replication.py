@@ -100,3 +100,17 @@ def test_invalid_pillar_fails_before_any_change(converged):
     finally:
         converged.set_pillar(good)
     assert changed_states(converged.highstate().data) == {}
+
+
+def test_no_password_in_minion_debug_logs_or_returns(converged):
+    ret = converged.highstate()
+    password = converged.pillar["replication"]["password"]
+    assert password not in ret.stdout
+    for minion in converged.minions.values():
+        assert minion.config["log_level_logfile"] == "debug"
+        with open(minion.config["log_file"], errors="replace") as fh:
+            log = fh.read()
+        assert "pg_replication" in log
+        assert password not in log
+    pgpass = converged.lab["standby"].run(["stat", "-c", "%a %U", "/var/lib/postgresql/.pgpass"]).stdout.strip()
+    assert pgpass == "600 postgres"

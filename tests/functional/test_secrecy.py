@@ -1,0 +1,67 @@
+"""No password or verifier in state returns, debug logs or any process's command line."""
+
+import json
+import logging
+import os
+import threading
+
+PASSWORDS = ("secrecy-first-Pa55word", "secrecy-second-Pa55word")
+
+
+class CmdlineScanner(threading.Thread):
+    """Reads every process's command line, over and over, until stopped."""
+
+    def __init__(self, needles):
+        super().__init__(daemon=True)
+        self.needles = needles
+        self.hits = []
+        self.scans = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                self.hits += [(pid, cmdline) for n in self.needles if n in cmdline]
+            self.scans += 1
+
+
+def test_passwords_never_leak(states, modules, postgres, caplog):
+    caplog.set_level(logging.DEBUG)
+    scanner = CmdlineScanner(list(PASSWORDS))
+    scanner.start()
+    rets = []
+    try:
+        for password in PASSWORDS:  # create, then change the password
+            for test in (True, False):
+                rets.append(states.pg_replication.role_present("secret_role", password=password, test=test))
+        rets.append(states.pg_replication.role_present("secret_role", password=PASSWORDS[1], replication=True))
+    finally:
+        scanner.stop.set()
+        scanner.join()
+    try:
+        assert rets[1].changes["password"] == "set"
+        assert rets[3].changes["password"] == "changed"
+        stored = postgres.fetch_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'secret_role'")
+        assert stored.startswith("SCRAM-SHA-256$")
+        secrets = [*PASSWORDS, stored, stored.split("$", 2)[2]]
+        returned = json.dumps([r.raw for r in rets], default=str)
+        # The test harness (saltfactories' StateFunction) logs the call it is asked to make,
+        # arguments included; that is this test's own call, not something Salt or we log.
+        records = [r for r in caplog.records if not r.name.startswith("saltfactories")]
+        logged = "\n".join(r.getMessage() for r in records)
+        assert len(records) > 10  # debug logging was on and captured
+        for secret in secrets:
+            assert secret not in returned
+            assert secret not in logged
+        assert scanner.scans > 0
+        assert scanner.hits == []
+    finally:
+        modules.pg_replication.role_drop("secret_role")
+
