@@ -8,7 +8,7 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.functional.conftest import PG_BIN
+from lab.pgserver import PG_BIN
 
 
 def test_slot_create_list_drop(modules):
