@@ -117,6 +117,30 @@ def _barman(config, hosts, primary, errors):
     return barman, servers
 
 
+def barman_grants(version):
+    """Memberships and EXECUTE grants a non-superuser barman role needs (Barman docs)."""
+    if version >= 15:
+        return {
+            "groups": ["pg_checkpoint", "pg_read_all_settings", "pg_read_all_stats"],
+            "execute": [
+                "pg_backup_start(text, boolean)",
+                "pg_backup_stop(boolean)",
+                "pg_switch_wal()",
+                "pg_create_restore_point(text)",
+            ],
+        }
+    return {
+        "groups": ["pg_read_all_settings", "pg_read_all_stats"],
+        "execute": [
+            "pg_start_backup(text, boolean, boolean)",
+            "pg_stop_backup()",
+            "pg_stop_backup(boolean, boolean)",
+            "pg_switch_wal()",
+            "pg_create_restore_point(text)",
+        ],
+    }
+
+
 def _size(config, standbys, backup_hosts):
     settings = dict(config.get("settings") or {})
     senders = len(standbys) + 2 * len(backup_hosts) + int(config.get("spare_wal_senders", 2))
@@ -207,6 +231,7 @@ def build(config, minion_id):
             "backup_hosts": backup_hosts,
             "barman": barman,
             "barman_servers": barman_servers,
+            "barman_grants": barman_grants(version),
             "settings": _size(config, standbys, backup_hosts),
             "hba": _hba(config, standbys, backup_hosts),
             "standby_signal": version >= 12,

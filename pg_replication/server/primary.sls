@@ -33,3 +33,31 @@ pg_replication-replication-role:
     - host: {{ pg.socket_dir }}
     - require:
       - pg_replication: pg_replication-restart-if-pending
+
+{%- if pg.backup_hosts %}
+
+# Barman: a non-superuser role with the backup grants, and a streaming role.
+pg_replication-barman-role:
+  pg_replication.role_present:
+    - name: {{ pg.barman.user }}
+    - password: {{ pg.barman.password | json }}
+    - login: True
+    - groups: {{ pg.barman_grants.groups | json }}
+    - execute: {{ pg.barman_grants.execute | json }}
+    - port: {{ pg.port }}
+    - host: {{ pg.socket_dir }}
+    - require:
+      - pg_replication: pg_replication-restart-if-pending
+
+pg_replication-barman-streaming-role:
+  pg_replication.role_present:
+    - name: {{ pg.barman.streaming_user }}
+    - password: {{ pg.barman.streaming_password | json }}
+    - login: True
+    - replication: True
+    - groups: []
+    - port: {{ pg.port }}
+    - host: {{ pg.socket_dir }}
+    - require:
+      - pg_replication: pg_replication-restart-if-pending
+{%- endif %}

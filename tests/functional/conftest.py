@@ -9,6 +9,7 @@ from saltfactories.utils.functional import Loaders
 
 from lab.pgserver import PG_BIN, PostgresServer, local_minion_opts
 
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     if os.geteuid() != 0 or not (PG_BIN / "initdb").exists():

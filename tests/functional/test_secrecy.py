@@ -64,4 +64,3 @@ def test_passwords_never_leak(states, modules, postgres, caplog):
         assert scanner.hits == []
     finally:
         modules.pg_replication.role_drop("secret_role")
-

@@ -38,3 +38,11 @@ def replication_lab(salt_factories, lab):
     salt_lab = make_salt_lab(salt_factories, lab, roles={"master": "primary", "standby": "standby", "backup": None})
     with salt_lab.started():
         yield salt_lab
+
+
+@pytest.fixture(scope="module")
+def backup_lab(salt_factories, lab):
+    """The reference scenario: primary, standby and a Barman backup host."""
+    salt_lab = make_salt_lab(salt_factories, lab)
+    with salt_lab.started():
+        yield salt_lab

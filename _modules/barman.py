@@ -1,0 +1,315 @@
+"""Barman operations through its JSON output (``barman -f json``), run as the barman user.
+
+Failures raise CommandExecutionError with Barman's own message (its ``_ERROR`` list).
+The configuration file and user come from the ``barman.config_file`` / ``barman.user``
+config options (defaults: /etc/barman.conf, barman).
+
+:depends: barman
+"""
+
+import json
+import logging
+
+import salt.utils.path
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "barman"
+
+RECOVERY_TARGETS = ("target_time", "target_xid", "target_lsn", "target_name")
+
+
+def __virtual__():
+    if salt.utils.path.which("barman"):
+        return __virtualname__
+    return (False, "barman: the barman command is not installed")
+
+
+def _base():
+    return [
+        "barman",
+        "-c",
+        __salt__["config.option"]("barman.config_file", "/etc/barman.conf"),
+        "-f",
+        "json",
+    ]
+
+
+def _run(*args, parse=True, timeout=None):
+    """Run one barman command; return its parsed JSON output."""
+    cmd = _base() + [str(a) for a in args]
+    res = __salt__["cmd.run_all"](
+        cmd,
+        runas=__salt__["config.option"]("barman.user", "barman"),
+        python_shell=False,
+        ignore_retcode=True,
+        timeout=timeout,
+        cwd="/",
+    )
+    out = res["stdout"].strip()
+    data = None
+    if parse and out:
+        try:
+            data = json.loads(out)
+        except ValueError:
+            data = None
+    if isinstance(data, dict) and data.get("_ERROR"):
+        raise CommandExecutionError("barman {}: {}".format(args[0], "; ".join(map(str, data["_ERROR"]))))
+    if res["retcode"] and args[0] != "check":
+        raise CommandExecutionError(f"barman {args[0]} failed: {(res['stderr'] or out).strip()}")
+    return data if parse else out
+
+
+def check(server):
+    """
+    Run ``barman check`` and return ``{item: {"status": "OK"|"FAILED", "hint": ...}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.check master-streaming
+    """
+    data = _run("check", server)
+    if not isinstance(data, dict) or server not in data:
+        raise CommandExecutionError(f"barman check {server}: no result")
+    return data[server]
+
+
+def failed_checks(server):
+    """
+    Names of the ``barman check`` items that are not OK.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.failed_checks master-streaming
+    """
+    return sorted(item for item, res in check(server).items() if res.get("status") != "OK")
+
+
+def switch_wal(server, force=False, archive=False, archive_timeout=60):
+    """
+    Force PostgreSQL to switch WAL file; with ``archive`` wait until Barman has it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.switch_wal master-streaming force=True archive=True
+    """
+    args = ["switch-wal"]
+    if force:
+        args.append("--force")
+    if archive:
+        args += ["--archive", "--archive-timeout", str(archive_timeout)]
+    _run(*args, server, parse=False, timeout=archive_timeout + 60)
+    return True
+
+
+def backup(server, wait=True, timeout=1800):
+    """
+    Take a backup (``barman backup --wait``); return the new backup's description.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.backup master-streaming
+    """
+    before = {b["backup_id"] for b in list_backups(server)}
+    args = ["backup"] + (["--wait"] if wait else []) + [server]
+    _run(*args, parse=False, timeout=timeout)
+    new = [b for b in list_backups(server) if b["backup_id"] not in before]
+    if not new:
+        raise CommandExecutionError(f"barman backup {server}: no new backup was recorded")
+    return new[0]
+
+
+def list_backups(server):
+    """
+    The server's backups, newest first: ``[{"backup_id", "status", "end_time", "size_bytes", ...}]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.list_backups master-streaming
+    """
+    data = _run("list-backups", server) or {}
+    return list(data.get(server, []))
+
+
+def show_backup(server, backup_id="latest"):
+    """
+    Details of one backup (``latest``, ``first`` or an id).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.show_backup master-streaming latest
+    """
+    data = _run("show-backup", server, backup_id) or {}
+    return data.get(server, data)
+
+
+def status(server):
+    """
+    ``barman status`` as a dict.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.status master-streaming
+    """
+    data = _run("status", server) or {}
+    return data.get(server, data)
+
+
+def replication_status(server):
+    """
+    The streaming clients of the server's primary, as Barman sees them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.replication_status master-streaming
+    """
+    data = _run("replication-status", server) or {}
+    return data.get(server, data)
+
+
+def receive_wal_running(server):
+    """
+    True if ``barman check`` finds receive-wal running for the server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.receive_wal_running master-streaming
+    """
+    return check(server).get("receive_wal_running", {}).get("status") == "OK"
+
+
+def cron():
+    """
+    Run ``barman cron`` once now (starts receive-wal for streaming servers).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.cron
+    """
+    _run("cron", parse=False, timeout=120)
+    return True
+
+
+def show_server(server):
+    """
+    ``barman show-server`` as a dict (conninfo, paths, settings).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.show_server master-streaming
+    """
+    data = _run("show-server", server) or {}
+    return data.get(server, data)
+
+
+def restore_point(server, name="pg_replication"):
+    """
+    Write a restore point on the server's primary through Barman's own ``conninfo`` (the
+    barman role may EXECUTE pg_create_restore_point). It puts a WAL record in the current
+    segment, so that a plain ``switch-wal`` closes it even on an idle primary.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.restore_point master-streaming
+    """
+    import psycopg2  # pylint: disable=import-outside-toplevel
+
+    conninfo = show_server(server).get("conninfo")
+    if not conninfo:
+        raise CommandExecutionError(f"no conninfo for barman server {server}")
+    home = __salt__["user.info"](__salt__["config.option"]("barman.user", "barman")).get("home", "/var/lib/barman")
+    try:
+        conn = psycopg2.connect(conninfo, passfile=f"{home}/.pgpass", connect_timeout=10)
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"cannot connect to the primary of {server}: {exc}") from exc
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_create_restore_point(%s)::text", (name,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def create_slot(server):
+    """
+    Create the server's replication slot if it does not exist (``receive-wal --create-slot``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.create_slot master-streaming
+    """
+    try:
+        _run("receive-wal", "--create-slot", server, parse=False, timeout=60)
+    except CommandExecutionError as exc:
+        if "already exists" not in str(exc):
+            raise
+    return True
+
+
+def verify_backup(server, backup_id="latest"):
+    """
+    Run ``barman verify-backup`` (pg_verifybackup on the backup; PostgreSQL 13+).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.verify_backup master-streaming latest
+    """
+    if backup_id == "latest":
+        backups = list_backups(server)
+        if not backups:
+            raise CommandExecutionError(f"no backup of {server} to verify")
+        backup_id = backups[0]["backup_id"]
+    return _run("verify-backup", server, backup_id, parse=False, timeout=1800)
+
+
+def restore(server, destination, backup_id="latest", target_immediate=False, target_action=None, **targets):
+    """
+    Restore a backup into ``destination`` (``barman recover``), optionally to a target:
+    ``target_time``, ``target_xid``, ``target_lsn``, ``target_name`` or ``target_immediate``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.restore master-streaming /var/lib/barman/restore latest target_time='2026-11-25 14:00:00+00'
+    """
+    args = ["recover"]
+    for key in RECOVERY_TARGETS:
+        if targets.get(key):
+            args += ["--" + key.replace("_", "-"), targets[key]]
+    if target_immediate:
+        args.append("--target-immediate")
+    if target_action:
+        args += ["--target-action", target_action]
+    args += [server, backup_id, destination]
+    return _run(*args, parse=False, timeout=3600)

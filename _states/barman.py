@@ -1,0 +1,181 @@
+"""States for a Barman backup server: all checks OK, a fresh DONE backup, a restore.
+
+All support ``test=True``.
+
+.. code-block:: yaml
+
+    master-streaming-ready:
+      barman.check_ok:
+        - name: master-streaming
+
+    master-streaming-backup:
+      barman.backup_fresh:
+        - name: master-streaming
+        - max_age: 86400
+"""
+
+import datetime
+import os
+import time
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "barman"
+
+# Checks a state run can mend: the slot (created), receive-wal (started by barman cron)
+# and the WAL archive of an idle primary (a forced WAL switch).
+STREAMING_CHECKS = {"replication_slot", "receive_wal_running", "pg_receivexlog", "wal_archive"}
+
+
+def __virtual__():
+    if "barman.check" in __salt__:
+        return __virtualname__
+    return (False, "barman execution module could not be loaded")
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _wait_for(predicate, timeout, interval=2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def _switch_wal(name, archive_timeout):
+    """Close the current WAL segment and wait for Barman to archive it. ``--force`` (a
+    CHECKPOINT first) needs a superuser in Barman before 3.6; instead, write a restore point
+    (a WAL record) so that a plain switch has a segment to close even on an idle primary."""
+    __salt__["barman.restore_point"](name)
+    __salt__["barman.switch_wal"](name, force=False, archive=True, archive_timeout=archive_timeout)
+
+
+def check_ok(name, ignore=(), timeout=120):
+    """
+    Bring Barman server ``name`` to "every ``barman check`` item OK" (but those in
+    ``ignore``): create the slot and start receive-wal (``barman cron``) if needed, and force
+    a WAL switch when the WAL archive of an idle primary is the failure. Other failures (the
+    primary not reachable yet, missing privileges...) are waited for up to ``timeout``
+    seconds, then the state fails naming the failed items.
+    """
+    ret = _ret(name)
+    ignore = set(ignore or ())
+
+    def failing():
+        return sorted(set(__salt__["barman.failed_checks"](name)) - ignore)
+
+    try:
+        failed = failing()
+        if not failed:
+            ret["comment"] = f"barman check {name}: all OK"
+            return ret
+        if not __opts__["test"] and set(failed) - STREAMING_CHECKS:
+            # e.g. the primary's roles are still being created by a concurrent state run
+            _wait_for(lambda: not set(failing()) - STREAMING_CHECKS, timeout)
+            failed = failing()
+        unfixable = sorted(set(failed) - STREAMING_CHECKS)
+        if unfixable:
+            ret.update(result=False, comment=f"barman check {name} failed: {', '.join(unfixable)}")
+            return ret
+        if not failed:
+            ret["comment"] = f"barman check {name}: all OK"
+            return ret
+        actions = []
+        if "replication_slot" in failed:
+            actions.append("create_slot")
+        if {"receive_wal_running", "pg_receivexlog", "replication_slot"} & set(failed):
+            actions.append("start_receive_wal")
+        if "wal_archive" in failed:
+            actions.append("switch_wal")
+        ret["changes"] = {"fixed": failed, "actions": actions}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"barman check {name}: would fix {', '.join(failed)}")
+            return ret
+        if "create_slot" in actions:
+            __salt__["barman.create_slot"](name)
+        if "start_receive_wal" in actions:
+            __salt__["barman.cron"]()
+            if not _wait_for(lambda: __salt__["barman.receive_wal_running"](name), timeout):
+                ret.update(result=False, comment=f"receive-wal for {name} did not start", changes={})
+                return ret
+        if "switch_wal" in actions:
+            _switch_wal(name, min(timeout, 120))
+        if not _wait_for(lambda: not failing(), timeout):
+            left = failing()
+            ret.update(result=False, comment=f"barman check {name} still failing: {', '.join(left)}", changes={})
+            return ret
+        ret["comment"] = f"barman check {name}: all OK after {', '.join(actions)}"
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+def _end_time(backup):
+    value = backup.get("end_time")
+    if not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        parsed = datetime.datetime.strptime(str(value), "%a %b %d %H:%M:%S %Y")
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed
+
+
+def backup_fresh(name, max_age=86400):
+    """
+    Ensure server ``name`` has a DONE backup that ended less than ``max_age`` seconds ago;
+    take one (``barman backup --wait``) otherwise.
+    """
+    ret = _ret(name)
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for backup in __salt__["barman.list_backups"](name):
+            ended = _end_time(backup)
+            if backup.get("status") == "DONE" and ended and (now - ended).total_seconds() < float(max_age):
+                ret["comment"] = f"backup {backup['backup_id']} of {name} is DONE and fresh"
+                return ret
+        ret["changes"] = {"backup": "taken"}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"a backup of {name} would be taken")
+            return ret
+        new = __salt__["barman.backup"](name)
+        ret["changes"] = {"backup": new["backup_id"], "status": new.get("status")}
+        if new.get("status") != "DONE":
+            ret.update(result=False, comment=f"backup {new['backup_id']} of {name} ended {new.get('status')}")
+            return ret
+        ret["comment"] = f"backup {new['backup_id']} of {name} taken"
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+def restored(name, server, backup_id="latest", **targets):
+    """
+    Restore a backup of ``server`` into directory ``name`` (to ``target_time``,
+    ``target_lsn``, ``target_xid``, ``target_name`` or ``target_immediate``). A directory
+    that already holds a cluster is left alone: nothing is ever restored over data.
+    """
+    ret = _ret(name)
+    if os.path.exists(os.path.join(name, "PG_VERSION")):
+        ret["comment"] = f"{name} already holds a restored cluster"
+        return ret
+    if os.path.isdir(name) and os.listdir(name):
+        ret.update(result=False, comment=f"{name} is not empty; refusing to restore over it")
+        return ret
+    ret["changes"] = {"restored": backup_id, "server": server, **{k: v for k, v in targets.items() if v}}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"backup {backup_id} of {server} would be restored into {name}")
+        return ret
+    try:
+        __salt__["barman.restore"](server, name, backup_id=backup_id, **targets)
+    except CommandExecutionError as exc:
+        ret.update(result=False, comment=str(exc), changes={})
+        return ret
+    ret["comment"] = f"backup {backup_id} of {server} restored into {name}"
+    return ret

@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# A Barman backup server streaming from the primary: configured, checked, backed up.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+pg_replication-barman-packages:
+  pkg.installed:
+    - pkgs:
+      - barman
+      - barman-cli
+      - {{ pg.pkgs.client }}
+
+pg_replication-barman-conf:
+  file.managed:
+    - name: {{ pg.barman.config_file }}
+    - source: salt://{{ tplroot }}/barman/files/barman.conf.jinja
+    - template: jinja
+    - user: root
+    - group: barman
+    - mode: '0644'
+    - context:
+        tplroot: {{ tplroot }}
+    - require:
+      - pkg: pg_replication-barman-packages
+
+pg_replication-barman-dirs:
+  file.directory:
+    - names:
+      - {{ pg.barman.config_dir }}:
+        - user: root
+      - {{ pg.barman.home }}:
+        - user: barman
+      - {{ pg.barman.log_dir }}:
+        - user: barman
+    - group: barman
+    - mode: '0755'
+    - require:
+      - pkg: pg_replication-barman-packages
+
+pg_replication-barman-pgpass:
+  file.managed:
+    - name: {{ pg.barman.home }}/.pgpass
+    - user: barman
+    - group: barman
+    - mode: '0600'
+    - show_changes: False
+    - contents: |
+        # Managed by Salt (pg_replication)
+{%- for server in pg.barman_servers %}
+        {{ server.address }}:{{ pg.port }}:*:{{ pg.barman.user }}:{{
+          pg.barman.password | replace('\\', '\\\\') | replace(':', '\\:') }}
+        {{ server.address }}:{{ pg.port }}:*:{{ pg.barman.streaming_user }}:{{
+          pg.barman.streaming_password | replace('\\', '\\\\') | replace(':', '\\:') }}
+{%- endfor %}
+    - require:
+      - file: pg_replication-barman-dirs
+
+# `barman cron` every minute as the barman user (starts receive-wal, applies retention).
+pg_replication-barman-cron:
+  file.managed:
+    - name: /etc/cron.d/barman
+    - mode: '0644'
+    - contents: |
+        # Managed by Salt (pg_replication)
+        MAILTO=root
+        * * * * * barman [ -x /usr/bin/barman ] && /usr/bin/barman -c {{ pg.barman.config_file }} -q cron
+    - require:
+      - pkg: pg_replication-barman-packages
+
+{%- for server in pg.barman_servers %}
+
+pg_replication-barman-server-{{ server.name }}:
+  file.managed:
+    - name: {{ pg.barman.config_dir }}/{{ server.name }}.conf
+    - source: salt://{{ tplroot }}/barman/files/server.conf.jinja
+    - template: jinja
+    - user: root
+    - group: barman
+    - mode: '0644'
+    - context:
+        tplroot: {{ tplroot }}
+        server: {{ server | json }}
+    - require:
+      - file: pg_replication-barman-dirs
+
+# Streaming ready: slot, receive-wal and WAL archive OK (a backup may not exist yet).
+pg_replication-barman-ready-{{ server.name }}:
+  barman.check_ok:
+    - name: {{ server.name }}
+    - ignore:
+      - minimum_redundancy_requirements
+      - backup_maximum_age
+    - timeout: {{ pg.barman.check_timeout }}
+    - require:
+      - file: pg_replication-barman-server-{{ server.name }}
+      - file: pg_replication-barman-pgpass
+      - file: pg_replication-barman-conf
+
+pg_replication-barman-backup-{{ server.name }}:
+  barman.backup_fresh:
+    - name: {{ server.name }}
+    - max_age: {{ pg.barman.backup_max_age }}
+    - require:
+      - barman: pg_replication-barman-ready-{{ server.name }}
+
+pg_replication-barman-check-{{ server.name }}:
+  barman.check_ok:
+    - name: {{ server.name }}
+    - timeout: {{ pg.barman.check_timeout }}
+    - require:
+      - barman: pg_replication-barman-backup-{{ server.name }}
+{%- endfor %}
