@@ -19,6 +19,7 @@ from saltfactories.plugins.log_server import LogServer
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import REFERENCE_ROLES, SaltLab, reference_pillar
+from lab.scenario import SERVER, barman, restore_check
 
 
 @contextlib.contextmanager
@@ -76,6 +77,31 @@ def row_on_standby(salt_lab):
     return wait_for(read, 10)
 
 
+def barman_steps(salt_lab):
+    out = {}
+    banner("barman switch-wal --archive master-streaming")
+    print(barman(salt_lab, "restore_point", SERVER), barman(salt_lab, "switch_wal", SERVER, "archive=True"))
+    banner("barman check master-streaming")
+    check = barman(salt_lab, "check", SERVER)
+    for item, res in sorted(check.items()):
+        print(f"  {item}: {res['status']}")
+    out["barman_check"] = "ok" if all(r["status"] == "OK" for r in check.values()) else "failed"
+    banner("barman backup --wait master-streaming")
+    print(json.dumps(barman(salt_lab, "backup", SERVER), default=str)[:400])
+    banner("barman list-backups master-streaming")
+    backups = barman(salt_lab, "list_backups", SERVER)
+    for b in backups:
+        print(f"  {b['backup_id']}  {b.get('end_time')}  {b['status']}")
+    out["backups"] = sum(1 for b in backups if b["status"] == "DONE")
+    banner("barman replication-status master-streaming")
+    print(json.dumps(barman(salt_lab, "replication_status", SERVER), default=str)[:1500])
+    banner("restore to a point in time on the backup host")
+    rows = restore_check(salt_lab)
+    print("rows in the restored copy:", rows, "(expected before-backup:3 before-target:2)")
+    out["restore"] = "ok" if rows == ["before-backup:3", "before-target:2"] else "failed"
+    return out
+
+
 def run(args):
     summary = {}
     with tempfile.TemporaryDirectory(prefix="pgr-demo-") as tmp, factories(tmp) as manager:
@@ -113,6 +139,9 @@ def run(args):
                 print(row or "(not found on standby within 10 s)")
                 summary["standby_row"] = "ok" if row else "missing"
 
+                if args.with_backup:
+                    summary.update(barman_steps(salt_lab))
+
                 banner("second highstate (idempotency)")
                 again = changed_states(salt_lab.highstate().data)
                 print("changes:", again or "none")
@@ -120,7 +149,8 @@ def run(args):
     banner("summary")
     line = " ".join(f"{k}={v}" for k, v in summary.items())
     print(line, flush=True)
-    return 0 if all(v in ("ok", "streaming") for v in summary.values()) else 1
+    good = all(v in ("ok", "streaming") for k, v in summary.items() if k != "backups")
+    return 0 if good and summary.get("backups", 1) else 1
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 
 import os
 import pwd
+import signal
 import subprocess
 import time
 
@@ -74,13 +75,14 @@ def streaming_client(modules, postgres, tmp_path):
         ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_receivewal"), "-D", str(tmp_path), "-S", "busy_slot",
          "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "walclient", "--no-password"],
         env={**os.environ, "PGPASSFILE": str(passfile)},
+        start_new_session=True,  # so that teardown ends runuser and pg_receivewal together
     )  # fmt: skip
     deadline = time.monotonic() + 15
     while not modules.pg_replication.slots()["busy_slot"]["active"]:
         assert time.monotonic() < deadline, "pg_receivewal did not attach to its slot"
         time.sleep(0.2)
     yield {"proc": proc, "passfile": str(passfile), "user": "walclient"}
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     for _ in range(50):
         if not modules.pg_replication.slots().get("busy_slot", {}).get("active"):

@@ -1,11 +1,11 @@
 """Barman streaming backup host in the reference scenario, driven by a real salt-master."""
 
 import json
-import time
 
 import pytest
 
 from lab.results import changed_states, state_errors
+from lab.scenario import restore_check
 
 pytestmark = pytest.mark.integration
 SERVER = "master-streaming"
@@ -65,48 +65,7 @@ def test_verify_backup_passes(converged):
 
 
 def test_restore_to_a_time_finds_exactly_the_rows_committed_before(converged):
-    master, backup = converged.lab["master"], converged.lab["backup"]
-    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
-        master.psql("CREATE DATABASE otus")
-    master.psql("CREATE TABLE restore_check (id serial PRIMARY KEY, phase text)", dbname="otus")
-    master.psql("INSERT INTO restore_check (phase) SELECT 'before-backup' FROM generate_series(1, 3)", dbname="otus")
-    new = barman(converged, "backup", SERVER)
-    assert new["status"] == "DONE"
-    master.psql("INSERT INTO restore_check (phase) SELECT 'before-target' FROM generate_series(1, 2)", dbname="otus")
-    time.sleep(1.1)
-    target = master.psql("SELECT now()")
-    time.sleep(1.1)
-    master.psql("INSERT INTO restore_check (phase) SELECT 'after-target' FROM generate_series(1, 4)", dbname="otus")
-    barman(converged, "restore_point", SERVER)
-    barman(converged, "switch_wal", SERVER, "archive=True")
-
-    dest = "/var/lib/barman/restore-check"
-    ret = converged.salt(
-        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={new['backup_id']}",
-        f"target_time={target}", "target_action=promote", target="backup", timeout=900,
-    )  # fmt: skip
-    assert state_errors({"backup": ret.data}) == {}, ret.stdout
-    # Debian keeps configuration outside the data directory: give the copy a minimal one.
-    backup.run(["sh", "-c", f"echo \"listen_addresses = ''\" > {dest}/postgresql.conf && "
-                f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "
-                f"chown barman:barman {dest}/postgresql.conf {dest}/pg_hba.conf {dest}/pg_ident.conf"])  # fmt: skip
-    pg_ctl = "/usr/lib/postgresql/15/bin/pg_ctl"
-    start = backup.run(
-        ["runuser", "-u", "barman", "--", pg_ctl, "-D", dest, "-l", f"{dest}/restore.log", "-w", "-t", "120",
-         "-o", f"-p 5599 -k {dest}", "start"],
-        check=False,
-    )  # fmt: skip
-    try:
-        assert start.returncode == 0, start.stdout + start.stderr + backup.run(["cat", f"{dest}/restore.log"]).stdout
-        rows = backup.run(
-            ["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", "5599", "-U", "postgres", "-d",
-             "otus", "-c", "SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase"],
-        ).stdout.split()  # fmt: skip
-        assert rows == ["before-backup:3", "before-target:2"]
-    finally:
-        backup.run(["runuser", "-u", "barman", "--", pg_ctl, "-D", dest, "-m", "fast", "-w", "stop"], check=False)
-        backup.run(["rm", "-rf", dest], check=False)
-    master.psql("DROP TABLE restore_check", dbname="otus")
+    assert restore_check(converged) == ["before-backup:3", "before-target:2"]
 
 
 def test_unknown_primary_or_bad_slot_fails_validation(converged):

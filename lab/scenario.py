@@ -1,0 +1,67 @@
+"""Steps of the reference scenario shared by the integration tests and the demo."""
+
+import time
+
+SERVER = "master-streaming"
+PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
+
+
+def barman(salt_lab, fun, *args, timeout=600):
+    """Call a barman.* execution function on the backup host through the salt-master."""
+    ret = salt_lab.salt(f"barman.{fun}", *args, target="backup", timeout=timeout)
+    if ret.returncode != 0:
+        raise RuntimeError(f"barman.{fun} failed: {ret.stdout}")
+    return ret.data
+
+
+def ensure_otus(master):
+    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
+        master.psql("CREATE DATABASE otus")
+
+
+def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
+    """Rows before a backup, more before a target time, more after; restore the backup to
+    that time on the backup host, start it on a free port, and return the rows it holds
+    as ["phase:count", ...] (expected: before-backup:3, before-target:2)."""
+    master, backup = salt_lab.lab["master"], salt_lab.lab["backup"]
+    ensure_otus(master)
+    master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
+    master.psql("CREATE TABLE restore_check (id serial PRIMARY KEY, phase text)", dbname="otus")
+    master.psql("INSERT INTO restore_check (phase) SELECT 'before-backup' FROM generate_series(1, 3)", dbname="otus")
+    new = barman(salt_lab, "backup", SERVER)
+    master.psql("INSERT INTO restore_check (phase) SELECT 'before-target' FROM generate_series(1, 2)", dbname="otus")
+    time.sleep(1.1)
+    target = master.psql("SELECT now()")
+    time.sleep(1.1)
+    master.psql("INSERT INTO restore_check (phase) SELECT 'after-target' FROM generate_series(1, 4)", dbname="otus")
+    barman(salt_lab, "restore_point", SERVER)
+    barman(salt_lab, "switch_wal", SERVER, "archive=True")
+
+    ret = salt_lab.salt(
+        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={new['backup_id']}",
+        f"target_time={target}", "target_action=promote", target="backup", timeout=900,
+    )  # fmt: skip
+    results = list(ret.data.values()) if isinstance(ret.data, dict) else []
+    if ret.returncode != 0 or not results or results[0].get("result") is not True:
+        raise RuntimeError(f"restore failed: {ret.stdout}")
+    # Debian keeps configuration outside the data directory: give the copy a minimal one.
+    backup.run(["sh", "-c", f"echo \"listen_addresses = ''\" > {dest}/postgresql.conf && "
+                f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "
+                f"chown barman:barman {dest}/postgresql.conf {dest}/pg_hba.conf {dest}/pg_ident.conf"])  # fmt: skip
+    start = backup.run(
+        ["runuser", "-u", "barman", "--", PG_CTL, "-D", dest, "-l", f"{dest}/restore.log", "-w", "-t", "120",
+         "-o", f"-p {port} -k {dest}", "start"],
+        check=False,
+    )  # fmt: skip
+    try:
+        if start.returncode:
+            log = backup.run(["cat", f"{dest}/restore.log"], check=False).stdout
+            raise RuntimeError(f"restored server did not start: {start.stderr}\n{log}")
+        return backup.run(
+            ["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U", "postgres", "-d",
+             "otus", "-c", "SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase"],
+        ).stdout.split()  # fmt: skip
+    finally:
+        backup.run(["runuser", "-u", "barman", "--", PG_CTL, "-D", dest, "-m", "fast", "-w", "stop"], check=False)
+        backup.run(["rm", "-rf", dest], check=False)
+        master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
