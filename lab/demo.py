@@ -19,7 +19,7 @@ from saltfactories.plugins.log_server import LogServer
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import REFERENCE_ROLES, SaltLab, reference_pillar
-from lab.scenario import SERVER, barman, restore_check
+from lab.scenario import SERVER, barman, restore_check, row_on_standby
 
 
 @contextlib.contextmanager
@@ -47,34 +47,8 @@ def banner(text):
     print(f"\n=== {text}", flush=True)
 
 
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.2)
-
-
 def replication_status(salt_lab):
     return salt_lab.salt("pg_replication.status", target="master", timeout=60).data
-
-
-def row_on_standby(salt_lab):
-    master, standby = salt_lab.lab["master"], salt_lab.lab["standby"]
-    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
-        master.psql("CREATE DATABASE otus")
-    master.psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
-    note = f"written on master at {time.strftime('%H:%M:%S')}"
-    master.psql(f"INSERT INTO homework (note) VALUES ('{note}')", dbname="otus")
-
-    def read():
-        try:
-            return standby.psql(f"SELECT id || ' | ' || note FROM homework WHERE note = '{note}'", dbname="otus")
-        except RuntimeError:
-            return ""
-
-    return wait_for(read, 10)
 
 
 def barman_steps(salt_lab):
@@ -135,7 +109,7 @@ def run(args):
                 summary["replication"] = "streaming" if streaming else "down"
 
                 banner("row inserted in otus.homework on master, read on standby")
-                row = row_on_standby(salt_lab)
+                row = row_on_standby(salt_lab, f"written on master at {time.strftime('%H:%M:%S')}")
                 print(row or "(not found on standby within 10 s)")
                 summary["standby_row"] = "ok" if row else "missing"
 

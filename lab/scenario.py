@@ -14,9 +14,36 @@ def barman(salt_lab, fun, *args, timeout=600):
     return ret.data
 
 
+def wait_for(predicate, timeout=10.0, interval=0.2):
+    """Poll ``predicate`` until it returns something true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
 def ensure_otus(master):
     if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
         master.psql("CREATE DATABASE otus")
+
+
+def row_on_standby(salt_lab, note, timeout=10):
+    """Insert ``note`` into otus.homework on the primary; return it as read on the standby
+    within ``timeout`` seconds ('' if it never shows up)."""
+    master, standby = salt_lab.lab["master"], salt_lab.lab["standby"]
+    ensure_otus(master)
+    master.psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
+    master.psql(f"INSERT INTO homework (note) VALUES ('{note}')", dbname="otus")
+
+    def read():
+        try:
+            return standby.psql(f"SELECT note FROM homework WHERE note = '{note}'", dbname="otus")
+        except RuntimeError:  # the database or table has not been replayed yet
+            return ""
+
+    return wait_for(read, timeout)
 
 
 def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):

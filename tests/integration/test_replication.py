@@ -5,17 +5,9 @@ import time
 import pytest
 
 from lab.results import changed_states, state_errors
+from lab.scenario import row_on_standby, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout=10.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +31,8 @@ def test_standby_streams_on_its_slot(converged):
 
 
 def test_row_inserted_on_primary_is_read_on_standby(converged):
-    master, standby = converged.lab["master"], converged.lab["standby"]
-    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
-        master.psql("CREATE DATABASE otus")
-    master.psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
     token = f"row-{time.time_ns()}"
-    master.psql(f"INSERT INTO homework (note) VALUES ('{token}')", dbname="otus")
-
-    def on_standby():
-        try:
-            return standby.psql(f"SELECT note FROM homework WHERE note = '{token}'", dbname="otus")
-        except RuntimeError:  # the database or table has not been replayed yet
-            return ""
-
-    assert wait_for(on_standby, timeout=10) == token
+    assert row_on_standby(converged, token, timeout=10) == token
 
 
 def test_second_highstate_changes_nothing(converged):
