@@ -10,11 +10,22 @@ import ipaddress
 import re
 
 ROLES = ("primary", "standby", "barman")
+INSTALL_METHODS = ("pkg", "pip")
 # PostgreSQL identifiers for slots; Barman also insists on ^[0-9a-z_]+$.
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MIN_PASSWORD_LENGTH = 12
 KEY = "pg_replication"
+# Barman server section names; "all" and "barman" mean something else to Barman.
+SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# What a barman:servers entry may override (the rest comes from the barman section).
+SERVER_KEYS = (
+    "user", "password", "streaming_user", "streaming_password", "slot_name",
+    "retention_policy", "minimum_redundancy",
+)  # fmt: skip
 
 
 class PlanError(ValueError):
@@ -75,45 +86,94 @@ def _hosts(config, errors):
 
 
 def _check_slots(hosts, barman_servers, errors):
+    """Slot names must be valid everywhere and unique on each primary."""
     seen = {}
-    claims = [(f"{KEY}:hosts:{h['id']}:slot", h["slot"]) for h in hosts.values() if h["role"] == "standby"]
-    claims += [(f"{KEY}:barman:slot_name", s["slot_name"]) for s in barman_servers]
-    for key, slot in claims:
+    claims = [(None, f"{KEY}:hosts:{h['id']}:slot", h["slot"]) for h in hosts.values() if h["role"] == "standby"]
+    # This cluster's primary is None; another cluster's primary is its address and port.
+    claims += [
+        ((s["address"], s["port"]) if s["external"] else None, s["key"] + ":slot_name", s["slot_name"])
+        for s in barman_servers
+    ]
+    for primary, key, slot in claims:
         if not isinstance(slot, str) or not SLOT_RE.match(slot):
             errors.append(f"{key}: {slot!r} is not a valid slot name (lower-case letters, digits, _)")
-        elif slot in seen:
-            errors.append(f"{key}: duplicate slot name {slot!r} (also {seen[slot]})")
+        elif (primary, slot) in seen:
+            errors.append(f"{key}: duplicate slot name {slot!r} (also {seen[primary, slot]})")
         else:
-            seen[slot] = key
+            seen[primary, slot] = key
+
+
+def _server(config, barman, errors, key, name, spec):
+    """One Barman server section: the pillar's barman settings, overridden per server."""
+    if not isinstance(name, str) or not SERVER_RE.match(name) or name in ("all", "barman"):
+        errors.append(f"{key}: {name!r} is not a valid Barman server name (letters, digits, . _ -)")
+    server = {k: spec.get(k, barman.get(k)) for k in SERVER_KEYS}
+    server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
+    for field, default in (("port", config.get("port")), ("version", config.get("version"))):
+        try:
+            server[field] = int(spec.get(field) or default)
+        except (TypeError, ValueError):
+            errors.append(f"{key}:{field}: {spec.get(field)!r} is not a number")
+            server[field] = default
+    for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):
+        _check_role_name(errors, f"{key}:{user_key}", server[user_key])
+        _check_password(errors, f"{key}:{password_key}", server[user_key], server[password_key])
+    address = str(spec.get("address") or "")
+    if not (_is_ip(address) or (HOSTNAME_RE.match(address) and not re.fullmatch(r"[0-9.]+", address))):
+        errors.append(f"{key}:address: {spec.get('address')!r} is not an IP address or host name")
+    server["address"] = address
+    server["bin_dir"] = _expand(config.get("bin_dir") or "", server["version"], "")
+    server["client_pkg"] = _expand((config.get("pkgs") or {}).get("client") or "", server["version"], "")
+    return server
+
+
+def _is_ip(value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _barman(config, hosts, primary, errors):
-    """Barman settings for every backup host (one server section per primary)."""
+    """Barman settings for the backup host: one server section for this cluster's primary,
+    plus one per entry of ``barman:servers`` (primaries of other clusters)."""
     barman = copy.deepcopy(config.get("barman") or {})
     backup_hosts = [h for h in hosts.values() if h["role"] == "barman"]
     servers = []
     if not backup_hosts:
         return barman, servers
-    for user_key in ("user", "streaming_user"):
-        _check_role_name(errors, f"{KEY}:barman:{user_key}", barman.get(user_key))
-    _check_password(errors, f"{KEY}:barman:password", barman.get("user"), barman.get("password"))
-    _check_password(
-        errors, f"{KEY}:barman:streaming_password", barman.get("streaming_user"), barman.get("streaming_password")
-    )
+    install = barman.setdefault("install", {})
+    method = install.setdefault("method", "pkg")
+    if method not in INSTALL_METHODS:
+        errors.append(f"{KEY}:barman:install:method: {method!r} is not one of {', '.join(INSTALL_METHODS)}")
+    for path_key in ("venv", "link") if method == "pip" else ():
+        if not str(install.get(path_key) or "").startswith("/"):
+            errors.append(f"{KEY}:barman:install:{path_key}: an absolute path is required for method pip")
+    # The barman command cron runs (pip: the link to the virtualenv's entry point).
+    barman["bin"] = install.get("link") if method == "pip" else "/usr/bin/barman"
     target = barman.get("primary") or (primary or {}).get("id")
     if target and target not in hosts:
         errors.append(f"{KEY}:barman:primary: {target!r} is not a host in {KEY}:hosts")
     elif target and hosts[target]["role"] != "primary":
         errors.append(f"{KEY}:barman:primary: host {target!r} is not a primary")
     elif target:
-        servers.append(
-            {
-                "name": barman.get("server_name") or f"{target}-streaming",
-                "primary": target,
-                "address": hosts[target]["address"],
-                "slot_name": barman.get("slot_name"),
-            }
-        )
+        spec = {"primary": target, "address": hosts[target]["address"]}
+        name = barman.get("server_name") or f"{target}-streaming"
+        servers.append(_server(config, barman, errors, f"{KEY}:barman", name, spec))
+    extra = barman.get("servers") or {}
+    if not isinstance(extra, dict):
+        errors.append(f"{KEY}:barman:servers: must map server names to their primary's settings")
+        extra = {}
+    for name, spec in extra.items():
+        key = f"{KEY}:barman:servers:{name}"
+        if not isinstance(spec, dict):
+            errors.append(f"{key}: must be a mapping (address, port, version, slot_name, ...)")
+            continue
+        if any(s["name"] == name for s in servers):
+            errors.append(f"{key}: server name {name!r} is already this cluster's server")
+        spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
+        servers.append(_server(config, barman, errors, key, name, spec))
     return barman, servers
 
 

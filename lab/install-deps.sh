@@ -8,6 +8,7 @@ packages=(
   cron                                                    # crontab for `barman cron`
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
   python3-venv make
+  python3-dev libpq-dev gcc                               # barman.install.method pip (psycopg2 build)
 )
 missing=()
 for pkg in "${packages[@]}"; do

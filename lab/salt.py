@@ -58,10 +58,23 @@ def reference_pillar(lab, roles=None, **overrides):
     return pillar
 
 
+def second_cluster_pillars(lab, reference, primary="other", backup="backup"):
+    """A second cluster whose only server, ``primary``, the reference backup host also backs
+    up: the reference pillar gains a ``barman:servers`` entry for it, and ``primary`` gets a
+    pillar of its own naming the backup host. Returns (reference pillar, other pillar)."""
+    creds = {"password": secrets.token_urlsafe(18), "streaming_password": secrets.token_urlsafe(18)}
+    server = {"address": lab[primary].address, "port": 5432, "version": 15, **creds}
+    reference = dict(reference, barman=dict(reference["barman"], servers={f"{primary}-streaming": server}))
+    other = reference_pillar(lab, roles={primary: "primary", backup: "barman"}, barman=creds)
+    return reference, other
+
+
 class SaltLab:
     """The salt-master and minions of a :class:`lab.hosts.Lab`."""
 
-    def __init__(self, factories, lab, pillar):
+    def __init__(self, factories, lab, pillar, other_pillars=None):
+        """``pillar`` is the reference cluster's, for every host; ``other_pillars`` maps a
+        minion id to the pillar of another cluster it belongs to instead."""
         self.factories = factories
         self.lab = lab
         self.master = None
@@ -76,12 +89,17 @@ class SaltLab:
             link = self.state_dir / name
             if not link.is_symlink():
                 link.symlink_to(REPO_ROOT / name)
-        (self.pillar_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
+        other_pillars = other_pillars or {}
+        top = {name: [f"pg_replication_{name}" if name in other_pillars else "pg_replication"] for name in lab.hosts}
+        (self.pillar_dir / "top.sls").write_text(yaml.safe_dump({"base": top}))
+        for name, other in other_pillars.items():
+            self.set_pillar(other, f"pg_replication_{name}")
         self.set_pillar(pillar)
 
-    def set_pillar(self, pillar):
-        self.pillar = pillar
-        path = self.pillar_dir / "pg_replication.sls"
+    def set_pillar(self, pillar, sls="pg_replication"):
+        if sls == "pg_replication":
+            self.pillar = pillar
+        path = self.pillar_dir / f"{sls}.sls"
         path.write_text(yaml.safe_dump({"pg_replication": pillar}, default_flow_style=False))
         path.chmod(0o600)
 

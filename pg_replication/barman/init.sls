@@ -4,12 +4,8 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-pg_replication-barman-packages:
-  pkg.installed:
-    - pkgs:
-      - barman
-      - barman-cli
-      - {{ pg.pkgs.client }}
+include:
+  - .install
 
 pg_replication-barman-conf:
   file.managed:
@@ -22,7 +18,7 @@ pg_replication-barman-conf:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - pkg: pg_replication-barman-packages
+      - sls: {{ tplroot }}.barman.install
 
 pg_replication-barman-dirs:
   file.directory:
@@ -36,7 +32,7 @@ pg_replication-barman-dirs:
     - group: barman
     - mode: '0755'
     - require:
-      - pkg: pg_replication-barman-packages
+      - sls: {{ tplroot }}.barman.install
 
 pg_replication-barman-pgpass:
   file.managed:
@@ -48,10 +44,10 @@ pg_replication-barman-pgpass:
     - contents: |
         # Managed by Salt (pg_replication)
 {%- for server in pg.barman_servers %}
-        {{ server.address }}:{{ pg.port }}:*:{{ pg.barman.user }}:{{
-          pg.barman.password | replace('\\', '\\\\') | replace(':', '\\:') }}
-        {{ server.address }}:{{ pg.port }}:*:{{ pg.barman.streaming_user }}:{{
-          pg.barman.streaming_password | replace('\\', '\\\\') | replace(':', '\\:') }}
+        {{ server.address }}:{{ server.port }}:*:{{ server.user }}:{{
+          server.password | replace('\\', '\\\\') | replace(':', '\\:') }}
+        {{ server.address }}:{{ server.port }}:*:{{ server.streaming_user }}:{{
+          server.streaming_password | replace('\\', '\\\\') | replace(':', '\\:') }}
 {%- endfor %}
     - require:
       - file: pg_replication-barman-dirs
@@ -64,9 +60,9 @@ pg_replication-barman-cron:
     - contents: |
         # Managed by Salt (pg_replication)
         MAILTO=root
-        * * * * * barman [ -x /usr/bin/barman ] && /usr/bin/barman -c {{ pg.barman.config_file }} -q cron
+        * * * * * barman [ -x {{ pg.barman.bin }} ] && {{ pg.barman.bin }} -c {{ pg.barman.config_file }} -q cron
     - require:
-      - pkg: pg_replication-barman-packages
+      - sls: {{ tplroot }}.barman.install
 
 {%- for server in pg.barman_servers %}
 
@@ -80,7 +76,7 @@ pg_replication-barman-server-{{ server.name }}:
     - mode: '0644'
     - context:
         tplroot: {{ tplroot }}
-        server: {{ server | json }}
+        server_name: {{ server.name | json }}
     - require:
       - file: pg_replication-barman-dirs
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lab.hosts import Lab
-from lab.salt import SaltLab, reference_pillar
+from lab.salt import SaltLab, reference_pillar, second_cluster_pillars
 
 HOSTS = ("master", "standby", "backup")
 
@@ -23,8 +23,9 @@ def salt_factories_config():
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with Lab(tmp_path_factory.mktemp("lab"), HOSTS) as lab:
+def lab(request, tmp_path_factory):
+    """The lab hosts: HOSTS, or the test module's LAB_HOSTS."""
+    with Lab(tmp_path_factory.mktemp("lab"), getattr(request.module, "LAB_HOSTS", HOSTS)) as lab:
         yield lab
 
 
@@ -42,7 +43,11 @@ def replication_lab(salt_factories, lab):
 
 @pytest.fixture(scope="module")
 def backup_lab(salt_factories, lab):
-    """The reference scenario: primary, standby and a Barman backup host."""
-    salt_lab = make_salt_lab(salt_factories, lab)
+    """The reference scenario: primary, standby and a Barman backup host; with a fourth lab
+    host ``other``, the backup host also backs up that host's own one-server cluster."""
+    pillar, others = reference_pillar(lab), {}
+    if "other" in lab.hosts:
+        pillar, others["other"] = second_cluster_pillars(lab, pillar)
+    salt_lab = SaltLab(salt_factories, lab, pillar, others)
     with salt_lab.started():
         yield salt_lab

@@ -9,6 +9,9 @@ from lab.scenario import restore_check
 
 pytestmark = pytest.mark.integration
 SERVER = "master-streaming"
+# `other` is the primary of a second cluster that the same backup host backs up.
+LAB_HOSTS = ("master", "standby", "backup", "other")
+OTHER = "other-streaming"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,23 @@ def test_barman_check_all_ok_and_one_done_backup(converged):
     assert len(check) > 10
     backups = barman(converged, "list_backups", SERVER)
     assert [b["status"] for b in backups] == ["DONE"]
+
+
+def test_one_backup_host_backs_up_a_second_primary(converged):
+    assert (
+        converged.lab["other"].psql(
+            "SELECT r.application_name || ':' || s.slot_name || ':' || s.active"
+            " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        )
+        == "barman_receive_wal:barman_slot:true"
+    )
+    check = barman(converged, "check", OTHER)
+    assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
+    assert [b["status"] for b in barman(converged, "list_backups", OTHER)] == ["DONE"]
+    conf = converged.lab["backup"].run(["cat", f"/etc/barman.d/{OTHER}.conf"]).stdout
+    assert f"host={converged.lab['other'].address} port=5432 user=barman dbname=postgres" in conf
+    pgpass = converged.lab["backup"].run(["stat", "-c", "%U %a", "/var/lib/barman/.pgpass"]).stdout.split()
+    assert pgpass == ["barman", "600"]
 
 
 def test_replication_status_lists_both_clients(converged):

@@ -36,9 +36,71 @@ def test_pillar_example_plans_each_role(plan_mod, config):
     # one standby + one backup host (2 senders) + 2 spare
     assert plan["settings"]["max_wal_senders"] == 5
     assert plan["settings"]["max_replication_slots"] == 4
-    assert plan["barman_servers"] == [
-        {"name": "master-streaming", "primary": "master", "address": "192.168.11.101", "slot_name": "barman_slot"}
-    ]
+    (server,) = plan["barman_servers"]
+    assert {k: server[k] for k in ("name", "primary", "address", "port", "slot_name", "bin_dir", "client_pkg")} == {
+        "name": "master-streaming",
+        "primary": "master",
+        "address": "192.168.11.101",
+        "port": 5432,
+        "slot_name": "barman_slot",
+        "bin_dir": "/usr/lib/postgresql/15/bin",
+        "client_pkg": "postgresql-client-15",
+    }
+
+
+OTHER = {
+    "address": "db2.example.com",
+    "port": 5433,
+    "version": 13,
+    "password": "another-cluster-secret",
+    "streaming_password": "another-cluster-streaming-secret",
+}
+
+
+def test_one_backup_host_backs_up_several_primaries(plan_mod, config):
+    config["barman"]["servers"] = {"db2-streaming": dict(OTHER), "db3": {**OTHER, "address": "10.0.0.3", "port": 5432}}
+    servers = {s["name"]: s for s in plan_mod.build(config, "backup")["barman_servers"]}
+    assert list(servers) == ["master-streaming", "db2-streaming", "db3"]
+    db2 = servers["db2-streaming"]
+    assert (db2["address"], db2["port"], db2["version"]) == ("db2.example.com", 5433, 13)
+    assert db2["bin_dir"] == "/usr/lib/postgresql/13/bin"
+    assert db2["client_pkg"] == "postgresql-client-13"
+    # Unset keys come from the barman section; the slot name may repeat on another primary.
+    assert (db2["user"], db2["slot_name"], db2["retention_policy"]) == ("barman", "barman_slot", "REDUNDANCY 2")
+    assert db2["password"] == "another-cluster-secret"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"address": "10.0.0.300"}, "pg_replication:barman:servers:db2:address"),
+        ({"address": None}, "pg_replication:barman:servers:db2:address"),
+        ({"port": "x"}, "pg_replication:barman:servers:db2:port"),
+        ({"slot_name": "Bad"}, "pg_replication:barman:servers:db2:slot_name"),
+        ({"password": "short"}, "pg_replication:barman:servers:db2:password: the password is too weak"),
+        ({"user": "bad user"}, "pg_replication:barman:servers:db2:user"),
+    ],
+)
+def test_invalid_extra_barman_server_names_the_key(plan_mod, config, spec, message):
+    config["barman"]["servers"] = {"db2": {**OTHER, **spec}}
+    with pytest.raises(plan_mod.PlanError) as exc:
+        plan_mod.build(config, "backup")
+    assert message in str(exc.value)
+
+
+def test_extra_barman_server_names_must_be_unique_and_valid(plan_mod, config):
+    for name, message in (("master-streaming", "already this cluster's server"), ("all", "not a valid Barman")):
+        config["barman"]["servers"] = {name: dict(OTHER)}
+        with pytest.raises(plan_mod.PlanError, match=message):
+            plan_mod.build(config, "backup")
+
+
+def test_two_servers_on_one_primary_need_distinct_slots(plan_mod, config):
+    config["barman"]["servers"] = {"a": dict(OTHER), "b": dict(OTHER)}
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:barman:servers:b:slot_name: duplicate"):
+        plan_mod.build(config, "backup")
+    config["barman"]["servers"]["b"]["slot_name"] = "barman_b"
+    assert len(plan_mod.build(config, "backup")["barman_servers"]) == 3
 
 
 def test_hba_is_scram_on_every_tcp_line_and_never_trust(plan_mod, config):

@@ -1,0 +1,71 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Barman itself (the distribution's package, or PyPI into a virtualenv) and the PostgreSQL
+# client binaries of every backed-up primary's major version (path_prefix points at them).
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+{%- set install = pg.barman.install %}
+
+{%- if install.method == 'pip' %}
+pg_replication-barman-build-packages:
+  pkg.installed:
+    - pkgs: {{ pg.barman.build_pkgs | json }}
+
+pg_replication-barman-group:
+  group.present:
+    - name: barman
+    - system: True
+
+pg_replication-barman-user:
+  user.present:
+    - name: barman
+    - gid: barman
+    - home: {{ pg.barman.home }}
+    - createhome: True
+    - shell: /bin/bash
+    - system: True
+    - require:
+      - group: pg_replication-barman-group
+
+pg_replication-barman-venv:
+  cmd.run:
+    - name: python3 -m venv {{ install.venv }}
+    - creates: {{ install.venv }}/bin/python
+    - require:
+      - pkg: pg_replication-barman-build-packages
+
+{%- if opts.get('test') and not salt['file.file_exists'](install.venv ~ '/bin/pip') %}
+# test=True before the virtualenv exists: pip.installed cannot look into it, so say here
+# what the real run will do.
+pg_replication-barman-pip:
+  test.configurable_test_state:
+    - name: barman{{ '==' ~ install.version if install.version else '' }}
+    - changes: True
+    - result: True
+    - comment: barman would be installed from PyPI into the new virtualenv {{ install.venv }}
+{%- else %}
+pg_replication-barman-pip:
+  pip.installed:
+    - name: barman{{ '==' ~ install.version if install.version else '' }}
+    - bin_env: {{ install.venv }}/bin/pip
+    - require:
+      - cmd: pg_replication-barman-venv
+{%- endif %}
+
+pg_replication-barman-link:
+  file.symlink:
+    - name: {{ install.link }}
+    - target: {{ install.venv }}/bin/barman
+    - makedirs: True
+    - require:
+      - pg_replication-barman-pip
+
+{%- else %}
+pg_replication-barman-packages:
+  pkg.installed:
+    - pkgs: {{ pg.barman.pkgs | json }}
+{%- endif %}
+
+pg_replication-barman-client-packages:
+  pkg.installed:
+    - pkgs: {{ pg.barman_servers | map(attribute='client_pkg') | unique | list | json }}
