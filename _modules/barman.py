@@ -21,14 +21,21 @@ RECOVERY_TARGETS = ("target_time", "target_xid", "target_lsn", "target_name")
 
 
 def __virtual__():
-    if salt.utils.path.which("barman"):
-        return __virtualname__
-    return (False, "barman: the barman command is not installed")
+    # Loads before Barman is installed, so that a first ``test=True`` run can predict; the
+    # functions raise (marked "unavailable") until the barman command exists.
+    return __virtualname__
+
+
+def _unavailable(message):
+    return CommandExecutionError(message, info={"unavailable": True})
 
 
 def _base():
+    binary = salt.utils.path.which("barman")
+    if not binary:
+        raise _unavailable("barman: the barman command is not installed")
     return [
-        "barman",
+        binary,
         "-c",
         __salt__["config.option"]("barman.config_file", "/etc/barman.conf"),
         "-f",
@@ -55,7 +62,10 @@ def _run(*args, parse=True, timeout=None):
         except ValueError:
             data = None
     if isinstance(data, dict) and data.get("_ERROR"):
-        raise CommandExecutionError("barman {}: {}".format(args[0], "; ".join(map(str, data["_ERROR"]))))
+        message = "barman {}: {}".format(args[0], "; ".join(map(str, data["_ERROR"])))
+        if any(str(e).startswith("Unknown server") for e in data["_ERROR"]):
+            raise _unavailable(message)  # its configuration is not written yet
+        raise CommandExecutionError(message)
     if res["retcode"] and args[0] != "check":
         raise CommandExecutionError(f"barman {args[0]} failed: {(res['stderr'] or out).strip()}")
     return data if parse else out

@@ -33,6 +33,11 @@ def __virtual__():
     return (False, "barman execution module could not be loaded")
 
 
+def _unavailable(exc):
+    """Barman or this server's configuration is not there yet (test mode on a new host)."""
+    return __opts__["test"] and bool((getattr(exc, "info", None) or {}).get("unavailable"))
+
+
 def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
@@ -54,15 +59,18 @@ def _switch_wal(name, archive_timeout):
     __salt__["barman.switch_wal"](name, force=False, archive=True, archive_timeout=archive_timeout)
 
 
-def check_ok(name, ignore=(), timeout=120):
+def check_ok(name, ignore=(), timeout=120, fix=True):
     """
     Bring Barman server ``name`` to "every ``barman check`` item OK" (but those in
     ``ignore``): create the slot and start receive-wal (``barman cron``) if needed, and force
     a WAL switch when the WAL archive of an idle primary is the failure. Other failures (the
     primary not reachable yet, missing privileges...) are waited for up to ``timeout``
-    seconds, then the state fails naming the failed items.
+    seconds, then the state fails naming the failed items. With ``fix: False`` the state
+    only verifies (it never changes anything, and fails if an item is not OK).
     """
     ret = _ret(name)
+    if not fix:
+        return _verify(ret, name, set(ignore or ()))
     ignore = set(ignore or ())
 
     def failing():
@@ -110,7 +118,33 @@ def check_ok(name, ignore=(), timeout=120):
             return ret
         ret["comment"] = f"barman check {name}: all OK after {', '.join(actions)}"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            # A new server: the real run creates the slot, starts receive-wal, switches WAL.
+            actions = ["create_slot", "start_receive_wal", "switch_wal"]
+            ret.update(
+                result=None,
+                changes={"fixed": "new server", "actions": actions},
+                comment=f"barman check {name}: a new server would be brought to OK (not checked: {exc})",
+            )
+            return ret
         ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+def _verify(ret, name, ignore):
+    try:
+        failed = sorted(set(__salt__["barman.failed_checks"](name)) - ignore)
+    except CommandExecutionError as exc:
+        if _unavailable(exc):
+            # Verifying changes nothing: say so, and that the real run checks.
+            ret["comment"] = f"barman check {name} is verified by the real run (not checked: {exc})"
+            return ret
+        ret.update(result=False, comment=str(exc))
+        return ret
+    if failed:
+        ret.update(result=False, comment=f"barman check {name} failed: {', '.join(failed)}")
+    else:
+        ret["comment"] = f"barman check {name}: all OK"
     return ret
 
 
@@ -151,6 +185,9 @@ def backup_fresh(name, max_age=86400):
             return ret
         ret["comment"] = f"backup {new['backup_id']} of {name} taken"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            ret.update(result=None, changes={"backup": "taken"}, comment=f"a first backup of {name} would be taken")
+            return ret
         ret.update(result=False, comment=str(exc), changes={})
     return ret
 

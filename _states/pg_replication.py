@@ -44,6 +44,18 @@ def _fail(ret, exc):
     return ret
 
 
+def _unavailable(exc):
+    """The server cannot be queried because earlier states have not run (test mode)."""
+    return __opts__["test"] and bool((getattr(exc, "info", None) or {}).get("unavailable"))
+
+
+def _predict(ret, exc, changes, what):
+    """Test mode on a host whose server is not installed or running yet: the real run will
+    find it freshly made by the earlier states, so ``changes`` is what it will do."""
+    ret.update(result=None, changes=changes, comment=f"{what} (not checked: {exc})")
+    return ret
+
+
 # --------------------------------------------------------------------------- slots
 
 
@@ -73,6 +85,8 @@ def slot_present(name, reserve_wal=True, **kwargs):
         __salt__["pg_replication.slot_create"](name, reserve_wal=reserve_wal, **conn)
         ret["comment"] = f"Replication slot {name} created"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            return _predict(ret, exc, {"slot": name, "created": True}, f"Replication slot {name} would be created")
         return _fail(ret, exc)
     return ret
 
@@ -100,6 +114,9 @@ def slot_absent(name, force=False, **kwargs):
         __salt__["pg_replication.slot_drop"](name, force=force, **conn)
         ret["comment"] = f"Replication slot {name} dropped"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            ret.update(comment=f"Replication slot {name} is absent from a server not running yet ({exc})")
+            return ret
         return _fail(ret, exc)
     return ret
 
@@ -206,6 +223,9 @@ def role_present(
             __salt__["pg_replication.function_grant"](name, signature, **conn)
         ret["comment"] = f"Role {name} {verb}"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, conn)
+            return _predict(ret, exc, changes, f"Role {name} would be created")
         return _fail(ret, exc)
     return ret
 
@@ -227,6 +247,9 @@ def role_absent(name, **kwargs):
         __salt__["pg_replication.role_drop"](name, **conn)
         ret["comment"] = f"Role {name} dropped"
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            ret.update(comment=f"Role {name} is absent from a server not running yet ({exc})")
+            return ret
         return _fail(ret, exc)
     return ret
 
@@ -344,6 +367,10 @@ def restarted_if_pending(name, **kwargs):
     try:
         pending = __salt__["pg_replication.pending_restart"](**conn)
     except CommandExecutionError as exc:
+        if _unavailable(exc):
+            # A server started by this run reads its configuration fresh.
+            ret["comment"] = f"The server is not running yet; it starts with its new configuration ({exc})"
+            return ret
         return _fail(ret, exc)
     if not pending:
         ret["comment"] = "No setting waits for a restart"

@@ -25,3 +25,16 @@ def changed_states(data):
         if hits:
             changed[minion] = hits
     return changed
+
+
+def state_ids(data, test=False):
+    """Per minion, the ids of the states that changed something (``test``: that would)."""
+    out = {}
+    for minion, result in (data or {}).items():
+        if isinstance(result, dict):
+            out[minion] = sorted(
+                r.get("__id__", sid)
+                for sid, r in result.items()
+                if r.get("changes") or (test and r.get("result") is None)
+            )
+    return out

@@ -5,6 +5,7 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
+  - {{ tplroot }}.psycopg2
   - .install
 
 pg_replication-barman-conf:
@@ -89,6 +90,7 @@ pg_replication-barman-ready-{{ server.name }}:
       - backup_maximum_age
     - timeout: {{ pg.barman.check_timeout }}
     - require:
+      - pg_replication-salt-psycopg2
       - file: pg_replication-barman-server-{{ server.name }}
       - file: pg_replication-barman-pgpass
       - file: pg_replication-barman-conf
@@ -103,7 +105,7 @@ pg_replication-barman-backup-{{ server.name }}:
 pg_replication-barman-check-{{ server.name }}:
   barman.check_ok:
     - name: {{ server.name }}
-    - timeout: {{ pg.barman.check_timeout }}
+    - fix: False
     - require:
       - barman: pg_replication-barman-backup-{{ server.name }}
 {%- endfor %}

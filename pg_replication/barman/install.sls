@@ -57,6 +57,7 @@ pg_replication-barman-link:
     - name: {{ install.link }}
     - target: {{ install.venv }}/bin/barman
     - makedirs: True
+    - reload_modules: True
     - require:
       - pg_replication-barman-pip
 

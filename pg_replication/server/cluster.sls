@@ -5,6 +5,7 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
+  - {{ tplroot }}.psycopg2
   - .package
 
 {%- if pg.conf_dir != pg.data_dir %}
@@ -70,4 +71,5 @@ pg_replication-standby-bootstrap:
     - timeout: {{ pg.standby.bootstrap_timeout }}
     - require:
       - file: pg_replication-pgpass
+      - pg_replication-salt-psycopg2
 {%- endif %}

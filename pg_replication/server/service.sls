@@ -6,6 +6,7 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
+  - {{ tplroot }}.psycopg2
   - .config
 
 pg_replication-service:
@@ -23,3 +24,4 @@ pg_replication-restart-if-pending:
     - host: {{ pg.socket_dir }}
     - require:
       - service: pg_replication-service
+      - pg_replication-salt-psycopg2

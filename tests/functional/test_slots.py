@@ -128,3 +128,25 @@ def test_system_identifier_from_file_and_from_replication_protocol(modules, post
     assert over_replication == from_file
     with pytest.raises(CommandExecutionError, match="cannot reach primary"):
         modules.pg_replication.primary_system_identifier("127.0.0.1", port=postgres.port, user="nobody", timeout=2)
+
+
+def test_no_server_yet_is_predicted_in_test_mode_and_fails_for_real(states):
+    # A port nothing listens on: the server of a fresh host that earlier states will start.
+    nowhere = {"host": "127.0.0.1", "port": 1}
+    ret = states.pg_replication.slot_present("new_slot", test=True, **nowhere)
+    assert ret.result is None
+    assert ret.changes == {"slot": "new_slot", "created": True}
+    ret = states.pg_replication.role_present("new_role", password="a-long-enough-secret", test=True, **nowhere)
+    assert ret.result is None
+    assert ret.changes["created"] is True
+    assert ret.changes["password"] == "set"
+    assert "a-long-enough-secret" not in str(ret.raw)
+    ret = states.pg_replication.restarted_if_pending("postgresql", test=True, **nowhere)
+    assert ret.result is True
+    assert ret.changes == {}
+    for state in (
+        states.pg_replication.slot_present("new_slot", **nowhere),
+        states.pg_replication.role_present("new_role", password="a-long-enough-secret", **nowhere),
+    ):
+        assert state.result is False
+        assert "cannot connect to PostgreSQL at 127.0.0.1:1" in state.comment

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lab.results import changed_states, state_errors
+from lab.results import changed_states, state_errors, state_ids
 from lab.scenario import restore_check
 
 pytestmark = pytest.mark.integration
@@ -16,10 +16,19 @@ OTHER = "other-streaming"
 
 @pytest.fixture(scope="module")
 def converged(backup_lab):
+    # test=True on the fresh hosts first: it must run cleanly and predict the real run.
+    backup_lab.prediction = backup_lab.highstate("test=True")
     ret = backup_lab.highstate()
+    backup_lab.first_run = ret
     assert state_errors(ret.data) == {}, json.dumps(ret.data, default=str)[-6000:]
     assert ret.returncode == 0
     return backup_lab
+
+
+def test_test_mode_on_fresh_hosts_predicts_the_first_run(converged):
+    prediction = converged.prediction
+    assert state_errors(prediction.data) == {}, json.dumps(prediction.data, default=str)[-6000:]
+    assert state_ids(prediction.data, test=True) == state_ids(converged.first_run.data)
 
 
 def barman(salt_lab, fun, *args):
