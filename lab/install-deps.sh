@@ -9,6 +9,7 @@ packages=(
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
   python3-venv make
   python3-dev libpq-dev gcc                               # barman.install.method pip (psycopg2 build)
+  vagrant                                                 # `vagrant validate` of the Vagrantfile
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -6,6 +6,9 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 {%- set install = pg.barman.install %}
 
+include:
+  - {{ tplroot }}.repo
+
 {%- if install.method == 'pip' %}
 pg_replication-barman-build-packages:
   pkg.installed:
@@ -70,3 +73,5 @@ pg_replication-barman-packages:
 pg_replication-barman-client-packages:
   pkg.installed:
     - pkgs: {{ pg.barman_servers | map(attribute='client_pkg') | unique | list | json }}
+    - require:
+      - pg_replication-upstream-repo

@@ -3,6 +3,9 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
+include:
+  - {{ tplroot }}.repo
+
 {%- if pg.createcluster_conf %}
 # Debian: stop postgresql-common from creating a default cluster; the formula makes its own.
 pg_replication-createcluster-conf:
@@ -21,3 +24,5 @@ pg_replication-packages:
     - pkgs:
       - {{ pg.pkgs.server }}
       - {{ pg.pkgs.client }}
+    - require:
+      - pg_replication-upstream-repo

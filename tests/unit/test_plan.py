@@ -1,6 +1,5 @@
 """Pillar validation and derivation (pg_replication.plan)."""
 
-import copy
 import pathlib
 
 import pytest
@@ -10,18 +9,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def config():
-    defaults = yaml.safe_load((REPO / "pg_replication/defaults.yaml").read_text())["pg_replication"]
-    debian = yaml.safe_load((REPO / "pg_replication/osfamilymap.yaml").read_text())["Debian"]
-    pillar = yaml.safe_load((REPO / "pillar.example").read_text())["pg_replication"]
-    merged = copy.deepcopy(defaults)
-    merged.update(debian)
-    for key, value in pillar.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
+def config(merged_config):
+    return merged_config(yaml.safe_load((REPO / "pillar.example").read_text())["pg_replication"])
 
 
 def test_pillar_example_plans_each_role(plan_mod, config):

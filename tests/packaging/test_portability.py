@@ -1,0 +1,107 @@
+"""The formula rendered for the Debian and RedHat families and PostgreSQL 11 to 17:
+versioned paths, package and service names, and the standby configuration style."""
+
+import pytest
+
+FAMILIES = ("Debian", "RedHat")
+VERSIONS = (11, 12, 13, 14, 15, 16, 17)
+
+
+def expected(family, version):
+    if family == "Debian":
+        return {
+            "pkgs": [f"postgresql-{version}", f"postgresql-client-{version}"],
+            "service": "postgresql",
+            "bin_dir": f"/usr/lib/postgresql/{version}/bin",
+            "data_dir": f"/var/lib/postgresql/{version}/main",
+            "conf_dir": f"/etc/postgresql/{version}/main",
+            "home": "/var/lib/postgresql",
+        }
+    return {
+        "pkgs": [f"postgresql{version}-server", f"postgresql{version}"],
+        "service": f"postgresql-{version}",
+        "bin_dir": f"/usr/pgsql-{version}/bin",
+        "data_dir": f"/var/lib/pgsql/{version}/data",
+        "conf_dir": f"/var/lib/pgsql/{version}/data",
+        "home": "/var/lib/pgsql",
+    }
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_primary(formula, example_pillar, family, version):
+    want = expected(family, version)
+    primary = formula("master", dict(example_pillar, version=version), family)
+    assert primary.args("pg_replication-packages")["pkgs"] == want["pkgs"]
+    assert primary.args("pg_replication-service")["name"] == want["service"]
+    initdb = primary.args("pg_replication-initdb")
+    assert initdb["name"].startswith(f"{want['bin_dir']}/initdb -D {want['data_dir']} ")
+    assert initdb["creates"] == f"{want['data_dir']}/PG_VERSION"
+    assert primary.args("pg_replication-config-postgresql.conf")["name"] == f"{want['conf_dir']}/postgresql.conf"
+    assert ("pg_replication-config-start.conf" in primary.states) == (family == "Debian")
+    assert ("pg_replication-createcluster-conf" in primary.states) == (family == "Debian")
+    grants = primary.args("pg_replication-barman-role")["execute"]
+    backup_start = "pg_backup_start(text, boolean)" if version >= 15 else "pg_start_backup(text, boolean, boolean)"
+    assert backup_start in grants
+    conf = primary.template("server/files/postgresql.conf.jinja")
+    assert f"cluster_name = '{version}/main'" in conf
+    assert ("max_slot_wal_keep_size" in conf) == (version >= 13)
+    assert "primary_conninfo" not in conf
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_standby_configuration_style(formula, example_pillar, family, version):
+    want = expected(family, version)
+    standby = formula("standby", dict(example_pillar, version=version), family)
+    bootstrap = standby.args("pg_replication-standby-bootstrap")
+    assert (bootstrap["name"], bootstrap["version"], bootstrap["bin_dir"]) == (
+        want["data_dir"],
+        version,
+        want["bin_dir"],
+    )
+    assert bootstrap["passfile"] == f"{want['home']}/.pgpass"
+    conf = standby.template("server/files/postgresql.conf.jinja")
+    if version >= 12:
+        # standby.signal (written by the bootstrap) + primary_conninfo in postgresql.conf
+        assert "pg_replication-config-recovery.conf" not in standby.states
+        assert "primary_conninfo = 'host=192.168.11.101 port=5432 user=replicator" in conf
+        assert "primary_slot_name = 'standby_slot'" in conf
+    else:
+        assert standby.args("pg_replication-config-recovery.conf")["name"] == f"{want['data_dir']}/recovery.conf"
+        assert "primary_conninfo" not in conf
+        recovery = standby.template("server/files/recovery.conf.jinja")
+        assert "standby_mode = 'on'" in recovery
+        assert "primary_slot_name = 'standby_slot'" in recovery
+
+
+@pytest.mark.parametrize("version", [12, 15, 17])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_barman_host(formula, example_pillar, family, version):
+    want = expected(family, version)
+    backup = formula("backup", dict(example_pillar, version=version), family)
+    assert backup.args("pg_replication-barman-client-packages")["pkgs"] == [want["pkgs"][1]]
+    assert backup.args("pg_replication-barman-packages")["pkgs"] == ["barman", "barman-cli"]
+    server = backup.template("barman/files/server.conf.jinja", server_name="master-streaming")
+    assert f"path_prefix = {want['bin_dir']}" in server
+    assert "backup_method = postgres" in server
+    assert "streaming_archiver = on" in server
+    assert "slot_name = barman_slot" in server
+    assert "password" not in server.lower()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_upstream_repo(formula, example_pillar, family):
+    default = formula("master", dict(example_pillar, version=16), family)
+    assert "test.nop" in default.state("pg_replication-upstream-repo")
+    upstream = formula("master", dict(example_pillar, version=16, upstream_repo=True), family)
+    repo = upstream.args("pg_replication-upstream-repo")
+    if family == "Debian":
+        assert repo["name"].startswith("deb [signed-by=/usr/share/keyrings/pgdg.gpg] https://apt.postgresql.org/")
+        assert repo["name"].endswith("-pgdg main")
+    else:
+        assert repo["baseurl"] == "https://download.postgresql.org/pub/repos/yum/16/redhat/rhel-$releasever-$basearch"
+        assert "pg_replication-disable-postgresql-module" in upstream.states
+    assert {"id": "pg_replication-upstream-repo"} in [
+        {"id": r} if isinstance(r, str) else r for r in upstream.args("pg_replication-packages")["require"]
+    ]

@@ -1,0 +1,3 @@
+base:
+  '*':
+    - pg_replication
