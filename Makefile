@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit functional integration bench deps venv clean-lab
+.PHONY: demo test lint unit functional integration bench docs deps venv clean-lab
 
 demo: deps venv  ## bring up the lab, apply the highstate, show the reference scenario
 	$(PY) -m lab.demo --with-backup
@@ -28,6 +28,9 @@ functional: deps venv
 
 integration: deps venv
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
+	$(PY) docs/build.py
 
 bench: deps venv
 	$(PY) bench/roles_slots.py

@@ -97,7 +97,7 @@ def test_upstream_repo(formula, example_pillar, family):
     upstream = formula("master", dict(example_pillar, version=16, upstream_repo=True), family)
     repo = upstream.args("pg_replication-upstream-repo")
     if family == "Debian":
-        assert repo["name"].startswith("deb [signed-by=/usr/share/keyrings/pgdg.gpg] https://apt.postgresql.org/")
+        assert repo["name"].startswith("deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.org/")
         assert repo["name"].endswith("-pgdg main")
     else:
         assert repo["baseurl"] == "https://download.postgresql.org/pub/repos/yum/16/redhat/rhel-$releasever-$basearch"

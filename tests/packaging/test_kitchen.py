@@ -1,0 +1,74 @@
+"""kitchen.yml cannot run here (no container engine): prove that everything it names exists
+and that each suite's host renders on each platform's OS family with the suite's pillar."""
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, deep_merge
+
+KITCHEN = yaml.safe_load((REPO_ROOT / "kitchen.yml").read_text())
+FAMILIES = {"debian": "Debian", "rockylinux": "RedHat", "almalinux": "RedHat", "centos": "RedHat", "fedora": "RedHat"}
+ROLES = {"primary": "primary", "standby": "standby", "barman": "barman"}
+
+
+def provisioner(suite, platform):
+    """The provisioner settings kitchen gives one instance: global < platform < suite."""
+    merged = deep_merge(KITCHEN["provisioner"], platform.get("provisioner", {}))
+    return deep_merge(merged, suite.get("provisioner", {}))
+
+
+INSTANCES = [
+    pytest.param(suite, platform, id=f"{suite['name']}-{platform['name']}")
+    for suite in KITCHEN["suites"]
+    for platform in KITCHEN["platforms"]
+]
+
+
+def test_provisioner_is_salt_solo_in_formula_mode():
+    prov = KITCHEN["provisioner"]
+    assert prov["name"] == "salt_solo"
+    assert not prov.get("is_file_root")
+    assert not prov.get("state_collection")
+    assert (REPO_ROOT / prov["formula"] / "init.sls").is_file()
+    for dep in prov.get("dependencies", []):
+        assert (REPO_ROOT / dep["path"] / dep["name"]).is_dir(), dep
+    # what formula mode copies, plus the dependency, is everything the formula loads
+    copied = {"_modules", "_states", "_grains", "_renderers", "_returners"} | {d["name"] for d in prov["dependencies"]}
+    assert {p.name for p in REPO_ROOT.glob("_*") if p.is_dir()} <= copied
+
+
+def test_platforms_cover_debian_and_redhat_families():
+    assert {FAMILIES[p["name"].split("-")[0]] for p in KITCHEN["platforms"]} == {"Debian", "RedHat"}
+    assert all(p["driver"]["image"] for p in KITCHEN["platforms"])
+
+
+def test_suites_converge_each_role():
+    assert {s["name"] for s in KITCHEN["suites"]} == set(ROLES)
+
+
+@pytest.mark.parametrize(("suite", "platform"), INSTANCES)
+def test_instance_files_exist_and_render(formula, suite, platform):
+    prov = provisioner(suite, platform)
+    for states in prov["state_top"]["base"].values():
+        for sls in states:
+            path = REPO_ROOT / sls.replace(".", "/")
+            assert (path / "init.sls").is_file() or path.with_suffix(".sls").is_file(), sls
+    pillar_files = prov.get("pillars_from_files", {})
+    top = prov["pillars"]["top.sls"]["base"]["*"]
+    assert {f"{name}.sls" for name in top} <= set(pillar_files) | set(prov["pillars"])
+    for target in pillar_files.values():
+        assert (REPO_ROOT / target).is_file(), target
+    verifier = deep_merge(KITCHEN.get("verifier", {}), suite.get("verifier", {}))
+    for test in verifier["inspec_tests"]:
+        profile = REPO_ROOT / test["path"]
+        assert (profile / "inspec.yml").is_file(), profile
+        assert list((profile / "controls").glob("*.rb")), profile
+
+    pillar = yaml.safe_load((REPO_ROOT / pillar_files["pg_replication.sls"]).read_text())["pg_replication"]
+    family = FAMILIES[platform["name"].split("-")[0]]
+    rendering = formula(prov["salt_minion_id"], pillar, family)
+    role = pillar["hosts"][prov["salt_minion_id"]]["role"]
+    assert role == ROLES[suite["name"]]
+    expect = {"primary": "pg_replication-initdb", "standby": "pg_replication-standby-bootstrap"}
+    assert expect.get(role, "pg_replication-barman-conf") in rendering.states
+    assert "pg_replication-upstream-repo" in rendering.states
