@@ -9,6 +9,8 @@ import subprocess
 
 import psycopg2
 
+from lab.minion import masterless_opts
+
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 
 
@@ -78,24 +80,4 @@ class PostgresServer:
 def local_minion_opts(root, connection):
     """Masterless minion options that load this checkout's _modules, _states and _utils and
     point pg_replication at ``connection``."""
-    import salt.config  # pylint: disable=import-outside-toplevel
-
-    root = pathlib.Path(root)
-    repo = pathlib.Path(__file__).resolve().parent.parent
-    opts = salt.config.minion_config(None)
-    opts.update(
-        {
-            "id": "functional",
-            "root_dir": str(root),
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "file_client": "local",
-            "module_dirs": [str(repo / "_modules")],
-            "states_dirs": [str(repo / "_states")],
-            "utils_dirs": [str(repo / "_utils")],
-            "log_file": str(root / "minion.log"),
-            "pg_replication.connection": connection,
-        }
-    )
-    return opts
+    return masterless_opts(root, "functional", **{"pg_replication.connection": connection})

@@ -10,6 +10,8 @@ import sys
 import pytest
 import yaml
 
+from lab.minion import masterless_options
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
 
@@ -35,17 +37,9 @@ def salt_call(tmp_path_factory):
         },
     }
     (pillar_dir / "pg_replication.sls").write_text(yaml.safe_dump({"pg_replication": pillar}))
-    config = {
-        "id": "pip-backup",
-        "root_dir": str(root),
-        "file_client": "local",
-        "file_roots": {"base": [str(REPO)]},
-        "pillar_roots": {"base": [str(pillar_dir)]},
-        "module_dirs": [str(REPO / "_modules")],
-        "states_dirs": [str(REPO / "_states")],
-        "utils_dirs": [str(REPO / "_utils")],
-        "log_file": str(root / "minion.log"),
-    }
+    config = masterless_options(
+        root, "pip-backup", file_roots={"base": [str(REPO)]}, pillar_roots={"base": [str(pillar_dir)]}
+    )
     (root / "minion").write_text(yaml.safe_dump(config))
 
     def run(*args):

@@ -6,6 +6,7 @@ import pathlib
 import pytest
 import yaml
 
+from lab.minion import masterless_opts
 from tests.conftest import REPO_ROOT
 
 
@@ -68,7 +69,6 @@ class Rendering:
 @pytest.fixture(scope="session")
 def formula(tmp_path_factory):
     """``formula(minion_id, pillar, os_family="Debian")`` -> :class:`Rendering`."""
-    import salt.config  # pylint: disable=import-outside-toplevel
     from saltfactories.utils.functional import Loaders  # pylint: disable=import-outside-toplevel
 
     root = tmp_path_factory.mktemp("render")
@@ -77,22 +77,11 @@ def formula(tmp_path_factory):
     (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
     # The pillar file exists before the loader lists the pillar roots; tests rewrite it.
     (pillar_dir / "pg_replication.sls").write_text("pg_replication: {}\n")
-    opts = salt.config.minion_config(None)
-    opts.update(
-        {
-            "id": "render",
-            "root_dir": str(root),
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "log_file": str(root / "minion.log"),
-            "file_client": "local",
-            "file_roots": {"base": [str(REPO_ROOT)]},
-            "pillar_roots": {"base": [str(pillar_dir)]},
-            "module_dirs": [str(REPO_ROOT / "_modules")],
-            "states_dirs": [str(REPO_ROOT / "_states")],
-            "utils_dirs": [str(REPO_ROOT / "_utils")],
-        }
+    opts = masterless_opts(
+        root,
+        "render",
+        file_roots={"base": [str(REPO_ROOT)]},
+        pillar_roots={"base": [str(pillar_dir)]},
     )
     loaders = Loaders(opts)
     # One pillar dict for the whole session, refilled per rendering: the loaded modules keep
