@@ -113,11 +113,13 @@ def _server_version(**kwargs):
 # --------------------------------------------------------------------------- plan
 
 
-def plan(config, minion_id=None):
+def plan(config, minion_id=None, secrets=False):
     """
     Validate the ``pg_replication`` configuration and return this minion's plan
     (role, primary, standbys, backup hosts, sized settings, pg_hba lines).
-    Raises CommandExecutionError naming the pillar keys at fault.
+    Raises CommandExecutionError naming the pillar keys at fault. Passwords are replaced by
+    ``********`` unless ``secrets`` is true (map.jinja asks for them; a job's return, kept
+    in the master's job cache, should not hold them).
 
     CLI Example:
 
@@ -126,9 +128,18 @@ def plan(config, minion_id=None):
         salt '*' pg_replication.plan "$(salt-call --out=json pillar.get pg_replication)"
     """
     try:
-        return __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
+        result = __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from exc
+    return result if secrets else _redacted(result)
+
+
+def _redacted(value):
+    if isinstance(value, dict):
+        return {k: ("********" if "password" in str(k) and v else _redacted(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- slots

@@ -64,3 +64,17 @@ def test_passwords_never_leak(states, modules, postgres, caplog):
         assert scanner.hits == []
     finally:
         modules.pg_replication.role_drop("secret_role")
+
+
+def test_plan_returns_passwords_only_when_asked(modules, merged_config):
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    from tests.conftest import REPO_ROOT  # pylint: disable=import-outside-toplevel
+
+    config = merged_config(yaml.safe_load((REPO_ROOT / "pillar.example").read_text())["pg_replication"])
+    secret = config["replication"]["password"]
+    shown = modules.pg_replication.plan(config, "backup")
+    assert secret not in str(shown)
+    assert shown["replication"]["password"] == "********"
+    assert shown["barman_servers"][0]["password"] == "********"
+    assert modules.pg_replication.plan(config, "backup", secrets=True)["replication"]["password"] == secret
