@@ -91,6 +91,23 @@ def test_barman_host(formula, example_pillar, family, version):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("init", ["systemd", "sysvinit"])
+def test_service_name_follows_the_init_system(formula, example_pillar, family, init):
+    primary = formula("master", dict(example_pillar, version=16), family, init=init)
+    names = {
+        ("Debian", "systemd"): "postgresql@16-main",  # the cluster's unit, not the umbrella
+        ("Debian", "sysvinit"): "postgresql",  # /etc/init.d/postgresql starts every cluster
+        ("RedHat", "systemd"): "postgresql-16",
+        ("RedHat", "sysvinit"): "postgresql-16",
+    }
+    name = names[family, init]
+    assert primary.args("pg_replication-service")["name"] == name
+    assert primary.args("pg_replication-restart-if-pending")["name"] == name
+    standby = formula("standby", dict(example_pillar, version=16), family, init=init)
+    assert standby.args("pg_replication-standby-bootstrap")["service"] == name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_upstream_repo(formula, example_pillar, family):
     default = formula("master", dict(example_pillar, version=16), family)
     assert "test.nop" in default.state("pg_replication-upstream-repo")
