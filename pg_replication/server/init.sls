@@ -5,7 +5,6 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
-  - {{ tplroot }}.psycopg2
   - .package
   - .cluster
   - .config

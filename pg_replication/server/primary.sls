@@ -6,7 +6,6 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
-  - {{ tplroot }}.psycopg2
   - .service
 
 {%- for standby in pg.standbys %}
@@ -19,7 +18,6 @@ pg_replication-slot-{{ standby.slot }}:
     - host: {{ pg.socket_dir }}
     - require:
       - pg_replication: pg_replication-restart-if-pending
-      - pg_replication-salt-psycopg2
     - require_in:
       - pg_replication: pg_replication-replication-role
 {%- endfor %}
@@ -35,7 +33,6 @@ pg_replication-replication-role:
     - host: {{ pg.socket_dir }}
     - require:
       - pg_replication: pg_replication-restart-if-pending
-      - pg_replication-salt-psycopg2
 
 {%- if pg.backup_hosts %}
 
@@ -51,7 +48,6 @@ pg_replication-barman-role:
     - host: {{ pg.socket_dir }}
     - require:
       - pg_replication: pg_replication-restart-if-pending
-      - pg_replication-salt-psycopg2
 
 pg_replication-barman-streaming-role:
   pg_replication.role_present:
@@ -64,5 +60,4 @@ pg_replication-barman-streaming-role:
     - host: {{ pg.socket_dir }}
     - require:
       - pg_replication: pg_replication-restart-if-pending
-      - pg_replication-salt-psycopg2
 {%- endif %}
