@@ -27,7 +27,7 @@ def __virtual__():
 
 
 def _unavailable(message):
-    return CommandExecutionError(message, info={"unavailable": True})
+    return __utils__["pg_replication_unavailable.error"](message)
 
 
 def _base():

@@ -53,8 +53,7 @@ def __virtual__():
 
 
 def _unavailable(message):
-    """The server cannot be queried (yet): states predict in test mode instead of failing."""
-    return CommandExecutionError(message, info={"unavailable": True})
+    return __utils__["pg_replication_unavailable.error"](message)
 
 
 # --------------------------------------------------------------------------- connection

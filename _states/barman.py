@@ -35,7 +35,7 @@ def __virtual__():
 
 def _unavailable(exc):
     """Barman or this server's configuration is not there yet (test mode on a new host)."""
-    return __opts__["test"] and bool((getattr(exc, "info", None) or {}).get("unavailable"))
+    return __opts__["test"] and __utils__["pg_replication_unavailable.marked"](exc)
 
 
 def _ret(name):

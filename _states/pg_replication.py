@@ -46,7 +46,7 @@ def _fail(ret, exc):
 
 def _unavailable(exc):
     """The server cannot be queried because earlier states have not run (test mode)."""
-    return __opts__["test"] and bool((getattr(exc, "info", None) or {}).get("unavailable"))
+    return __opts__["test"] and __utils__["pg_replication_unavailable.marked"](exc)
 
 
 def _predict(ret, exc, changes, what):
