@@ -80,6 +80,9 @@ def test_vagrant_hosts_match_pillar_example_and_master_config():
     minions = dict(re.findall(r'"(\w+)" => "#\{NETWORK\}\.(\d+)"', vagrantfile))
     hosts = yaml.safe_load((REPO_ROOT / "pillar.example").read_text())["pg_replication"]["hosts"]
     assert {name: f"{network}.{last}" for name, last in minions.items()} == {n: h["address"] for n, h in hosts.items()}
+    # Vagrant provisions in definition order: the primary first, so its standby and backup
+    # host find it when their highstate runs.
+    assert hosts[next(iter(minions))]["role"] == "primary"
     salt_master = re.search(r'SALT_MASTER = \{ name: "salt", ip: "#\{NETWORK\}\.(\d+)" \}', vagrantfile).group(1)
     master_conf = yaml.safe_load((REPO_ROOT / "vagrant/master.conf").read_text())
     minion_conf = yaml.safe_load((REPO_ROOT / "vagrant/minion.conf").read_text())
