@@ -68,7 +68,8 @@ class Rendering:
 
 @pytest.fixture(scope="session")
 def formula(tmp_path_factory):
-    """``formula(minion_id, pillar, os_family="Debian", init=...)`` -> :class:`Rendering`."""
+    """``formula(minion_id, pillar, os_family="Debian", init=..., pythonexecutable=...)``
+    -> :class:`Rendering`."""
     from saltfactories.utils.functional import Loaders  # pylint: disable=import-outside-toplevel
 
     root = tmp_path_factory.mktemp("render")
@@ -88,9 +89,13 @@ def formula(tmp_path_factory):
     # a reference to it (pillar.get in map.jinja, file templates).
     shared_pillar = {}
 
-    def render(minion_id, pillar, os_family="Debian", sls="pg_replication", init="unknown"):
+    python = loaders.grains["pythonexecutable"]
+
+    def render(minion_id, pillar, os_family="Debian", sls="pg_replication", init="unknown", pythonexecutable=python):
         loaders.opts["id"] = minion_id
-        loaders.grains.update({"id": minion_id, "os_family": os_family, "init": init})
+        loaders.grains.update(
+            {"id": minion_id, "os_family": os_family, "init": init, "pythonexecutable": pythonexecutable}
+        )
         (pillar_dir / "pg_replication.sls").write_text(yaml.safe_dump({"pg_replication": pillar}))
         # Salt merges opts["pillar"] into the pillar it compiles: start from nothing.
         loaders.opts["pillar"] = {}

@@ -122,3 +122,27 @@ def test_upstream_repo(formula, example_pillar, family):
     assert {"id": "pg_replication-upstream-repo"} in [
         {"id": r} if isinstance(r, str) else r for r in upstream.args("pg_replication-packages")["require"]
     ]
+
+
+@pytest.mark.parametrize(
+    ("python", "expected"),
+    [
+        ("/usr/bin/python3", {"pkg.installed": {"name": "python3-psycopg2", "reload_modules": True}}),
+        (
+            "/opt/saltstack/salt/bin/python3.10",
+            {
+                "pip.installed": {
+                    "name": "psycopg2-binary",
+                    "bin_env": "/opt/saltstack/salt/bin/python3.10",
+                    "reload_modules": True,
+                }
+            },
+        ),
+    ],
+)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_psycopg2_goes_where_salt_runs(formula, example_pillar, family, python, expected):
+    for minion in ("master", "standby", "backup"):
+        rendering = formula(minion, example_pillar, family, pythonexecutable=python)
+        state = rendering.state("pg_replication-salt-psycopg2")
+        assert {f: {k: v for k, v in args.items() if k != "order"} for f, args in state.items()} == expected
