@@ -71,6 +71,12 @@ def _run(*args, parse=True, timeout=None):
     return data if parse else out
 
 
+def _server_section(command, server, *args):
+    """Run a per-server barman command; return the server's part of its JSON output."""
+    data = _run(command, server, *args) or {}
+    return data.get(server, data)
+
+
 def check(server):
     """
     Run ``barman check`` and return ``{item: {"status": "OK"|"FAILED", "hint": ...}}``.
@@ -162,8 +168,7 @@ def show_backup(server, backup_id="latest"):
 
         salt backup barman.show_backup master-streaming latest
     """
-    data = _run("show-backup", server, backup_id) or {}
-    return data.get(server, data)
+    return _server_section("show-backup", server, backup_id)
 
 
 def status(server):
@@ -176,8 +181,7 @@ def status(server):
 
         salt backup barman.status master-streaming
     """
-    data = _run("status", server) or {}
-    return data.get(server, data)
+    return _server_section("status", server)
 
 
 def replication_status(server):
@@ -190,8 +194,7 @@ def replication_status(server):
 
         salt backup barman.replication_status master-streaming
     """
-    data = _run("replication-status", server) or {}
-    return data.get(server, data)
+    return _server_section("replication-status", server)
 
 
 def receive_wal_running(server):
@@ -231,8 +234,7 @@ def show_server(server):
 
         salt backup barman.show_server master-streaming
     """
-    data = _run("show-server", server) or {}
-    return data.get(server, data)
+    return _server_section("show-server", server)
 
 
 def restore_point(server, name="pg_replication"):
