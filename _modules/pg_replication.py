@@ -130,15 +130,7 @@ def plan(config, minion_id=None, secrets=False):
         result = __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from exc
-    return result if secrets else _redacted(result)
-
-
-def _redacted(value):
-    if isinstance(value, dict):
-        return {k: ("********" if "password" in str(k) and v else _redacted(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
+    return result if secrets else __utils__["pg_replication_plan.redact"](result)
 
 
 # --------------------------------------------------------------------------- slots

@@ -3,51 +3,333 @@
 Pure logic (no Salt, no PostgreSQL): the execution module exposes it as
 ``pg_replication.plan`` so that ``map.jinja`` fails at render time, before any state runs,
 with a message naming the pillar key at fault.
+
+Every key has a type and a grammar (:data:`SCHEMA`); unknown keys are refused, so a typo
+never silently becomes a default. Every string the formula writes from pillar values
+(postgresql.conf lines, connection strings, ``.pgpass`` lines, Barman options, command
+lines) is built here with the escapes of ``pg_replication_syntax``.
+
+Runs on the minion's Python (3.9 on Debian 11): no 3.10+ features.
 """
 
 import copy
+import importlib.util
 import ipaddress
+import os
 import re
+
+
+def _sibling(name):
+    """Load another file of _utils/ (Salt's loader gives utils no package to import from)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("pg_replication_sibling_" + name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+syntax = _sibling("pg_replication_syntax")
 
 ROLES = ("primary", "standby", "barman")
 INSTALL_METHODS = ("pkg", "pip")
-# PostgreSQL identifiers for slots; Barman also insists on ^[0-9a-z_]+$.
-SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
-ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MIN_PASSWORD_LENGTH = 12
+MIN_VERSION, MAX_VERSION = 10, 18
 KEY = "pg_replication"
-# Barman server section names; "all" and "barman" mean something else to Barman.
-SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
 # What a barman:servers entry may override (the rest comes from the barman section).
 SERVER_KEYS = (
     "user", "password", "streaming_user", "streaming_password", "slot_name",
     "retention_policy", "minimum_redundancy",
 )  # fmt: skip
+# postgresql.conf settings the formula writes itself, and the pillar key that sets each.
+RESERVED_SETTINGS = {
+    "port": f"{KEY}:port",
+    "data_directory": f"{KEY}:data_dir",
+    "hba_file": f"{KEY}:conf_dir",
+    "ident_file": f"{KEY}:conf_dir",
+    "external_pid_file": f"{KEY}:pid_file",
+    "unix_socket_directories": f"{KEY}:socket_dir",
+    "cluster_name": f"{KEY}:cluster",
+    "primary_conninfo": f"{KEY}:hosts",
+    "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
+    "config_file": None,
+    "include": None,
+    "include_dir": None,
+    "include_if_exists": None,
+}
 
 
 class PlanError(ValueError):
     """The pillar is invalid; the message lists every fault with its pillar key."""
 
 
-def _slot_default(minion_id):
-    return re.sub(r"[^a-z0-9_]", "_", minion_id.lower())[:58] + "_slot"
+# --------------------------------------------------------------------------- schema
+# A spec is a dict (a mapping with exactly these keys, each with its own spec) or a
+# function check(value, key, errors) that appends "key: message" for each fault.
+
+
+def _message(check):
+    """A spec from a function value -> message or None."""
+
+    def spec(value, key, errors):
+        message = check(value)
+        if message:
+            errors.append(f"{key}: {message}")
+
+    return spec
+
+
+def _pattern(regex, what):
+    return _message(lambda v: syntax.check_pattern(v, regex, what))
+
+
+def _int(minimum=None, maximum=None):
+    return _message(lambda v: syntax.check_int(v, minimum, maximum))
+
+
+def _nullable(spec):
+    def check(value, key, errors):
+        if value is not None:
+            spec(value, key, errors)
+
+    return check
+
+
+def _list_of(spec):
+    def check(value, key, errors):
+        if not isinstance(value, list):
+            errors.append(f"{key}: must be a list, not {_type(value)}")
+            return
+        for i, item in enumerate(value):
+            spec(item, f"{key}:{i}", errors)
+
+    return check
+
+
+def _mapping_of(key_spec, value_spec):
+    """A mapping whose keys are names (checked by ``key_spec``) and values ``value_spec``."""
+
+    def check(value, key, errors):
+        if not isinstance(value, dict):
+            errors.append(f"{key}: must be a mapping, not {_type(value)}")
+            return
+        for name, item in value.items():
+            key_spec(name, f"{key}:{name}", errors)
+            validate(item, value_spec, f"{key}:{name}", errors)
+
+    return check
+
+
+def _enum(*choices):
+    return _message(lambda v: None if v in choices else f"{v!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _bool(value, key, errors):
+    if not isinstance(value, bool):
+        errors.append(f"{key}: {value!r} is not true or false")
+
+
+def _type(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _record(spec, required=()):
+    """A mapping with exactly the keys of ``spec``, of which ``required`` must be set."""
+
+    def check(value, key, errors):
+        validate(value, spec, key, errors)
+        if isinstance(value, dict):
+            errors.extend(f"{key}:{name}: is required" for name in required if value.get(name) is None)
+
+    return check
+
+
+def validate(value, spec, key, errors):
+    """Check ``value`` against ``spec``; append one "pillar:key: message" per fault."""
+    if not isinstance(spec, dict):
+        spec(value, key, errors)
+        return
+    if not isinstance(value, dict):
+        errors.append(f"{key}: must be a mapping, not {_type(value)}")
+        return
+    for name in value:
+        if name not in spec:
+            errors.append(f"{key}:{name}: unknown key (expected one of {', '.join(sorted(spec))})")
+    for name, sub in spec.items():
+        if name in value:
+            validate(value[name], sub, f"{key}:{name}", errors)
+
+
+_path = _message(syntax.check_path)
+_ip = _message(syntax.check_ip)
+_host = _message(syntax.check_host)
+_package = _pattern(syntax.PACKAGE_RE, "a package name")
+_role = _pattern(syntax.ROLE_RE, "a valid role name (letters, digits, _)")
+_slot = _pattern(syntax.SLOT_RE, "a valid slot name (lower-case letters, digits, _)")
+_minion_id = _pattern(syntax.MINION_ID_RE, "a valid minion id (letters, digits, _ . -)")
+_server_name = _pattern(syntax.SERVER_RE, "a valid Barman server name (letters, digits, _ . -)")
+_port = _int(1, 65535)
+_version = _int(MIN_VERSION, MAX_VERSION)
+_retention = _pattern(syntax.RETENTION_RE, "a retention policy (REDUNDANCY n or RECOVERY WINDOW OF n DAYS)")
+
+
+def _templated(spec):
+    """A value that may hold {version} and {cluster}: checked with them filled in (both are
+    checked on their own, and the expanded value is checked again by the plan)."""
+
+    def check(value, key, errors):
+        if isinstance(value, str):
+            value = value.replace("{version}", "15").replace("{cluster}", "main")
+        spec(value, key, errors)
+
+    return check
+
+
+def _secret(value, key, errors):
+    """Passwords: presence and strength are checked where they are required."""
+    if value is not None:
+        message = syntax.check_secret(value)
+        if message:
+            errors.append(f"{key}: {message}")
+
+
+def _setting(name, value, key, errors):
+    if not isinstance(name, str) or not syntax.SETTING_RE.match(name):
+        errors.append(f"{key}: {name!r} is not a valid setting name (lower-case letters, digits, _, one dot)")
+    elif name in RESERVED_SETTINGS:
+        owner = RESERVED_SETTINGS[name]
+        errors.append(f"{key}: {name} is written by the formula" + (f"; set {owner} instead" if owner else ""))
+    message = syntax.check_setting_value(value)
+    if message:
+        errors.append(f"{key}: {message}")
+
+
+def _settings(value, key, errors):
+    if not isinstance(value, dict):
+        errors.append(f"{key}: must be a mapping of setting names to values, not {_type(value)}")
+        return
+    for name, setting in value.items():
+        _setting(name, setting, f"{key}:{name}", errors)
+
+
+HOST_SPEC = {
+    "role": _enum(*ROLES),
+    "address": _ip,
+    "slot": _slot,
+    "application_name": _pattern(syntax.APPLICATION_NAME_RE, "a valid application name (letters, digits, _ . -)"),
+}
+BARMAN_SERVER_SPEC = {
+    "address": _host,
+    "port": _port,
+    "version": _version,
+    "primary": _nullable(_host),
+    "user": _role,
+    "password": _secret,
+    "streaming_user": _role,
+    "streaming_password": _secret,
+    "slot_name": _slot,
+    "retention_policy": _retention,
+    "minimum_redundancy": _int(0),
+}
+SCHEMA = {
+    "version": _version,
+    "cluster": _pattern(syntax.CLUSTER_RE, "a valid cluster name (lower-case letters, digits, _ -)"),
+    "port": _port,
+    "upstream_repo": _bool,
+    "hosts": _mapping_of(_minion_id, _record(HOST_SPEC, required=("role", "address"))),
+    "network": _nullable(_message(lambda v: None if _network(v) else f"{v!r} is not a CIDR network")),
+    "replication": {"user": _role, "password": _secret},
+    "standby": {"wipe_unrelated_data": _bool, "bootstrap_timeout": _int(1)},
+    "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
+    "settings": _settings,
+    "barman": {
+        "install": {
+            "method": _enum(*INSTALL_METHODS),
+            "version": _nullable(_pattern(syntax.PIP_VERSION_RE, "a version number")),
+            "venv": _nullable(_path),
+            "link": _nullable(_path),
+        },
+        "server_name": _nullable(_server_name),
+        "primary": _nullable(_minion_id),
+        "user": _role,
+        "password": _secret,
+        "streaming_user": _role,
+        "streaming_password": _secret,
+        "slot_name": _slot,
+        "retention_policy": _retention,
+        "minimum_redundancy": _int(0),
+        "backup_max_age": _int(1),
+        "check_timeout": _int(1),
+        "config_file": _path,
+        "config_dir": _path,
+        "home": _path,
+        "log_dir": _path,
+        "servers": _mapping_of(_server_name, _record(BARMAN_SERVER_SPEC, required=("address",))),
+        "pkgs": _list_of(_package),
+        "build_pkgs": _list_of(_package),
+    },
+    "spare_wal_senders": _int(0, 100),
+    "spare_replication_slots": _int(0, 100),
+    "service": {"enable": _bool},
+    # OS family values (osfamilymap.yaml), which a pillar may override.
+    "pkgs": {"server": _templated(_package), "client": _templated(_package)},
+    "service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
+    "systemd_service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
+    "bin_dir": _templated(_path),
+    "conf_dir": _templated(_path),
+    "data_dir": _templated(_path),
+    "socket_dir": _templated(_path),
+    "home": _templated(_path),
+    "pid_file": _nullable(_templated(_path)),
+    "createcluster_conf": _nullable(_path),
+    "salt_psycopg2_pkg": _package,
+    "repo": {
+        "url": _templated(_pattern(syntax.URL_RE, "an http(s) URL")),
+        "key_url": _pattern(syntax.URL_RE, "an http(s) URL"),
+        "keyring": _path,
+    },
+}
+# Values that may hold {version} and {cluster}: checked again once expanded.
+EXPANDED = ("bin_dir", "conf_dir", "data_dir", "socket_dir", "home", "pid_file", "service_name", "systemd_service_name")
+
+
+def _network(value):
+    try:
+        return str(ipaddress.ip_network(str(value)))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def redact(value):
+    """``value`` with every secret (passwords, .pgpass lines) replaced by ``********``."""
+    if isinstance(value, dict):
+        return {k: ("********" if _is_secret_key(k) and v else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _is_secret_key(name):
+    return "password" in str(name) or "pgpass" in str(name)
 
 
 def _check_password(errors, key, user, password):
     if not password:
         errors.append(f"{key}: a password is required")
-    elif len(str(password)) < MIN_PASSWORD_LENGTH:
+    elif not isinstance(password, str):
+        return  # the schema said so
+    elif len(password) < MIN_PASSWORD_LENGTH:
         errors.append(f"{key}: the password is too weak (fewer than {MIN_PASSWORD_LENGTH} characters)")
-    elif str(password) == user:
+    elif password == user:
         errors.append(f"{key}: the password must not equal the user name")
 
 
-def _check_role_name(errors, key, name):
-    if not name or not ROLE_RE.match(str(name)):
-        errors.append(f"{key}: {name!r} is not a valid role name")
+def _slot_default(minion_id):
+    return re.sub(r"[^a-z0-9_]", "_", minion_id.lower())[:58] + "_slot"
 
 
 def _expand(value, version, cluster):
@@ -58,27 +340,11 @@ def _expand(value, version, cluster):
     return value
 
 
-def _hosts(config, errors):
-    hosts = config.get("hosts") or {}
-    if not isinstance(hosts, dict) or not hosts:
-        errors.append(f"{KEY}:hosts: at least one host (minion id -> role, address) is required")
-        return {}
+def _hosts(config):
     out = {}
-    for minion_id, spec in hosts.items():
-        key = f"{KEY}:hosts:{minion_id}"
-        if not isinstance(spec, dict):
-            errors.append(f"{key}: must be a mapping with role and address")
-            continue
-        role = spec.get("role")
-        if role not in ROLES:
-            errors.append(f"{key}:role: unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        try:
-            address = str(ipaddress.ip_address(str(spec.get("address", ""))))
-        except ValueError:
-            errors.append(f"{key}:address: {spec.get('address')!r} is not an IP address")
-            address = None
-        host = dict(spec, id=str(minion_id), role=role, address=address)
-        if role == "standby":
+    for minion_id, spec in config["hosts"].items():
+        host = dict(spec, id=str(minion_id), address=str(ipaddress.ip_address(str(spec["address"]))))
+        if host["role"] == "standby":
             host["slot"] = spec.get("slot") or _slot_default(str(minion_id))
             host["application_name"] = spec.get("application_name") or "walreceiver"
         out[str(minion_id)] = host
@@ -86,7 +352,7 @@ def _hosts(config, errors):
 
 
 def _check_slots(hosts, barman_servers, errors):
-    """Slot names must be valid everywhere and unique on each primary."""
+    """Slot names must be unique on each primary."""
     seen = {}
     claims = [(None, f"{KEY}:hosts:{h['id']}:slot", h["slot"]) for h in hosts.values() if h["role"] == "standby"]
     # This cluster's primary is None; another cluster's primary is its address and port.
@@ -95,63 +361,51 @@ def _check_slots(hosts, barman_servers, errors):
         for s in barman_servers
     ]
     for primary, key, slot in claims:
-        if not isinstance(slot, str) or not SLOT_RE.match(slot):
-            errors.append(f"{key}: {slot!r} is not a valid slot name (lower-case letters, digits, _)")
-        elif (primary, slot) in seen:
+        if (primary, slot) in seen:
             errors.append(f"{key}: duplicate slot name {slot!r} (also {seen[primary, slot]})")
         else:
             seen[primary, slot] = key
 
 
 def _server(config, barman, errors, key, name, spec):
-    """One Barman server section: the pillar's barman settings, overridden per server."""
-    if not isinstance(name, str) or not SERVER_RE.match(name) or name in ("all", "barman"):
-        errors.append(f"{key}: {name!r} is not a valid Barman server name (letters, digits, . _ -)")
+    """One Barman server section: the pillar's barman settings, overridden per server, with
+    the option values its server file holds."""
+    if name in ("all", "barman"):
+        errors.append(f"{key}: {name!r} is reserved by Barman; choose another server name")
     server = {k: spec.get(k, barman.get(k)) for k in SERVER_KEYS}
     server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
-    for field, default in (("port", config.get("port")), ("version", config.get("version"))):
-        try:
-            server[field] = int(spec.get(field) or default)
-        except (TypeError, ValueError):
-            errors.append(f"{key}:{field}: {spec.get(field)!r} is not a number")
-            server[field] = default
+    server["port"] = int(spec.get("port") or config["port"])
+    server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):
-        _check_role_name(errors, f"{key}:{user_key}", server[user_key])
         _check_password(errors, f"{key}:{password_key}", server[user_key], server[password_key])
-    address = str(spec.get("address") or "")
-    if not (_is_ip(address) or (HOSTNAME_RE.match(address) and not re.fullmatch(r"[0-9.]+", address))):
-        errors.append(f"{key}:address: {spec.get('address')!r} is not an IP address or host name")
-    server["address"] = address
-    server["bin_dir"] = _expand(config.get("bin_dir") or "", server["version"], "")
-    server["client_pkg"] = _expand((config.get("pkgs") or {}).get("client") or "", server["version"], "")
+    server["address"] = str(spec["address"])
+    server["bin_dir"] = _expand(config["bin_dir"], server["version"], "")
+    server["client_pkg"] = _expand(config["pkgs"]["client"], server["version"], "")
+    server["retention_policy"] = " ".join(str(server["retention_policy"]).upper().split())
+    common = {"host": server["address"], "port": server["port"]}
+    server["conninfo"] = syntax.conninfo(**common, user=server["user"], dbname="postgres")
+    server["streaming_conninfo"] = syntax.conninfo(**common, user=server["streaming_user"])
+    where = f"{server['address']}:{server['port']}"
+    server["description"] = f"PostgreSQL {server['version']} on {server['primary']} ({where}), streaming"
     return server
-
-
-def _is_ip(value):
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _barman(config, hosts, primary, errors):
     """Barman settings for the backup host: one server section for this cluster's primary,
     plus one per entry of ``barman:servers`` (primaries of other clusters)."""
-    barman = copy.deepcopy(config.get("barman") or {})
-    backup_hosts = [h for h in hosts.values() if h["role"] == "barman"]
+    barman = copy.deepcopy(config["barman"])
     servers = []
-    if not backup_hosts:
+    if not any(h["role"] == "barman" for h in hosts.values()):
         return barman, servers
     install = barman.setdefault("install", {})
     method = install.setdefault("method", "pkg")
-    if method not in INSTALL_METHODS:
-        errors.append(f"{KEY}:barman:install:method: {method!r} is not one of {', '.join(INSTALL_METHODS)}")
     for path_key in ("venv", "link") if method == "pip" else ():
-        if not str(install.get(path_key) or "").startswith("/"):
+        if not install.get(path_key):
             errors.append(f"{KEY}:barman:install:{path_key}: an absolute path is required for method pip")
     # The barman command cron runs (pip: the link to the virtualenv's entry point).
     barman["bin"] = install.get("link") if method == "pip" else "/usr/bin/barman"
+    barman["cron_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "cron"])
+    barman["cron_test"] = syntax.shell_words(["test", "-x", barman["bin"]])
     target = barman.get("primary") or (primary or {}).get("id")
     if target and target not in hosts:
         errors.append(f"{KEY}:barman:primary: {target!r} is not a host in {KEY}:hosts")
@@ -160,16 +414,11 @@ def _barman(config, hosts, primary, errors):
     elif target:
         spec = {"primary": target, "address": hosts[target]["address"]}
         name = barman.get("server_name") or f"{target}-streaming"
+        if not syntax.SERVER_RE.match(name):
+            errors.append(f"{KEY}:barman:server_name: {name!r} is not a valid Barman server name")
         servers.append(_server(config, barman, errors, f"{KEY}:barman", name, spec))
-    extra = barman.get("servers") or {}
-    if not isinstance(extra, dict):
-        errors.append(f"{KEY}:barman:servers: must map server names to their primary's settings")
-        extra = {}
-    for name, spec in extra.items():
+    for name, spec in (barman.get("servers") or {}).items():
         key = f"{KEY}:barman:servers:{name}"
-        if not isinstance(spec, dict):
-            errors.append(f"{key}: must be a mapping (address, port, version, slot_name, ...)")
-            continue
         if any(s["name"] == name for s in servers):
             errors.append(f"{key}: server name {name!r} is already this cluster's server")
         spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
@@ -207,7 +456,6 @@ def _size(config, standbys, backup_hosts):
     slots = len(standbys) + len(backup_hosts) + int(config.get("spare_replication_slots", 2))
     settings.setdefault("max_wal_senders", senders)
     settings.setdefault("max_replication_slots", slots)
-    settings["port"] = config["port"]
     if int(config["version"]) < 13:
         settings.pop("max_slot_wal_keep_size", None)
     return settings
@@ -228,7 +476,7 @@ def _hba(config, standbys, backup_hosts):
         lines.append(("host", "all", barman["user"], _cidr(host["address"]), method))
     if config.get("network"):
         lines.append(("host", "all", "all", config["network"], method))
-    return [dict(zip(("type", "database", "user", "address", "method"), line, strict=True)) for line in lines]
+    return [dict(zip(("type", "database", "user", "address", "method"), line)) for line in lines]
 
 
 def _cidr(address):
@@ -236,49 +484,118 @@ def _cidr(address):
     return f"{ip}/{ip.max_prefixlen}"
 
 
+def _standby_conninfo(plan):
+    me, primary = plan["me"], plan["primary"]
+    return syntax.conninfo(
+        host=primary["address"],
+        port=plan["port"],
+        user=plan["replication"]["user"],
+        passfile=plan["home"] + "/.pgpass",
+        application_name=me["application_name"],
+    )
+
+
+def _conf_lines(plan):
+    """postgresql.conf as ``name = value`` lines, every value escaped for the file."""
+    pairs = []
+    if plan["conf_dir"] != plan["data_dir"]:
+        pairs += [
+            ("data_directory", plan["data_dir"]),
+            ("hba_file", plan["conf_dir"] + "/pg_hba.conf"),
+            ("ident_file", plan["conf_dir"] + "/pg_ident.conf"),
+        ]
+    if plan.get("pid_file"):
+        pairs.append(("external_pid_file", plan["pid_file"]))
+    pairs += [
+        ("unix_socket_directories", plan["socket_dir"]),
+        ("cluster_name", f"{plan['version']}/{plan['cluster']}"),
+        ("port", plan["port"]),
+    ]
+    pairs += sorted(plan["settings"].items())
+    if plan["role"] == "standby" and plan["standby_signal"]:
+        pairs += [("primary_conninfo", _standby_conninfo(plan)), ("primary_slot_name", plan["me"]["slot"])]
+    return [f"{name} = {syntax.conf_value(value)}" for name, value in pairs]
+
+
+def _recovery_lines(plan):
+    """recovery.conf (PostgreSQL 11 and older) for a standby."""
+    pairs = [
+        ("standby_mode", "on"),
+        ("primary_conninfo", _standby_conninfo(plan)),
+        ("primary_slot_name", plan["me"]["slot"]),
+    ]
+    return [f"{name} = {syntax.conf_value(value)}" for name, value in pairs]
+
+
+def _pgpass(plan):
+    """The .pgpass lines (secrets: the plan hides them unless asked) of this minion."""
+    if plan["role"] == "standby":
+        rep = plan["replication"]
+        return [
+            syntax.pgpass_line(plan["primary"]["address"], plan["port"], "replication", rep["user"], rep["password"])
+        ]
+    lines = []
+    if plan["role"] == "barman":
+        for server in plan["barman_servers"]:
+            for user, password in ((server["user"], server["password"]),
+                                   (server["streaming_user"], server["streaming_password"])):  # fmt: skip
+                lines.append(syntax.pgpass_line(server["address"], server["port"], "*", user, password))
+    return lines
+
+
+def _expanded_paths(config, errors):
+    version, cluster = config["version"], config["cluster"]
+    for name in EXPANDED:
+        if config.get(name):
+            config[name] = _expand(config[name], version, cluster)
+            if name.endswith("_name"):
+                continue
+            message = syntax.check_path(config[name])
+            if message:
+                errors.append(f"{KEY}:{name}: {message}")
+    for name in ("server", "client"):
+        config["pkgs"][name] = _expand(config["pkgs"][name], version, cluster)
+    config["repo"] = _expand(config.get("repo") or {}, version, cluster)
+
+
 def build(config, minion_id):
     """Return the validated plan for ``minion_id``; raise PlanError listing every fault."""
-    config = copy.deepcopy(config)
     errors = []
-    try:
-        config["version"] = int(config.get("version"))
-        if config["version"] < 10:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors.append(f"{KEY}:version: {config.get('version')!r} is not a PostgreSQL major version (10+)")
-        config["version"] = 15
-    try:
-        config["port"] = int(config.get("port", 5432))
-    except (TypeError, ValueError):
-        errors.append(f"{KEY}:port: {config.get('port')!r} is not a port number")
-    if config.get("network"):
-        try:
-            config["network"] = str(ipaddress.ip_network(str(config["network"])))
-        except ValueError:
-            errors.append(f"{KEY}:network: {config['network']!r} is not a CIDR network")
+    validate(config, SCHEMA, KEY, errors)
+    for required in ("version", "hosts", "pkgs", "bin_dir", "conf_dir", "data_dir", "socket_dir", "home"):
+        if isinstance(config, dict) and config.get(required) in (None, {}, ""):
+            errors.append(f"{KEY}:{required}: is required" + (" (at least one host)" if required == "hosts" else ""))
+    if errors:
+        raise PlanError("invalid pillar: " + "; ".join(errors))
 
-    hosts = _hosts(config, errors)
+    config = copy.deepcopy(config)
+    config["version"], config["port"] = int(config["version"]), int(config.get("port", 5432))
+    config.setdefault("cluster", "main")
+    if config.get("network"):
+        config["network"] = _network(config["network"])
+    hosts = _hosts(config)
     primaries = [h for h in hosts.values() if h["role"] == "primary"]
     standbys = [h for h in hosts.values() if h["role"] == "standby"]
     backup_hosts = [h for h in hosts.values() if h["role"] == "barman"]
-    if hosts and not primaries:
+    if not primaries:
         errors.append(f"{KEY}:hosts: no host has role primary")
     elif len(primaries) > 1:
         errors.append(f"{KEY}:hosts: more than one primary ({', '.join(h['id'] for h in primaries)})")
     primary = primaries[0] if primaries else None
 
     replication = config.setdefault("replication", {})
-    _check_role_name(errors, f"{KEY}:replication:user", replication.get("user"))
     if standbys:
         _check_password(errors, f"{KEY}:replication:password", replication.get("user"), replication.get("password"))
 
+    # Barman servers first: each expands the version templates with its own version.
     barman, barman_servers = _barman(config, hosts, primary, errors)
     _check_slots(hosts, barman_servers, errors)
+    _expanded_paths(config, errors)
     if errors:
         raise PlanError("invalid pillar: " + "; ".join(errors))
 
-    version, cluster = config["version"], config.get("cluster", "main")
-    plan = _expand({k: v for k, v in config.items() if k not in ("settings", "hosts")}, version, cluster)
+    version = config["version"]
+    plan = {k: v for k, v in config.items() if k not in ("settings", "hosts")}
     me = hosts.get(minion_id)
     plan.update(
         {
@@ -295,6 +612,12 @@ def build(config, minion_id):
             "settings": _size(config, standbys, backup_hosts),
             "hba": _hba(config, standbys, backup_hosts),
             "standby_signal": version >= 12,
+            "initdb_command": syntax.shell_words(
+                [plan["bin_dir"] + "/initdb", "-D", plan["data_dir"], "-U", "postgres", *config["initdb_options"]]
+            ),
         }
     )
+    plan["conf_lines"] = _conf_lines(plan)
+    plan["recovery_lines"] = _recovery_lines(plan) if plan["role"] == "standby" else []
+    plan["pgpass_lines"] = _pgpass(plan)
     return plan

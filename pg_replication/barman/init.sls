@@ -42,14 +42,11 @@ pg_replication-barman-pgpass:
     - group: barman
     - mode: '0600'
     - show_changes: False
-    - contents: |
-        # Managed by Salt (pg_replication)
-{%- for server in pg.barman_servers %}
-        {{ server.address }}:{{ server.port }}:*:{{ server.user }}:{{
-          server.password | replace('\\', '\\\\') | replace(':', '\\:') }}
-        {{ server.address }}:{{ server.port }}:*:{{ server.streaming_user }}:{{
-          server.streaming_password | replace('\\', '\\\\') | replace(':', '\\:') }}
-{%- endfor %}
+    # Rendered on the minion: the passwords stay out of the state's arguments (lowstate).
+    - source: salt://{{ tplroot }}/files/pgpass.jinja
+    - template: jinja
+    - context:
+        tplroot: {{ tplroot }}
     - require:
       - file: pg_replication-barman-dirs
 
@@ -61,7 +58,7 @@ pg_replication-barman-cron:
     - contents: |
         # Managed by Salt (pg_replication)
         MAILTO=root
-        * * * * * barman [ -x {{ pg.barman.bin }} ] && {{ pg.barman.bin }} -c {{ pg.barman.config_file }} -q cron
+        * * * * * barman {{ pg.barman.cron_test }} && {{ pg.barman.cron_command }}
     - require:
       - sls: {{ tplroot }}.barman.install
 

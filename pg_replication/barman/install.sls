@@ -32,7 +32,7 @@ pg_replication-barman-user:
 
 pg_replication-barman-venv:
   cmd.run:
-    - name: python3 -m venv {{ install.venv }}
+    - name: python3 -m venv {{ install.venv | quote }}
     - creates: {{ install.venv }}/bin/python
     - require:
       - pkg: pg_replication-barman-build-packages

@@ -33,9 +33,7 @@ pg_replication-data-dir:
 
 pg_replication-initdb:
   cmd.run:
-    - name: >-
-        {{ pg.bin_dir }}/initdb -D {{ pg.data_dir }} -U postgres
-        {{ pg.initdb_options | join(' ') }}
+    - name: {{ pg.initdb_command | yaml_dquote }}
     - runas: postgres
     - creates: {{ pg.data_dir }}/PG_VERSION
     - require:
@@ -49,10 +47,11 @@ pg_replication-pgpass:
     - group: postgres
     - mode: '0600'
     - show_changes: False
-    - contents: |
-        # Managed by Salt (pg_replication)
-        {{ pg.primary.address }}:{{ pg.port }}:replication:{{ pg.replication.user }}:{{
-          pg.replication.password | replace('\\', '\\\\') | replace(':', '\\:') }}
+    # Rendered on the minion: the passwords stay out of the state's arguments (lowstate).
+    - source: salt://{{ tplroot }}/files/pgpass.jinja
+    - template: jinja
+    - context:
+        tplroot: {{ tplroot }}
     - require:
       - pkg: pg_replication-packages
 

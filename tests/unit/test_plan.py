@@ -5,6 +5,8 @@ import pathlib
 import pytest
 import yaml
 
+from tests.invalid_pillars import CASES, mutate
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -78,7 +80,7 @@ def test_invalid_extra_barman_server_names_the_key(plan_mod, config, spec, messa
 
 
 def test_extra_barman_server_names_must_be_unique_and_valid(plan_mod, config):
-    for name, message in (("master-streaming", "already this cluster's server"), ("all", "not a valid Barman")):
+    for name, message in (("master-streaming", "already this cluster's server"), ("all", "reserved by Barman")):
         config["barman"]["servers"] = {name: dict(OTHER)}
         with pytest.raises(plan_mod.PlanError, match=message):
             plan_mod.build(config, "backup")
@@ -129,7 +131,11 @@ def _mutate(config, path, value):
     [
         (("hosts", "master", "role"), "standby", "pg_replication:hosts: no host has role primary"),
         (("hosts", "standby", "role"), "primary", "more than one primary"),
-        (("hosts", "backup", "role"), "witness", "pg_replication:hosts:backup:role: unknown role 'witness'"),
+        (
+            ("hosts", "backup", "role"),
+            "witness",
+            "pg_replication:hosts:backup:role: 'witness' is not one of primary, standby, barman",
+        ),
         (("hosts", "standby", "address"), "192.168.11.300", "pg_replication:hosts:standby:address"),
         (("network",), "192.168.11.0/33", "pg_replication:network"),
         (("network",), "192.168.11.1/24", "pg_replication:network"),
@@ -141,10 +147,62 @@ def _mutate(config, path, value):
         (("barman", "primary"), "nowhere", "pg_replication:barman:primary: 'nowhere' is not a host"),
         (("barman", "streaming_password"), KeyError, "pg_replication:barman:streaming_password"),
         (("version",), "fifteen", "pg_replication:version"),
-        (("hosts",), {}, "pg_replication:hosts: at least one host"),
+        (("hosts",), {}, "pg_replication:hosts: is required (at least one host)"),
     ],
 )
 def test_invalid_pillar_names_the_key(plan_mod, config, path, value, message):
     with pytest.raises(plan_mod.PlanError) as exc:
         plan_mod.build(_mutate(config, path, value), "master")
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(("path", "value", "key"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_pillar_table_names_the_key_and_never_raises_anything_else(plan_mod, merged_config, path, value, key):
+    pillar = mutate(yaml.safe_load((REPO / "pillar.example").read_text())["pg_replication"], path, value)
+    # What map.jinja does: merge a mapping over the defaults; pass anything else as it is.
+    config = merged_config(pillar) if isinstance(pillar, dict) else pillar
+    for minion_id in ("master", "standby", "backup"):
+        with pytest.raises(plan_mod.PlanError) as exc:
+            plan_mod.build(config, minion_id)
+        assert key in str(exc.value)
+
+
+def test_the_table_is_large_and_covers_every_target(plan_mod):
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_escapes_for_each_target(plan_mod, config):
+    syntax = plan_mod.syntax
+    assert syntax.conf_value("it's a \\ path") == "'it''s a \\\\ path'"
+    assert syntax.conf_value(True) == "on"
+    assert (
+        syntax.conninfo(host="10.0.0.1", application_name="a b'c\\") == "host=10.0.0.1 application_name='a b\\'c\\\\'"
+    )
+    assert syntax.pgpass_line("fd00::1", 5432, "*", "u", "p:w\\d") == "fd00\\:\\:1:5432:*:u:p\\:w\\\\d"
+    assert syntax.shell_words(["/usr/bin/x", "a b", "$(c)"]) == "/usr/bin/x 'a b' '$(c)'"
+    # A password with quotes, colons and backslashes is a valid password, escaped per file.
+    config["replication"]["password"] = "it's:a\\long 'secret'"
+    plan = plan_mod.build(config, "standby")
+    assert plan["pgpass_lines"] == ["192.168.11.101:5432:replication:replicator:it's\\:a\\\\long 'secret'"]
+    conninfo = [line for line in plan["conf_lines"] if line.startswith("primary_conninfo")]
+    assert conninfo == [
+        "primary_conninfo = 'host=192.168.11.101 port=5432 user=replicator"
+        " passfile=/var/lib/postgresql/.pgpass application_name=walreceiver'"
+    ]
+
+
+def test_ipv6_addresses_reach_pgpass_and_hba(plan_mod, config):
+    config["hosts"]["master"]["address"] = "fd00::101"
+    config["network"] = None
+    plan = plan_mod.build(config, "standby")
+    assert plan["pgpass_lines"][0].startswith("fd00\\:\\:101:5432:replication:")
+    assert "host=fd00::101" in plan["conf_lines"][-2]
+    backup = plan_mod.build(config, "backup")
+    assert backup["barman_servers"][0]["conninfo"] == "host=fd00::101 port=5432 user=barman dbname=postgres"
+
+
+def test_redact_hides_passwords_and_pgpass_lines(plan_mod, config):
+    plan = plan_mod.redact(plan_mod.build(config, "backup"))
+    assert plan["pgpass_lines"] == "********"
+    assert "change-me" not in str(plan)

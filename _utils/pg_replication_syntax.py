@@ -1,0 +1,157 @@
+"""Grammars and escapes for every place a pillar value lands: postgresql.conf, libpq
+connection strings, ``.pgpass``, Barman's INI files, cron lines and shell command lines.
+
+Pure functions, no Salt: ``pg_replication_plan`` checks each pillar value with the grammar of
+its target (``check_*`` return an error message, or None when the value is fine) and the
+plan's derived strings are built with the escapes here, so templates never quote by hand.
+"""
+
+import ipaddress
+import re
+import shlex
+
+# Control characters end a line in every target format (a newline in a Barman value is a
+# new option, e.g. post_backup_script, which Barman runs through a shell).
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Absolute paths: no spaces, quotes, shell or INI metacharacters, no '..' segment.
+PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+/-]*$")
+# PostgreSQL configuration parameter names (custom ones have one dot: ext.name).
+SETTING_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+# Physical slot names (Barman insists on ^[0-9a-z_]+$); role names kept to plain identifiers.
+SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Salt minion ids, Barman server names, application names, cluster names.
+MINION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+APPLICATION_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# Debian/RedHat package names, systemd/SysV service names, PEP 440 versions.
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,127}$")
+SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@_.:-]{0,127}$")
+PIP_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,31}$")
+# initdb options: --name or --name=value, value without spaces or shell metacharacters.
+INITDB_OPTION_RE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+-]+)?$")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
+BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
+RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-9]* (DAY|WEEK|MONTH)S?)$", re.I)
+
+
+def check_pattern(value, pattern, what):
+    """A message if ``value`` is not a string matching ``pattern`` (``what`` it should be)."""
+    if not isinstance(value, str) or not pattern.match(value):
+        return f"{value!r} is not {what}"
+    return None
+
+
+def check_path(value):
+    """Absolute path of safe characters, with no '.' or '..' segment."""
+    if not isinstance(value, str) or not PATH_RE.match(value):
+        return f"{value!r} is not an absolute path of letters, digits and _ . @ + - /"
+    if any(part in (".", "..") for part in value.split("/")):
+        return f"{value!r} must not contain '.' or '..' segments"
+    return None
+
+
+def check_text(value):
+    """A one-line string (descriptions, setting values): no control character."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    if CONTROL_RE.search(value):
+        return f"{value!r} contains a control character (newline, tab, ...)"
+    return None
+
+
+def check_secret(value):
+    """A password: a one-line string. The message never quotes the value."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if CONTROL_RE.search(value):
+        return "contains a control character (newline, tab, ...), which .pgpass cannot hold"
+    return None
+
+
+def check_ip(value):
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    return None
+
+
+def check_host(value):
+    """An IP address or a DNS host name (not something that merely looks like an IP)."""
+    if check_ip(value) is None:
+        return None
+    if isinstance(value, str) and HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
+        return None
+    return f"{value!r} is not an IP address or host name"
+
+
+def check_int(value, minimum=None, maximum=None):
+    """An integer (YAML int, or a string of digits) within bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"{value!r} is not a whole number"
+    try:
+        number = int(value)
+    except ValueError:
+        return f"{value!r} is not a whole number"
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else "")
+        return f"{value!r} is out of range ({bounds})"
+    return None
+
+
+def check_setting_value(value):
+    """postgresql.conf values: booleans, numbers and one-line strings."""
+    if isinstance(value, (bool, int, float)):
+        return None
+    if isinstance(value, str):
+        return check_text(value)
+    return f"{value!r} is a {type(value).__name__}; a setting takes a string, number or boolean"
+
+
+# --------------------------------------------------------------------------- escapes
+
+
+def conf_value(value):
+    """A value for postgresql.conf / recovery.conf: on/off, a bare number, or a quoted string
+    (backslashes doubled, single quotes doubled: PostgreSQL reads both escapes)."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def conninfo(**params):
+    """A libpq key=value connection string. A value of plain characters stays bare; any other
+    is single-quoted with ``\\`` and ``'`` backslash-escaped, so spaces or quotes in a value
+    cannot start another keyword."""
+    parts = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        value = str(value)
+        if not BARE_CONNINFO_RE.match(value):
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def pgpass_field(value):
+    """One field of a .pgpass line: ``\\`` and ``:`` escaped (IPv6 addresses have colons)."""
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pgpass_line(host, port, database, user, password):
+    return ":".join(pgpass_field(v) for v in (host, port, database, user, password))
+
+
+def shell_words(words):
+    """A shell command line from a list of words, each quoted for /bin/sh."""
+    return " ".join(shlex.quote(str(w)) for w in words)

@@ -1,0 +1,70 @@
+"""Every invalid pillar of tests/invalid_pillars.py, applied through the real salt-master to a
+converged reference cluster: the render fails on every minion naming the pillar key, without
+a traceback, and no host changes (files, roles and their verifiers, slots, settings,
+postmaster start times, Barman's files and backups)."""
+
+import json
+
+import pytest
+
+from lab.results import changed_states, state_errors
+from tests.invalid_pillars import CASES, mutate
+
+pytestmark = pytest.mark.integration
+HOSTS = ("master", "standby", "backup")
+# Files the formula writes (owner, mode, checksum), Barman's backups, PostgreSQL's state.
+SNAPSHOT_SCRIPT = r"""
+for path in /etc/postgresql /etc/postgresql-common /etc/barman.conf /etc/barman.d /etc/cron.d/barman \
+            /var/lib/postgresql/.pgpass /var/lib/barman/.pgpass; do
+  [ -e "$path" ] && find "$path" -type f -exec stat -c '%n %U %a' {} \; -exec sha256sum {} \;
+done
+ls -d /var/lib/barman/*/base/* 2>/dev/null
+[ -e /tmp/pwned ] && echo PWNED
+[ -S /var/run/postgresql/.s.PGSQL.5432 ] && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 <<'SQL'
+SELECT string_agg(rolname || ':' || coalesce(rolpassword, ''), ',' ORDER BY rolname) FROM pg_authid;
+SELECT string_agg(slot_name || ':' || slot_type, ',' ORDER BY slot_name) FROM pg_replication_slots;
+SELECT md5(string_agg(name || '=' || setting, ',' ORDER BY name)) FROM pg_settings;
+SELECT pg_postmaster_start_time();
+SQL
+true
+"""
+
+
+def snapshot(salt_lab):
+    """Per host: managed files (owner, mode, checksum), Barman's backups, and where
+    PostgreSQL runs its roles with their verifiers, slots, settings and start time."""
+    return {name: salt_lab.lab[name].run(["sh", "-c", SNAPSHOT_SCRIPT]).stdout.splitlines() for name in HOSTS}
+
+
+@pytest.fixture(scope="module")
+def converged(backup_lab):
+    ret = backup_lab.highstate()
+    assert state_errors(ret.data) == {}, json.dumps(ret.data, default=str)[-6000:]
+    assert ret.returncode == 0
+    backup_lab.good_pillar = backup_lab.pillar
+    backup_lab.before = snapshot(backup_lab)
+    return backup_lab
+
+
+@pytest.mark.parametrize(("path", "value", "key"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(converged, path, value, key):
+    converged.set_pillar(mutate(converged.good_pillar, path, value))
+    try:
+        ret = converged.salt("state.apply", timeout=300)
+    finally:
+        converged.set_pillar(converged.good_pillar)
+    assert ret.returncode != 0
+    for name in HOSTS:
+        result = ret.data[name]
+        # A render error is a list of messages, not state results: nothing ran.
+        assert isinstance(result, list), json.dumps(result, default=str)[:2000]
+        assert key in str(result)
+        assert "Traceback" not in str(result)
+    assert snapshot(converged) == converged.before
+
+
+def test_the_good_pillar_still_changes_nothing(converged):
+    ret = converged.highstate()
+    assert ret.returncode == 0
+    assert changed_states(ret.data) == {}
+    assert snapshot(converged) == converged.before

@@ -1,0 +1,125 @@
+"""Invalid pillars, each with the pillar key its error must name.
+
+Shared by the unit test of the plan and the integration test that applies each one through a
+real salt-master and proves no host changed. Each case is (id, path, value, key): ``path``
+is where ``value`` goes in the reference pillar (``()``: the whole ``pg_replication``
+pillar; ``DELETE``: remove the key).
+"""
+
+DELETE = object()
+
+DB2 = {
+    "address": "192.168.12.101",
+    "port": 5432,
+    "version": 15,
+    "password": "another-cluster-secret",
+    "streaming_password": "another-cluster-streaming-secret",
+}
+NEWLINE_SCRIPT = "\npost_backup_script = touch /tmp/pwned"
+
+CASES = [
+    # Wrong types, at every level.
+    ("pillar-is-a-list", (), ["hosts"], "pg_replication: must be a mapping"),
+    ("hosts-is-a-list", ("hosts",), ["master", "standby"], "pg_replication:hosts: must be a mapping"),
+    ("host-is-a-string", ("hosts", "standby"), "10.0.0.2", "pg_replication:hosts:standby: must be a mapping"),
+    ("address-is-a-list", ("hosts", "standby", "address"), ["10.0.0.2"], "pg_replication:hosts:standby:address"),
+    ("replication-is-a-list", ("replication",), ["replicator"], "pg_replication:replication: must be a mapping"),
+    ("password-is-a-mapping", ("replication", "password"), {"a": 1}, "pg_replication:replication:password"),
+    ("settings-is-a-list", ("settings",), ["work_mem=4MB"], "pg_replication:settings: must be a mapping"),
+    ("setting-is-a-mapping", ("settings", "work_mem"), {"mb": 4}, "pg_replication:settings:work_mem"),
+    ("barman-is-a-string", ("barman",), "yes", "pg_replication:barman: must be a mapping"),
+    ("install-is-a-list", ("barman", "install"), ["pip"], "pg_replication:barman:install: must be a mapping"),
+    ("servers-is-a-list", ("barman", "servers"), ["db2"], "pg_replication:barman:servers: must be a mapping"),
+    ("server-is-a-string", ("barman", "servers"), {"db2": "10.0.0.9"}, "pg_replication:barman:servers:db2"),
+    ("standby-is-a-string", ("standby",), "wipe", "pg_replication:standby: must be a mapping"),
+    ("wipe-is-a-string", ("standby", "wipe_unrelated_data"), "yes", "pg_replication:standby:wipe_unrelated_data"),
+    ("enable-is-a-string", ("service", "enable"), "no", "pg_replication:service:enable"),
+    ("initdb-options-is-a-string", ("initdb_options",), "--data-checksums", "pg_replication:initdb_options"),
+    ("port-not-a-number", ("port",), "54a32", "pg_replication:port"),
+    ("version-too-old", ("version",), 9, "pg_replication:version"),
+    ("spare-senders-negative", ("spare_wal_senders",), -1, "pg_replication:spare_wal_senders"),
+    ("redundancy-not-a-number", ("barman", "minimum_redundancy"), "one", "pg_replication:barman:minimum_redundancy"),
+    ("backup-max-age-zero", ("barman", "backup_max_age"), 0, "pg_replication:barman:backup_max_age"),
+    ("role-missing", ("hosts", "standby", "role"), DELETE, "pg_replication:hosts:standby:role: is required"),
+    # Typos: an unknown key is refused, never ignored.
+    ("typo-in-host-key", ("hosts", "standby", "adress"), "10.0.0.2", "pg_replication:hosts:standby:adress"),
+    ("typo-at-top-level", ("setings",), {"work_mem": "8MB"}, "pg_replication:setings: unknown key"),
+    ("typo-in-barman", ("barman", "retention"), "REDUNDANCY 3", "pg_replication:barman:retention: unknown key"),
+    # postgresql.conf
+    ("conf-name-injection", ("settings", "work_mem = 1MB\nshared_preload_libraries"), "x",
+     "pg_replication:settings:work_mem = 1MB"),
+    ("conf-value-newline", ("settings", "work_mem"), "4MB'\narchive_command = 'touch /tmp/pwned",
+     "pg_replication:settings:work_mem"),
+    ("conf-reserved-port", ("settings", "port"), 5433, "pg_replication:settings:port"),
+    ("conf-reserved-conninfo", ("settings", "primary_conninfo"), "host=10.0.0.66",
+     "pg_replication:settings:primary_conninfo"),
+    ("conf-reserved-include", ("settings", "include_dir"), "/tmp", "pg_replication:settings:include_dir"),
+    ("conf-upper-case-name", ("settings", "Work_Mem"), "8MB", "pg_replication:settings:Work_Mem"),
+    # pg_hba.conf
+    ("hba-address-trust", ("hosts", "standby", "address"), "10.0.0.2/32 trust", "pg_replication:hosts:standby:address"),
+    ("hba-network-trust", ("network",), "0.0.0.0/0 trust", "pg_replication:network"),
+    ("hba-user-trust", ("replication", "user"), "replicator all 0.0.0.0/0 trust", "pg_replication:replication:user"),
+    # connection strings (primary_conninfo, Barman's conninfo)
+    ("conninfo-application-name", ("hosts", "standby", "application_name"), "x host=10.0.0.66",
+     "pg_replication:hosts:standby:application_name"),
+    ("conninfo-barman-user", ("barman", "user"), "barman host=10.0.0.66", "pg_replication:barman:user"),
+    # .pgpass
+    ("pgpass-password-newline", ("replication", "password"), "long-enough-password\n*:*:*:*:x",
+     "pg_replication:replication:password: contains a control character"),
+    ("pgpass-password-number", ("barman", "password"), 123456789012345, "pg_replication:barman:password"),
+    # recovery.conf / primary_slot_name and SQL
+    ("slot-injection", ("hosts", "standby", "slot"), "standby_slot'\nrestore_command='touch /tmp/pwned",
+     "pg_replication:hosts:standby:slot"),
+    ("sql-role-injection", ("barman", "streaming_user"), 'x"; DROP ROLE postgres; --',
+     "pg_replication:barman:streaming_user"),
+    # barman.conf and server files (a newline there is an option Barman runs through a shell)
+    ("barman-retention-newline", ("barman", "retention_policy"), "REDUNDANCY 2" + NEWLINE_SCRIPT,
+     "pg_replication:barman:retention_policy"),
+    ("barman-server-name-section", ("barman", "server_name"), "x]\n[y", "pg_replication:barman:server_name"),
+    ("barman-config-dir-newline", ("barman", "config_dir"), "/etc/barman.d" + NEWLINE_SCRIPT,
+     "pg_replication:barman:config_dir"),
+    ("barman-home-shell", ("barman", "home"), "/var/lib/barman; touch /tmp/pwned", "pg_replication:barman:home"),
+    ("barman-server-address", ("barman", "servers"), {"db2": dict(DB2, address="db2 host=10.0.0.66")},
+     "pg_replication:barman:servers:db2:address"),
+    ("barman-server-retention", ("barman", "servers"), {"db2": dict(DB2, retention_policy="REDUNDANCY %(x)s")},
+     "pg_replication:barman:servers:db2:retention_policy"),
+    ("barman-interpolation", ("barman", "log_dir"), "/var/log/%(home)s", "pg_replication:barman:log_dir"),
+    # cron (/etc/cron.d/barman runs these paths through a shell)
+    ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
+     "pg_replication:barman:install:link"),
+    ("cron-config-file", ("barman", "config_file"), "/etc/barman.conf && touch /tmp/pwned",
+     "pg_replication:barman:config_file"),
+    ("pip-version-shell", ("barman", "install"), {"method": "pip", "version": "3.10; touch /tmp/pwned"},
+     "pg_replication:barman:install:version"),
+    # command lines (initdb, service names, packages, repositories)
+    ("initdb-option-shell", ("initdb_options",), ["--encoding=UTF8; touch /tmp/pwned"],
+     "pg_replication:initdb_options:0"),
+    ("data-dir-substitution", ("data_dir",), "/var/lib/postgresql/{version}/$(touch /tmp/pwned)",
+     "pg_replication:data_dir"),
+    ("bin-dir-relative", ("bin_dir",), "../../tmp", "pg_replication:bin_dir"),
+    ("bin-dir-dot-dot", ("bin_dir",), "/usr/lib/postgresql/../../../tmp", "pg_replication:bin_dir"),
+    ("cluster-shell", ("cluster",), "main; touch /tmp/pwned", "pg_replication:cluster"),
+    ("service-name-shell", ("service_name",), "postgresql; reboot", "pg_replication:service_name"),
+    ("package-two-names", ("pkgs", "server"), "postgresql-15 netcat", "pg_replication:pkgs:server"),
+    ("repo-url-newline", ("repo", "url"), "https://example.org/ bookworm main\ndeb http://10.0.0.66/ x main",
+     "pg_replication:repo:url"),
+    ("minion-id-space", ("hosts", "ma ster"), {"role": "standby", "address": "10.0.0.9"},
+     "pg_replication:hosts:ma ster"),
+]  # fmt: skip
+
+
+def mutate(pillar, path, value):
+    """A copy of ``pillar`` with ``value`` at ``path`` (see the module docstring)."""
+    import copy  # pylint: disable=import-outside-toplevel
+
+    if not path:
+        return copy.deepcopy(value)
+    pillar = copy.deepcopy(pillar)
+    node = pillar
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = copy.deepcopy(value)
+    return pillar
