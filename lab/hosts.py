@@ -38,40 +38,14 @@ class Host:
         self.anchor = None
 
     def up(self):
-        veth_host, veth_ns = f"{self.netns}-h"[:15], f"{self.netns}-n"[:15]
-        _ip("netns", "add", self.netns)
-        _ip("link", "add", veth_host, "type", "veth", "peer", "name", veth_ns)
-        _ip("link", "set", veth_ns, "netns", self.netns)
-        _ip("link", "set", veth_host, "master", self.lab.bridge, "up")
-        _ip("-n", self.netns, "link", "set", "lo", "up")
-        _ip("-n", self.netns, "addr", "add", f"{self.address}/{self.lab.network.prefixlen}", "dev", veth_ns)
-        _ip("-n", self.netns, "link", "set", veth_ns, "name", "eth0")
-        _ip("-n", self.netns, "link", "set", "eth0", "up")
-        self._write_etc()
+        self._network_up()
+        self._write_etc(self.root / "etc-upper")
         self.anchor = subprocess.Popen(  # noqa: S603
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "unshare",
-                "--mount",
-                "--uts",
-                "--propagation",
-                "private",
-                "--",
-                sys.executable,
-                "-m",
-                "lab.enter",
-                str(self.root),
-                self.name,
-                "--",
-                "sleep",
-                "infinity",
-            ],
+            ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
+             sys.executable, "-m", "lab.enter", str(self.root), self.name, "--", "sleep", "infinity"],
             cwd=REPO_ROOT,
             start_new_session=True,
-        )
+        )  # fmt: skip
         # Wait until the anchor has finished its mounts (its hostname is then set).
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -83,10 +57,21 @@ class Host:
             time.sleep(0.1)
         raise RuntimeError(f"lab host {self.name}: namespace setup timed out")
 
-    def _write_etc(self):
-        """Seed the host's /etc overlay: the lab's names in /etc/hosts, and a resolver that
+    def _network_up(self):
+        """The host's network namespace, with eth0 on the lab's bridge."""
+        veth_host, veth_ns = f"{self.netns}-h"[:15], f"{self.netns}-n"[:15]
+        _ip("netns", "add", self.netns)
+        _ip("link", "add", veth_host, "type", "veth", "peer", "name", veth_ns)
+        _ip("link", "set", veth_ns, "netns", self.netns)
+        _ip("link", "set", veth_host, "master", self.lab.bridge, "up")
+        _ip("-n", self.netns, "link", "set", "lo", "up")
+        _ip("-n", self.netns, "addr", "add", f"{self.address}/{self.lab.network.prefixlen}", "dev", veth_ns)
+        _ip("-n", self.netns, "link", "set", veth_ns, "name", "eth0")
+        _ip("-n", self.netns, "link", "set", "eth0", "up")
+
+    def _write_etc(self, upper):
+        """Seed the host's /etc (``upper``): the lab's names in /etc/hosts, and a resolver that
         fails at once (the namespaces have no DNS) instead of timing out."""
-        upper = self.root / "etc-upper"
         upper.mkdir(parents=True, exist_ok=True)
         lines = ["127.0.0.1 localhost", f"{self.lab.master_address} salt"]
         lines += [f"{h.address} {h.name}" for h in self.lab.hosts.values()]
@@ -153,14 +138,31 @@ class Host:
 class Lab:
     """A bridge with the salt-master's address and a set of hosts on it."""
 
-    def __init__(self, root, hosts, prefix=DEFAULT_PREFIX, subnet=DEFAULT_SUBNET):
+    def __init__(self, root, hosts, prefix=DEFAULT_PREFIX, subnet=DEFAULT_SUBNET, image=None):
+        """``image``: None for namespace hosts, or (release, kind) for hosts that boot with
+        systemd from that image (:mod:`lab.booted`, :mod:`lab.image`)."""
         self.root = pathlib.Path(root)
         self.prefix = prefix
         self.network = ipaddress.ip_network(subnet)
         self.bridge = f"{prefix}-br0"
         first = self.network.network_address
         self.master_address = str(first + 1)
-        self.hosts = {name: Host(self, name, str(first + 101 + i)) for i, name in enumerate(hosts)}
+        self.image = image
+        self.repo_server = None
+        self.hosts = {name: self._host(name, str(first + 101 + i)) for i, name in enumerate(hosts)}
+
+    def _host(self, name, address):
+        if self.image is None:
+            return Host(self, name, address)
+        from lab.booted import BootedHost  # pylint: disable=import-outside-toplevel
+        from lab.image import image  # pylint: disable=import-outside-toplevel
+
+        rootfs, self.repo = image(*self.image)
+        return BootedHost(self, name, address, rootfs)
+
+    @property
+    def booted(self):
+        return self.image is not None
 
     def __getitem__(self, name):
         return self.hosts[name]
@@ -183,6 +185,10 @@ class Lab:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.master_address}/{self.network.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        if self.booted:
+            from lab.booted import RepoServer  # pylint: disable=import-outside-toplevel
+
+            self.repo_server = RepoServer(self.repo, self.master_address).start()
         for host in self.hosts.values():
             host.up()
         return self
@@ -193,6 +199,8 @@ class Lab:
                 host.down()
             except Exception:  # noqa: BLE001 - tear down as much as possible
                 log.exception("tearing down %s", host.name)
+        if self.repo_server is not None:
+            self.repo_server.stop()
         _ip("link", "del", self.bridge, check=False)
         if not keep_files:
             shutil.rmtree(self.root / "hosts", ignore_errors=True)

@@ -7,6 +7,7 @@ packages=(
   barman barman-cli                                       # the backup host
   cron                                                    # crontab for `barman cron`
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
+  systemd-container mmdebstrap apt-utils                  # booted lab hosts: nspawn, images, apt-ftparchive
   python3-venv make
   python3-dev libpq-dev gcc                               # barman.install.method pip (psycopg2 build)
   vagrant                                                 # `vagrant validate` of the Vagrantfile

@@ -5,6 +5,7 @@ the checkout; the pillar is the reference pillar with the lab's addresses."""
 import contextlib
 import pathlib
 import secrets
+import time
 
 import attr
 import yaml
@@ -118,6 +119,10 @@ class SaltLab:
         addr = {"host": lab.master_address}
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.master.started())
+            if lab.booted:
+                self._connect_booted_minions()
+                yield self
+                return
             for host in lab.hosts.values():
                 minion = self.master.salt_minion_daemon(
                     host.name,
@@ -132,6 +137,33 @@ class SaltLab:
                 stack.enter_context(minion.started(start_timeout=120))
                 self.minions[host.name] = minion
             yield self
+
+    def _connect_booted_minions(self, timeout=180):
+        """Booted hosts run their salt-minion under systemd: point it at this master (whose
+        ports the factory chose) and wait until every one answers."""
+        config = {
+            "master": self.lab.master_address,
+            "master_port": self.master.config["ret_port"],
+            "publish_port": self.master.config["publish_port"],
+            "log_level_logfile": "debug",
+            "acceptance_wait_time": 2,
+        }
+        for host in self.lab.hosts.values():
+            conf = yaml.safe_dump(dict(config, id=host.name))
+            host.run(["sh", "-c", f"cat > /etc/salt/minion.d/lab.conf <<'EOF'\n{conf}EOF\n"])
+            host.run(["systemctl", "restart", "salt-minion"])
+        self.wait_for_minions(timeout)
+
+    def wait_for_minions(self, timeout=180):
+        """Wait until every lab host's minion answers the master."""
+        deadline = time.monotonic() + timeout
+        names = set(self.lab.hosts)
+        while time.monotonic() < deadline:
+            ret = self.salt("test.ping", timeout=10)
+            if isinstance(ret.data, dict) and {m for m, ok in ret.data.items() if ok is True} >= names:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"minions {sorted(names)} did not all answer the master within {timeout}s")
 
     def salt(self, *args, target="*", timeout=900):
         """Run ``salt TARGET ARGS...`` through the master; returns the factories' result."""

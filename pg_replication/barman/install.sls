@@ -64,14 +64,14 @@ pg_replication-barman-link:
     - require:
       - pg_replication-barman-pip
 
-{%- else %}
-pg_replication-barman-packages:
-  pkg.installed:
-    - pkgs: {{ pg.barman.pkgs | json }}
 {%- endif %}
 
-pg_replication-barman-client-packages:
+# Barman's packages (method pkg) with the client of each backed-up version, in one
+# transaction: barman pulls in a client itself, so two states could not both be predicted
+# right by test=True on a bare host.
+{%- set clients = pg.barman_servers | map(attribute='client_pkg') | unique | list %}
+pg_replication-barman-packages:
   pkg.installed:
-    - pkgs: {{ pg.barman_servers | map(attribute='client_pkg') | unique | list | json }}
+    - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients) | json }}
     - require:
       - pg_replication-upstream-repo

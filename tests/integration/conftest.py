@@ -24,8 +24,10 @@ def salt_factories_config():
 
 @pytest.fixture(scope="module")
 def lab(request, tmp_path_factory):
-    """The lab hosts: HOSTS, or the test module's LAB_HOSTS."""
-    with Lab(tmp_path_factory.mktemp("lab"), getattr(request.module, "LAB_HOSTS", HOSTS)) as lab:
+    """The lab hosts: HOSTS, or the test module's LAB_HOSTS; namespace hosts, or hosts that
+    boot with systemd from the module's LAB_IMAGE, (release, "bare" | "provisioned")."""
+    hosts = getattr(request.module, "LAB_HOSTS", HOSTS)
+    with Lab(tmp_path_factory.mktemp("lab"), hosts, image=getattr(request.module, "LAB_IMAGE", None)) as lab:
         yield lab
 
 

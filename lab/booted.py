@@ -1,0 +1,122 @@
+"""Lab hosts that boot like machines: a systemd-nspawn container per host, systemd as its
+PID 1, in the host's network namespace on the lab's bridge.
+
+Each host's root is an overlay of a cached image (:mod:`lab.image`) and a private upper
+directory, so the image is shared and a host's changes survive its reboots. The salt-minion
+is a systemd service of the image; cron runs; PostgreSQL runs under its own unit. The hosts
+have no route out: apt reads the lab's repository, served over HTTP on the bridge address
+(:class:`RepoServer`), and pip the image's wheelhouse.
+"""
+
+import contextlib
+import functools
+import http.server
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from lab.hosts import Host
+
+REPO_PORT = 8873
+
+
+class BootedHost(Host):
+    """A lab host whose root filesystem boots with systemd (``systemd-nspawn -b``)."""
+
+    def __init__(self, lab, name, address, image):
+        super().__init__(lab, name, address)
+        self.image = image
+        self.fs = self.root / "fs"
+        self.nspawn = None
+        self.pid1 = None
+
+    def up(self):
+        self._network_up()
+        for path in (self.fs, self.root / "upper", self.root / "work"):
+            path.mkdir(parents=True, exist_ok=True)
+        options = f"lowerdir={self.image},upperdir={self.root / 'upper'},workdir={self.root / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.fs)], check=True)
+        etc = self.fs / "etc"
+        self._write_etc(etc)
+        (etc / "hostname").write_text(self.name + "\n")
+        (etc / "apt/sources.list.d/lab.list").write_text(
+            f"deb [trusted=yes] http://{self.lab.master_address}:{REPO_PORT}/ ./\n"
+        )
+        self.boot()
+
+    def boot(self, timeout=90):
+        """Start the container and wait until systemd reports the system up."""
+        log = open(self.root / "console.log", "ab")  # noqa: SIM115 - the container keeps it
+        self.nspawn = subprocess.Popen(  # noqa: S603
+            ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--console=pipe", "-D", str(self.fs), "-b",
+             f"--network-namespace-path=/run/netns/{self.netns}", f"--machine={self.name}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.nspawn.poll() is not None:
+                raise RuntimeError(f"lab host {self.name}: systemd-nspawn exited ({self.root / 'console.log'})")
+            self.pid1 = self._container_init()
+            if self.pid1:
+                state = self.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return self
+            time.sleep(0.3)
+        raise RuntimeError(f"lab host {self.name}: did not boot within {timeout}s")
+
+    def _container_init(self):
+        """The container's PID 1 (systemd), seen from the machine: nspawn's child."""
+        try:
+            children = (f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children",)
+            with open(children[0]) as fh:
+                pids = fh.read().split()
+        except OSError:
+            return None
+        return int(pids[0]) if pids else None
+
+    def wrap(self, cmd):
+        """The command line that runs ``cmd`` inside the container (all its namespaces)."""
+        return ["nsenter", "-t", str(self.pid1), "-a", "--", *cmd]
+
+    def poweroff(self, timeout=60):
+        """Shut the machine down cleanly (``systemctl poweroff``) and wait for it."""
+        self.run(["systemctl", "poweroff"], check=False)
+        self.nspawn.wait(timeout=timeout)
+        self.pid1 = None
+
+    def down(self):
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.nspawn.pid, signal.SIGTERM)  # nspawn halts the container
+            try:
+                self.nspawn.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.nspawn.pid, signal.SIGKILL)
+                self.nspawn.wait(timeout=10)
+        super().down()  # whatever is left in the network namespace, then the namespace
+        subprocess.run(["umount", "-l", str(self.fs)], check=False, capture_output=True)
+
+
+class RepoServer:
+    """The lab's package repository over HTTP, on the bridge address only."""
+
+    def __init__(self, directory, address, port=REPO_PORT):
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer((address, port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass

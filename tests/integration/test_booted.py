@@ -1,0 +1,131 @@
+"""The reference scenario on hosts that boot like machines (systemd as PID 1, cron), from the
+bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. Then what only an
+init system shows: units enabled, a stopped server started again by the highstate, cron
+restarting receive-wal, and a power-off and boot bringing the cluster back with no
+highstate."""
+
+import json
+
+import pytest
+
+from lab.results import changed_states, state_errors, state_ids
+from lab.scenario import SERVER, barman, row_on_standby, wait_for
+
+pytestmark = pytest.mark.integration
+LAB_IMAGE = ("bookworm", "bare")
+UNIT = "postgresql@15-main"
+
+
+@pytest.fixture(scope="module")
+def converged(backup_lab):
+    # test=True on the bare hosts first: it must run cleanly and predict the real run.
+    backup_lab.prediction = backup_lab.highstate("test=True")
+    ret = backup_lab.highstate()
+    backup_lab.first_run = ret
+    assert state_errors(ret.data) == {}, json.dumps(ret.data, default=str)[-6000:]
+    assert ret.returncode == 0
+    return backup_lab
+
+
+def streaming_clients(salt_lab):
+    return salt_lab.lab["master"].psql(
+        "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY r.application_name)"
+        " FROM pg_stat_replication r"
+        " JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
+    )
+
+
+def failed_checks(salt_lab):
+    try:
+        return barman(salt_lab, "failed_checks", SERVER, timeout=120)
+    except RuntimeError as exc:
+        return [str(exc)]
+
+
+def test_test_mode_on_bare_hosts_predicts_the_first_run(converged):
+    assert state_errors(converged.prediction.data) == {}
+    predicted, changed = state_ids(converged.prediction.data, test=True), state_ids(converged.first_run.data)
+    assert {m: sorted(set(predicted[m]) ^ set(changed[m])) for m in changed} == {m: [] for m in changed}
+    assert predicted == changed
+
+
+def test_the_formula_installed_the_packages_and_psycopg2(converged):
+    lab = converged.lab
+    for name, package in (("master", "postgresql-15"), ("standby", "postgresql-15"), ("backup", "barman")):
+        status = lab[name].run(["dpkg-query", "-W", "-f=${Status}", package]).stdout
+        assert status == "install ok installed"
+        assert lab[name].run(["/opt/salt/bin/python3", "-c", "import psycopg2"], check=False).returncode == 0
+    # The bare image had none of them.
+    assert not (lab["master"].image / "usr/lib/postgresql").exists()
+    assert not (lab["backup"].image / "usr/bin/barman").exists()
+
+
+def test_exactly_one_cluster_the_formulas(converged):
+    for name in ("master", "standby"):
+        clusters = converged.lab[name].run(["pg_lsclusters", "--no-header"]).stdout.split("\n")
+        assert [line.split()[:4] for line in clusters if line] == [
+            ["15", "main", "5432", "online" if name == "master" else "online,recovery"]
+        ]
+
+
+def test_reference_scenario(converged):
+    assert streaming_clients(converged) == "barman_receive_wal:barman_slot,walreceiver:standby_slot"
+    assert row_on_standby(converged, "booted-row", timeout=10) == "booted-row"
+    assert failed_checks(converged) == []
+    assert [b["status"] for b in barman(converged, "list_backups", SERVER)] == ["DONE"]
+
+
+def test_units_are_enabled_and_running(converged):
+    for name in ("master", "standby"):
+        host = converged.lab[name]
+        assert host.run(["systemctl", "is-enabled", UNIT]).stdout.strip() == "enabled"
+        assert host.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
+    assert converged.lab["backup"].run(["systemctl", "is-active", "cron"]).stdout.strip() == "active"
+
+
+def test_second_highstate_changes_nothing(converged):
+    ret = converged.highstate()
+    assert ret.returncode == 0
+    assert changed_states(ret.data) == {}
+
+
+def test_highstate_starts_a_killed_standby_server(converged):
+    standby = converged.lab["standby"]
+    # The unit has no Restart=: a killed postmaster stays down until something starts it.
+    standby.run(["sh", "-c", "kill -KILL $(head -n1 /run/postgresql/15-main.pid)"])
+    assert wait_for(lambda: standby.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active")
+    ret = converged.highstate()
+    assert ret.returncode == 0, ret.stdout[-3000:]
+    assert standby.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
+    assert wait_for(lambda: "walreceiver:standby_slot" in streaming_clients(converged), timeout=30)
+
+
+def receive_wal_pid(salt_lab):
+    return salt_lab.lab["master"].psql(
+        "SELECT pid FROM pg_stat_replication WHERE application_name = 'barman_receive_wal' AND state = 'streaming'"
+    )
+
+
+def test_cron_restarts_a_killed_receive_wal(converged):
+    before = receive_wal_pid(converged)
+    assert before
+    # barman's receive-wal and the pg_receivewal it runs: nothing streams to Barman any more.
+    converged.lab["backup"].run(["pkill", "-KILL", "-f", "receive-wal|pg_receivewal"])
+    # No highstate, no salt call that fixes anything: cron runs `barman cron` every minute.
+    assert wait_for(lambda: receive_wal_pid(converged) not in ("", before), timeout=130, interval=5)
+
+
+def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converged):
+    lab = converged.lab
+    for name in ("backup", "standby", "master"):
+        lab[name].poweroff()
+    for name in ("master", "standby", "backup"):
+        lab[name].boot()
+    master = lab["master"]
+    assert wait_for(lambda: master.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active", 60)
+    master.psql("CREATE TABLE IF NOT EXISTS after_boot (id int)")
+    master.psql("INSERT INTO after_boot VALUES (1)")
+    assert wait_for(lambda: "walreceiver:standby_slot" in streaming_clients(converged), timeout=60)
+    assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=130, interval=5)
+    converged.wait_for_minions()
+    assert wait_for(lambda: failed_checks(converged) == [], timeout=120, interval=10)
