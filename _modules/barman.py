@@ -9,6 +9,7 @@ config options (defaults: /etc/barman.conf, barman).
 
 import json
 import logging
+import time
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
@@ -127,7 +128,8 @@ def switch_wal(server, force=False, archive=False, archive_timeout=60):
 
 def backup(server, wait=True, timeout=1800):
     """
-    Take a backup (``barman backup --wait``); return the new backup's description.
+    Take a backup; with ``wait`` (the default) return once it is DONE: the WAL segments it
+    needs are archived. Return the new backup's description.
 
     CLI Example:
 
@@ -136,12 +138,28 @@ def backup(server, wait=True, timeout=1800):
         salt backup barman.backup master-streaming
     """
     before = {b["backup_id"] for b in list_backups(server)}
-    args = ["backup"] + (["--wait"] if wait else []) + [server]
-    _run(*args, parse=False, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    _run("backup", server, parse=False, timeout=timeout)
     new = [b for b in list_backups(server) if b["backup_id"] not in before]
     if not new:
         raise CommandExecutionError(f"barman backup {server}: no new backup was recorded")
-    return new[0]
+    return _wait_for_wals(server, new[0], deadline) if wait else new[0]
+
+
+def _wait_for_wals(server, new, deadline):
+    """Bring a WAITING_FOR_WALS backup to DONE. ``barman backup --wait`` is not used: a backup
+    that ends exactly at a segment boundary waits for the next segment (seen with Barman
+    3.13 and PostgreSQL 17), which an idle primary never completes. Close segments (a
+    restore point makes one to close) until ``check-backup`` finds every WAL it needs."""
+    while new.get("status") == "WAITING_FOR_WALS" and time.monotonic() < deadline:
+        try:
+            restore_point(server)
+            switch_wal(server, archive=True, archive_timeout=60)
+        except CommandExecutionError as exc:
+            log.debug("closing a WAL segment for %s: %s", server, exc)
+        _run("check-backup", server, new["backup_id"], parse=False, timeout=120)
+        new = next((b for b in list_backups(server) if b["backup_id"] == new["backup_id"]), new)
+    return new
 
 
 def list_backups(server):
@@ -154,7 +172,8 @@ def list_backups(server):
 
         salt backup barman.list_backups master-streaming
     """
-    data = _run("list-backups", server) or {}
+    # "list-backup": Barman 2 knows only that name, Barman 3 both.
+    data = _run("list-backup", server) or {}
     return list(data.get(server, []))
 
 

@@ -112,13 +112,15 @@ def _server_version(**kwargs):
 # --------------------------------------------------------------------------- plan
 
 
-def plan(config, minion_id=None, secrets=False):
+def plan(config, minion_id=None, secrets=False, grains=None):
     """
     Validate the ``pg_replication`` configuration and return this minion's plan
     (role, primary, standbys, backup hosts, sized settings, pg_hba lines).
     Raises CommandExecutionError naming the pillar keys at fault. Passwords are replaced by
     ``********`` unless ``secrets`` is true (map.jinja asks for them; a job's return, kept
-    in the master's job cache, should not hold them).
+    in the master's job cache, should not hold them). ``grains`` (default: the minion's)
+    gives ``os`` and ``osmajorrelease`` (a PostgreSQL version that release does not ship is
+    refused unless ``upstream_repo`` is set) and ``init`` (systemd: the cluster's own unit).
 
     CLI Example:
 
@@ -127,7 +129,9 @@ def plan(config, minion_id=None, secrets=False):
         salt '*' pg_replication.plan "$(salt-call --out=json pillar.get pg_replication)"
     """
     try:
-        result = __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"])
+        if grains is None:
+            grains = {k: __grains__.get(k) for k in ("os", "osmajorrelease", "init")}
+        result = __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"], grains)
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from exc
     return result if secrets else __utils__["pg_replication_plan.redact"](result)

@@ -35,11 +35,6 @@ INSTALL_METHODS = ("pkg", "pip")
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
 KEY = "pg_replication"
-# What a barman:servers entry may override (the rest comes from the barman section).
-SERVER_KEYS = (
-    "user", "password", "streaming_user", "streaming_password", "slot_name",
-    "retention_policy", "minimum_redundancy",
-)  # fmt: skip
 # postgresql.conf settings the formula writes itself, and the pillar key that sets each.
 RESERVED_SETTINGS = {
     "port": f"{KEY}:port",
@@ -55,6 +50,17 @@ RESERVED_SETTINGS = {
     "include": None,
     "include_dir": None,
     "include_if_exists": None,
+}
+
+
+# The PostgreSQL major version each distribution release ships; other versions need
+# pg_replication:upstream_repo. (os grain, osmajorrelease grain) -> version.
+DISTRIBUTION_VERSIONS = {
+    ("Debian", 11): 13,
+    ("Debian", 12): 15,
+    ("Debian", 13): 17,
+    ("Ubuntu", 22): 14,
+    ("Ubuntu", 24): 16,
 }
 
 
@@ -219,11 +225,8 @@ HOST_SPEC = {
     "slot": _slot,
     "application_name": _pattern(syntax.APPLICATION_NAME_RE, "a valid application name (letters, digits, _ . -)"),
 }
-BARMAN_SERVER_SPEC = {
-    "address": _host,
-    "port": _port,
-    "version": _version,
-    "primary": _nullable(_host),
+# What the barman section sets for every server, and a barman:servers entry may override.
+BARMAN_SERVER_DEFAULTS = {
     "user": _role,
     "password": _secret,
     "streaming_user": _role,
@@ -231,6 +234,13 @@ BARMAN_SERVER_SPEC = {
     "slot_name": _slot,
     "retention_policy": _retention,
     "minimum_redundancy": _int(0),
+}
+BARMAN_SERVER_SPEC = {
+    "address": _host,
+    "port": _port,
+    "version": _version,
+    "primary": _nullable(_host),
+    **BARMAN_SERVER_DEFAULTS,
 }
 SCHEMA = {
     "version": _version,
@@ -252,13 +262,7 @@ SCHEMA = {
         },
         "server_name": _nullable(_server_name),
         "primary": _nullable(_minion_id),
-        "user": _role,
-        "password": _secret,
-        "streaming_user": _role,
-        "streaming_password": _secret,
-        "slot_name": _slot,
-        "retention_policy": _retention,
-        "minimum_redundancy": _int(0),
+        **BARMAN_SERVER_DEFAULTS,
         "backup_max_age": _int(1),
         "check_timeout": _int(1),
         "config_file": _path,
@@ -372,7 +376,7 @@ def _server(config, barman, errors, key, name, spec):
     the option values its server file holds."""
     if name in ("all", "barman"):
         errors.append(f"{key}: {name!r} is reserved by Barman; choose another server name")
-    server = {k: spec.get(k, barman.get(k)) for k in SERVER_KEYS}
+    server = {k: spec.get(k, barman.get(k)) for k in BARMAN_SERVER_DEFAULTS}
     server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
@@ -558,8 +562,35 @@ def _expanded_paths(config, errors):
     config["repo"] = _expand(config.get("repo") or {}, version, cluster)
 
 
-def build(config, minion_id):
-    """Return the validated plan for ``minion_id``; raise PlanError listing every fault."""
+def _check_distribution(plan, grains, errors):
+    """The versions this host installs must be the distribution's, or come upstream."""
+    if plan.get("upstream_repo"):
+        return
+    os_name, release = grains.get("os"), grains.get("osmajorrelease")
+    try:
+        shipped = DISTRIBUTION_VERSIONS.get((os_name, int(release)))
+    except (TypeError, ValueError):
+        return
+    if shipped is None:
+        return
+    needed = []
+    if plan["role"] in ("primary", "standby"):
+        needed.append((f"{KEY}:version", plan["version"]))
+    elif plan["role"] == "barman":  # the client of each backed-up primary's version
+        for server in plan["barman_servers"]:
+            needed.append((server["key"] + ":version" if server["external"] else f"{KEY}:version", server["version"]))
+    for key, version in needed:
+        if version != shipped:
+            errors.append(
+                f"{key}: {os_name} {release} ships PostgreSQL {shipped}, not {version}; "
+                f"set {KEY}:upstream_repo: true to install it from the PostgreSQL project's repository"
+            )
+
+
+def build(config, minion_id, grains=None):
+    """Return the validated plan for ``minion_id``; raise PlanError listing every fault.
+    ``grains``: the minion's ``os``, ``osmajorrelease`` and ``init``."""
+    grains = grains or {}
     errors = []
     validate(config, SCHEMA, KEY, errors)
     for required in ("version", "hosts", "pkgs", "bin_dir", "conf_dir", "data_dir", "socket_dir", "home"):
@@ -620,4 +651,10 @@ def build(config, minion_id):
     plan["conf_lines"] = _conf_lines(plan)
     plan["recovery_lines"] = _recovery_lines(plan) if plan["role"] == "standby" else []
     plan["pgpass_lines"] = _pgpass(plan)
+    if grains.get("init") == "systemd" and plan.get("systemd_service_name"):
+        # systemd: the cluster's own unit (the umbrella unit only starts clusters it saw at boot)
+        plan["service_name"] = plan["systemd_service_name"]
+    _check_distribution(plan, grains, errors)
+    if errors:
+        raise PlanError("invalid pillar: " + "; ".join(errors))
     return plan

@@ -1,7 +1,9 @@
 """The reference scenario, shown for real: three lab hosts, a salt-master, one highstate.
 
-Run as root with ``make demo`` (or ``.venv/bin/python -m lab.demo``). Prints the replication
-status, a row written on the primary and read on the standby, and one summary line.
+Run as root with ``make demo`` (or ``.venv/bin/python -m lab.demo``). The hosts boot with
+systemd from the bare image (:mod:`lab.image`): the formula installs PostgreSQL, Barman and
+psycopg2 itself. Prints the replication status, a row written on the primary and read on the
+standby, the Barman steps, a restore check, and one summary line, last.
 """
 
 import argparse
@@ -79,7 +81,10 @@ def barman_steps(salt_lab):
 def run(args):
     summary = {}
     with tempfile.TemporaryDirectory(prefix="pgr-demo-") as tmp, factories(tmp) as manager:
-        lab = Lab(f"{tmp}/lab", list(REFERENCE_ROLES))
+        banner("lab image: Debian 12 with systemd, cron, Python and a salt-minion (built once, then cached)")
+        started = time.monotonic()
+        lab = Lab(f"{tmp}/lab", list(REFERENCE_ROLES), image=("bookworm", "bare"))
+        print(f"ready in {time.monotonic() - started:.0f}s: {lab['master'].image}")
         with lab:
             roles = dict(REFERENCE_ROLES)
             if not args.with_backup:
@@ -130,7 +135,12 @@ def run(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--with-backup", action="store_true", help="give the backup host its barman role")
+    parser.add_argument("--log", default="/tmp/pg_replication-demo.log", help="where the daemons' logs go")
     args = parser.parse_args(argv)
+    # The daemons' and libraries' own messages go to the log file, not the terminal.
+    logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
+    logging.captureWarnings(True)
+    print(f"daemon and library logs: {args.log}", flush=True)
     Lab.cleanup_stale()
     return run(args)
 

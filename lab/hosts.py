@@ -178,6 +178,19 @@ class Lab:
                         os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "del", ns, check=False)
         _ip("link", "del", f"{prefix}-br0", check=False)
+        cls._unmount_stale_roots()
+
+    @staticmethod
+    def _unmount_stale_roots():
+        """Unmount booted hosts' root overlays left behind: those whose lower layer is a lab
+        image (and nothing else)."""
+        from lab.image import CACHE  # pylint: disable=import-outside-toplevel
+
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                source, target, fstype, options = line.split()[:4]
+                if fstype == "overlay" and f"lowerdir={CACHE}/" in options:
+                    subprocess.run(["umount", "-l", target], check=False)
 
     def up(self):
         self.cleanup_stale(self.prefix)

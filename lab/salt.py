@@ -73,6 +73,8 @@ def second_cluster_pillars(lab, reference, primary="other", backup="backup"):
 class SaltLab:
     """The salt-master and minions of a :class:`lab.hosts.Lab`."""
 
+    _client = None
+
     def __init__(self, factories, lab, pillar, other_pillars=None):
         """``pillar`` is the reference cluster's, for every host; ``other_pillars`` maps a
         minion id to the pillar of another cluster it belongs to instead."""
@@ -119,6 +121,7 @@ class SaltLab:
         addr = {"host": lab.master_address}
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.master.started())
+            stack.callback(self._close_client)
             if lab.booted:
                 self._connect_booted_minions()
                 yield self
@@ -165,10 +168,33 @@ class SaltLab:
             time.sleep(2)
         raise RuntimeError(f"minions {sorted(names)} did not all answer the master within {timeout}s")
 
+    def minion_log(self, name):
+        """The debug log of minion ``name`` (on a booted host, Salt's own /var/log/salt/minion)."""
+        if self.lab.booted:
+            return self.lab[name].run(["cat", "/var/log/salt/minion"]).stdout
+        minion = self.minions[name]
+        assert minion.config["log_level_logfile"] == "debug"  # noqa: S101 - the factories' default
+        with open(minion.config["log_file"], errors="replace") as fh:
+            return fh.read()
+
     def salt(self, *args, target="*", timeout=900):
         """Run ``salt TARGET ARGS...`` through the master; returns the factories' result."""
         cli = self.master.salt_cli(timeout=timeout)
         return cli.run(*args, minion_tgt=target, _timeout=timeout + 60)
+
+    def call(self, fun, *args, target="*", timeout=300):
+        """Run ``fun`` on the minions through the master's Python API, in this process (no
+        ``salt`` CLI to start): ``{minion: {"ret": ..., "retcode": ...}}``. For tight loops."""
+        import salt.client  # pylint: disable=import-outside-toplevel
+
+        if self._client is None:
+            self._client = salt.client.LocalClient(c_path=str(self.master.config_file))
+        return self._client.cmd(target, fun, list(args), timeout=timeout, full_return=True)
+
+    def _close_client(self):
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
 
     def highstate(self, *args, timeout=900):
         self.salt("saltutil.sync_all", timeout=120)

@@ -1,9 +1,14 @@
 """Steps of the reference scenario shared by the integration tests and the demo."""
 
+import json
 import time
 
 SERVER = "master-streaming"
-PG_CTL = "/usr/lib/postgresql/15/bin/pg_ctl"
+
+
+def pg_ctl(salt_lab):
+    """pg_ctl of the lab cluster's PostgreSQL version (Debian's layout)."""
+    return f"/usr/lib/postgresql/{salt_lab.pillar['version']}/bin/pg_ctl"
 
 
 def barman(salt_lab, fun, *args, timeout=600):
@@ -12,6 +17,20 @@ def barman(salt_lab, fun, *args, timeout=600):
     if ret.returncode != 0:
         raise RuntimeError(f"barman.{fun} failed: {ret.stdout}")
     return ret.data
+
+
+def converge(salt_lab, predict=False):
+    """The first highstate of a lab (with ``predict``, a ``test=True`` run first, kept as
+    ``salt_lab.prediction``); raise with the failed states unless it succeeded."""
+    from lab.results import state_errors  # pylint: disable=import-outside-toplevel
+
+    if predict:
+        salt_lab.prediction = salt_lab.highstate("test=True")
+    ret = salt_lab.first_run = salt_lab.highstate()
+    errors = state_errors(ret.data)
+    if errors or ret.returncode:
+        raise RuntimeError(f"highstate failed: {json.dumps(errors or ret.data, default=str)[-6000:]}")
+    return salt_lab
 
 
 def wait_for(predicate, timeout=10.0, interval=0.2):
@@ -46,11 +65,23 @@ def row_on_standby(salt_lab, note, timeout=10):
     return wait_for(read, timeout)
 
 
+def ensure_server_binaries(salt_lab, host):
+    """The backup host has only PostgreSQL's client (a booted bare host); starting a restored
+    copy needs the server's binaries: install them from the lab's repository, no cluster."""
+    if host.run(["test", "-x", pg_ctl(salt_lab)], check=False).returncode == 0:
+        return
+    version = salt_lab.pillar["version"]
+    host.run(["sh", "-c", "mkdir -p /etc/postgresql-common/createcluster.d && echo 'create_main_cluster = false'"
+              " > /etc/postgresql-common/createcluster.d/restore-check.conf && apt-get update -qq &&"
+              f" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-{version}"])  # fmt: skip
+
+
 def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
     """Rows before a backup, more before a target time, more after; restore the backup to
     that time on the backup host, start it on a free port, and return the rows it holds
     as ["phase:count", ...] (expected: before-backup:3, before-target:2)."""
     master, backup = salt_lab.lab["master"], salt_lab.lab["backup"]
+    ensure_server_binaries(salt_lab, backup)
     ensure_otus(master)
     master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
     master.psql("CREATE TABLE restore_check (id serial PRIMARY KEY, phase text)", dbname="otus")
@@ -76,7 +107,7 @@ def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
                 f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "
                 f"chown barman:barman {dest}/postgresql.conf {dest}/pg_hba.conf {dest}/pg_ident.conf"])  # fmt: skip
     start = backup.run(
-        ["runuser", "-u", "barman", "--", PG_CTL, "-D", dest, "-l", f"{dest}/restore.log", "-w", "-t", "120",
+        ["runuser", "-u", "barman", "--", pg_ctl(salt_lab), "-D", dest, "-l", f"{dest}/restore.log", "-w", "-t", "120",
          "-o", f"-p {port} -k {dest}", "start"],
         check=False,
     )  # fmt: skip
@@ -89,6 +120,8 @@ def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
              "otus", "-c", "SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase"],
         ).stdout.split()  # fmt: skip
     finally:
-        backup.run(["runuser", "-u", "barman", "--", PG_CTL, "-D", dest, "-m", "fast", "-w", "stop"], check=False)
+        backup.run(
+            ["runuser", "-u", "barman", "--", pg_ctl(salt_lab), "-D", dest, "-m", "fast", "-w", "stop"], check=False
+        )
         backup.run(["rm", "-rf", dest], check=False)
         master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")

@@ -5,9 +5,10 @@ import json
 import pytest
 
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import restore_check
+from lab.scenario import converge, restore_check
 
 pytestmark = pytest.mark.integration
+LAB_IMAGE = ("bookworm", "provisioned")
 SERVER = "master-streaming"
 # `other` is the primary of a second cluster that the same backup host backs up.
 LAB_HOSTS = ("master", "standby", "backup", "other")
@@ -17,12 +18,7 @@ OTHER = "other-streaming"
 @pytest.fixture(scope="module")
 def converged(backup_lab):
     # test=True on the fresh hosts first: it must run cleanly and predict the real run.
-    backup_lab.prediction = backup_lab.highstate("test=True")
-    ret = backup_lab.highstate()
-    backup_lab.first_run = ret
-    assert state_errors(ret.data) == {}, json.dumps(ret.data, default=str)[-6000:]
-    assert ret.returncode == 0
-    return backup_lab
+    return converge(backup_lab, predict=True)
 
 
 def test_test_mode_on_fresh_hosts_predicts_the_first_run(converged):

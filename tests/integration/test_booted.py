@@ -4,12 +4,10 @@ init system shows: units enabled, a stopped server started again by the highstat
 restarting receive-wal, and a power-off and boot bringing the cluster back with no
 highstate."""
 
-import json
-
 import pytest
 
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import SERVER, barman, row_on_standby, wait_for
+from lab.scenario import SERVER, barman, converge, row_on_standby, wait_for
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "bare")
@@ -18,13 +16,8 @@ UNIT = "postgresql@15-main"
 
 @pytest.fixture(scope="module")
 def converged(backup_lab):
-    # test=True on the bare hosts first: it must run cleanly and predict the real run.
-    backup_lab.prediction = backup_lab.highstate("test=True")
-    ret = backup_lab.highstate()
-    backup_lab.first_run = ret
-    assert state_errors(ret.data) == {}, json.dumps(ret.data, default=str)[-6000:]
-    assert ret.returncode == 0
-    return backup_lab
+    # test=True on the fresh hosts first: it must run cleanly and predict the real run.
+    return converge(backup_lab, predict=True)
 
 
 def streaming_clients(salt_lab):
@@ -112,7 +105,7 @@ def test_cron_restarts_a_killed_receive_wal(converged):
     # barman's receive-wal and the pg_receivewal it runs: nothing streams to Barman any more.
     converged.lab["backup"].run(["pkill", "-KILL", "-f", "receive-wal|pg_receivewal"])
     # No highstate, no salt call that fixes anything: cron runs `barman cron` every minute.
-    assert wait_for(lambda: receive_wal_pid(converged) not in ("", before), timeout=130, interval=5)
+    assert wait_for(lambda: receive_wal_pid(converged) not in ("", before), timeout=120, interval=5)
 
 
 def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converged):
@@ -126,6 +119,6 @@ def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converge
     master.psql("CREATE TABLE IF NOT EXISTS after_boot (id int)")
     master.psql("INSERT INTO after_boot VALUES (1)")
     assert wait_for(lambda: "walreceiver:standby_slot" in streaming_clients(converged), timeout=60)
-    assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=130, interval=5)
+    assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=120, interval=5)
     converged.wait_for_minions()
     assert wait_for(lambda: failed_checks(converged) == [], timeout=120, interval=10)

@@ -91,11 +91,17 @@ def formula(tmp_path_factory):
 
     python = loaders.grains["pythonexecutable"]
 
-    def render(minion_id, pillar, os_family="Debian", sls="pg_replication", init="unknown", pythonexecutable=python):
+    def render(
+        minion_id, pillar, os_family="Debian", sls="pg_replication", init="unknown", pythonexecutable=python, release=0
+    ):
+        """``release``: the os grain's major release; 0 (unknown to the plan) renders any
+        PostgreSQL version, a known one refuses versions it does not ship."""
         loaders.opts["id"] = minion_id
+        os_name = {"Debian": "Debian", "RedHat": "Rocky"}[os_family]
         loaders.grains.update(
-            {"id": minion_id, "os_family": os_family, "init": init, "pythonexecutable": pythonexecutable}
-        )
+            {"id": minion_id, "os_family": os_family, "os": os_name, "osmajorrelease": release, "init": init,
+             "pythonexecutable": pythonexecutable}
+        )  # fmt: skip
         (pillar_dir / "pg_replication.sls").write_text(yaml.safe_dump({"pg_replication": pillar}))
         # Salt merges opts["pillar"] into the pillar it compiles: start from nothing.
         loaders.opts["pillar"] = {}

@@ -145,3 +145,11 @@ def test_psycopg2_goes_where_salt_runs(formula, example_pillar, family, python, 
         rendering = formula(minion, example_pillar, family, pythonexecutable=python)
         state = rendering.state("pg_replication-salt-psycopg2")
         assert {f: {k: v for k, v in args.items() if k != "order"} for f, args in state.items()} == expected
+
+
+def test_a_version_the_release_does_not_ship_fails_at_render_unless_upstream(formula, example_pillar):
+    assert formula("master", dict(example_pillar, version=15), release=12).args("pg_replication-packages")
+    with pytest.raises(AssertionError, match="pg_replication:version: Debian 12 ships PostgreSQL 15, not 16"):
+        formula("master", dict(example_pillar, version=16), release=12)
+    upstream = formula("master", dict(example_pillar, version=16, upstream_repo=True), release=12)
+    assert upstream.args("pg_replication-packages")["pkgs"] == ["postgresql-16", "postgresql-client-16"]

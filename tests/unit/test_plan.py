@@ -206,3 +206,34 @@ def test_redact_hides_passwords_and_pgpass_lines(plan_mod, config):
     plan = plan_mod.redact(plan_mod.build(config, "backup"))
     assert plan["pgpass_lines"] == "********"
     assert "change-me" not in str(plan)
+
+
+def test_a_version_the_distribution_does_not_ship_needs_the_upstream_repository(plan_mod, config):
+    assert plan_mod.build(config, "master", {"os": "Debian", "osmajorrelease": 12})["version"] == 15
+    config["version"] = 16
+    for minion_id in ("master", "standby", "backup"):
+        with pytest.raises(plan_mod.PlanError, match="pg_replication:version: Debian 12 ships PostgreSQL 15, not 16"):
+            plan_mod.build(config, minion_id, {"os": "Debian", "osmajorrelease": 12})
+    config["upstream_repo"] = True
+    assert plan_mod.build(config, "master", {"os": "Debian", "osmajorrelease": 12})["version"] == 16
+    # Unknown releases are not second-guessed.
+    config["upstream_repo"] = False
+    assert plan_mod.build(config, "master", {"os": "Rocky", "osmajorrelease": 9})["version"] == 16
+
+
+def test_each_backed_up_version_needs_its_client(plan_mod, config):
+    config["barman"]["servers"] = {"db2": dict(OTHER, version=13)}
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:barman:servers:db2:version: Debian 12 ships"):
+        plan_mod.build(config, "backup", {"os": "Debian", "osmajorrelease": 12})
+    with pytest.raises(plan_mod.PlanError) as exc:
+        plan_mod.build(config, "backup", {"os": "Debian", "osmajorrelease": 11})
+    assert "pg_replication:version: Debian 11 ships PostgreSQL 13, not 15" in str(exc.value)
+    assert "db2:version" not in str(exc.value)
+
+
+def test_systemd_hosts_use_the_clusters_unit_once_the_name_is_valid(plan_mod, config):
+    assert plan_mod.build(config, "master", {"init": "systemd"})["service_name"] == "postgresql@15-main"
+    assert plan_mod.build(config, "master", {"init": "sysvinit"})["service_name"] == "postgresql"
+    config["service_name"] = "postgresql; reboot"
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:service_name"):
+        plan_mod.build(config, "master", {"init": "systemd"})

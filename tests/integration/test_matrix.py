@@ -1,0 +1,59 @@
+"""The reference scenario on each supported Debian release with the PostgreSQL and Barman it
+ships: Debian 11 + PostgreSQL 13 (Barman 2.12), Debian 12 + 15 (Barman 3.4), Debian 13 + 17
+(Barman 3.13), each on hosts booted from that release's provisioned image. One lab per
+release, shared by its tests."""
+
+import pytest
+
+from lab.hosts import Lab
+from lab.results import changed_states
+from lab.salt import SaltLab, reference_pillar
+from lab.scenario import SERVER, barman, converge, restore_check, row_on_standby
+
+pytestmark = pytest.mark.integration
+HOSTS = ("master", "standby", "backup")
+# (Debian release, its PostgreSQL): the README's support table lists exactly these.
+MATRIX = [("bullseye", 13), ("bookworm", 15), ("trixie", 17)]
+
+
+@pytest.fixture(scope="module", params=MATRIX, ids=[f"{release}-pg{version}" for release, version in MATRIX])
+def cluster(request, salt_factories, tmp_path_factory):
+    release, version = request.param
+    with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=(release, "provisioned")) as lab:
+        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=version))
+        with salt_lab.started():
+            yield converge(salt_lab)
+
+
+def test_highstate_converged(cluster):
+    assert cluster.first_run.returncode == 0
+
+
+def test_standby_and_barman_stream_on_their_slots(cluster):
+    rows = cluster.lab["master"].psql(
+        "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY r.application_name)"
+        " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
+    )
+    assert rows == "barman_receive_wal:barman_slot,walreceiver:standby_slot"
+    version = cluster.lab["master"].psql("SHOW server_version_num")
+    assert version.startswith(str(cluster.pillar["version"]))
+
+
+def test_row_on_standby(cluster):
+    assert row_on_standby(cluster, "matrix-row", timeout=10) == "matrix-row"
+
+
+def test_barman_check_all_ok_and_a_done_backup(cluster):
+    check = barman(cluster, "check", SERVER)
+    assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
+    assert [b["status"] for b in barman(cluster, "list_backups", SERVER)] == ["DONE"]
+
+
+def test_point_in_time_restore_holds_exactly_the_rows(cluster):
+    assert restore_check(cluster) == ["before-backup:3", "before-target:2"]
+
+
+def test_second_highstate_changes_nothing(cluster):
+    ret = cluster.highstate()
+    assert ret.returncode == 0
+    assert changed_states(ret.data) == {}
