@@ -87,7 +87,10 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
             failed = failing()
         unfixable = sorted(set(failed) - STREAMING_CHECKS)
         if unfixable:
-            ret.update(result=False, comment=f"barman check {name} failed: {', '.join(unfixable)}")
+            hint = ""
+            if "no_access_to_backup_functions" in unfixable:
+                hint = " (Barman 2 also wants pg_replication:barman:user_replication: true)"
+            ret.update(result=False, comment=f"barman check {name} failed: {', '.join(unfixable)}{hint}")
             return ret
         if not failed:
             ret["comment"] = f"barman check {name}: all OK"

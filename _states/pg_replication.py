@@ -18,6 +18,7 @@ name what changed (``password: changed``) but never hold a password or a verifie
 import os
 import time
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
@@ -166,6 +167,7 @@ def role_present(
     connlimit=-1,
     groups=None,
     execute=None,
+    password_pillar=None,
     **kwargs,
 ):
     """
@@ -175,6 +177,10 @@ def role_present(
     password
         Plain password; stored as a SCRAM-SHA-256 verifier computed on the minion. An
         unchanged password is detected by recomputing the stored verifier with its salt.
+    password_pillar
+        The pillar key (``a:b:c``) that holds the password, read on the minion: the
+        password then never appears in the state's arguments (show_sls, show_lowstate, the
+        job's arguments). Prefer it to ``password``.
     groups
         Roles this role must be a member of (exactly these, when given).
     execute
@@ -183,6 +189,11 @@ def role_present(
     """
     ret = _ret(name)
     conn = _conn(kwargs)
+    if password_pillar:
+        # Not pillar.get: from Salt 3008 on it masks scalars ("**********") outside templates.
+        password = salt.utils.data.traverse_dict_and_list(__pillar__, password_pillar, None, delimiter=":")
+        if not password or not isinstance(password, str):
+            return _fail(ret, f"pillar key {password_pillar} holds no password")
     attrs = {
         "login": login,
         "replication": replication,

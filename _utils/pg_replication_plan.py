@@ -263,6 +263,7 @@ SCHEMA = {
         "server_name": _nullable(_server_name),
         "primary": _nullable(_minion_id),
         **BARMAN_SERVER_DEFAULTS,
+        "user_replication": _bool,
         "backup_max_age": _int(1),
         "check_timeout": _int(1),
         "config_file": _path,

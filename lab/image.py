@@ -27,6 +27,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = pathlib.Path(os.environ.get("PGR_LAB_CACHE", "/var/cache/pg_replication-lab"))
 # Debian release -> the PostgreSQL major version it ships.
 RELEASES = {"bullseye": 13, "bookworm": 15, "trixie": 17}
+# Minions whose Python the master's Salt does not run on: Salt 3008 declares Python >= 3.8
+# but uses `str | None` at runtime (salt/cluster/ring.py), so Debian 11 (3.9) gets the 3007
+# branch, which a 3008 master serves (3007.16: 3007.17 requires a certifi release that
+# PyPI does not have).
+MINION_SALT = {"bullseye": "3007.16"}
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",
     "ca-certificates", "sudo",
@@ -51,8 +56,11 @@ WantedBy=multi-user.target
 PIP_CONF = "[global]\nno-index = true\nfind-links = /opt/wheelhouse\n"
 
 
-def salt_version():
-    """The Salt the master runs (requirements-dev.txt): minions get the same."""
+def salt_version(release=None):
+    """The Salt of ``release``'s minions: the master's (requirements-dev.txt) unless
+    :data:`MINION_SALT` says otherwise."""
+    if release in MINION_SALT:
+        return MINION_SALT[release]
     for line in (REPO_ROOT / "requirements-dev.txt").read_text().splitlines():
         if line.startswith("salt=="):
             return line.split("==", 1)[1].strip()
@@ -70,7 +78,7 @@ def _recipe(release, kind):
         "release": release,
         "kind": kind,
         "base": BASE_PACKAGES,
-        "salt": salt_version(),
+        "salt": salt_version(release),
         "formula_packages": formula_packages(release),
         "unit": SALT_UNIT,
         "pip": PIP_CONF,
@@ -121,7 +129,7 @@ def _build_bare(release, root, repo, log):
     _mmdebstrap(release, root, BASE_PACKAGES, log)
     _with_network(root)
     try:
-        salt = salt_version()
+        salt = salt_version(release)
         _chroot(
             root,
             f"""

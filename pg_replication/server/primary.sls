@@ -25,7 +25,7 @@ pg_replication-slot-{{ standby.slot }}:
 pg_replication-replication-role:
   pg_replication.role_present:
     - name: {{ pg.replication.user }}
-    - password: {{ pg.replication.password | json }}
+    - password_pillar: pg_replication:replication:password
     - login: True
     - replication: True
     - groups: []
@@ -40,8 +40,9 @@ pg_replication-replication-role:
 pg_replication-barman-role:
   pg_replication.role_present:
     - name: {{ pg.barman.user }}
-    - password: {{ pg.barman.password | json }}
+    - password_pillar: pg_replication:barman:password
     - login: True
+    - replication: {{ pg.barman.user_replication }}
     - groups: {{ pg.barman_grants.groups | json }}
     - execute: {{ pg.barman_grants.execute | json }}
     - port: {{ pg.port }}
@@ -52,7 +53,7 @@ pg_replication-barman-role:
 pg_replication-barman-streaming-role:
   pg_replication.role_present:
     - name: {{ pg.barman.streaming_user }}
-    - password: {{ pg.barman.streaming_password | json }}
+    - password_pillar: pg_replication:barman:streaming_password
     - login: True
     - replication: True
     - groups: []

@@ -20,7 +20,9 @@ MATRIX = [("bullseye", 13), ("bookworm", 15), ("trixie", 17)]
 def cluster(request, salt_factories, tmp_path_factory):
     release, version = request.param
     with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=(release, "provisioned")) as lab:
-        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=version))
+        # Barman 2.12 (Debian 11) checks for REPLICATION on its backup role.
+        barman = {"user_replication": True} if release == "bullseye" else {}
+        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=version, barman=barman))
         with salt_lab.started():
             yield converge(salt_lab)
 

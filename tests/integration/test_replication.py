@@ -91,5 +91,10 @@ def test_no_password_in_minion_debug_logs_or_returns(converged):
         log = converged.minion_log(name)
         assert "pg_replication" in log
         assert password not in log
+    for fun in ("state.show_sls", "state.show_lowstate"):
+        shown = converged.salt(fun, *(["pg_replication"] if fun.endswith("sls") else []), timeout=120)
+        assert shown.returncode == 0
+        assert "pg_replication:replication:password" in shown.stdout  # the key, not the secret
+        assert password not in shown.stdout
     pgpass = converged.lab["standby"].run(["stat", "-c", "%a %U", "/var/lib/postgresql/.pgpass"]).stdout.strip()
     assert pgpass == "600 postgres"

@@ -153,3 +153,18 @@ def test_a_version_the_release_does_not_ship_fails_at_render_unless_upstream(for
         formula("master", dict(example_pillar, version=16), release=12)
     upstream = formula("master", dict(example_pillar, version=16, upstream_repo=True), release=12)
     assert upstream.args("pg_replication-packages")["pkgs"] == ["postgresql-16", "postgresql-client-16"]
+
+
+@pytest.mark.parametrize("minion_id", ["master", "standby", "backup"])
+def test_no_secret_in_the_rendered_states(formula, example_pillar, minion_id):
+    """What state.show_sls / show_lowstate / the job's arguments hold: pillar keys, never a
+    password (the roles read theirs with password_pillar, .pgpass files are templates)."""
+    rendering = formula(minion_id, example_pillar)
+    rendered = str(rendering.states)
+    for key in ("password", "streaming_password"):
+        assert example_pillar["barman"][key] not in rendered
+    assert example_pillar["replication"]["password"] not in rendered
+    if minion_id == "master":
+        role = rendering.args("pg_replication-replication-role")
+        assert role["password_pillar"] == "pg_replication:replication:password"
+        assert "password" not in role
