@@ -57,9 +57,14 @@ class Host:
             time.sleep(0.1)
         raise RuntimeError(f"lab host {self.name}: namespace setup timed out")
 
+    @property
+    def veth(self):
+        """The machine's end of the host's veth pair (on the bridge)."""
+        return f"{self.netns}-h"[:15]
+
     def _network_up(self):
         """The host's network namespace, with eth0 on the lab's bridge."""
-        veth_host, veth_ns = f"{self.netns}-h"[:15], f"{self.netns}-n"[:15]
+        veth_host, veth_ns = self.veth, f"{self.netns}-n"[:15]
         _ip("netns", "add", self.netns)
         _ip("link", "add", veth_host, "type", "veth", "peer", "name", veth_ns)
         _ip("link", "set", veth_ns, "netns", self.netns)
@@ -128,11 +133,37 @@ class Host:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.3)
+        for pid in self.pids():
+            log.warning("lab host %s: pid %s survived SIGKILL: %s", self.name, pid, _proc_state(pid))
         if self.anchor is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.anchor.kill()
             self.anchor.wait(timeout=10)
         _ip("netns", "del", self.netns, check=False)
+        _release_link(self.veth)
+
+
+def _proc_state(pid):
+    try:
+        return (
+            pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+            + " "
+            + " ".join(pathlib.Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
+        )
+    except OSError:
+        return "gone"
+
+
+def _release_link(name, timeout=10):
+    """Wait for a lab link to go with its namespace; delete it if something still holds the
+    namespace (the kernel frees a namespace, and its veth pair, only when its last user goes)."""
+    deadline = time.monotonic() + timeout
+    while _ip("link", "show", name, check=False).returncode == 0:
+        if time.monotonic() >= deadline:
+            log.warning("lab link %s outlived its namespace; deleting it", name)
+            _ip("link", "del", name, check=False)
+            return
+        time.sleep(0.2)
 
 
 class Lab:
@@ -178,6 +209,10 @@ class Lab:
                         os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "del", ns, check=False)
         _ip("link", "del", f"{prefix}-br0", check=False)
+        for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+            link = line.split(":")[1].strip().split("@")[0] if line.count(":") > 1 else ""
+            if link.startswith(f"{prefix}-"):
+                _ip("link", "del", link, check=False)
         cls._unmount_stale_roots()
 
     @staticmethod
