@@ -274,6 +274,7 @@ SCHEMA = {
         "pkgs": _list_of(_package),
         "build_pkgs": _list_of(_package),
     },
+    "switchover": {"max_lag_bytes": _int(0)},
     "spare_wal_senders": _int(0, 100),
     "spare_replication_slots": _int(0, 100),
     "service": {"enable": _bool},
@@ -431,6 +432,16 @@ def _barman(config, hosts, primary, errors):
     return barman, servers
 
 
+# What pg_rewind needs of its source server's role (PostgreSQL docs, pg_rewind): given to the
+# replication role, which may already copy the whole data directory with pg_basebackup.
+REWIND_GRANTS = [
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+]
+
+
 def barman_grants(version):
     """Memberships and EXECUTE grants a non-superuser barman role needs (Barman docs)."""
     if version >= 15:
@@ -466,15 +477,18 @@ def _size(config, standbys, backup_hosts):
     return settings
 
 
-def _hba(config, standbys, backup_hosts):
+def _hba(config, servers, backup_hosts):
     """pg_hba.conf lines: local peer for postgres only, scram-sha-256 on every TCP line."""
     method = "scram-sha-256"
     lines = [
         ("local", "all", "postgres", "", "peer map=pg_replication"),
     ]
     repl_user = config["replication"]["user"]
-    for host in standbys:
+    # Every server may stream from (and pg_rewind against) every other: a switchover changes
+    # roles, never this file.
+    for host in sorted(servers, key=lambda h: h["id"]):
         lines.append(("host", "replication", repl_user, _cidr(host["address"]), method))
+        lines.append(("host", "postgres", repl_user, _cidr(host["address"]), method))
     barman = config.get("barman") or {}
     for host in backup_hosts:
         lines.append(("host", "replication", barman["streaming_user"], _cidr(host["address"]), method))
@@ -534,12 +548,14 @@ def _recovery_lines(plan):
 
 def _pgpass(plan):
     """The .pgpass lines (secrets: the plan hides them unless asked) of this minion."""
-    if plan["role"] == "standby":
-        rep = plan["replication"]
-        return [
-            syntax.pgpass_line(plan["primary"]["address"], plan["port"], "replication", rep["user"], rep["password"])
-        ]
     lines = []
+    if plan["role"] in ("primary", "standby") and plan["standbys"]:
+        # Each server reaches every other as the replication role: to stream from the primary,
+        # and to pg_rewind against a new primary after a switchover.
+        rep = plan["replication"]
+        for host in sorted([plan["primary"], *plan["standbys"]], key=lambda h: h["id"]):
+            if host["id"] != plan["minion_id"]:
+                lines.append(syntax.pgpass_line(host["address"], plan["port"], "*", rep["user"], rep["password"]))
     if plan["role"] == "barman":
         for server in plan["barman_servers"]:
             for user, password in ((server["user"], server["password"]),
@@ -642,7 +658,8 @@ def build(config, minion_id, grains=None):
             "barman_servers": barman_servers,
             "barman_grants": barman_grants(version),
             "settings": _size(config, standbys, backup_hosts),
-            "hba": _hba(config, standbys, backup_hosts),
+            "hba": _hba(config, primaries + standbys, backup_hosts),
+            "rewind_grants": REWIND_GRANTS,
             "standby_signal": version >= 12,
             "initdb_command": syntax.shell_words(
                 [plan["bin_dir"] + "/initdb", "-D", plan["data_dir"], "-U", "postgres", *config["initdb_options"]]

@@ -20,6 +20,23 @@ pg_replication-conf-dir:
       - pkg: pg_replication-packages
 {%- endif %}
 
+# The replication role's password for every other server of the cluster (streaming, and
+# pg_rewind after a switchover).
+pg_replication-pgpass:
+  file.managed:
+    - name: {{ pg.home }}/.pgpass
+    - user: postgres
+    - group: postgres
+    - mode: '0600'
+    - show_changes: False
+    # Rendered on the minion: the passwords stay out of the state's arguments (lowstate).
+    - source: salt://{{ tplroot }}/files/pgpass.jinja
+    - template: jinja
+    - context:
+        tplroot: {{ tplroot }}
+    - require:
+      - pkg: pg_replication-packages
+
 {%- if pg.role == 'primary' %}
 pg_replication-data-dir:
   file.directory:
@@ -40,20 +57,6 @@ pg_replication-initdb:
       - file: pg_replication-data-dir
 
 {%- else %}
-pg_replication-pgpass:
-  file.managed:
-    - name: {{ pg.home }}/.pgpass
-    - user: postgres
-    - group: postgres
-    - mode: '0600'
-    - show_changes: False
-    # Rendered on the minion: the passwords stay out of the state's arguments (lowstate).
-    - source: salt://{{ tplroot }}/files/pgpass.jinja
-    - template: jinja
-    - context:
-        tplroot: {{ tplroot }}
-    - require:
-      - pkg: pg_replication-packages
 
 pg_replication-standby-bootstrap:
   pg_replication.standby_bootstrapped:

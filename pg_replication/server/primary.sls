@@ -29,6 +29,8 @@ pg_replication-replication-role:
     - login: True
     - replication: True
     - groups: []
+    # pg_rewind against this server, when a switchover makes another host the primary.
+    - execute: {{ pg.rewind_grants | json }}
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:

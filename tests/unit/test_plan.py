@@ -107,6 +107,22 @@ def test_hba_is_scram_on_every_tcp_line_and_never_trust(plan_mod, config):
             "method": "scram-sha-256"} in hba  # fmt: skip
 
 
+def test_roles_can_swap_without_touching_hba_or_pgpass(plan_mod, config):
+    """Every server may stream from and pg_rewind against every other, as the replication
+    role: a switchover changes postgresql.conf and slots, never pg_hba.conf or .pgpass."""
+    before = {h: plan_mod.build(config, h) for h in ("master", "standby")}
+    config["hosts"]["master"]["role"], config["hosts"]["standby"]["role"] = "standby", "primary"
+    after = {h: plan_mod.build(config, h) for h in ("master", "standby")}
+    for host in ("master", "standby"):
+        assert after[host]["hba"] == before[host]["hba"]
+        assert after[host]["pgpass_lines"] == before[host]["pgpass_lines"]
+    rewind = {"type": "host", "database": "postgres", "user": "replicator", "address": "192.168.11.101/32",
+              "method": "scram-sha-256"}  # fmt: skip
+    assert rewind in after["standby"]["hba"]
+    assert [line.split(":")[0] for line in before["master"]["pgpass_lines"]] == ["192.168.11.102"]
+    assert "pg_read_binary_file(text)" in after["standby"]["rewind_grants"]
+
+
 def test_version_paths_and_standby_style(plan_mod, config):
     config["version"] = 11
     plan = plan_mod.build(config, "standby")
@@ -184,7 +200,7 @@ def test_escapes_for_each_target(plan_mod, config):
     # A password with quotes, colons and backslashes is a valid password, escaped per file.
     config["replication"]["password"] = "it's:a\\long 'secret'"
     plan = plan_mod.build(config, "standby")
-    assert plan["pgpass_lines"] == ["192.168.11.101:5432:replication:replicator:it's\\:a\\\\long 'secret'"]
+    assert plan["pgpass_lines"] == ["192.168.11.101:5432:*:replicator:it's\\:a\\\\long 'secret'"]
     conninfo = [line for line in plan["conf_lines"] if line.startswith("primary_conninfo")]
     assert conninfo == [
         "primary_conninfo = 'host=192.168.11.101 port=5432 user=replicator"
@@ -196,7 +212,7 @@ def test_ipv6_addresses_reach_pgpass_and_hba(plan_mod, config):
     config["hosts"]["master"]["address"] = "fd00::101"
     config["network"] = None
     plan = plan_mod.build(config, "standby")
-    assert plan["pgpass_lines"][0].startswith("fd00\\:\\:101:5432:replication:")
+    assert plan["pgpass_lines"][0].startswith("fd00\\:\\:101:5432:*:")
     assert "host=fd00::101" in plan["conf_lines"][-2]
     backup = plan_mod.build(config, "backup")
     assert backup["barman_servers"][0]["conninfo"] == "host=fd00::101 port=5432 user=barman dbname=postgres"
