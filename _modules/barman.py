@@ -9,8 +9,10 @@ config options (defaults: /etc/barman.conf, barman).
 
 import json
 import logging
+import re
 import time
 
+import psutil
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
 
@@ -241,6 +243,41 @@ def cron():
     """
     _run("cron", parse=False, timeout=120)
     return True
+
+
+def receive_wal_stop(server):
+    """
+    Stop the server's receive-wal process (``barman receive-wal --stop``), e.g. one still
+    waiting on a primary that is gone; ``barman cron`` starts it again from the server's
+    current ``streaming_conninfo``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.receive_wal_stop master-streaming
+    """
+    try:
+        _run("receive-wal", "--stop", server, parse=False, timeout=60)
+    except CommandExecutionError as exc:
+        if "no such process" in str(exc):
+            return True
+        stuck = re.search(r"Cannot terminate process receive-wal\((\d+)\)", str(exc))
+        if not stuck:
+            raise
+        # Blocked on a primary that vanished without closing the connection: kill it.
+        _kill_tree(int(stuck.group(1)))
+    return True
+
+
+def _kill_tree(pid):
+    try:
+        process = psutil.Process(pid)
+        for proc in [*process.children(recursive=True), process]:
+            proc.kill()
+        psutil.wait_procs([process], timeout=10)
+    except psutil.NoSuchProcess:
+        pass
 
 
 def show_server(server):

@@ -544,3 +544,218 @@ def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None,
     if res["retcode"]:
         raise CommandExecutionError(f"pg_basebackup failed: {res['stderr'].strip()}")
     return True
+
+
+# --------------------------------------------------------------------------- day-2 operations
+# The minion's side of the master's runners (``_runners/pg_replication.py``): where this
+# server stands (role, timeline, WAL position), and the steps of a switchover or a rejoin.
+
+POSITION_SQL = (
+    "SELECT pg_is_in_recovery() AS in_recovery,"
+    " CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+    "   ELSE pg_current_wal_lsn() END::text AS lsn,"
+    " pg_last_wal_replay_lsn()::text AS replay_lsn,"
+    " CASE WHEN pg_is_in_recovery()"
+    "   THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
+    "                 (SELECT timeline_id FROM pg_control_checkpoint()))"
+    "   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,"
+    " current_setting('wal_log_hints') AS wal_log_hints, current_setting('data_checksums') AS data_checksums,"
+    " current_setting('max_wal_senders')::int AS max_wal_senders,"
+    " current_setting('max_replication_slots')::int AS max_replication_slots,"
+    " pg_postmaster_start_time()::text AS started"
+)
+
+
+def position(**kwargs):
+    """
+    Where this server stands: in recovery or not, its timeline, its WAL position (a
+    standby's: what it received), and the settings a switchover depends on.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.position
+    """
+    return _query(POSITION_SQL, **kwargs)[0]
+
+
+def peer_position(host, port=5432, user="replicator", passfile=None, timeout=5):
+    """
+    :py:func:`position` of another server of the cluster, asked over TCP as the replication
+    role (its ``.pgpass``). None if it does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt master pg_replication.peer_position 192.168.11.102 passfile=/var/lib/postgresql/.pgpass
+    """
+    if not HAS_PSYCOPG2:
+        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
+    try:
+        conn = psycopg2.connect(
+            host=host, port=int(port), user=user, passfile=passfile, dbname="postgres", connect_timeout=int(timeout)
+        )
+    except psycopg2.Error:
+        return None
+    try:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(POSITION_SQL)
+            return dict(cur.fetchone())
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"{host}:{port}: {_pg_message(exc)}") from exc
+    finally:
+        conn.close()
+
+
+def controldata(datadir, bin_dir=None):
+    """
+    ``pg_controldata`` of a data directory as a dict (works with the server down): e.g.
+    ``Database cluster state``, ``Latest checkpoint location``, ``Latest checkpoint's
+    TimeLineID``. Empty if the directory holds no cluster.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.controldata /var/lib/postgresql/15/main bin_dir=/usr/lib/postgresql/15/bin
+    """
+    if datadir_system_identifier(datadir) is None:
+        return {}
+    binary = os.path.join(bin_dir, "pg_controldata") if bin_dir else "pg_controldata"
+    res = __salt__["cmd.run_all"]([binary, datadir], env={"LC_ALL": "C"}, python_shell=False, ignore_retcode=True)
+    if res["retcode"]:
+        raise CommandExecutionError(f"pg_controldata {datadir} failed: {res['stderr'].strip()}")
+    out = {}
+    for line in res["stdout"].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def promote(wait_seconds=60, **kwargs):
+    """
+    Promote this standby (``pg_promote(wait => true)``) and return its new position. The
+    master's ``pg_replication.switchover`` and ``failover`` runners call it after their
+    checks; calling it by hand makes a second primary unless the old one is gone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.promote
+    """
+    if not in_recovery(**kwargs):
+        raise CommandExecutionError("this server is not in recovery; there is nothing to promote")
+    if not _query("SELECT pg_promote(true, %s) AS done", (int(wait_seconds),), **kwargs)[0]["done"]:
+        raise CommandExecutionError(f"the server did not finish its promotion within {wait_seconds}s")
+    return position(**kwargs)
+
+
+def _shut_down_cleanly(datadir, bin_dir, config_file, runas):
+    """pg_rewind needs a target shut down cleanly: after a crash, let a single-user server
+    (which no client can reach) run crash recovery and stop."""
+    binary = os.path.join(bin_dir, "postgres") if bin_dir else "postgres"
+    cmd = [binary, "--single", "-F", "-D", datadir]
+    if config_file:
+        cmd += ["-c", f"config_file={config_file}"]
+    res = __salt__["cmd.run_all"](
+        cmd + ["template1"], runas=runas, stdin="", python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
+    )
+    if res["retcode"]:
+        raise CommandExecutionError(f"crash recovery of {datadir} before pg_rewind failed: {res['stderr'].strip()}")
+
+
+def rewind(datadir, source_host, port=5432, user="replicator", passfile=None, bin_dir=None, config_file=None,
+           version=None, runas="postgres"):  # fmt: skip
+    """
+    Make the stopped server in ``datadir`` (a former primary) a standby of the primary at
+    ``source_host``: ``pg_rewind`` over the replication role (password from ``passfile``),
+    after crash recovery if it was not shut down cleanly, then the standby marker
+    (standby.signal, or recovery.conf before PostgreSQL 12). Returns whether pg_rewind had to
+    rewind, where the timelines diverged and pg_rewind's own lines.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt old-primary pg_replication.rewind /var/lib/postgresql/15/main 192.168.11.102 \\
+            passfile=/var/lib/postgresql/.pgpass bin_dir=/usr/lib/postgresql/15/bin
+    """
+    state = controldata(datadir, bin_dir).get("Database cluster state", "")
+    if not state:
+        raise CommandExecutionError(f"{datadir} holds no cluster to rewind")
+    if state not in ("shut down", "shut down in recovery"):
+        _shut_down_cleanly(datadir, bin_dir, config_file, runas)
+    source = __utils__["pg_replication_syntax.conninfo"](
+        host=source_host, port=int(port), user=user, dbname="postgres", passfile=passfile
+    )
+    binary = os.path.join(bin_dir, "pg_rewind") if bin_dir else "pg_rewind"
+    res = __salt__["cmd.run_all"](
+        [binary, "--target-pgdata", datadir, "--source-server", source],
+        runas=runas, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"},
+    )  # fmt: skip
+    lines = [line for line in (res["stdout"] + "\n" + res["stderr"]).splitlines() if line.strip()]
+    if res["retcode"]:
+        raise CommandExecutionError(f"pg_rewind failed: {' / '.join(lines)}")
+    diverged = next((line.split("diverged at WAL location ", 1)[1] for line in lines if "diverged at" in line), None)
+    _mark_standby(datadir, version)
+    return {"rewound": not any("no rewind required" in line for line in lines), "diverged_at": diverged,
+            "output": lines}  # fmt: skip
+
+
+def _mark_standby(datadir, version):
+    if version is not None and int(version) < 12:
+        marker, contents = os.path.join(datadir, "recovery.conf"), "standby_mode = 'on'\n"
+    else:
+        marker, contents = os.path.join(datadir, "standby.signal"), ""
+    __salt__["file.write"](marker, contents)
+    __salt__["file.chown"](marker, "postgres", "postgres")
+
+
+# The plan as map.jinja makes it (defaults, OS family, pillar), without its secrets.
+MEMBER_TEMPLATE = (
+    '{%- from tplroot ~ "/map.jinja" import merged with context -%}'
+    '{%- for host, role in roles.items() %}{%- do merged.hosts[host].update({"role": role}) %}{%- endfor -%}'
+    '{{ salt["pg_replication.plan"](merged, grains["id"]) | json }}'
+)
+MEMBER_PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
+                    "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover")  # fmt: skip
+
+
+def member(roles=None, tplroot="pg_replication"):
+    """
+    This minion in the cluster, for the master's runners: what the pillar makes it (role,
+    peers, paths, service) and, on a PostgreSQL server, where the running server stands
+    (:py:func:`position`) or, when it is down, its ``pg_controldata``. No secret.
+    ``roles`` (``{minion id: role}``) overrides the pillar's roles: the plan after a switchover.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.member
+    """
+    plan = __salt__["slsutil.renderer"](
+        string=MEMBER_TEMPLATE, default_renderer="jinja|json", tplroot=tplroot, roles=dict(roles or {})
+    )
+    out = {"plan": {key: plan.get(key) for key in MEMBER_PLAN_KEYS}}
+    if plan["role"] not in ("primary", "standby"):
+        return out
+    conn = {"host": plan["socket_dir"], "port": plan["port"]}
+    try:
+        now = status(**conn)
+        out["server"] = dict(position(**conn), running=True, slots=now["slots"])
+        out["server"].update(receiver=now.get("wal_receiver"), lag=now.get("lag"))
+    except CommandExecutionError as exc:
+        control = controldata(plan["data_dir"], plan["bin_dir"])
+        out["server"] = {
+            "running": False,
+            "error": str(exc),
+            "state": control.get("Database cluster state"),
+            "timeline": int(control["Latest checkpoint's TimeLineID"]) if control else None,
+            "checkpoint": control.get("Latest checkpoint location"),
+        }
+    return out

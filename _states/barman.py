@@ -109,6 +109,10 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
         if "create_slot" in actions:
             __salt__["barman.create_slot"](name)
         if "start_receive_wal" in actions:
+            if "replication_slot" in failed and "receive_wal_running" not in failed:
+                # receive-wal runs but not on this slot: it streams from the server's former
+                # primary (the conninfo changed, e.g. after a switchover). Start it again.
+                __salt__["barman.receive_wal_stop"](name)
             __salt__["barman.cron"]()
             if not _wait_for(lambda: __salt__["barman.receive_wal_running"](name), timeout):
                 ret.update(result=False, comment=f"receive-wal for {name} did not start", changes={})
