@@ -324,7 +324,10 @@ def standby_bootstrapped(
         if not empty:
             what = f"system {local_id}" if local_id else "files that are not a cluster"
             if primary_id is not None and local_id == primary_id:
-                what = f"a non-standby copy of system {local_id}"
+                what = (
+                    f"a non-standby copy of system {local_id} (a former primary? "
+                    f"`salt-run pg_replication.rejoin host={__grains__['id']}` rewinds it)"
+                )
             if not wipe_unrelated_data:
                 return _fail(
                     ret,
@@ -393,4 +396,80 @@ def restarted_if_pending(name, **kwargs):
     if not __salt__["service.restart"](name):
         return _fail(ret, f"restarting {name} failed")
     ret["comment"] = f"{name} restarted for {', '.join(pending)}"
+    return ret
+
+
+# --------------------------------------------------------------------------- roles agree
+
+
+def _peer_primaries(peers, port, user, passfile):
+    """The pillar's standbys that answer as primaries: {id: timeline}."""
+    found = {}
+    for peer_id, address in (peers or {}).items():
+        peer = __salt__["pg_replication.peer_position"](address, port=port, user=user, passfile=passfile)
+        if peer is not None and not peer["in_recovery"]:
+            found[peer_id] = peer["timeline"]
+    return found
+
+
+def role_agrees(name, role, primary=None, peers=None, user="replicator", passfile=None, **kwargs):
+    """
+    Fail, changing nothing, when the running cluster disagrees with the pillar: a highstate
+    never promotes, demotes, rewinds or wipes on its own. Use it with ``failhard: True``
+    before the states that configure the server.
+
+    name
+        This minion's id (for the messages).
+    role
+        What the pillar makes this host: ``primary`` or ``standby``.
+    primary
+        The pillar's primary (id), named in the messages.
+    peers
+        On the primary: the pillar's standbys, ``{id: address}``; one that answers as a
+        primary (a failover happened and the pillar was not changed) is refused.
+
+    A server that is not running (or not installed yet) has nothing to disagree with.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    try:
+        mine = __salt__["pg_replication.position"](**conn)
+    except CommandExecutionError as exc:
+        ret["comment"] = f"No running server to compare with the pillar ({exc})"
+        return ret
+    if role == "standby" and not mine["in_recovery"]:
+        return _fail(
+            ret,
+            f"{name} runs a primary (timeline {mine['timeline']}) but the pillar makes it a standby of {primary}. "
+            f"A highstate never demotes a primary: run `salt-run pg_replication.rejoin host={name}` to make it a "
+            f"standby of {primary}, or make {name} the primary in the pillar",
+        )
+    if role == "primary" and mine["in_recovery"]:
+        return _fail(
+            ret,
+            f"the pillar makes {name} the primary but its server is a standby (timeline {mine['timeline']}). "
+            f"A highstate never promotes: run `salt-run pg_replication.switchover to={name}`, or correct the pillar",
+        )
+    if role == "primary":
+        try:
+            others = _peer_primaries(peers, conn.get("port", 5432), user, passfile)
+        except CommandExecutionError as exc:
+            return _fail(ret, f"cannot ask the standbys whether they are standbys: {exc}")
+        newer = {peer: tli for peer, tli in others.items() if tli > mine["timeline"]}
+        if newer:
+            peer = max(newer, key=newer.get)
+            return _fail(
+                ret,
+                f"{peer} runs a primary on a newer timeline ({newer[peer]}) than {name} ({mine['timeline']}): a "
+                f"failover happened. Make {peer} the pillar's primary, then run "
+                f"`salt-run pg_replication.rejoin host={name}`",
+            )
+        if others:
+            listed = ", ".join(f"{peer} (timeline {tli})" for peer, tli in sorted(others.items()))
+            return _fail(
+                ret,
+                f"two primaries: {name} (timeline {mine['timeline']}) and {listed}, which the pillar makes a "
+                f"standby. Run `salt-run pg_replication.rejoin host=<it>` for each of them",
+            )
+    ret["comment"] = f"{name} runs as the pillar's {role} (timeline {mine['timeline']})"
     return ret

@@ -5,6 +5,7 @@
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
 include:
+  - .guard
   - .package
   - .cluster
   - .config

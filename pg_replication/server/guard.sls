@@ -1,0 +1,25 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Before anything is configured: the running cluster agrees with the pillar, or the run stops
+# here with the command that reconciles them (a highstate never promotes, demotes or rewinds).
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+{%- set peers = {} %}
+{%- if pg.role == 'primary' %}
+{%-   for standby in pg.standbys %}
+{%-     do peers.update({standby.id: standby.address}) %}
+{%-   endfor %}
+{%- endif %}
+
+pg_replication-roles-agree:
+  pg_replication.role_agrees:
+    - name: {{ pg.minion_id }}
+    - role: {{ pg.role }}
+    - primary: {{ pg.primary.id }}
+    - peers: {{ peers | json }}
+    - user: {{ pg.replication.user }}
+    - passfile: {{ pg.home }}/.pgpass
+    - port: {{ pg.port }}
+    - host: {{ pg.socket_dir }}
+    - order: 1
+    - failhard: True
