@@ -1,6 +1,6 @@
-"""Build docs/pillar.md, docs/modules.md and docs/states.md from the sources they describe:
-defaults.yaml (keys, defaults and their comments) and the docstrings of _modules/ and
-_states/. ``python docs/build.py`` rewrites them; ``--check`` fails if one is out of date."""
+"""Build docs/pillar.md, docs/modules.md, docs/states.md and docs/runners.md from the sources
+they describe: defaults.yaml (keys, defaults and their comments) and the docstrings of
+_modules/, _states/ and _runners/. ``python docs/build.py`` rewrites them; ``--check`` fails if one is out of date."""
 
 import ast
 import pathlib
@@ -88,7 +88,7 @@ def _functions(path):
 
 
 def api_doc(kind):
-    title = {"_modules": "Execution modules", "_states": "State modules"}[kind]
+    title = {"_modules": "Execution modules", "_states": "State modules", "_runners": "Runners (salt-run)"}[kind]
     out = [HEADER.format(source=f"{kind}/*.py"), f"# {title}\n"]
     for path in sorted((ROOT / kind).glob("*.py")):
         module_doc, funcs = _functions(path)
@@ -99,7 +99,12 @@ def api_doc(kind):
 
 
 def documents():
-    return {"pillar.md": pillar_doc(), "modules.md": api_doc("_modules"), "states.md": api_doc("_states")}
+    return {
+        "pillar.md": pillar_doc(),
+        "modules.md": api_doc("_modules"),
+        "states.md": api_doc("_states"),
+        "runners.md": api_doc("_runners"),
+    }
 
 
 def main(argv):

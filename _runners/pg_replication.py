@@ -1,0 +1,578 @@
+"""
+Day-2 operations of a pg_replication cluster, run from the salt-master: the cluster's status,
+a planned switchover, a failover when the primary is gone, and the rejoin of a former primary.
+
+Each operation asks every member where it stands (``pg_replication.member`` on the minions),
+checks its preconditions, and with ``test=True`` stops there: it returns every check and
+the steps it would take, and changes nothing. A refused operation changes nothing either.
+The steps then run in order from here, host by host: the minions' states are applied with
+the new roles given as pillar on the command line, and the runner ends with the pillar
+change to make, so that the next highstate agrees with the running cluster (until then,
+the highstate of a host whose role changed refuses to run: it never promotes or demotes).
+
+Sync it to the master first: ``salt-run saltutil.sync_runners``.
+"""
+
+import time
+
+import salt.client
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "pg_replication"
+
+SERVER_ROLES = ("primary", "standby")
+FORMULA = "pg_replication"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- minions
+
+
+def _client():
+    if "pg_replication.client" not in __context__:
+        __context__["pg_replication.client"] = salt.client.get_local_client(__opts__["conf_file"])
+    return __context__["pg_replication.client"]
+
+
+def _call(minion, fun, *args, timeout=120, **kwargs):
+    """Run one execution function on one minion; its return, or CommandExecutionError."""
+    answer = _client().cmd(minion, fun, arg=list(args), kwarg=kwargs or None, timeout=timeout, full_return=True)
+    answer = answer.get(minion)
+    if not isinstance(answer, dict) or "ret" not in answer:
+        raise CommandExecutionError(f"{minion} did not answer {fun}")
+    if answer.get("retcode"):
+        raise CommandExecutionError(f"{minion}: {fun} failed: {answer['ret']}")
+    return answer["ret"]
+
+
+def _apply(minion, roles, timeout=900):
+    """state.apply the formula on ``minion`` with ``roles`` as pillar; the states it changed."""
+    override = {"pg_replication": {"hosts": {host: {"role": role} for host, role in roles.items()}}}
+    answers = _client().cmd(
+        minion, "state.apply", arg=[FORMULA], kwarg={"pillar": override}, timeout=timeout, full_return=True
+    )
+    states = (answers.get(minion) or {}).get("ret")
+    if not isinstance(states, dict):
+        raise CommandExecutionError(f"state.apply on {minion} failed: {states}")
+    failed = [f"{s.get('__id__')}: {s.get('comment')}" for s in states.values() if s.get("result") is False]
+    if failed:
+        raise CommandExecutionError(f"state.apply on {minion} failed: {'; '.join(failed)}")
+    return sorted(s.get("__id__") for s in states.values() if s.get("changes"))
+
+
+def _wait(predicate, timeout, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def _lsn(text):
+    """A WAL position ('16/B374D848') as a number of bytes."""
+    high, low = str(text).split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+class Cluster:
+    """Every member's answer to ``pg_replication.member``: the pillar's hosts and roles, and
+    where each server stands."""
+
+    def __init__(self, tgt, roles=None, timeout=20, ping_timeout=5):
+        kwarg = {"roles": roles} if roles else None
+        # Ask only the minions that answer: a dead primary's must not make every call wait.
+        alive = sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=ping_timeout).items() if ok is True)
+        # Each member answers from its own pillar: the one on the master now, not a cached one.
+        _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
+        answers = _client().cmd(
+            alive, "pg_replication.member", kwarg=kwarg, timeout=timeout, full_return=True, tgt_type="list"
+        )
+        self.members = {
+            minion: answer["ret"]
+            for minion, answer in answers.items()
+            if isinstance(answer, dict) and not answer.get("retcode") and isinstance(answer.get("ret"), dict)
+        }
+        if not self.members:
+            raise CommandExecutionError(f"no minion matching {tgt!r} answered with a pg_replication pillar")
+        self.plan = next(iter(self.members.values()))["plan"]
+        self.hosts = self.plan["hosts"]
+
+    def plan_of(self, host):
+        member = self.members.get(host)
+        return member["plan"] if member else None
+
+    def server(self, host):
+        """The running state of ``host``'s server: None if its minion did not answer."""
+        member = self.members.get(host)
+        return member.get("server") if member else None
+
+    def role(self, host):
+        return (self.hosts.get(host) or {}).get("role")
+
+    def pillar_primary(self):
+        return next(host for host, spec in self.hosts.items() if spec["role"] == "primary")
+
+    def servers(self):
+        return sorted(host for host, spec in self.hosts.items() if spec["role"] in SERVER_ROLES)
+
+    def backup_hosts(self):
+        return sorted(host for host, spec in self.hosts.items() if spec["role"] == "barman")
+
+    def running_primaries(self):
+        return [
+            h for h in self.servers() if (self.server(h) or {}).get("running") and not self.server(h)["in_recovery"]
+        ]
+
+    def conn(self, host):
+        """Keyword arguments that reach ``host``'s server over its local socket."""
+        plan = self.plan_of(host) or self.plan
+        return {"host": plan["socket_dir"], "port": plan["port"]}
+
+
+def _check(checks, name, ok, detail=""):
+    checks.append({"check": name, "ok": bool(ok), "detail": detail})
+
+
+def _refused(operation, checks, steps):
+    failed = [f"{c['check']} ({c['detail']})" for c in checks if not c["ok"]]
+    return {
+        "result": False,
+        "retcode": 1,  # salt-run's exit code
+        "comment": f"{operation} refused, nothing changed: " + "; ".join(failed),
+        "checks": checks,
+        "steps": steps,
+    }
+
+
+def _failed(operation, exc, done):
+    return {"result": False, "retcode": 1, "comment": f"{operation} failed: {exc}", "done": done}
+
+
+def _pillar_change(roles):
+    return [f"pg_replication:hosts:{host}:role: {role}" for host, role in sorted(roles.items())]
+
+
+def _slots_for(plan):
+    """The slots a primary with this plan serves: each standby's, and Barman's."""
+    slots = {standby["slot"] for standby in plan["hosts"].values() if standby["role"] == "standby"}
+    slots |= {server["slot_name"] for server in plan["barman_servers"] or () if not server.get("external")}
+    return slots
+
+
+# --------------------------------------------------------------------------- status
+
+
+def cluster_status(tgt="*"):
+    """
+    Every member of the cluster: its role in the pillar and as running, timeline, WAL
+    position, lag behind the primary (bytes, and seconds since the last replayed
+    transaction), its slots with the WAL each retains, and each Barman server's check.
+    ``table`` is the same as lines of text; ``--out=json`` gives all of it as data.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.cluster_status
+        salt-run pg_replication.cluster_status --out=json
+    """
+    cluster = Cluster(tgt)
+    primaries = cluster.running_primaries()
+    primary_lsn = _lsn(cluster.server(primaries[0])["lsn"]) if len(primaries) == 1 else None
+    members = {}
+    for host in sorted(cluster.hosts):
+        row = {"pillar_role": cluster.role(host), "address": cluster.hosts[host]["address"]}
+        if host not in cluster.members:
+            row["state"] = "no answer"
+        elif cluster.role(host) in SERVER_ROLES:
+            row.update(_server_row(cluster.server(host), primary_lsn))
+        else:
+            row.update(_barman_row(host, cluster.plan_of(host)))
+        members[host] = row
+    return {"members": members, "table": _table(members)}
+
+
+def _server_row(server, primary_lsn):
+    if not server["running"]:
+        return {"state": f"down ({server.get('state')})", "timeline": server.get("timeline")}
+    row = {
+        "state": "standby" if server["in_recovery"] else "primary",
+        "timeline": server["timeline"],
+        "lsn": server["lsn"],
+        "slots": {
+            name: {"active": slot["active"], "retained_bytes": slot["retained_bytes"]}
+            for name, slot in server["slots"].items()
+        },
+    }
+    if server["in_recovery"]:
+        receiver = server.get("receiver") or {}
+        row["upstream"] = receiver.get("sender_host") if receiver.get("status") == "streaming" else None
+        row["lag_bytes"] = primary_lsn - _lsn(server["lsn"]) if primary_lsn is not None else None
+        row["lag_seconds"] = (server.get("lag") or {}).get("seconds")
+    return row
+
+
+def _barman_row(host, plan):
+    checks = {}
+    for server in plan["barman_servers"] or ():
+        try:
+            failed = _call(host, "barman.failed_checks", server["name"])
+            checks[server["name"]] = "all OK" if not failed else "FAILED: " + ", ".join(failed)
+        except CommandExecutionError as exc:
+            checks[server["name"]] = f"unknown ({exc})"
+    return {"state": "barman", "barman_check": checks}
+
+
+def _table(members):
+    lines = [f"{'member':<16} {'pillar':<8} {'running':<22} {'tl':>3} {'lsn':<14} {'lag':>10}  slots / barman"]
+    for host, row in members.items():
+        extra = row.get("barman_check") or {
+            name: f"{'active' if slot['active'] else 'inactive'} {slot['retained_bytes']}B"
+            for name, slot in (row.get("slots") or {}).items()
+        }
+        lag = row.get("lag_bytes")
+        lines.append(
+            f"{host:<16} {row['pillar_role']:<8} {row.get('state', ''):<22} {row.get('timeline') or '':>3} "
+            f"{row.get('lsn') or '':<14} {'' if lag is None else f'{lag}B':>10}  "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(extra.items()))
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+def _switchover_checks(cluster, old, to, max_lag):
+    checks = []
+    running = cluster.running_primaries()
+    _check(checks, f"exactly one primary runs, the pillar's ({old})", running == [old], f"running: {running or 'none'}")
+    _check(checks, f"{to} is a standby in the pillar", cluster.role(to) == "standby", f"{to}: {cluster.role(to)}")
+    target = cluster.server(to) or {}
+    receiver = target.get("receiver") or {}
+    streaming = (
+        target.get("running")
+        and target.get("in_recovery")
+        and receiver.get("status") == "streaming"
+        and receiver.get("sender_host") == cluster.hosts[old]["address"]
+        and receiver.get("slot_name") == (cluster.hosts.get(to) or {}).get("slot")
+    )
+    _check(checks, f"{to} streams from {old} on its slot", streaming, f"receiver: {receiver or 'none'}")
+    lag = None
+    if streaming and old in running:
+        # What it has still to replay before it can be promoted (received or not).
+        lag = _lsn(cluster.server(old)["lsn"]) - _lsn(target["replay_lsn"] or target["lsn"])
+    _check(checks, f"{to} is at most {max_lag} bytes behind (WAL not replayed)",
+           lag is not None and lag <= max_lag, f"{lag} bytes behind")  # fmt: skip
+    primary = cluster.server(old) or {}
+    _check(
+        checks,
+        f"pg_rewind can rejoin {old} (wal_log_hints or data checksums)",
+        "on" in (primary.get("wal_log_hints"), primary.get("data_checksums")),
+        f"wal_log_hints={primary.get('wal_log_hints')} data_checksums={primary.get('data_checksums')}",
+    )
+    _check_capacity(checks, cluster, to, target)
+    return checks
+
+
+def _check_capacity(checks, cluster, to, target):
+    """The new primary serves every other server and each Barman server (two connections)."""
+    others = len(cluster.servers()) - 1
+    backups = len(cluster.backup_hosts())
+    senders, slots = others + 2 * backups, others + backups
+    _check(
+        checks,
+        f"{to} has the WAL senders and slots the new topology needs ({senders} and {slots})",
+        (target.get("max_wal_senders") or 0) >= senders and (target.get("max_replication_slots") or 0) >= slots,
+        f"max_wal_senders={target.get('max_wal_senders')} max_replication_slots={target.get('max_replication_slots')}",
+    )
+
+
+def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
+    """
+    Planned switchover: make standby ``to`` the primary, the primary a standby of it (with
+    pg_rewind, never a full copy), the other standbys and Barman follow it.
+
+    Refused, with nothing changed, unless: exactly one primary runs and it is the pillar's;
+    ``to`` streams from it on its slot, with at most ``max_lag`` bytes of WAL not replayed (default
+    ``pg_replication:switchover:max_lag_bytes``, 16 MiB); the primary has wal_log_hints or
+    data checksums; ``to`` has the WAL senders and slots its new standbys need.
+
+    Steps: create the slots of every other member on ``to`` (before anyone connects); stop
+    the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
+    start it again and stop); promote ``to``; apply the formula with the new roles on ``to``,
+    the old primary (after pg_rewind), the other standbys and the backup hosts (Barman's
+    conninfo follows, receive-wal streams from the new primary's slot); drop the old
+    primary's slots. ``test=True`` runs the checks and lists the steps only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.switchover to=standby test=True
+        salt-run pg_replication.switchover to=standby
+    """
+    cluster = Cluster(tgt)
+    old = cluster.pillar_primary()
+    max_lag = int(
+        max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
+    )
+    checks = _switchover_checks(cluster, old, to, max_lag)
+    roles = {old: "standby", to: "primary"}
+    steps = _switchover_steps(cluster, old, to, roles)
+    if not all(c["ok"] for c in checks):
+        return _refused("switchover", checks, steps)
+    if test:
+        return {"result": None, "comment": f"switchover {old} -> {to} would run", "checks": checks, "steps": steps}
+    done = []
+    try:
+        created = _create_member_slots(cluster, to, roles, done)
+        try:
+            _stop_primary_cleanly(cluster, old, to, timeout, done)
+        except CommandExecutionError:
+            for slot in created:  # the primary runs again: leave the standby as it was
+                _call(to, "pg_replication.slot_drop", slot, **cluster.conn(to))
+            raise
+        done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
+        _follow(cluster, to, roles, done, rejoin=[old])
+    except CommandExecutionError as exc:
+        return _failed("switchover", exc, done)
+    return {
+        "result": True,
+        "comment": f"{to} is the primary; {old} and the other members follow it",
+        "checks": checks,
+        "done": done,
+        "pillar_change": _pillar_change(roles),
+    }
+
+
+def _switchover_steps(cluster, old, to, roles):
+    standbys = [h for h in cluster.servers() if h not in (old, to)]
+    return [
+        f"create on {to} the slots of {', '.join(sorted(set(cluster.servers()) - {to}) + cluster.backup_hosts())}",
+        f"stop {old} cleanly and wait until {to} has received its shutdown checkpoint",
+        f"promote {to}",
+        f"apply {FORMULA} on {to} as primary",
+        *[f"apply {FORMULA} on {h}: it follows {to}" for h in standbys],
+        f"pg_rewind {old} from {to}, apply {FORMULA} on it as a standby, drop its old slots",
+        *[f"stop receive-wal on {h}, apply {FORMULA}: Barman streams from {to}" for h in cluster.backup_hosts()],
+        "then change the pillar: " + ", ".join(_pillar_change(roles)),
+    ]
+
+
+def _create_member_slots(cluster, primary, roles, done):
+    """Before ``primary`` is promoted: the slots its future standbys and Barman stream from."""
+    plan = _call(primary, "pg_replication.member", roles=roles)["plan"]
+    existing = set(_call(primary, "pg_replication.slots", **cluster.conn(primary)))
+    created = []
+    for slot in sorted(_slots_for(plan) - existing):
+        _call(primary, "pg_replication.slot_create", slot, **cluster.conn(primary))
+        done.append(f"created slot {slot} on {primary}")
+        created.append(slot)
+    return created
+
+
+def _stop_primary_cleanly(cluster, old, to, timeout, done):
+    """Stop the primary, then make sure ``to`` has every WAL record it wrote (its shutdown
+    checkpoint included); if not, start it again and give up."""
+    plan = cluster.plan_of(old)
+    _call(old, "service.stop", plan["service_name"])
+    control = _call(old, "pg_replication.controldata", plan["data_dir"], plan["bin_dir"])
+    if control.get("Database cluster state") != "shut down":
+        _call(old, "service.start", plan["service_name"])
+        raise CommandExecutionError(f"{old} did not shut down cleanly ({control.get('Database cluster state')})")
+    checkpoint = _lsn(control["Latest checkpoint location"])
+    done.append(f"stopped {old}: shutdown checkpoint at {control['Latest checkpoint location']}")
+
+    def received():
+        return _lsn(_call(to, "pg_replication.position", **cluster.conn(to))["lsn"]) > checkpoint
+
+    if not _wait(received, timeout):
+        _call(old, "service.start", plan["service_name"])
+        raise CommandExecutionError(
+            f"{to} did not receive {old}'s shutdown checkpoint within {timeout}s; {old} was started again"
+        )
+    done.append(f"{to} received {old}'s shutdown checkpoint")
+
+
+def _follow(cluster, primary, roles, done, rejoin=()):
+    """After ``primary``'s promotion: the formula with the new roles on it, then on each former
+    primary in ``rejoin`` (pg_rewind first), each other standby, each backup host."""
+    done.append(f"applied on {primary}: {_apply(primary, roles) or 'no change'}")
+    # The other standbys first: they must not cascade from a former primary while it rejoins.
+    for host in cluster.servers():
+        if host not in (primary, *rejoin) and host in cluster.members:
+            done.append(f"applied on {host}: {_apply(host, roles) or 'no change'}")
+            _wait_streaming(cluster, host, primary)
+    for host in rejoin:
+        report = _rejoin(cluster, host, primary, roles)
+        done.append(f"{host} rejoined as a standby of {primary}: {report}")
+    for host in cluster.backup_hosts():
+        for server in cluster.plan_of(host)["barman_servers"] or ():
+            if not server.get("external"):
+                _call(host, "barman.receive_wal_stop", server["name"])
+        done.append(f"applied on {host}: {_apply(host, roles) or 'no change'}")
+
+
+def _wait_streaming(cluster, host, primary, timeout=120):
+    address = cluster.hosts[primary]["address"]
+
+    def streaming():
+        server = _call(host, "pg_replication.member")["server"]
+        receiver = server.get("receiver") or {}
+        return receiver.get("status") == "streaming" and receiver.get("sender_host") == address
+
+    if not _wait(streaming, timeout, interval=2):
+        raise CommandExecutionError(f"{host} does not stream from {primary} after {timeout}s")
+
+
+def _rejoin(cluster, host, primary, roles):
+    """Stop ``host`` if it runs, pg_rewind it from ``primary``, apply the formula as a standby,
+    wait until it streams, drop the slots it kept from its time as a primary."""
+    plan = cluster.plan_of(host)
+    server = _call(host, "pg_replication.member", roles=roles)["server"]
+    end = server.get("lsn") if server.get("running") else server.get("checkpoint")
+    if server.get("running"):
+        _call(host, "service.stop", plan["service_name"])
+    config_file = f"{plan['conf_dir']}/postgresql.conf" if plan["conf_dir"] != plan["data_dir"] else None
+    rewind = _call(
+        host, "pg_replication.rewind", plan["data_dir"], cluster.hosts[primary]["address"], port=plan["port"],
+        user=plan["replication"]["user"], passfile=f"{plan['home']}/.pgpass", bin_dir=plan["bin_dir"],
+        config_file=config_file, version=plan["version"], timeout=600,
+    )  # fmt: skip
+    _apply(host, roles)
+    _wait_streaming(cluster, host, primary)
+    dropped = []
+    for name, slot in _call(host, "pg_replication.slots", **cluster.conn(host)).items():
+        if not slot["active"]:
+            _call(host, "pg_replication.slot_drop", name, **cluster.conn(host))
+            dropped.append(name)
+    report = {"rewound": rewind["rewound"], "diverged_at": rewind["diverged_at"], "dropped_slots": dropped,
+              "discarded_bytes": 0, "pg_rewind": rewind["output"]}  # fmt: skip
+    if rewind["diverged_at"] and end:
+        report["discarded_bytes"] = max(0, _lsn(end) - _lsn(rewind["diverged_at"].split()[0]))
+    return report
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def failover(to=None, fence=False, test=False, tgt="*"):
+    """
+    The primary is gone: promote the standby that received the most WAL (or ``to``), then
+    the other standbys and Barman follow it. Refused while the old primary still runs as a
+    primary, unless ``fence=True``: then it is stopped first. The old primary, when it comes
+    back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
+    makes it a standby (after the pillar change this runner prints).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.failover test=True
+        salt-run pg_replication.failover
+        salt-run pg_replication.failover to=standby2 fence=True
+    """
+    started = time.monotonic()
+    cluster = Cluster(tgt)
+    old = cluster.pillar_primary()
+    checks = []
+    alive = old in cluster.running_primaries()
+    _check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
+           "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
+    candidates = {
+        h: _lsn(cluster.server(h)["lsn"])
+        for h in cluster.servers()
+        if h != old and (cluster.server(h) or {}).get("running") and cluster.server(h)["in_recovery"]
+    }
+    chosen = to or (max(candidates, key=candidates.get) if candidates else None)
+    _check(checks, "a running standby to promote", chosen in candidates,
+           f"candidates (received WAL): {candidates}; chosen: {chosen}")  # fmt: skip
+    others = [h for h in cluster.running_primaries() if h != old]
+    _check(checks, "no other primary runs", not others, f"running primaries: {others}")
+    if chosen in candidates:
+        _check_capacity(checks, cluster, chosen, cluster.server(chosen))
+    roles = {old: "standby", chosen: "primary"} if chosen else {}
+    steps = [
+        *([f"stop {old} (fence)"] if alive else []),
+        f"create on {chosen} the slots of every other member",
+        f"promote {chosen}",
+        f"apply {FORMULA} with the new roles on {chosen}, the other standbys and the backup hosts",
+        f"later, when {old} is back: salt-run pg_replication.rejoin host={old}",
+    ]
+    if not all(c["ok"] for c in checks):
+        return _refused("failover", checks, steps)
+    if test:
+        return {"result": None, "comment": f"failover to {chosen} would run", "checks": checks, "steps": steps}
+    done = []
+    try:
+        if alive:
+            _call(old, "service.stop", cluster.plan_of(old)["service_name"])
+            done.append(f"stopped {old}")
+        _create_member_slots(cluster, chosen, roles, done)
+        done.append(
+            f"promoted {chosen}: timeline {_call(chosen, 'pg_replication.promote', **cluster.conn(chosen))['timeline']}"
+        )
+        writable = time.monotonic() - started
+        cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
+        _follow(cluster, chosen, roles, done)
+    except CommandExecutionError as exc:
+        return _failed("failover", exc, done)
+    return {
+        "result": True,
+        "comment": f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back",
+        "checks": checks,
+        "done": done,
+        "seconds_to_writable_primary": round(writable, 1),
+        "pillar_change": _pillar_change(roles),
+    }
+
+
+# --------------------------------------------------------------------------- rejoin
+
+
+def rejoin(host, test=False, tgt="*"):
+    """
+    Make ``host``, a former primary, a standby of the pillar's primary: stop it if it runs,
+    pg_rewind it from the primary (reporting where their timelines diverged and how much of
+    its WAL was discarded), apply the formula, drop the slots it kept. The pillar must
+    already make ``host`` a standby and name the running primary as the primary.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.rejoin host=master test=True
+        salt-run pg_replication.rejoin host=master
+    """
+    cluster = Cluster(tgt)
+    primary = cluster.pillar_primary()
+    checks = []
+    _check(checks, f"{host} is a standby in the pillar", cluster.role(host) == "standby",
+           f"{host}: {cluster.role(host)}; change the pillar first")  # fmt: skip
+    _check(checks, f"{host}'s minion answers", host in cluster.members, "" if host in cluster.members else "no answer")
+    running = cluster.running_primaries()
+    _check(checks, f"the pillar's primary {primary} runs as a primary", primary in running, f"running: {running}")
+    mine = cluster.server(host) or {}
+    streaming = (
+        mine.get("running") and mine.get("in_recovery") and (mine.get("receiver") or {}).get("status") == "streaming"
+    )
+    _check(checks, f"{host} is not already a streaming standby", not streaming, "it streams" if streaming else "")
+    steps = [f"stop {host} if it runs", f"pg_rewind {host} from {primary}", f"apply {FORMULA} on {host}",
+             f"drop the slots {host} kept"]  # fmt: skip
+    if not all(c["ok"] for c in checks):
+        return _refused("rejoin", checks, steps)
+    if test:
+        return {"result": None, "comment": f"{host} would rejoin as a standby of {primary}", "checks": checks,
+                "steps": steps}  # fmt: skip
+    try:
+        report = _rejoin(cluster, host, primary, {})
+    except CommandExecutionError as exc:
+        return _failed("rejoin", exc, [])
+    return {"result": True, "comment": f"{host} streams from {primary}", "rejoin": report}

@@ -1,0 +1,76 @@
+"""The runners' preflight logic on made-up member answers (pure: no minion is asked)."""
+
+import copy
+import importlib.util
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+HOSTS = {
+    "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
+    "standby": {"id": "standby", "role": "standby", "address": "10.0.0.2", "slot": "standby_slot"},
+    "backup": {"id": "backup", "role": "barman", "address": "10.0.0.3"},
+}
+PRIMARY = {"running": True, "in_recovery": False, "lsn": "0/5000000", "wal_log_hints": "on", "data_checksums": "off",
+           "timeline": 1}  # fmt: skip
+STANDBY = {
+    "running": True, "in_recovery": True, "lsn": "0/5000000", "replay_lsn": "0/5000000", "timeline": 1,
+    "max_wal_senders": 5, "max_replication_slots": 4,
+    "receiver": {"status": "streaming", "sender_host": "10.0.0.1", "slot_name": "standby_slot"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("pg_replication_runner", REPO_ROOT / "_runners/pg_replication.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cluster(runner, master=PRIMARY, standby=STANDBY):
+    made = object.__new__(runner.Cluster)
+    made.hosts = copy.deepcopy(HOSTS)
+    made.plan = {"hosts": made.hosts}
+    made.members = {"master": {"server": dict(master)}, "standby": {"server": dict(standby)}, "backup": {}}
+    return made
+
+
+def failed(checks):
+    return [c["check"] for c in checks if not c["ok"]]
+
+
+def test_a_healthy_pair_passes_every_check(runner):
+    assert failed(runner._switchover_checks(cluster(runner), "master", "standby", 16 << 20)) == []
+
+
+def test_rewind_needs_wal_log_hints_or_checksums(runner):
+    checks = runner._switchover_checks(
+        cluster(runner, master=dict(PRIMARY, wal_log_hints="off")), "master", "standby", 16 << 20
+    )
+    assert failed(checks) == ["pg_rewind can rejoin master (wal_log_hints or data checksums)"]
+
+
+def test_lag_counts_what_is_not_replayed(runner):
+    lagging = dict(STANDBY, replay_lsn="0/3000000")  # received everything, replayed 32 MiB less
+    checks = runner._switchover_checks(cluster(runner, standby=lagging), "master", "standby", 16 << 20)
+    assert failed(checks) == ["standby is at most 16777216 bytes behind (WAL not replayed)"]
+
+
+def test_two_primaries_or_a_target_streaming_elsewhere_are_refused(runner):
+    promoted = dict(STANDBY, in_recovery=False, receiver=None)
+    checks = runner._switchover_checks(cluster(runner, standby=promoted), "master", "standby", 16 << 20)
+    assert "exactly one primary runs, the pillar's (master)" in failed(checks)
+    assert "standby streams from master on its slot" in failed(checks)
+
+
+def test_a_target_too_small_for_its_new_standbys(runner):
+    small = dict(STANDBY, max_wal_senders=2)
+    checks = runner._switchover_checks(cluster(runner, standby=small), "master", "standby", 16 << 20)
+    assert failed(checks) == ["standby has the WAL senders and slots the new topology needs (3 and 2)"]
+
+
+def test_lsn_arithmetic(runner):
+    assert runner._lsn("16/B374D848") - runner._lsn("16/B3000000") == 0x74D848
+    assert runner._lsn("1/0") == 1 << 32
