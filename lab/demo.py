@@ -8,6 +8,7 @@ standby, the Barman steps, a restore check, and one summary line, last.
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import sys
@@ -78,6 +79,28 @@ def barman_steps(salt_lab):
     return out
 
 
+def switchover(salt_lab):
+    """``salt-run pg_replication.switchover to=standby``, the pillar change it prints, and a
+    highstate that then has nothing to change."""
+    banner("salt-run pg_replication.switchover to=standby")
+    ret = salt_lab.run("pg_replication.switchover", "to=standby")
+    data = ret.data if isinstance(ret.data, dict) else {}
+    for line in data.get("done") or [data.get("comment") or ret.stdout + ret.stderr]:
+        print(f"  {line}")
+    if ret.returncode or data.get("result") is not True:
+        return "failed"
+    banner("pillar change, as the runner printed it: " + ", ".join(data["pillar_change"]))
+    pillar = copy.deepcopy(salt_lab.pillar)
+    pillar["hosts"]["master"]["role"], pillar["hosts"]["standby"]["role"] = "standby", "primary"
+    salt_lab.set_pillar(pillar)
+    print("\n".join(salt_lab.run("pg_replication.cluster_status").data["table"]))
+    ret = salt_lab.highstate()
+    again = changed_states(ret.data)
+    print("highstate with the new roles, changes:", again or "none")
+    roles = [salt_lab.lab[h].psql("SELECT pg_is_in_recovery()") for h in ("master", "standby")]
+    return "ok" if not again and ret.returncode == 0 and roles == ["t", "f"] else "failed"
+
+
 def run(args):
     summary = {}
     with tempfile.TemporaryDirectory(prefix="pgr-demo-") as tmp, factories(tmp) as manager:
@@ -125,6 +148,8 @@ def run(args):
                 again = changed_states(salt_lab.highstate().data)
                 print("changes:", again or "none")
                 summary["idempotent"] = "ok" if not again else "changed"
+
+                summary["switchover"] = switchover(salt_lab)
     banner("summary")
     line = " ".join(f"{k}={v}" for k, v in summary.items())
     print(line, flush=True)

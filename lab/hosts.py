@@ -242,7 +242,8 @@ class Lab:
         return self
 
     def down(self, keep_files=False):
-        for host in self.hosts.values():
+        # Newest first: a host's container holds copies of the namespaces made before it.
+        for host in reversed(self.hosts.values()):
             try:
                 host.down()
             except Exception:  # noqa: BLE001 - tear down as much as possible

@@ -3,8 +3,11 @@ pytest-salt-factories. The formula and ``_modules``/``_states``/``_utils`` are s
 the checkout; the pillar is the reference pillar with the lab's addresses."""
 
 import contextlib
+import json
 import pathlib
 import secrets
+import subprocess
+import sys
 import time
 
 import attr
@@ -13,7 +16,7 @@ from saltfactories.daemons.minion import SaltMinion
 
 from lab.hosts import REPO_ROOT
 
-FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils")
+FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners")
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
 
@@ -37,7 +40,7 @@ def reference_pillar(lab, roles=None, **overrides):
         if role is None:
             continue
         hosts[name] = {"role": role, "address": lab[name].address}
-        if role == "standby":
+        if name == "standby":
             hosts[name]["slot"] = "standby_slot"
     pillar = {
         "version": 15,
@@ -74,6 +77,9 @@ class SaltLab:
     """The salt-master and minions of a :class:`lab.hosts.Lab`."""
 
     _client = None
+    _runners_synced = False
+    _modules_synced = False
+    _pillar_changed = True
 
     def __init__(self, factories, lab, pillar, other_pillars=None):
         """``pillar`` is the reference cluster's, for every host; ``other_pillars`` maps a
@@ -105,6 +111,7 @@ class SaltLab:
         path = self.pillar_dir / f"{sls}.sls"
         path.write_text(yaml.safe_dump({"pg_replication": pillar}, default_flow_style=False))
         path.chmod(0o600)
+        self._pillar_changed = True
 
     @contextlib.contextmanager
     def started(self):
@@ -196,7 +203,31 @@ class SaltLab:
             self._client.destroy()
             self._client = None
 
+    def run(self, fun, *args, timeout=900):
+        """``salt-run FUN ARGS... --out=json`` on the master (the formula's runners synced
+        first): a CompletedProcess whose ``data`` is the runner's parsed return."""
+        if not self._runners_synced:
+            self._salt_run("saltutil.sync_runners", timeout=120)
+            self._runners_synced = True
+        return self._salt_run(fun, *args, timeout=timeout)
+
+    def _salt_run(self, *args, timeout):
+        script = pathlib.Path(sys.executable).parent / "salt-run"
+        cmd = [str(script), "-c", str(self.master.config_dir), "--out=json", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, check=False)
+        try:
+            res.data = json.loads(res.stdout) if res.stdout.strip() else None
+        except ValueError:
+            res.data = None
+        return res
+
     def highstate(self, *args, timeout=900):
-        self.salt("saltutil.sync_all", timeout=120)
-        self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+        """``salt '*' state.apply``; the custom modules are synced once per lab (they do not
+        change during a run), the minions' in-memory pillar refreshed when it changed."""
+        if not self._modules_synced:
+            self.salt("saltutil.sync_all", timeout=120)
+            self._modules_synced = True
+        if self._pillar_changed:
+            self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+            self._pillar_changed = False
         return self.salt("state.apply", *args, timeout=timeout)

@@ -1,5 +1,6 @@
 """Steps of the reference scenario shared by the integration tests and the demo."""
 
+import contextlib
 import json
 import time
 
@@ -76,11 +77,11 @@ def ensure_server_binaries(salt_lab, host):
               f" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-{version}"])  # fmt: skip
 
 
-def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
-    """Rows before a backup, more before a target time, more after; restore the backup to
-    that time on the backup host, start it on a free port, and return the rows it holds
-    as ["phase:count", ...] (expected: before-backup:3, before-target:2)."""
-    master, backup = salt_lab.lab["master"], salt_lab.lab["backup"]
+def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599, primary="master"):
+    """Rows before a backup, more before a target time, more after, on ``primary``; restore
+    the backup to that time on the backup host, start it on a free port, and return the rows
+    it holds as ["phase:count", ...] (expected: before-backup:3, before-target:2)."""
+    master, backup = salt_lab.lab[primary], salt_lab.lab["backup"]
     ensure_server_binaries(salt_lab, backup)
     ensure_otus(master)
     master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
@@ -125,3 +126,86 @@ def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599):
         )
         backup.run(["rm", "-rf", dest], check=False)
         master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
+
+
+class Writer:
+    """A client that commits one row at a time, as fast as it can, to whichever of
+    ``addresses`` is the writable primary, and remembers every id whose COMMIT returned.
+    Used to count what a switchover or failover loses (it must be nothing acknowledged)."""
+
+    def __init__(self, addresses, password, user="writer", dbname="otus", table="writes"):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self.addresses, self.user, self.password, self.dbname, self.table = addresses, user, password, dbname, table
+        self.committed, self.errors = [], 0
+        self.start_id = int(time.time() * 1000) * 1000  # ids of earlier writers stay below
+        self.first_error = self.resumed = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def prepare(primary, password, user="writer", dbname="otus", table="writes"):
+        """The writer's role (scram over the lab network) and table, made on the primary."""
+        ensure_otus(primary)
+        primary.psql(f"DROP ROLE IF EXISTS {user}; CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        primary.psql(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
+                     f"; GRANT SELECT, INSERT ON {table} TO {user}", dbname=dbname)  # fmt: skip
+
+    def _connect(self):
+        import psycopg2  # pylint: disable=import-outside-toplevel
+
+        for address in self.addresses:
+            try:
+                # A primary killed with its link down sends no reset: give up on it after 2s.
+                conn = psycopg2.connect(host=address, user=self.user, password=self.password, dbname=self.dbname,
+                                        connect_timeout=2, tcp_user_timeout=2000, keepalives_idle=1,
+                                        keepalives_interval=1, keepalives_count=2)  # fmt: skip
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_is_in_recovery()")
+                    if not cur.fetchone()[0]:
+                        return conn
+                conn.close()
+            except psycopg2.Error:
+                continue
+        return None
+
+    def _loop(self):
+        import psycopg2  # pylint: disable=import-outside-toplevel
+
+        conn, next_id = None, self.start_id
+        while not self._stop.is_set():
+            try:
+                conn = conn or self._connect()
+                if conn is None:
+                    time.sleep(0.1)
+                    continue
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (next_id,))
+                conn.commit()
+                self.committed.append(next_id)
+                if self.first_error and not self.resumed:
+                    self.resumed = time.monotonic()
+            except psycopg2.Error:
+                self.errors += 1
+                self.first_error = self.first_error or time.monotonic()
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            next_id += 1  # an id whose COMMIT did not return is never reused
+            time.sleep(0.01)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self
+
+    def missing_on(self, host):
+        """Ids whose COMMIT returned to the writer but that ``host`` does not hold."""
+        rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname)
+        present = set(map(int, rows.split()))
+        return sorted(set(self.committed) - present)

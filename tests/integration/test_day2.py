@@ -1,0 +1,354 @@
+"""One lab of a primary, two standbys and a Barman host, operated from the salt-master.
+
+First the replication basics (streaming on slots, idempotency, reloads, invalid pillar,
+secrets), then day-2 operations (issue #9) through the runners, with a client committing
+rows throughout: switchover and back, each preflight refusal, failover with the primary
+killed and cut off, the old primary refused by its highstate and rejoined with pg_rewind.
+"Nothing lost" is counted: every id whose COMMIT returned must be on the new primary."""
+
+import copy
+import json
+import secrets
+import time
+
+import pytest
+
+from lab.hosts import Lab
+from lab.results import changed_states, state_errors
+from lab.salt import SaltLab, reference_pillar
+from lab.scenario import SERVER, Writer, barman, converge, restore_check, row_on_standby, wait_for
+
+pytestmark = pytest.mark.integration
+LAB_IMAGE = ("bookworm", "provisioned")
+LAB_HOSTS = ("master", "standby", "standby2", "backup")
+ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "backup": "barman"}
+SERVERS = ("master", "standby", "standby2")
+WRITER_PASSWORD = secrets.token_urlsafe(18)
+# Per server: in recovery, postmaster start, slots, timeline; the formula's files.
+SNAPSHOT_SCRIPT = r"""
+runuser -u postgres -- psql -XAtq -c "SELECT pg_is_in_recovery(), pg_postmaster_start_time(),
+  (SELECT string_agg(slot_name, ',' ORDER BY 1) FROM pg_replication_slots),
+  (SELECT timeline_id FROM pg_control_checkpoint())"
+sha256sum /etc/postgresql/15/main/*.conf /var/lib/postgresql/.pgpass
+ls /var/lib/postgresql/15/main/standby.signal 2>/dev/null
+true
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(salt_factories, lab: Lab):
+    salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, roles=ROLES))
+    with salt_lab.started():
+        converge(salt_lab)
+        Writer.prepare(lab["master"], WRITER_PASSWORD)
+        yield salt_lab
+
+
+def snapshot(salt_lab):
+    return {name: salt_lab.lab[name].run(["sh", "-c", SNAPSHOT_SCRIPT]).stdout for name in SERVERS}
+
+
+def writer(salt_lab):
+    return Writer([salt_lab.lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+
+
+def make_roles(salt_lab, primary):
+    """The pillar change a runner prints, made as the operator would."""
+    pillar = copy.deepcopy(salt_lab.pillar)
+    for host in SERVERS:
+        pillar["hosts"][host]["role"] = "primary" if host == primary else "standby"
+    salt_lab.set_pillar(pillar)
+
+
+def status(salt_lab):
+    ret = salt_lab.run("pg_replication.cluster_status")
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    print("\n".join(ret.data["table"]))
+    return ret.data["members"]
+
+
+def assert_follows(salt_lab, primary, timeline):
+    members = wait_for(lambda: _all_follow(status(salt_lab), salt_lab, primary), timeout=60, interval=2)
+    assert members, f"not every member follows {primary}"
+    assert {members[h]["timeline"] for h in SERVERS} == {timeline}
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+
+
+def _all_follow(members, salt_lab, primary):
+    address = salt_lab.lab[primary].address
+    ok = members[primary]["state"] == "primary" and all(
+        members[h]["state"] == "standby" and members[h]["upstream"] == address for h in SERVERS if h != primary
+    )
+    return members if ok else None
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_standbys_stream_on_their_slots(cluster):
+    rows = cluster.lab["master"].psql(
+        "SELECT string_agg(r.application_name || '@' || host(r.client_addr) || ':' || s.slot_name, ','"
+        "                  ORDER BY s.slot_name)"
+        " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
+    )
+    lab = cluster.lab
+    assert rows == (
+        f"barman_receive_wal@{lab['backup'].address}:barman_slot,walreceiver@{lab['standby2'].address}:standby2_slot,"
+        f"walreceiver@{lab['standby'].address}:standby_slot"
+    )
+
+
+def test_row_inserted_on_primary_is_read_on_standby(cluster):
+    token = f"row-{time.time_ns()}"
+    assert row_on_standby(cluster, token, timeout=10) == token
+
+
+def test_second_highstate_changes_nothing_and_test_mode_agrees(cluster):
+    ret = cluster.highstate()
+    assert ret.returncode == 0
+    assert changed_states(ret.data) == {}
+    predicted = cluster.salt("state.apply", "test=True")
+    assert predicted.returncode == 0
+    assert changed_states(predicted.data) == {}
+
+
+def test_pillar_setting_is_applied_by_reload(cluster):
+    started = {h: cluster.lab[h].psql("SELECT pg_postmaster_start_time()") for h in SERVERS}
+    good = cluster.pillar
+    cluster.set_pillar(dict(good, settings={"work_mem": "7MB"}))
+    try:
+        ret = cluster.highstate()
+        assert ret.returncode == 0, ret.stdout[-3000:]
+        for host in SERVERS:
+            assert cluster.lab[host].psql("SHOW work_mem") == "7MB"
+            assert cluster.lab[host].psql("SELECT pg_postmaster_start_time()") == started[host]  # reloaded only
+    finally:
+        cluster.set_pillar(good)
+    ret = cluster.highstate()  # back to the reference pillar, by reload again
+    assert state_errors(ret.data) == {}
+    assert {cluster.lab[h].psql("SHOW work_mem") for h in SERVERS} == {"4MB"}
+
+
+def test_invalid_pillar_fails_before_any_change(cluster):
+    good = cluster.pillar
+    before = snapshot(cluster)
+    bad = copy.deepcopy(good)
+    bad["hosts"]["standby"]["address"] = "10.0.0.300"
+    cluster.set_pillar(bad)
+    try:
+        ret = cluster.highstate()
+        assert ret.returncode != 0
+        for host in SERVERS:
+            assert "pg_replication:hosts:standby:address" in str(ret.data[host])
+    finally:
+        cluster.set_pillar(good)
+    assert snapshot(cluster) == before
+
+
+def test_no_password_in_minion_debug_logs_or_returns(cluster):
+    ret = cluster.highstate()
+    password = cluster.pillar["replication"]["password"]
+    assert password not in ret.stdout
+    for name in cluster.lab.hosts:
+        log = cluster.minion_log(name)
+        assert "pg_replication" in log
+        assert password not in log
+    for fun in ("state.show_sls", "state.show_lowstate"):
+        shown = cluster.salt(fun, *(["pg_replication"] if fun.endswith("sls") else []), timeout=120)
+        assert shown.returncode == 0
+        assert "pg_replication:replication:password" in shown.stdout  # the key, not the secret
+        assert password not in shown.stdout
+    for host in SERVERS:
+        assert cluster.lab[host].run(["stat", "-c", "%a %U", "/var/lib/postgresql/.pgpass"]).stdout.strip() == (
+            "600 postgres"
+        )
+    status_run = cluster.run("pg_replication.cluster_status")
+    assert password not in status_run.stdout
+
+
+# --------------------------------------------------------------------------- status and test mode
+
+
+def test_cluster_status_shows_every_member(cluster):
+    members = status(cluster)
+    assert {h: (m["pillar_role"], m["state"]) for h, m in members.items()} == {
+        "master": ("primary", "primary"),
+        "standby": ("standby", "standby"),
+        "standby2": ("standby", "standby"),
+        "backup": ("barman", "barman"),
+    }
+    assert members["master"]["slots"]["standby_slot"]["active"] is True
+    assert members["standby"]["upstream"] == cluster.lab["master"].address
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+
+
+def test_runners_in_test_mode_change_nothing(cluster):
+    before = snapshot(cluster)
+    ret = cluster.run("pg_replication.switchover", "to=standby", "test=True")
+    assert ret.returncode == 0, ret.stdout
+    assert ret.data["result"] is None
+    assert all(check["ok"] for check in ret.data["checks"])
+    assert any("promote standby" in step for step in ret.data["steps"])
+    refused = cluster.run("pg_replication.failover", "test=True")  # the primary runs: refused
+    assert refused.returncode == 1
+    assert "does not run as a primary" in refused.data["comment"]
+    rejoin = cluster.run("pg_replication.rejoin", "host=standby", "test=True")  # it streams already
+    assert rejoin.returncode == 1
+    assert snapshot(cluster) == before
+
+
+def test_preflight_refusals_change_nothing(cluster):
+    lab = cluster.lab
+    before = snapshot(cluster)
+    not_a_standby = cluster.run("pg_replication.switchover", "to=backup")
+    assert not_a_standby.returncode == 1
+    assert "backup is a standby in the pillar" in not_a_standby.data["comment"]
+
+    # Lagging: standby2 stops replaying while the primary moves on by two WAL segments.
+    lab["standby2"].psql("SELECT pg_wal_replay_pause()")
+    try:
+        for _ in range(2):
+            lab["master"].psql("SELECT pg_create_restore_point('lag'); SELECT pg_switch_wal()")
+        lagging = cluster.run("pg_replication.switchover", "to=standby2")
+        assert lagging.returncode == 1
+        assert "bytes behind (WAL not replayed)" in lagging.data["comment"], lagging.data["comment"]
+    finally:
+        lab["standby2"].psql("SELECT pg_wal_replay_resume()")
+
+    # Not streaming: standby2's server is stopped.
+    lab["standby2"].run(["systemctl", "stop", "postgresql@15-main"])
+    try:
+        stopped = cluster.run("pg_replication.switchover", "to=standby2")
+        assert stopped.returncode == 1
+        assert "standby2 streams from master on its slot" in stopped.data["comment"]
+    finally:
+        lab["standby2"].run(["systemctl", "start", "postgresql@15-main"])
+    assert wait_for(lambda: status(cluster)["standby2"].get("upstream") == lab["master"].address, 60, 2)
+    after = snapshot(cluster)
+    # standby2 was stopped and started by the test itself: compare it without its start time.
+    before["standby2"] = before["standby2"].split("|", 2)[::2]
+    after["standby2"] = after["standby2"].split("|", 2)[::2]
+    assert after == before
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+def switchover(cluster, old, new, timeline):
+    w = writer(cluster)
+    time.sleep(2)
+    ret = cluster.run("pg_replication.switchover", f"to={new}")
+    time.sleep(2)
+    w.stop()
+    print(json.dumps(ret.data, indent=1))
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    assert ret.data["pillar_change"] == [
+        f"pg_replication:hosts:{h}:role: {'primary' if h == new else 'standby'}" for h in sorted((old, new))
+    ]
+    make_roles(cluster, new)
+    missing = w.missing_on(cluster.lab[new])
+    print(f"switchover {old} -> {new}: {len(w.committed)} commits acknowledged, {len(missing)} missing")
+    assert len(w.committed) > 50
+    assert missing == []
+    # The old primary came back through pg_rewind, never a full copy (pg_basebackup).
+    rejoined = next(line for line in ret.data["done"] if line.startswith(f"{old} rejoined"))
+    assert "'rewound'" in rejoined
+    assert not any("pg_replication-standby-bootstrap" in line for line in ret.data["done"])
+    assert_follows(cluster, new, timeline)
+    return ret
+
+
+def test_switchover_loses_no_acknowledged_commit(cluster):
+    switchover(cluster, "master", "standby", timeline=2)
+
+
+def backup_on_timeline(cluster, timeline):
+    backup = barman(cluster, "backup", SERVER)
+    shown = barman(cluster, "show_backup", SERVER, backup["backup_id"])
+    assert shown["status"] == "DONE"
+    assert shown["base_backup_information"]["timeline"] == timeline
+
+
+def test_after_switchover_barman_backs_up_the_new_timeline_and_restores_it(cluster):
+    """A backup DONE on timeline 2, and a point-in-time restore (of a backup taken, then
+    rows, a target time, more rows) to a moment after the switchover holds exactly the rows
+    committed before that moment."""
+    backup_on_timeline(cluster, 2)
+    assert restore_check(cluster, primary="standby") == ["before-backup:3", "before-target:2"]
+
+
+def test_after_switchover_the_changed_pillar_converges_with_no_change(cluster):
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert changed_states(ret.data) == {}
+
+
+def test_switch_back(cluster):
+    switchover(cluster, "standby", "master", timeline=3)
+    backup_on_timeline(cluster, 3)
+    assert changed_states(cluster.highstate().data) == {}
+
+
+# --------------------------------------------------------------------------- failover and rejoin
+
+
+def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_primary_back(cluster):
+    lab = cluster.lab
+    w = writer(cluster)
+    time.sleep(3)
+    postmaster = lab["master"].run(["head", "-1", "/var/lib/postgresql/15/main/postmaster.pid"]).stdout.strip()
+    lab["master"].run(["kill", "-9", postmaster])
+    lab["master"].run(["ip", "link", "set", "eth0", "down"])
+    failed_at = time.monotonic()
+    try:
+        ret = cluster.run("pg_replication.failover")
+        print(json.dumps(ret.data, indent=1))
+        assert ret.returncode == 0, ret.stdout + ret.stderr
+        new = next(
+            h for h in ("standby", "standby2") if f"pg_replication:hosts:{h}:role: primary" in ret.data["pillar_change"]
+        )
+        committed_at_promotion = len(w.committed)
+        time.sleep(3)
+    finally:
+        w.stop()
+    make_roles(cluster, new)
+    missing = w.missing_on(lab[new])
+    assert w.resumed, "the writer never committed on the new primary"
+    print(f"failover to {new}: RPO {len(missing)} acknowledged commits missing of {len(w.committed)};"
+          f" writable primary {w.resumed - failed_at:.1f}s after the failure")  # fmt: skip
+    assert len(w.committed) > committed_at_promotion  # writes continue on the new primary
+    assert len(missing) <= 5  # asynchronous replication: at most the last moments before the kill
+    members = status(cluster)
+    assert members[new]["state"] == "primary"
+    other = "standby2" if new == "standby" else "standby"
+    assert members[other]["upstream"] == lab[new].address
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+
+    # The old primary comes back as a primary (as after a reboot): its highstate refuses.
+    lab["master"].run(["ip", "link", "set", "eth0", "up"])
+    lab["master"].run(["systemctl", "restart", "salt-minion"])
+    lab["master"].run(["systemctl", "start", "postgresql@15-main"])
+    cluster.wait_for_minions(120)
+    cluster.salt("saltutil.refresh_pillar", "wait=True", target="master", timeout=120)
+    before = snapshot(cluster)
+    refused = cluster.salt("state.apply", target="master", timeout=600)
+    assert refused.returncode != 0
+    assert "salt-run pg_replication.rejoin host=master" in refused.stdout
+    # Two primaries: no switchover either.
+    two = cluster.run("pg_replication.switchover", f"to={other}")
+    assert two.returncode == 1
+    assert f"exactly one primary runs, the pillar's ({new})" in two.data["comment"]
+    assert snapshot(cluster) == before  # nothing was changed
+
+    rejoin = cluster.run("pg_replication.rejoin", "host=master")
+    print(json.dumps(rejoin.data, indent=1))
+    assert rejoin.returncode == 0, rejoin.stdout + rejoin.stderr
+    report = rejoin.data["rejoin"]
+    assert report["pg_rewind"]  # what pg_rewind said, diverged or not
+    print(f"rejoin: diverged at {report['diverged_at']}, {report['discarded_bytes']} bytes of master's WAL discarded")
+    members = status(cluster)
+    assert members["master"]["state"] == "standby"
+    assert members["master"]["upstream"] == lab[new].address
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert changed_states(ret.data) == {}
