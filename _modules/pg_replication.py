@@ -415,9 +415,9 @@ def in_recovery(**kwargs):
 
 def status(**kwargs):
     """
-    The replication picture of this server as a plain dict: its role (primary/standby),
-    pg_stat_replication rows with lag, its slots, and on a standby the WAL receiver and
-    replay lag in bytes and seconds.
+    The replication picture of this server as a plain dict: its role (primary/standby) and
+    timeline, pg_stat_replication rows with lag, its slots, and on a standby the WAL
+    receiver and replay lag in bytes and seconds.
 
     CLI Example:
 
@@ -425,8 +425,9 @@ def status(**kwargs):
 
         salt '*' pg_replication.status
     """
-    standby = in_recovery(**kwargs)
-    out = {"role": "standby" if standby else "primary", "slots": slots(**kwargs)}
+    where = position(**kwargs)
+    standby = where["in_recovery"]
+    out = {"role": "standby" if standby else "primary", "timeline": where["timeline"], "slots": slots(**kwargs)}
     out["replication"] = _query(
         "SELECT pid, usename, application_name, client_addr::text AS client_addr, state, sync_state,"
         " sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn,"
