@@ -655,6 +655,22 @@ def promote(wait_seconds=60, **kwargs):
     return position(**kwargs)
 
 
+def checkpoint(**kwargs):
+    """
+    Run a CHECKPOINT. After a promotion, pg_rewind reads the new primary's timeline from its
+    control file, which only the next checkpoint updates: without one it finds "the same
+    timeline" and rewinds nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt new-primary pg_replication.checkpoint
+    """
+    _query("CHECKPOINT", fetch=False, **kwargs)
+    return True
+
+
 def _shut_down_cleanly(datadir, bin_dir, config_file, runas):
     """pg_rewind needs a target shut down cleanly: after a crash, let a single-user server
     (which no client can reach) run crash recovery and stop."""

@@ -440,6 +440,8 @@ def _rejoin(cluster, host, primary, roles):
     end = server.get("lsn") if server.get("running") else server.get("checkpoint")
     if server.get("running"):
         _call(host, "service.stop", plan["service_name"])
+    # pg_rewind learns the new primary's timeline from its control file: checkpoint it first.
+    _call(primary, "pg_replication.checkpoint", **cluster.conn(primary))
     config_file = f"{plan['conf_dir']}/postgresql.conf" if plan["conf_dir"] != plan["data_dir"] else None
     rewind = _call(
         host, "pg_replication.rewind", plan["data_dir"], cluster.hosts[primary]["address"], port=plan["port"],

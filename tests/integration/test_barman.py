@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import converge, restore_check
+from lab.scenario import converge
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -87,10 +87,6 @@ def test_second_highstate_changes_nothing_and_takes_no_backup(converged):
 def test_verify_backup_passes(converged):
     ret = converged.salt("barman.verify_backup", SERVER, target="backup", timeout=600)
     assert ret.returncode == 0, ret.stdout
-
-
-def test_restore_to_a_time_finds_exactly_the_rows_committed_before(converged):
-    assert restore_check(converged) == ["before-backup:3", "before-target:2"]
 
 
 def test_unknown_primary_or_bad_slot_fails_validation(converged):

@@ -1,7 +1,7 @@
 """The reference scenario on each supported Debian release with the PostgreSQL and Barman it
-ships: Debian 11 + PostgreSQL 13 (Barman 2.12) and Debian 13 + 17 (Barman 3.13) here, each on
-hosts booted from that release's provisioned image, one lab per release shared by its tests;
-Debian 12 + 15 (Barman 3.4) is the platform of every other integration module."""
+ships: Debian 11 + PostgreSQL 13 (Barman 2.12), Debian 12 + 15 (Barman 3.4), Debian 13 + 17
+(Barman 3.13), each on hosts booted from that release's provisioned image. One lab per
+release, shared by its tests."""
 
 import pytest
 
@@ -13,9 +13,7 @@ from lab.scenario import SERVER, barman, converge, restore_check, row_on_standby
 pytestmark = pytest.mark.integration
 HOSTS = ("master", "standby", "backup")
 # (Debian release, its PostgreSQL): the README's support table lists exactly these.
-# Debian 12 + PostgreSQL 15 is every other integration module's platform (test_barman,
-# test_booted, test_day2, test_hardening run these checks and more on it): not repeated here.
-MATRIX = [("bullseye", 13), ("trixie", 17)]
+MATRIX = [("bullseye", 13), ("bookworm", 15), ("trixie", 17)]
 
 
 @pytest.fixture(scope="module", params=MATRIX, ids=[f"{release}-pg{version}" for release, version in MATRIX])
