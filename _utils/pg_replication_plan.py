@@ -234,6 +234,7 @@ BARMAN_SERVER_DEFAULTS = {
     "slot_name": _slot,
     "retention_policy": _retention,
     "minimum_redundancy": _int(0),
+    "immediate_checkpoint": _bool,
 }
 BARMAN_SERVER_SPEC = {
     "address": _host,

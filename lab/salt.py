@@ -51,6 +51,8 @@ def reference_pillar(lab, roles=None, **overrides):
             "password": secrets.token_urlsafe(18),
             "streaming_password": secrets.token_urlsafe(18),
             "server_name": "master-streaming",
+            # The lab's backups start at once, not after a spread checkpoint (~1-2 minutes).
+            "immediate_checkpoint": True,
         },
         "settings": {},
     }

@@ -39,6 +39,8 @@ CASES = [
     ("version-too-old", ("version",), 9, "pg_replication:version"),
     ("spare-senders-negative", ("spare_wal_senders",), -1, "pg_replication:spare_wal_senders"),
     ("redundancy-not-a-number", ("barman", "minimum_redundancy"), "one", "pg_replication:barman:minimum_redundancy"),
+    ("immediate-checkpoint-a-string", ("barman", "immediate_checkpoint"), "fast",
+     "pg_replication:barman:immediate_checkpoint"),
     ("backup-max-age-zero", ("barman", "backup_max_age"), 0, "pg_replication:barman:backup_max_age"),
     ("role-missing", ("hosts", "standby", "role"), DELETE, "pg_replication:hosts:standby:role: is required"),
     # Typos: an unknown key is refused, never ignored.
