@@ -1,6 +1,7 @@
 """Steps of the reference scenario shared by the integration tests and the demo."""
 
 import contextlib
+import copy
 import json
 import time
 
@@ -44,6 +45,46 @@ def wait_for(predicate, timeout=10.0, interval=0.2):
         time.sleep(interval)
 
 
+def apply_pillar_change(salt_lab, lines):
+    """Make the pillar change a runner prints (``pg_replication:KEY:...: VALUE`` lines), as
+    the operator would."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    pillar = copy.deepcopy(salt_lab.pillar)
+    for line in lines:
+        path, value = line.split(": ", 1)
+        *parents, leaf = path.split(":")[1:]
+        node = pillar
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+    salt_lab.set_pillar(pillar)
+
+
+def cluster_status(salt_lab):
+    """``salt-run pg_replication.cluster_status``: its members, the table printed."""
+    ret = salt_lab.run("pg_replication.cluster_status")
+    if ret.returncode:
+        raise RuntimeError(f"cluster_status failed: {ret.stdout}{ret.stderr}")
+    print("\n".join(ret.data["table"]))
+    return ret.data["members"]
+
+
+def following(salt_lab, primary, servers, timeout=60):
+    """The cluster's members once ``primary`` runs as the primary and every other server
+    streams from it (None if that is not so within ``timeout`` seconds)."""
+    address = salt_lab.lab[primary].address
+
+    def members():
+        m = cluster_status(salt_lab)
+        ok = m[primary]["state"] == "primary" and all(
+            m[h]["state"] == "standby" and m[h]["upstream"] == address for h in servers if h != primary
+        )
+        return m if ok else None
+
+    return wait_for(members, timeout=timeout, interval=2)
+
+
 def ensure_otus(master):
     if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
         master.psql("CREATE DATABASE otus")
@@ -77,17 +118,23 @@ def ensure_server_binaries(salt_lab, host):
               f" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-{version}"])  # fmt: skip
 
 
-def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599, primary="master"):
+def restore_check(
+    salt_lab, dest="/var/lib/barman/restore-check", port=5599, primary="master", backup_id=None, query=None
+):
     """Rows before a backup, more before a target time, more after, on ``primary``; restore
     the backup to that time on the backup host, start it on a free port, and return the rows
-    it holds as ["phase:count", ...] (expected: before-backup:3, before-target:2)."""
+    it holds as ["phase:count", ...] (expected: before-backup:3, before-target:2).
+
+    ``backup_id``: restore that (older) backup instead of taking a new one, replaying every
+    WAL segment since, across timeline switches. ``query``: SQL also run on the restored copy;
+    then (rows, its output) is returned."""
     master, backup = salt_lab.lab[primary], salt_lab.lab["backup"]
     ensure_server_binaries(salt_lab, backup)
     ensure_otus(master)
     master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
     master.psql("CREATE TABLE restore_check (id serial PRIMARY KEY, phase text)", dbname="otus")
     master.psql("INSERT INTO restore_check (phase) SELECT 'before-backup' FROM generate_series(1, 3)", dbname="otus")
-    new = barman(salt_lab, "backup", SERVER)
+    backup_id = backup_id or barman(salt_lab, "backup", SERVER)["backup_id"]
     master.psql("INSERT INTO restore_check (phase) SELECT 'before-target' FROM generate_series(1, 2)", dbname="otus")
     time.sleep(1.1)
     target = master.psql("SELECT now()")
@@ -97,7 +144,7 @@ def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599, pri
     barman(salt_lab, "switch_wal", SERVER, "archive=True")
 
     ret = salt_lab.salt(
-        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={new['backup_id']}",
+        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={backup_id}",
         f"target_time={target}", "target_action=promote", target="backup", timeout=900,
     )  # fmt: skip
     results = list(ret.data.values()) if isinstance(ret.data, dict) else []
@@ -116,10 +163,13 @@ def restore_check(salt_lab, dest="/var/lib/barman/restore-check", port=5599, pri
         if start.returncode:
             log = backup.run(["cat", f"{dest}/restore.log"], check=False).stdout
             raise RuntimeError(f"restored server did not start: {start.stderr}\n{log}")
-        return backup.run(
-            ["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U", "postgres", "-d",
-             "otus", "-c", "SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase"],
-        ).stdout.split()  # fmt: skip
+
+        def psql(sql):
+            return backup.run(["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U",
+                               "postgres", "-d", "otus", "-c", sql]).stdout  # fmt: skip
+
+        rows = psql("SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase").split()
+        return (rows, psql(query)) if query else rows
     finally:
         backup.run(
             ["runuser", "-u", "barman", "--", pg_ctl(salt_lab), "-D", dest, "-m", "fast", "-w", "stop"], check=False

@@ -1,17 +1,32 @@
 """The reference scenario on each supported Debian release with the PostgreSQL and Barman it
 ships: Debian 11 + PostgreSQL 13 (Barman 2.12), Debian 12 + 15 (Barman 3.4), Debian 13 + 17
 (Barman 3.13), each on hosts booted from that release's provisioned image. One lab per
-release, shared by its tests."""
+release, shared by its tests: the reference scenario, then a switchover and back through the
+runner, with a client committing throughout."""
+
+import secrets
+import time
 
 import pytest
 
 from lab.hosts import Lab
 from lab.results import changed_states
 from lab.salt import SaltLab, reference_pillar
-from lab.scenario import SERVER, barman, converge, restore_check, row_on_standby
+from lab.scenario import (
+    SERVER,
+    Writer,
+    apply_pillar_change,
+    barman,
+    converge,
+    following,
+    restore_check,
+    row_on_standby,
+)
 
 pytestmark = pytest.mark.integration
 HOSTS = ("master", "standby", "backup")
+SERVERS = ("master", "standby")
+WRITER_PASSWORD = secrets.token_urlsafe(18)
 # (Debian release, its PostgreSQL): the README's support table lists exactly these.
 MATRIX = [("bullseye", 13), ("bookworm", 15), ("trixie", 17)]
 
@@ -59,3 +74,25 @@ def test_second_highstate_changes_nothing(cluster):
     ret = cluster.highstate()
     assert ret.returncode == 0
     assert changed_states(ret.data) == {}
+
+
+@pytest.mark.parametrize(("old", "new", "timeline"), [("master", "standby", 2), ("standby", "master", 3)])
+def test_switchover_loses_no_acknowledged_commit_and_barman_follows(cluster, old, new, timeline):
+    lab = cluster.lab
+    if old == "master":
+        Writer.prepare(lab["master"], WRITER_PASSWORD)
+    writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+    time.sleep(2)
+    ret = cluster.run("pg_replication.switchover", f"to={new}")
+    time.sleep(1)
+    writer.stop()
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    apply_pillar_change(cluster, ret.data["pillar_change"])
+    assert len(writer.committed) > 20
+    assert writer.missing_on(lab[new]) == []
+    members = following(cluster, new, SERVERS)
+    assert members, f"{old} does not stream from {new}"
+    assert {members[h]["timeline"] for h in SERVERS} == {timeline}
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    if new == "master":  # back where it started: the reference pillar again, and converged
+        assert changed_states(cluster.highstate().data) == {}
