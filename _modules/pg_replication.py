@@ -735,19 +735,21 @@ def _mark_standby(datadir, version):
 # The plan as map.jinja makes it (defaults, OS family, pillar), without its secrets.
 MEMBER_TEMPLATE = (
     '{%- from tplroot ~ "/map.jinja" import merged with context -%}'
-    '{%- for host, role in roles.items() %}{%- do merged.hosts[host].update({"role": role}) %}{%- endfor -%}'
+    '{%- for host, spec in change.get("hosts", {}).items() %}{%- do merged.hosts[host].update(spec) %}{%- endfor -%}'
+    '{%- do merged.barman.update(change.get("barman", {})) -%}'
     '{{ salt["pg_replication.plan"](merged, grains["id"]) | json }}'
 )
 MEMBER_PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
                     "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover")  # fmt: skip
 
 
-def member(roles=None, tplroot="pg_replication"):
+def member(change=None, tplroot="pg_replication"):
     """
     This minion in the cluster, for the master's runners: what the pillar makes it (role,
     peers, paths, service) and, on a PostgreSQL server, where the running server stands
     (:py:func:`position`) or, when it is down, its ``pg_controldata``. No secret.
-    ``roles`` (``{minion id: role}``) overrides the pillar's roles: the plan after a switchover.
+    ``change`` is a change of the ``pg_replication`` pillar to plan with, as the runners pass
+    it to ``state.apply``: ``{"hosts": {id: {"role": ...}}, "barman": {"primary": ...}}``.
 
     CLI Example:
 
@@ -756,9 +758,11 @@ def member(roles=None, tplroot="pg_replication"):
         salt '*' pg_replication.member
     """
     plan = __salt__["slsutil.renderer"](
-        string=MEMBER_TEMPLATE, default_renderer="jinja|json", tplroot=tplroot, roles=dict(roles or {})
+        string=MEMBER_TEMPLATE, default_renderer="jinja|json", tplroot=tplroot, change=dict(change or {})
     )
     out = {"plan": {key: plan.get(key) for key in MEMBER_PLAN_KEYS}}
+    # What the pillar itself says (not what the plan derives from it): a change must keep it.
+    out["plan"]["barman_pillar"] = {key: (plan.get("barman") or {}).get(key) for key in ("primary", "server_name")}
     if plan["role"] not in ("primary", "standby"):
         return out
     conn = {"host": plan["socket_dir"], "port": plan["port"]}

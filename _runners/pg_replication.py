@@ -48,12 +48,13 @@ def _call(minion, fun, *args, timeout=120, **kwargs):
     return answer["ret"]
 
 
-def _apply(minion, roles, timeout=900):
-    """state.apply the formula on ``minion`` with ``roles`` as pillar; the states it changed."""
-    override = {"pg_replication": {"hosts": {host: {"role": role} for host, role in roles.items()}}}
+def _apply(minion, change, timeout=900):
+    """state.apply the formula on ``minion`` with ``change`` (:func:`_change`) as pillar; the
+    states it changed."""
     answers = _client().cmd(
-        minion, "state.apply", arg=[FORMULA], kwarg={"pillar": override}, timeout=timeout, full_return=True
-    )
+        minion, "state.apply", arg=[FORMULA], kwarg={"pillar": {"pg_replication": change}}, timeout=timeout,
+        full_return=True,
+    )  # fmt: skip
     states = (answers.get(minion) or {}).get("ret")
     if not isinstance(states, dict):
         raise CommandExecutionError(f"state.apply on {minion} failed: {states}")
@@ -85,15 +86,12 @@ class Cluster:
     """Every member's answer to ``pg_replication.member``: the pillar's hosts and roles, and
     where each server stands."""
 
-    def __init__(self, tgt, roles=None, timeout=20, ping_timeout=5):
-        kwarg = {"roles": roles} if roles else None
+    def __init__(self, tgt, timeout=20, ping_timeout=5):
         # Ask only the minions that answer: a dead primary's must not make every call wait.
         alive = sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=ping_timeout).items() if ok is True)
         # Each member answers from its own pillar: the one on the master now, not a cached one.
         _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
-        answers = _client().cmd(
-            alive, "pg_replication.member", kwarg=kwarg, timeout=timeout, full_return=True, tgt_type="list"
-        )
+        answers = _client().cmd(alive, "pg_replication.member", timeout=timeout, full_return=True, tgt_type="list")
         self.members = {
             minion: answer["ret"]
             for minion, answer in answers.items()
@@ -130,6 +128,14 @@ class Cluster:
             h for h in self.servers() if (self.server(h) or {}).get("running") and not self.server(h)["in_recovery"]
         ]
 
+    def barman_server_name(self):
+        """The name of Barman's server for this cluster's primary (None without Barman)."""
+        for host in self.backup_hosts():
+            for server in (self.plan_of(host) or {}).get("barman_servers") or ():
+                if not server.get("external"):
+                    return server["name"]
+        return None
+
     def conn(self, host):
         """Keyword arguments that reach ``host``'s server over its local socket."""
         plan = self.plan_of(host) or self.plan
@@ -155,8 +161,32 @@ def _failed(operation, exc, done):
     return {"result": False, "retcode": 1, "comment": f"{operation} failed: {exc}", "done": done}
 
 
-def _pillar_change(roles):
-    return [f"pg_replication:hosts:{host}:role: {role}" for host, role in sorted(roles.items())]
+def _change(cluster, roles):
+    """The ``pg_replication`` pillar after a change of roles (``{minion id: role}``): the
+    roles, and what the barman section must say so that Barman keeps its server (the same
+    name, the same archive) and backs up the new primary."""
+    change = {"hosts": {host: {"role": role} for host, role in sorted(roles.items())}}
+    new_primary = next((host for host, role in roles.items() if role == "primary"), None)
+    pinned, barman = cluster.plan.get("barman_pillar") or {}, {}
+    if pinned.get("primary") and roles.get(pinned["primary"]) == "standby" and new_primary:
+        barman["primary"] = new_primary
+    name = cluster.barman_server_name()
+    if name and not pinned.get("server_name") and new_primary:  # it defaults to <primary>-streaming
+        barman["server_name"] = name
+    if barman:
+        change["barman"] = barman
+    return change
+
+
+def _pillar_change(change):
+    """The change as lines an operator copies into the pillar."""
+    return [
+        f"{FORMULA}:{section}:{key}:role: {value['role']}"
+        if section == "hosts"
+        else f"{FORMULA}:{section}:{key}: {value}"
+        for section in sorted(change)
+        for key, value in sorted(change[section].items())
+    ]
 
 
 def _slots_for(plan):
@@ -324,15 +354,15 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
     )
     checks = _switchover_checks(cluster, old, to, max_lag)
-    roles = {old: "standby", to: "primary"}
-    steps = _switchover_steps(cluster, old, to, roles)
+    change = _change(cluster, {old: "standby", to: "primary"})
+    steps = _switchover_steps(cluster, old, to, change)
     if not all(c["ok"] for c in checks):
         return _refused("switchover", checks, steps)
     if test:
         return {"result": None, "comment": f"switchover {old} -> {to} would run", "checks": checks, "steps": steps}
     done = []
     try:
-        created = _create_member_slots(cluster, to, roles, done)
+        created = _create_member_slots(cluster, to, change, done)
         try:
             _stop_primary_cleanly(cluster, old, to, timeout, done)
         except CommandExecutionError:
@@ -340,7 +370,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
                 _call(to, "pg_replication.slot_drop", slot, **cluster.conn(to))
             raise
         done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
-        _follow(cluster, to, roles, done, rejoin=[old])
+        _follow(cluster, to, change, done, rejoin=[old])
     except CommandExecutionError as exc:
         return _failed("switchover", exc, done)
     return {
@@ -348,11 +378,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         "comment": f"{to} is the primary; {old} and the other members follow it",
         "checks": checks,
         "done": done,
-        "pillar_change": _pillar_change(roles),
+        "pillar_change": _pillar_change(change),
     }
 
 
-def _switchover_steps(cluster, old, to, roles):
+def _switchover_steps(cluster, old, to, change):
     standbys = [h for h in cluster.servers() if h not in (old, to)]
     return [
         f"create on {to} the slots of {', '.join(sorted(set(cluster.servers()) - {to}) + cluster.backup_hosts())}",
@@ -362,13 +392,13 @@ def _switchover_steps(cluster, old, to, roles):
         *[f"apply {FORMULA} on {h}: it follows {to}" for h in standbys],
         f"pg_rewind {old} from {to}, apply {FORMULA} on it as a standby, drop its old slots",
         *[f"stop receive-wal on {h}, apply {FORMULA}: Barman streams from {to}" for h in cluster.backup_hosts()],
-        "then change the pillar: " + ", ".join(_pillar_change(roles)),
+        "then change the pillar: " + ", ".join(_pillar_change(change)),
     ]
 
 
-def _create_member_slots(cluster, primary, roles, done):
+def _create_member_slots(cluster, primary, change, done):
     """Before ``primary`` is promoted: the slots its future standbys and Barman stream from."""
-    plan = _call(primary, "pg_replication.member", roles=roles)["plan"]
+    plan = _call(primary, "pg_replication.member", change=change)["plan"]
     existing = set(_call(primary, "pg_replication.slots", **cluster.conn(primary)))
     created = []
     for slot in sorted(_slots_for(plan) - existing):
@@ -401,23 +431,23 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done):
     done.append(f"{to} received {old}'s shutdown checkpoint")
 
 
-def _follow(cluster, primary, roles, done, rejoin=()):
-    """After ``primary``'s promotion: the formula with the new roles on it, then on each former
-    primary in ``rejoin`` (pg_rewind first), each other standby, each backup host."""
-    done.append(f"applied on {primary}: {_apply(primary, roles) or 'no change'}")
+def _follow(cluster, primary, change, done, rejoin=()):
+    """After ``primary``'s promotion: the formula with the pillar ``change`` on it, then on
+    each other standby, each former primary in ``rejoin`` (pg_rewind first), each backup host."""
+    done.append(f"applied on {primary}: {_apply(primary, change) or 'no change'}")
     # The other standbys first: they must not cascade from a former primary while it rejoins.
     for host in cluster.servers():
         if host not in (primary, *rejoin) and host in cluster.members:
-            done.append(f"applied on {host}: {_apply(host, roles) or 'no change'}")
+            done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
             _wait_streaming(cluster, host, primary)
     for host in rejoin:
-        report = _rejoin(cluster, host, primary, roles)
+        report = _rejoin(cluster, host, primary, change)
         done.append(f"{host} rejoined as a standby of {primary}: {report}")
     for host in cluster.backup_hosts():
         for server in cluster.plan_of(host)["barman_servers"] or ():
             if not server.get("external"):
                 _call(host, "barman.receive_wal_stop", server["name"])
-        done.append(f"applied on {host}: {_apply(host, roles) or 'no change'}")
+        done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
 
 
 def _wait_streaming(cluster, host, primary, timeout=120):
@@ -432,11 +462,11 @@ def _wait_streaming(cluster, host, primary, timeout=120):
         raise CommandExecutionError(f"{host} does not stream from {primary} after {timeout}s")
 
 
-def _rejoin(cluster, host, primary, roles):
+def _rejoin(cluster, host, primary, change):
     """Stop ``host`` if it runs, pg_rewind it from ``primary``, apply the formula as a standby,
     wait until it streams, drop the slots it kept from its time as a primary."""
     plan = cluster.plan_of(host)
-    server = _call(host, "pg_replication.member", roles=roles)["server"]
+    server = _call(host, "pg_replication.member", change=change)["server"]
     end = server.get("lsn") if server.get("running") else server.get("checkpoint")
     if server.get("running"):
         _call(host, "service.stop", plan["service_name"])
@@ -448,7 +478,7 @@ def _rejoin(cluster, host, primary, roles):
         user=plan["replication"]["user"], passfile=f"{plan['home']}/.pgpass", bin_dir=plan["bin_dir"],
         config_file=config_file, version=plan["version"], timeout=600,
     )  # fmt: skip
-    _apply(host, roles)
+    _apply(host, change)
     _wait_streaming(cluster, host, primary)
     dropped = []
     for name, slot in _call(host, "pg_replication.slots", **cluster.conn(host)).items():
@@ -500,7 +530,7 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     _check(checks, "no other primary runs", not others, f"running primaries: {others}")
     if chosen in candidates:
         _check_capacity(checks, cluster, chosen, cluster.server(chosen))
-    roles = {old: "standby", chosen: "primary"} if chosen else {}
+    change = _change(cluster, {old: "standby", chosen: "primary"} if chosen else {})
     steps = [
         *([f"stop {old} (fence)"] if alive else []),
         f"create on {chosen} the slots of every other member",
@@ -517,13 +547,13 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         if alive:
             _call(old, "service.stop", cluster.plan_of(old)["service_name"])
             done.append(f"stopped {old}")
-        _create_member_slots(cluster, chosen, roles, done)
+        _create_member_slots(cluster, chosen, change, done)
         done.append(
             f"promoted {chosen}: timeline {_call(chosen, 'pg_replication.promote', **cluster.conn(chosen))['timeline']}"
         )
         writable = time.monotonic() - started
         cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
-        _follow(cluster, chosen, roles, done)
+        _follow(cluster, chosen, change, done)
     except CommandExecutionError as exc:
         return _failed("failover", exc, done)
     return {
@@ -532,7 +562,7 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         "checks": checks,
         "done": done,
         "seconds_to_writable_primary": round(writable, 1),
-        "pillar_change": _pillar_change(roles),
+        "pillar_change": _pillar_change(change),
     }
 
 

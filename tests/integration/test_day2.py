@@ -16,7 +16,18 @@ import pytest
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
-from lab.scenario import SERVER, Writer, barman, converge, restore_check, row_on_standby, wait_for
+from lab.scenario import (
+    SERVER,
+    Writer,
+    apply_pillar_change,
+    barman,
+    cluster_status,
+    converge,
+    following,
+    restore_check,
+    row_on_standby,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -37,7 +48,10 @@ true
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, lab: Lab):
-    salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, roles=ROLES))
+    # Barman's primary named explicitly, its server name left to the default: a switchover's
+    # pillar change must move the one and keep the other.
+    pillar = reference_pillar(lab, roles=ROLES, barman={"primary": "master", "server_name": None})
+    salt_lab = SaltLab(salt_factories, lab, pillar)
     with salt_lab.started():
         converge(salt_lab)
         Writer.prepare(lab["master"], WRITER_PASSWORD)
@@ -52,34 +66,11 @@ def writer(salt_lab):
     return Writer([salt_lab.lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
 
 
-def make_roles(salt_lab, primary):
-    """The pillar change a runner prints, made as the operator would."""
-    pillar = copy.deepcopy(salt_lab.pillar)
-    for host in SERVERS:
-        pillar["hosts"][host]["role"] = "primary" if host == primary else "standby"
-    salt_lab.set_pillar(pillar)
-
-
-def status(salt_lab):
-    ret = salt_lab.run("pg_replication.cluster_status")
-    assert ret.returncode == 0, ret.stdout + ret.stderr
-    print("\n".join(ret.data["table"]))
-    return ret.data["members"]
-
-
 def assert_follows(salt_lab, primary, timeline):
-    members = wait_for(lambda: _all_follow(status(salt_lab), salt_lab, primary), timeout=60, interval=2)
+    members = following(salt_lab, primary, SERVERS)
     assert members, f"not every member follows {primary}"
     assert {members[h]["timeline"] for h in SERVERS} == {timeline}
     assert members["backup"]["barman_check"] == {SERVER: "all OK"}
-
-
-def _all_follow(members, salt_lab, primary):
-    address = salt_lab.lab[primary].address
-    ok = members[primary]["state"] == "primary" and all(
-        members[h]["state"] == "standby" and members[h]["upstream"] == address for h in SERVERS if h != primary
-    )
-    return members if ok else None
 
 
 # --------------------------------------------------------------------------- basics
@@ -168,7 +159,7 @@ def test_no_password_in_minion_debug_logs_or_returns(cluster):
 
 
 def test_cluster_status_shows_every_member(cluster):
-    members = status(cluster)
+    members = cluster_status(cluster)
     assert {h: (m["pillar_role"], m["state"]) for h, m in members.items()} == {
         "master": ("primary", "primary"),
         "standby": ("standby", "standby"),
@@ -221,11 +212,45 @@ def test_preflight_refusals_change_nothing(cluster):
         assert "standby2 streams from master on its slot" in stopped.data["comment"]
     finally:
         lab["standby2"].run(["systemctl", "start", "postgresql@15-main"])
-    assert wait_for(lambda: status(cluster)["standby2"].get("upstream") == lab["master"].address, 60, 2)
+    assert wait_for(lambda: cluster_status(cluster)["standby2"].get("upstream") == lab["master"].address, 60, 2)
     after = snapshot(cluster)
     # standby2 was stopped and started by the test itself: compare it without its start time.
     before["standby2"] = before["standby2"].split("|", 2)[::2]
     after["standby2"] = after["standby2"].split("|", 2)[::2]
+    assert after == before
+
+
+def test_switchover_aborts_and_restarts_the_primary_when_the_target_misses_its_shutdown_checkpoint(cluster):
+    """standby2's WAL receiver is frozen (SIGSTOP) after the preflight would pass: the primary
+    stops, standby2 never receives the shutdown checkpoint, so the runner starts the primary
+    again, drops the slots it made on standby2 and promotes nobody. Nothing acknowledged is lost."""
+    lab = cluster.lab
+    before = snapshot(cluster)
+    # The stopping primary waits for the frozen receiver's reply up to wal_sender_timeout.
+    lab["master"].psql("ALTER SYSTEM SET wal_sender_timeout = '5s'; SELECT pg_reload_conf()")
+    receiver = lab["standby2"].psql("SELECT pid FROM pg_stat_wal_receiver")
+    w = writer(cluster)
+    time.sleep(1)
+    lab["standby2"].run(["kill", "-STOP", receiver])
+    try:
+        ret = cluster.run("pg_replication.switchover", "to=standby2", "timeout=5")
+    finally:
+        lab["standby2"].run(["kill", "-CONT", receiver])
+        time.sleep(2)
+        w.stop()
+        lab["master"].psql("ALTER SYSTEM RESET wal_sender_timeout; SELECT pg_reload_conf()")
+    print(json.dumps(ret.data, indent=1))
+    assert ret.returncode == 1
+    expected = "standby2 did not receive master's shutdown checkpoint within 5s; master was started again"
+    assert expected in ret.data["comment"]
+    assert not any(line.startswith("promoted") for line in ret.data["done"])
+    assert w.missing_on(lab["master"]) == []
+    assert w.resumed, "the writer never committed again on the restarted primary"
+    assert wait_for(lambda: cluster_status(cluster)["standby2"].get("upstream") == lab["master"].address, 60, 2)
+    after = snapshot(cluster)
+    # master was stopped and started again: compare it without its start time.
+    before["master"] = before["master"].split("|", 2)[::2]
+    after["master"] = after["master"].split("|", 2)[::2]
     assert after == before
 
 
@@ -240,10 +265,14 @@ def switchover(cluster, old, new, timeline):
     w.stop()
     print(json.dumps(ret.data, indent=1))
     assert ret.returncode == 0, ret.stdout + ret.stderr
-    assert ret.data["pillar_change"] == [
+    change = ret.data["pillar_change"]
+    assert [line for line in change if ":hosts:" in line] == [
         f"pg_replication:hosts:{h}:role: {'primary' if h == new else 'standby'}" for h in sorted((old, new))
     ]
-    make_roles(cluster, new)
+    assert f"pg_replication:barman:primary: {new}" in change  # the pillar names Barman's primary
+    apply_pillar_change(cluster, change)
+    # The pillar left it unset (<primary>-streaming): the change keeps Barman's server and archive.
+    assert cluster.pillar["barman"]["server_name"] == SERVER
     missing = w.missing_on(cluster.lab[new])
     print(f"switchover {old} -> {new}: {len(w.committed)} commits acknowledged, {len(missing)} missing")
     assert len(w.committed) > 50
@@ -253,11 +282,12 @@ def switchover(cluster, old, new, timeline):
     assert "'rewound'" in rejoined
     assert not any("pg_replication-standby-bootstrap" in line for line in ret.data["done"])
     assert_follows(cluster, new, timeline)
-    return ret
+    return w
 
 
 def test_switchover_loses_no_acknowledged_commit(cluster):
-    switchover(cluster, "master", "standby", timeline=2)
+    cluster.timeline1_backup = barman(cluster, "list_backups", SERVER)[0]["backup_id"]
+    cluster.switchover_writer = switchover(cluster, "master", "standby", timeline=2)
 
 
 def backup_on_timeline(cluster, timeline):
@@ -273,6 +303,24 @@ def test_after_switchover_barman_backs_up_the_new_timeline_and_restores_it(clust
     committed before that moment."""
     backup_on_timeline(cluster, 2)
     assert restore_check(cluster, primary="standby") == ["before-backup:3", "before-target:2"]
+
+
+def test_wal_archive_is_continuous_across_the_timeline_switch(cluster):
+    """The backup taken on timeline 1, before the switchover, restored to a moment after it:
+    recovery replays timeline 1 to the switch, then timeline 2, all from Barman's archive.
+    The copy holds every commit the writer saw acknowledged during the switchover, and
+    exactly the rows written before the target time."""
+    shown = barman(cluster, "show_backup", SERVER, cluster.timeline1_backup)
+    assert shown["base_backup_information"]["timeline"] == 1
+    w = cluster.switchover_writer
+    rows, ids = restore_check(
+        cluster, primary="standby", backup_id=cluster.timeline1_backup,
+        query=f"SELECT id FROM writes WHERE id >= {w.start_id}",
+    )  # fmt: skip
+    assert rows == ["before-backup:3", "before-target:2"]
+    missing = sorted(set(w.committed) - set(map(int, ids.split())))
+    print(f"timeline-1 backup restored past the switchover: {len(w.committed)} acknowledged, {len(missing)} missing")
+    assert missing == []
 
 
 def test_after_switchover_the_changed_pillar_converges_with_no_change(cluster):
@@ -299,6 +347,13 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
     lab["master"].run(["ip", "link", "set", "eth0", "down"])
     failed_at = time.monotonic()
     try:
+        # test=True with the primary gone: every check passes, the plan is shown, nobody is promoted.
+        predicted = cluster.run("pg_replication.failover", "test=True")
+        assert predicted.returncode == 0, predicted.stdout
+        assert predicted.data["result"] is None
+        assert all(check["ok"] for check in predicted.data["checks"]), predicted.data["checks"]
+        assert {lab[h].psql("SELECT pg_is_in_recovery()") for h in ("standby", "standby2")} == {"t"}
+        previewed = time.monotonic() - failed_at
         ret = cluster.run("pg_replication.failover")
         print(json.dumps(ret.data, indent=1))
         assert ret.returncode == 0, ret.stdout + ret.stderr
@@ -309,14 +364,16 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
         time.sleep(3)
     finally:
         w.stop()
-    make_roles(cluster, new)
+    apply_pillar_change(cluster, ret.data["pillar_change"])
     missing = w.missing_on(lab[new])
     assert w.resumed, "the writer never committed on the new primary"
+    assert predicted.data["comment"] == f"failover to {new} would run"
     print(f"failover to {new}: RPO {len(missing)} acknowledged commits missing of {len(w.committed)};"
-          f" writable primary {w.resumed - failed_at:.1f}s after the failure")  # fmt: skip
+          f" writable primary {w.resumed - failed_at:.1f}s after the failure (of which {previewed:.1f}s"
+          " the test=True preview)")  # fmt: skip
     assert len(w.committed) > committed_at_promotion  # writes continue on the new primary
     assert len(missing) <= 5  # asynchronous replication: at most the last moments before the kill
-    members = status(cluster)
+    members = cluster_status(cluster)
     assert members[new]["state"] == "primary"
     other = "standby2" if new == "standby" else "standby"
     assert members[other]["upstream"] == lab[new].address
@@ -345,7 +402,7 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
     # master's crash recovery wrote on timeline 1 after the fork: pg_rewind finds it.
     assert report["diverged_at"], report["pg_rewind"]
     print(f"rejoin: diverged at {report['diverged_at']}, {report['discarded_bytes']} bytes of master's WAL discarded")
-    members = status(cluster)
+    members = cluster_status(cluster)
     assert members["master"]["state"] == "standby"
     assert members["master"]["upstream"] == lab[new].address
     ret = cluster.highstate()

@@ -74,3 +74,30 @@ def test_a_target_too_small_for_its_new_standbys(runner):
 def test_lsn_arithmetic(runner):
     assert runner._lsn("16/B374D848") - runner._lsn("16/B3000000") == 0x74D848
     assert runner._lsn("1/0") == 1 << 32
+
+
+def with_barman(made, primary=None, server_name=None, name="master-streaming"):
+    made.plan["barman_pillar"] = {"primary": primary, "server_name": server_name}
+    made.members["backup"] = {"plan": {"barman_servers": [{"name": name, "external": False}]}}
+    return made
+
+
+def test_a_switchover_keeps_barman_server_name_when_the_pillar_leaves_it_unset(runner):
+    change = runner._change(with_barman(cluster(runner)), {"master": "standby", "standby": "primary"})
+    assert runner._pillar_change(change) == [
+        "pg_replication:barman:server_name: master-streaming",  # not standby-streaming: the same archive
+        "pg_replication:hosts:master:role: standby",
+        "pg_replication:hosts:standby:role: primary",
+    ]
+
+
+def test_a_switchover_moves_an_explicit_barman_primary(runner):
+    made = with_barman(cluster(runner), primary="master", server_name="main")
+    change = runner._change(made, {"master": "standby", "standby": "primary"})
+    assert change == {"hosts": {"master": {"role": "standby"}, "standby": {"role": "primary"}},
+                      "barman": {"primary": "standby"}}  # fmt: skip
+
+
+def test_without_barman_only_roles_change(runner):
+    change = runner._change(cluster(runner), {"master": "standby", "standby": "primary"})
+    assert list(change) == ["hosts"]
