@@ -360,10 +360,16 @@ def verify_backup(server, backup_id="latest"):
     return _run("verify-backup", server, backup_id, parse=False, timeout=1800)
 
 
-def restore(server, destination, backup_id="latest", target_immediate=False, target_action=None, **targets):
+def restore(
+    server, destination, backup_id="latest", target_immediate=False, target_action=None, target_tli="latest", **targets
+):
     """
     Restore a backup into ``destination`` (``barman recover``), optionally to a target:
     ``target_time``, ``target_xid``, ``target_lsn``, ``target_name`` or ``target_immediate``.
+    ``target_tli``: the timeline to recover along, ``latest`` (default: across the timeline
+    switches of switchovers and failovers since the backup, as PostgreSQL 12+ does),
+    ``current`` (the backup's) or a number. Barman 2 knows numbers only: there ``latest``
+    leaves Barman's default, the backup's own timeline.
 
     CLI Example:
 
@@ -375,9 +381,20 @@ def restore(server, destination, backup_id="latest", target_immediate=False, tar
     for key in RECOVERY_TARGETS:
         if targets.get(key):
             args += ["--" + key.replace("_", "-"), targets[key]]
+    if target_tli and (str(target_tli).isdigit() or _major_version() >= 3):
+        args += ["--target-tli", target_tli]
     if target_immediate:
         args.append("--target-immediate")
     if target_action:
         args += ["--target-action", target_action]
     args += [server, backup_id, destination]
     return _run(*args, parse=False, timeout=3600)
+
+
+def _major_version():
+    """Barman's major version (``barman --version``)."""
+    if "barman.major_version" not in __context__:
+        out = __salt__["cmd.run_stdout"](_base()[:1] + ["--version"], python_shell=False, ignore_retcode=True)
+        digits = out.strip().split(".")[0].split()[-1] if out.strip() else "0"
+        __context__["barman.major_version"] = int(digits) if digits.isdigit() else 0
+    return __context__["barman.major_version"]

@@ -463,7 +463,99 @@ def pending_restart(**kwargs):
 
         salt '*' pg_replication.pending_restart
     """
-    return [row["name"] for row in _query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1", **kwargs)]
+    return sorted(pending_settings(**kwargs))
+
+
+PENDING_SQL = """
+SELECT s.name, s.setting AS running,
+       (SELECT f.setting FROM pg_file_settings f
+         WHERE f.name = s.name AND f.error IS NULL ORDER BY f.seqno DESC LIMIT 1) AS configured
+  FROM pg_settings s WHERE s.pending_restart ORDER BY 1
+"""
+
+
+def pending_settings(**kwargs):
+    """
+    Settings whose configured value waits for a restart: ``{name: {"running", "configured"}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.pending_settings
+    """
+    return {
+        row["name"]: {"running": row["running"], "configured": row["configured"]}
+        for row in _query(PENDING_SQL, **kwargs)
+    }
+
+
+def lowered_minimums(**kwargs):
+    """
+    The hot-standby minimums (max_connections, max_worker_processes, max_wal_senders,
+    max_prepared_transactions, max_locks_per_transaction) whose configured value, waiting for
+    a restart, is lower than the running one: ``{name: [running, configured]}``. On a
+    primary, such a change must restart the primary before its standbys.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt master pg_replication.lowered_minimums
+    """
+    pending = pending_settings(**kwargs)
+    lowered = __utils__["pg_replication_settings.lowered_minimums"](
+        {name: p["configured"] for name, p in pending.items() if p["configured"] is not None},
+        {name: p["running"] for name, p in pending.items()},
+    )
+    return {name: list(values) for name, values in lowered.items()}
+
+
+def restart_needed(settings, **kwargs):
+    """
+    Which of ``settings`` (``{name: value}``, as postgresql.conf will say) differ from what
+    the running server uses and take effect only at a restart: the restart a configuration
+    change will need, known before the file is written. Units, booleans and enums are
+    compared as PostgreSQL reads them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.restart_needed '{"shared_buffers": "256MB", "work_mem": "8MB"}'
+    """
+    rows = _query(
+        "SELECT name, setting, unit, vartype FROM pg_settings WHERE context = 'postmaster' AND name = ANY(%s)",
+        [sorted(settings)],
+        **kwargs,
+    )
+    return __utils__["pg_replication_settings.differing"](settings, {row["name"]: row for row in rows})
+
+
+# pg_controldata's names of the hot-standby minimums the primary last recorded.
+CONTROL_MINIMUMS = {
+    "max_connections": "max_connections setting",
+    "max_worker_processes": "max_worker_processes setting",
+    "max_wal_senders": "max_wal_senders setting",
+    "max_prepared_transactions": "max_prepared_xacts setting",
+    "max_locks_per_transaction": "max_locks_per_xact setting",
+}
+
+
+def primary_minimums(datadir, bin_dir=None):
+    """
+    On a standby: the values of the settings it needs at least as high as its primary's, as
+    the primary last recorded them in the WAL (``pg_controldata``): a restart with lower
+    values would stop the standby.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.primary_minimums /var/lib/postgresql/15/main
+    """
+    control = controldata(datadir, bin_dir)
+    return {name: control[field] for name, field in CONTROL_MINIMUMS.items() if field in control}
 
 
 # --------------------------------------------------------------------------- standby helpers

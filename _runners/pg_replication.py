@@ -450,13 +450,15 @@ def _follow(cluster, primary, change, done, rejoin=()):
         done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
 
 
-def _wait_streaming(cluster, host, primary, timeout=120):
+def _wait_streaming(cluster, host, primary, timeout=120, replayed=None):
+    """Until ``host`` streams from ``primary`` (and has replayed up to LSN ``replayed``)."""
     address = cluster.hosts[primary]["address"]
 
     def streaming():
         server = _call(host, "pg_replication.member")["server"]
         receiver = server.get("receiver") or {}
-        return receiver.get("status") == "streaming" and receiver.get("sender_host") == address
+        caught_up = replayed is None or _lsn(server.get("replay_lsn") or "0/0") >= replayed
+        return receiver.get("status") == "streaming" and receiver.get("sender_host") == address and caught_up
 
     if not _wait(streaming, timeout, interval=2):
         raise CommandExecutionError(f"{host} does not stream from {primary} after {timeout}s")
@@ -608,3 +610,73 @@ def rejoin(host, test=False, tgt="*"):
     except CommandExecutionError as exc:
         return _failed("rejoin", exc, [])
     return {"result": True, "comment": f"{host} streams from {primary}", "rejoin": report}
+
+
+# --------------------------------------------------------------------------- rolling restart
+
+
+def rolling_restart(test=False, tgt="*", timeout=120):
+    """
+    Restart, one at a time, the servers whose configuration waits for a restart
+    (``pg_replication:restart`` manual, or a standby that could not restart before its
+    primary): the standbys first, each streaming again before the next, then the primary;
+    or the primary first when it lowers a setting its standbys need at least as high
+    (max_connections, max_worker_processes, max_wal_senders, max_prepared_transactions,
+    max_locks_per_transaction), as PostgreSQL requires. A primary restart is a short outage
+    for its clients; nothing is promoted. Refused unless exactly the pillar's primary runs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.rolling_restart test=True
+        salt-run pg_replication.rolling_restart
+    """
+    cluster = Cluster(tgt)
+    primary = cluster.pillar_primary()
+    checks = []
+    running = cluster.running_primaries()
+    _check(checks, f"exactly one primary runs, the pillar's ({primary})", running == [primary],
+           f"running: {running or 'none'}")  # fmt: skip
+    up = [h for h in cluster.servers() if (cluster.server(h) or {}).get("running")]
+    _check(checks, "every server runs", set(up) == set(cluster.servers()), f"running: {up}")
+    pending = {h: _call(h, "pg_replication.pending_restart", **cluster.conn(h)) for h in up}
+    lowered = _call(primary, "pg_replication.lowered_minimums", **cluster.conn(primary)) if primary in up else {}
+    standbys = [h for h in cluster.servers() if h != primary]
+    order = [primary, *standbys] if lowered else [*standbys, primary]
+    order = [h for h in order if pending.get(h)]
+    steps = [f"restart {h} ({', '.join(pending[h])})" for h in order] or ["nothing waits for a restart"]
+    if primary in order:
+        steps += [f"apply {FORMULA} on {h}: Barman streams again" for h in cluster.backup_hosts()]
+    if lowered:
+        steps.insert(0, f"primary first: it lowers {', '.join(sorted(lowered))}")
+    if not all(c["ok"] for c in checks):
+        return _refused("rolling_restart", checks, steps)
+    if test:
+        return {"result": None, "comment": "rolling restart would run", "checks": checks, "steps": steps}
+    done = []
+    try:
+        for host in order:
+            _restart_member(cluster, host, primary, timeout, done)
+    except CommandExecutionError as exc:
+        return _failed("rolling_restart", exc, done)
+    return {"result": True, "comment": f"restarted {', '.join(order) or 'nothing'}", "checks": checks, "done": done}
+
+
+def _restart_member(cluster, host, primary, timeout, done):
+    """Restart ``host``, then wait until the cluster is whole again: a standby streams; after
+    the primary, every standby has replayed past its restart (the settings it recorded at
+    startup) and Barman's receive-wal, which ended with it, streams again."""
+    _call(host, "service.restart", cluster.plan_of(host)["service_name"], timeout=600)
+    done.append(f"restarted {host}")
+    if host == primary:
+        replayed = _lsn(_call(primary, "pg_replication.position", **cluster.conn(primary))["lsn"])
+        for standby in (h for h in cluster.servers() if h != primary):
+            _wait_streaming(cluster, standby, primary, timeout, replayed=replayed)
+        for backup in cluster.backup_hosts():
+            done.append(f"applied on {backup}: {_apply(backup, {}) or 'no change'}")
+    else:
+        _wait_streaming(cluster, host, primary, timeout)
+    left = _call(host, "pg_replication.pending_restart", **cluster.conn(host))
+    if left:
+        raise CommandExecutionError(f"{host} still waits for a restart for {', '.join(left)}")

@@ -371,15 +371,28 @@ def standby_bootstrapped(
 # --------------------------------------------------------------------------- restarts
 
 
-def restarted_if_pending(name, **kwargs):
+def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=None, bin_dir=None, **kwargs):
     """
     Restart service ``name`` if the running server reports settings that only a restart
     applies (``pg_settings.pending_restart``), after the configuration was reloaded.
+
+    mode
+        ``auto`` restarts; ``manual`` only reports the pending restart, without failing
+        (``salt-run pg_replication.rolling_restart`` then restarts the cluster in order).
+    settings
+        The settings the configuration file holds (``{name: value}``): in test mode, those
+        the running server uses differently and applies only at a restart are predicted.
+    role, data_dir, bin_dir
+        On a standby, a restart that would lower a setting below the value its primary
+        recorded (max_connections and the other hot-standby minimums) is not made: the
+        standby would not start. The primary must restart first (the rolling restart does).
     """
     ret = _ret(name)
     conn = _conn(kwargs)
     try:
         pending = __salt__["pg_replication.pending_restart"](**conn)
+        if __opts__["test"] and settings:
+            pending = sorted(set(pending) | set(__salt__["pg_replication.restart_needed"](settings, **conn)))
     except CommandExecutionError as exc:
         if _unavailable(exc):
             # A server started by this run reads its configuration fresh.
@@ -389,6 +402,11 @@ def restarted_if_pending(name, **kwargs):
     if not pending:
         ret["comment"] = "No setting waits for a restart"
         return ret
+    held = _restart_held(mode, settings, role, data_dir, bin_dir)
+    if held:
+        ret["comment"] = f"{name} needs a restart for {', '.join(pending)}, not made: {held}"
+        ret["warnings"] = [ret["comment"]]
+        return ret
     ret["changes"] = {"restarted": name, "settings": pending}
     if __opts__["test"]:
         ret.update(result=None, comment=f"{name} would be restarted for {', '.join(pending)}")
@@ -397,6 +415,20 @@ def restarted_if_pending(name, **kwargs):
         return _fail(ret, f"restarting {name} failed")
     ret["comment"] = f"{name} restarted for {', '.join(pending)}"
     return ret
+
+
+def _restart_held(mode, settings, role, data_dir, bin_dir):
+    """Why a pending restart must not be made now (None: make it)."""
+    rolling = "run `salt-run pg_replication.rolling_restart`"
+    if role == "standby" and settings and data_dir:
+        recorded = __salt__["pg_replication.primary_minimums"](data_dir, bin_dir)
+        lowered = __utils__["pg_replication_settings.lowered_minimums"](settings, recorded)
+        if lowered:
+            what = ", ".join(f"{k} {new} < {old}" for k, (old, new) in sorted(lowered.items()))
+            return f"it would lower settings below the primary's ({what}); restart the primary first: {rolling}"
+    if mode == "manual":
+        return f"pg_replication:restart:{role or 'primary'} is manual; {rolling}"
+    return None
 
 
 # --------------------------------------------------------------------------- roles agree

@@ -31,6 +31,7 @@ def _sibling(name):
 syntax = _sibling("pg_replication_syntax")
 
 ROLES = ("primary", "standby", "barman")
+RESTART_MODES = ("auto", "manual")
 INSTALL_METHODS = ("pkg", "pip")
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
@@ -278,6 +279,7 @@ SCHEMA = {
     "switchover": {"max_lag_bytes": _int(0)},
     "spare_wal_senders": _int(0, 100),
     "spare_replication_slots": _int(0, 100),
+    "restart": {"primary": _enum(*RESTART_MODES), "standby": _enum(*RESTART_MODES)},
     "service": {"enable": _bool},
     # OS family values (osfamilymap.yaml), which a pillar may override.
     "pkgs": {"server": _templated(_package), "client": _templated(_package)},
@@ -467,12 +469,36 @@ def barman_grants(version):
     }
 
 
-def _size(config, standbys, backup_hosts):
+# The topology's need of each setting: one WAL sender and slot per standby, two senders
+# (receive-wal and a base backup) and one slot per backup host, plus the pillar's spares.
+HEADROOM = {
+    "max_wal_senders": ((1, 2), "spare_wal_senders"),
+    "max_replication_slots": ((1, 1), "spare_replication_slots"),
+}
+
+
+def _check_headroom(config, standbys, backup_hosts, errors):
+    """The settings are pillar values, the same whatever the topology (so adding or removing
+    a host never restarts a server); refuse a topology that does not fit them."""
+    settings = config.get("settings") or {}
+    for name, ((per_standby, per_backup), spare_key) in HEADROOM.items():
+        spare = int(config.get(spare_key) or 0)
+        needed = per_standby * len(standbys) + per_backup * len(backup_hosts) + spare
+        value = settings.get(name)
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            errors.append(f"{KEY}:settings:{name}: must be a whole number, not {value!r}")
+            continue
+        if value < needed:
+            errors.append(
+                f"{KEY}:settings:{name}: {value} is too small for {len(standbys)} standby(s) and"
+                f" {len(backup_hosts)} backup host(s) with {KEY}:{spare_key} = {spare}: at least {needed}"
+            )
+
+
+def _settings_for(config):
     settings = dict(config.get("settings") or {})
-    senders = len(standbys) + 2 * len(backup_hosts) + int(config.get("spare_wal_senders", 2))
-    slots = len(standbys) + len(backup_hosts) + int(config.get("spare_replication_slots", 2))
-    settings.setdefault("max_wal_senders", senders)
-    settings.setdefault("max_replication_slots", slots)
     if int(config["version"]) < 13:
         settings.pop("max_slot_wal_keep_size", None)
     return settings
@@ -639,6 +665,7 @@ def build(config, minion_id, grains=None):
     # Barman servers first: each expands the version templates with its own version.
     barman, barman_servers = _barman(config, hosts, primary, errors)
     _check_slots(hosts, barman_servers, errors)
+    _check_headroom(config, standbys, backup_hosts, errors)
     _expanded_paths(config, errors)
     if errors:
         raise PlanError("invalid pillar: " + "; ".join(errors))
@@ -658,7 +685,7 @@ def build(config, minion_id, grains=None):
             "barman": barman,
             "barman_servers": barman_servers,
             "barman_grants": barman_grants(version),
-            "settings": _size(config, standbys, backup_hosts),
+            "settings": _settings_for(config),
             "hba": _hba(config, primaries + standbys, backup_hosts),
             "rewind_grants": REWIND_GRANTS,
             "standby_signal": version >= 12,

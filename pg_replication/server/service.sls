@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # The server runs; configuration changes reload it, and restart it only when a changed
-# setting needs a restart (pg_settings.pending_restart).
+# setting needs a restart (pg_settings.pending_restart) and pg_replication:restart:<role>
+# is auto (manual: the pending restart is reported; the rolling_restart runner makes it).
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
@@ -20,6 +21,11 @@ pg_replication-service:
 pg_replication-restart-if-pending:
   pg_replication.restarted_if_pending:
     - name: {{ pg.service_name }}
+    - mode: {{ pg.restart[pg.role] }}
+    - role: {{ pg.role }}
+    - settings: {{ pg.settings | json }}
+    - data_dir: {{ pg.data_dir }}
+    - bin_dir: {{ pg.bin_dir }}
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:

@@ -227,7 +227,8 @@ def test_switchover_aborts_and_restarts_the_primary_when_the_target_misses_its_s
     lab = cluster.lab
     before = snapshot(cluster)
     # The stopping primary waits for the frozen receiver's reply up to wal_sender_timeout.
-    lab["master"].psql("ALTER SYSTEM SET wal_sender_timeout = '5s'; SELECT pg_reload_conf()")
+    lab["master"].psql("ALTER SYSTEM SET wal_sender_timeout = '5s'")
+    lab["master"].psql("SELECT pg_reload_conf()")
     receiver = lab["standby2"].psql("SELECT pid FROM pg_stat_wal_receiver")
     w = writer(cluster)
     time.sleep(1)
@@ -238,7 +239,8 @@ def test_switchover_aborts_and_restarts_the_primary_when_the_target_misses_its_s
         lab["standby2"].run(["kill", "-CONT", receiver])
         time.sleep(2)
         w.stop()
-        lab["master"].psql("ALTER SYSTEM RESET wal_sender_timeout; SELECT pg_reload_conf()")
+        lab["master"].psql("ALTER SYSTEM RESET wal_sender_timeout")
+        lab["master"].psql("SELECT pg_reload_conf()")
     print(json.dumps(ret.data, indent=1))
     assert ret.returncode == 1
     expected = "standby2 did not receive master's shutdown checkpoint within 5s; master was started again"
@@ -408,3 +410,88 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
     assert changed_states(ret.data) == {}
+
+
+# --------------------------------------------------------------------------- restarts under control
+
+
+def restart_states(ret):
+    """Per host: the restart state's (changes, comment)."""
+    found = {}
+    for host, states in ret.data.items():
+        for state in states.values() if isinstance(states, dict) else ():
+            if state.get("__id__") == "pg_replication-restart-if-pending":
+                found[host] = (state.get("changes") or {}, state.get("comment", ""))
+    return found
+
+
+def start_times(lab):
+    return {h: lab[h].psql("SELECT pg_postmaster_start_time()") for h in SERVERS}
+
+
+def test_restart_settings_restart_standbys_and_leave_the_primary_to_the_rolling_restart(cluster):
+    """Raise a restart-only setting: test=True names exactly the standbys (auto) as restarting,
+    the real run restarts them and reports the primary's restart (manual) without making it;
+    the rolling restart makes it. Lower it again: the standbys refuse to go below their
+    primary's value, and the rolling restart takes the primary first."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    standbys = sorted(set(SERVERS) - {primary})
+    before = start_times(lab)
+    cluster.set_pillar(dict(good, settings={"max_locks_per_transaction": 128}))
+    predicted = restart_states(cluster.highstate("test=True"))
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    made = restart_states(ret)
+    for run in (predicted, made):
+        assert sorted(h for h, (changes, _) in run.items() if changes) == standbys
+        assert "not made: pg_replication:restart:primary is manual" in run[primary][1]
+    after = start_times(lab)
+    assert after[primary] == before[primary]
+    assert all(after[h] != before[h] for h in standbys)
+
+    preview = cluster.run("pg_replication.rolling_restart", "test=True")
+    assert preview.returncode == 0, preview.stdout
+    assert preview.data["steps"][0] == f"restart {primary} (max_locks_per_transaction)"
+    rolled = cluster.run("pg_replication.rolling_restart")
+    assert rolled.returncode == 0, rolled.stdout
+    assert {lab[h].psql("SHOW max_locks_per_transaction") for h in SERVERS} == {"128"}
+    assert start_times(lab)[primary] != before[primary]
+
+    cluster.set_pillar(good)  # back to 64: lower than the primary's 128
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    held = restart_states(ret)
+    assert all(not held[h][0] and "lower settings below the primary's" in held[h][1] for h in standbys), held
+    before = start_times(lab)
+    rolled = cluster.run("pg_replication.rolling_restart")
+    print(json.dumps(rolled.data, indent=1))
+    assert rolled.returncode == 0, rolled.stdout
+    restarted = [line.split()[1] for line in rolled.data["done"] if line.startswith("restarted ")]
+    assert restarted == [primary, *standbys]
+    after = start_times(lab)
+    assert all(after[primary] < after[h] for h in standbys)  # the primary first
+    assert {lab[h].psql("SHOW max_locks_per_transaction") for h in SERVERS} == {"64"}
+    assert following(cluster, primary, SERVERS)["backup"]["barman_check"] == {SERVER: "all OK"}
+    assert changed_states(cluster.highstate().data) == {}
+
+
+def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster):
+    """Last (it leaves the primary without checksums): neither wal_log_hints nor data
+    checksums on the primary, so pg_rewind could not bring it back; refused, nothing changed."""
+    lab = cluster.lab
+    primary = next(h for h in SERVERS if cluster.pillar["hosts"][h]["role"] == "primary")
+    target = next(h for h in SERVERS if h != primary)
+    datadir = "/var/lib/postgresql/15/main"
+    lab[primary].run(["systemctl", "stop", "postgresql@15-main"])
+    lab[primary].run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_checksums", "--disable",
+                      "-D", datadir])  # fmt: skip
+    lab[primary].run(["sh", "-c", f"echo \"wal_log_hints = 'off'\" >> {datadir}/postgresql.auto.conf"])
+    lab[primary].run(["systemctl", "start", "postgresql@15-main"])
+    assert following(cluster, primary, SERVERS)
+    before = snapshot(cluster)
+    refused = cluster.run("pg_replication.switchover", f"to={target}")
+    assert refused.returncode == 1
+    assert f"pg_rewind can rejoin {primary} (wal_log_hints or data checksums)" in refused.data["comment"]
+    assert "wal_log_hints=off data_checksums=off" in refused.data["comment"]
+    assert snapshot(cluster) == before
