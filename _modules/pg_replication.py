@@ -425,7 +425,11 @@ def status(**kwargs):
 
         salt '*' pg_replication.status
     """
-    where = position(**kwargs)
+    return _status(position(**kwargs), **kwargs)
+
+
+def _status(where, **kwargs):
+    """status() of a server whose :py:func:`position` is ``where``."""
     standby = where["in_recovery"]
     out = {"role": "standby" if standby else "primary", "timeline": where["timeline"], "slots": slots(**kwargs)}
     out["replication"] = _query(
@@ -859,8 +863,9 @@ def member(change=None, tplroot="pg_replication"):
         return out
     conn = {"host": plan["socket_dir"], "port": plan["port"]}
     try:
-        now = status(**conn)
-        out["server"] = dict(position(**conn), running=True, slots=now["slots"])
+        where = position(**conn)
+        now = _status(where, **conn)
+        out["server"] = dict(where, running=True, slots=now["slots"])
         out["server"].update(receiver=now.get("wal_receiver"), lag=now.get("lag"))
     except CommandExecutionError as exc:
         control = controldata(plan["data_dir"], plan["bin_dir"])

@@ -157,6 +157,16 @@ def _refused(operation, checks, steps):
     }
 
 
+def _preflight(operation, checks, steps, test, would):
+    """What an operation returns before changing anything: refused when a check failed, the
+    checks and steps with ``test=True``; None when it goes on."""
+    if not all(c["ok"] for c in checks):
+        return _refused(operation, checks, steps)
+    if test:
+        return {"result": None, "comment": would, "checks": checks, "steps": steps}
+    return None
+
+
 def _failed(operation, exc, done):
     return {"result": False, "retcode": 1, "comment": f"{operation} failed: {exc}", "done": done}
 
@@ -356,10 +366,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     checks = _switchover_checks(cluster, old, to, max_lag)
     change = _change(cluster, {old: "standby", to: "primary"})
     steps = _switchover_steps(cluster, old, to, change)
-    if not all(c["ok"] for c in checks):
-        return _refused("switchover", checks, steps)
-    if test:
-        return {"result": None, "comment": f"switchover {old} -> {to} would run", "checks": checks, "steps": steps}
+    stop = _preflight("switchover", checks, steps, test, f"switchover {old} -> {to} would run")
+    if stop:
+        return stop
     done = []
     try:
         created = _create_member_slots(cluster, to, change, done)
@@ -540,10 +549,9 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         f"apply {FORMULA} with the new roles on {chosen}, the other standbys and the backup hosts",
         f"later, when {old} is back: salt-run pg_replication.rejoin host={old}",
     ]
-    if not all(c["ok"] for c in checks):
-        return _refused("failover", checks, steps)
-    if test:
-        return {"result": None, "comment": f"failover to {chosen} would run", "checks": checks, "steps": steps}
+    stop = _preflight("failover", checks, steps, test, f"failover to {chosen} would run")
+    if stop:
+        return stop
     done = []
     try:
         if alive:
@@ -600,11 +608,9 @@ def rejoin(host, test=False, tgt="*"):
     _check(checks, f"{host} is not already a streaming standby", not streaming, "it streams" if streaming else "")
     steps = [f"stop {host} if it runs", f"pg_rewind {host} from {primary}", f"apply {FORMULA} on {host}",
              f"drop the slots {host} kept"]  # fmt: skip
-    if not all(c["ok"] for c in checks):
-        return _refused("rejoin", checks, steps)
-    if test:
-        return {"result": None, "comment": f"{host} would rejoin as a standby of {primary}", "checks": checks,
-                "steps": steps}  # fmt: skip
+    stop = _preflight("rejoin", checks, steps, test, f"{host} would rejoin as a standby of {primary}")
+    if stop:
+        return stop
     try:
         report = _rejoin(cluster, host, primary, {})
     except CommandExecutionError as exc:
@@ -650,10 +656,9 @@ def rolling_restart(test=False, tgt="*", timeout=120):
         steps += [f"apply {FORMULA} on {h}: Barman streams again" for h in cluster.backup_hosts()]
     if lowered:
         steps.insert(0, f"primary first: it lowers {', '.join(sorted(lowered))}")
-    if not all(c["ok"] for c in checks):
-        return _refused("rolling_restart", checks, steps)
-    if test:
-        return {"result": None, "comment": "rolling restart would run", "checks": checks, "steps": steps}
+    stop = _preflight("rolling_restart", checks, steps, test, "rolling restart would run")
+    if stop:
+        return stop
     done = []
     try:
         for host in order:
