@@ -472,15 +472,17 @@ def pending_restart(**kwargs):
 
 PENDING_SQL = """
 SELECT s.name, s.setting AS running,
-       (SELECT f.setting FROM pg_file_settings f
-         WHERE f.name = s.name AND f.error IS NULL ORDER BY f.seqno DESC LIMIT 1) AS configured
+       COALESCE((SELECT f.setting FROM pg_file_settings f
+                  WHERE f.name = s.name AND f.error IS NULL ORDER BY f.seqno DESC LIMIT 1),
+                s.boot_val) AS configured
   FROM pg_settings s WHERE s.pending_restart ORDER BY 1
 """
 
 
 def pending_settings(**kwargs):
     """
-    Settings whose configured value waits for a restart: ``{name: {"running", "configured"}}``.
+    Settings whose configured value waits for a restart: ``{name: {"running", "configured"}}``
+    (a setting no longer in any file returns to its built-in default).
 
     CLI Example:
 
@@ -509,31 +511,52 @@ def lowered_minimums(**kwargs):
     """
     pending = pending_settings(**kwargs)
     lowered = __utils__["pg_replication_settings.lowered_minimums"](
-        {name: p["configured"] for name, p in pending.items() if p["configured"] is not None},
+        {name: p["configured"] for name, p in pending.items()},
         {name: p["running"] for name, p in pending.items()},
     )
     return {name: list(values) for name, values in lowered.items()}
 
 
-def restart_needed(settings, **kwargs):
+# Restart-only settings: those a postgresql.conf sets (``settings``), and those it set and no
+# longer does, which return to their built-in default (boot_val) at the next restart.
+UPCOMING_SQL = """
+SELECT name, setting, unit, vartype, boot_val FROM pg_settings
+ WHERE context = 'postmaster'
+   AND (name = ANY(%s) OR (source = 'configuration file' AND sourcefile NOT LIKE %s))
+"""
+
+
+def restart_values(settings, **kwargs):
     """
-    Which of ``settings`` (``{name: value}``, as postgresql.conf will say) differ from what
-    the running server uses and take effect only at a restart: the restart a configuration
-    change will need, known before the file is written. Units, booleans and enums are
-    compared as PostgreSQL reads them.
+    The restart-only settings that a server whose postgresql.conf holds exactly ``settings``
+    (``{name: value}``) would run with differently after a restart: ``{name: value}``, the
+    value as configured (a setting the file no longer holds: its built-in default). Known
+    before the file is written; units, booleans and enums compared as PostgreSQL reads them.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pg_replication.restart_needed '{"shared_buffers": "256MB", "work_mem": "8MB"}'
+        salt '*' pg_replication.restart_values '{"shared_buffers": "256MB", "port": 5432}'
     """
-    rows = _query(
-        "SELECT name, setting, unit, vartype FROM pg_settings WHERE context = 'postmaster' AND name = ANY(%s)",
-        [sorted(settings)],
-        **kwargs,
-    )
-    return __utils__["pg_replication_settings.differing"](settings, {row["name"]: row for row in rows})
+    rows = {row["name"]: row for row in _query(UPCOMING_SQL, [sorted(settings), "%postgresql.auto.conf"], **kwargs)}
+    wanted = {name: settings.get(name, row["boot_val"]) for name, row in rows.items()}
+    changed = __utils__["pg_replication_settings.differing"](wanted, rows)
+    return {name: wanted[name] for name in changed}
+
+
+def restart_needed(settings, **kwargs):
+    """
+    Names of the settings :py:func:`restart_values` finds: the restart a configuration
+    change will need, known before the file is written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.restart_needed '{"shared_buffers": "256MB", "port": 5432}'
+    """
+    return sorted(restart_values(settings, **kwargs))
 
 
 # pg_controldata's names of the hot-standby minimums the primary last recorded.

@@ -380,8 +380,9 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
         ``auto`` restarts; ``manual`` only reports the pending restart, without failing
         (``salt-run pg_replication.rolling_restart`` then restarts the cluster in order).
     settings
-        The settings the configuration file holds (``{name: value}``): in test mode, those
-        the running server uses differently and applies only at a restart are predicted.
+        Every setting the configuration file holds (``{name: value}``): in test mode, those
+        the running server uses differently and applies only at a restart (and those the
+        file no longer sets, which return to their defaults) are predicted.
     role, data_dir, bin_dir
         On a standby, a restart that would lower a setting below the value its primary
         recorded (max_connections and the other hot-standby minimums) is not made: the
@@ -402,7 +403,7 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     if not pending:
         ret["comment"] = "No setting waits for a restart"
         return ret
-    held = _restart_held(mode, settings, role, data_dir, bin_dir)
+    held = _restart_held(mode, settings, role, data_dir, bin_dir, conn)
     if held:
         ret["comment"] = f"{name} needs a restart for {', '.join(pending)}, not made: {held}"
         ret["warnings"] = [ret["comment"]]
@@ -417,12 +418,13 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     return ret
 
 
-def _restart_held(mode, settings, role, data_dir, bin_dir):
+def _restart_held(mode, settings, role, data_dir, bin_dir, conn):
     """Why a pending restart must not be made now (None: make it)."""
     rolling = "run `salt-run pg_replication.rolling_restart`"
-    if role == "standby" and settings and data_dir:
+    if role == "standby" and settings is not None and data_dir:
         recorded = __salt__["pg_replication.primary_minimums"](data_dir, bin_dir)
-        lowered = __utils__["pg_replication_settings.lowered_minimums"](settings, recorded)
+        upcoming = __salt__["pg_replication.restart_values"](settings, **conn)
+        lowered = __utils__["pg_replication_settings.lowered_minimums"](upcoming, recorded)
         if lowered:
             what = ", ".join(f"{k} {new} < {old}" for k, (old, new) in sorted(lowered.items()))
             return f"it would lower settings below the primary's ({what}); restart the primary first: {rolling}"

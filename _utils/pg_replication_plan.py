@@ -543,6 +543,11 @@ def _standby_conninfo(plan):
 
 def _conf_lines(plan):
     """postgresql.conf as ``name = value`` lines, every value escaped for the file."""
+    return [f"{name} = {syntax.conf_value(value)}" for name, value in _conf_pairs(plan)]
+
+
+def _conf_pairs(plan):
+    """postgresql.conf's (name, value) pairs, in file order."""
     pairs = []
     if plan["conf_dir"] != plan["data_dir"]:
         pairs += [
@@ -560,7 +565,7 @@ def _conf_lines(plan):
     pairs += sorted(plan["settings"].items())
     if plan["role"] == "standby" and plan["standby_signal"]:
         pairs += [("primary_conninfo", _standby_conninfo(plan)), ("primary_slot_name", plan["me"]["slot"])]
-    return [f"{name} = {syntax.conf_value(value)}" for name, value in pairs]
+    return pairs
 
 
 def _recovery_lines(plan):
@@ -695,6 +700,8 @@ def build(config, minion_id, grains=None):
         }
     )
     plan["conf_lines"] = _conf_lines(plan)
+    # Every setting the file holds: what the server runs with after a restart (others: defaults).
+    plan["conf_settings"] = dict(_conf_pairs(plan))
     plan["recovery_lines"] = _recovery_lines(plan) if plan["role"] == "standby" else []
     plan["pgpass_lines"] = _pgpass(plan)
     if grains.get("init") == "systemd" and plan.get("systemd_service_name"):

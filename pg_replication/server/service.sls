@@ -23,7 +23,7 @@ pg_replication-restart-if-pending:
     - name: {{ pg.service_name }}
     - mode: {{ pg.restart[pg.role] }}
     - role: {{ pg.role }}
-    - settings: {{ pg.settings | json }}
+    - settings: {{ pg.conf_settings | json }}
     - data_dir: {{ pg.data_dir }}
     - bin_dir: {{ pg.bin_dir }}
     - port: {{ pg.port }}

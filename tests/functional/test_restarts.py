@@ -3,6 +3,7 @@ will need is known before the file is written (test mode predicts it), a manual 
 reports it, and a standby never restarts below its primary's hot-standby minimums."""
 
 import contextlib
+import subprocess
 
 import pytest
 
@@ -42,6 +43,25 @@ def test_restart_needed_reads_values_as_postgresql_does(modules, postgres):
     assert modules.pg_replication.restart_needed(unchanged) == []
     changed = dict(unchanged, shared_buffers="0.25GB", wal_level="logical", logging_collector="on")
     assert modules.pg_replication.restart_needed(changed) == ["logging_collector", "shared_buffers", "wal_level"]
+
+
+def restart(postgres):
+    subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(postgres.datadir), "-w",
+                    "-l", str(postgres.root / "log"), "restart"], check=True, capture_output=True)  # fmt: skip
+
+
+def test_a_setting_the_file_no_longer_holds_returns_to_its_default(modules, postgres):
+    conf = postgres.datadir / "postgresql.conf"
+    original = conf.read_text()
+    conf.write_text(original + "max_locks_per_transaction = 128\n")
+    restart(postgres)
+    try:
+        assert modules.pg_replication.restart_needed({"max_locks_per_transaction": 128}) == []
+        # A file without the line: back to the built-in 64 at the next restart.
+        assert modules.pg_replication.restart_values({}) == {"max_locks_per_transaction": "64"}
+    finally:
+        conf.write_text(original)
+        restart(postgres)
 
 
 def test_test_mode_predicts_the_restart_before_the_file_changes(states, started):

@@ -38,7 +38,7 @@ WRITER_PASSWORD = secrets.token_urlsafe(18)
 # Per server: in recovery, postmaster start, slots, timeline; the formula's files.
 SNAPSHOT_SCRIPT = r"""
 runuser -u postgres -- psql -XAtq -c "SELECT pg_is_in_recovery(), pg_postmaster_start_time(),
-  (SELECT string_agg(slot_name, ',' ORDER BY 1) FROM pg_replication_slots),
+  (SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots),
   (SELECT timeline_id FROM pg_control_checkpoint())"
 sha256sum /etc/postgresql/15/main/*.conf /var/lib/postgresql/.pgpass
 ls /var/lib/postgresql/15/main/standby.signal 2>/dev/null
