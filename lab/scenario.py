@@ -149,7 +149,8 @@ def restore_check(
     )  # fmt: skip
     results = list(ret.data.values()) if isinstance(ret.data, dict) else []
     if ret.returncode != 0 or not results or results[0].get("result") is not True:
-        raise RuntimeError(f"restore failed: {ret.stdout}")
+        log = backup.run(["tail", "-n", "40", "/var/log/barman/barman.log"], check=False).stdout
+        raise RuntimeError(f"restore failed: {ret.stdout}\nbarman.log:\n{log}")
     # Debian keeps configuration outside the data directory: give the copy a minimal one.
     backup.run(["sh", "-c", f"echo \"listen_addresses = ''\" > {dest}/postgresql.conf && "
                 f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "
