@@ -12,11 +12,13 @@ as ``postgres``.
 :depends: psycopg2
 """
 
+import json
 import logging
 import os
 import struct
 import time
 
+import salt.utils.files
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -160,6 +162,44 @@ def slots(**kwargs):
         **kwargs,
     )
     return {row.pop("slot_name"): row for row in rows}
+
+
+def slot_clients(**kwargs):
+    """
+    Who streams from each active slot: ``{slot: "application_name@client_addr"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.slot_clients
+    """
+    rows = _query(
+        "SELECT s.slot_name, r.application_name || '@' || COALESCE(host(r.client_addr), 'local') AS client"
+        " FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid ORDER BY 1",
+        **kwargs,
+    )
+    return {row["slot_name"]: row["client"] for row in rows}
+
+
+def slots_record(path):
+    """
+    The slots this formula made on this server, as recorded in ``path`` (a JSON list; empty
+    if there is no record yet).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt master pg_replication.slots_record /var/lib/postgresql/.pg_replication-slots-15-main.json
+    """
+    try:
+        with salt.utils.files.fopen(path) as fh:
+            return sorted(json.load(fh))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"cannot read the slot record {path}: {exc}") from exc
 
 
 def slot_create(name, reserve_wal=True, **kwargs):

@@ -15,10 +15,12 @@ name what changed (``password: changed``) but never hold a password or a verifie
         - replication: True
 """
 
+import json
 import os
 import time
 
 import salt.utils.data
+import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
@@ -120,6 +122,69 @@ def slot_absent(name, force=False, **kwargs):
             return ret
         return _fail(ret, exc)
     return ret
+
+
+def slots_follow(name, slots, user="postgres", **kwargs):
+    """
+    Keep the replication slots in step with the pillar: drop the slots this formula made
+    (recorded in file ``name``) that the pillar no longer wants, once inactive. Slots it did
+    not make are never dropped; they are named in the comment. Run after the slots are made.
+
+    name
+        The record of the slots made here (a JSON list), private to ``user``.
+    slots
+        The slots the pillar wants on this server (its standbys' and Barman's).
+
+    A slot to drop that is still active fails the state, naming who streams from it.
+    """
+    ret = _ret(name)
+    conn = _conn(kwargs)
+    wanted = set(slots)
+    try:
+        recorded = set(__salt__["pg_replication.slots_record"](name))
+        existing = __salt__["pg_replication.slots"](**conn)
+        clients = __salt__["pg_replication.slot_clients"](**conn)
+    except CommandExecutionError as exc:
+        if _unavailable(exc):
+            return _predict(ret, exc, {"record": sorted(wanted)}, f"the slot record {name} would be written")
+        return _fail(ret, exc)
+    stale = sorted((recorded - wanted) & set(existing))
+    active = [slot for slot in stale if existing[slot]["active"]]
+    unmanaged = sorted(set(existing) - wanted - recorded)
+    record = sorted(wanted | set(active))
+    changes = {"dropped": [s for s in stale if s not in active]} if len(stale) > len(active) else {}
+    if record != sorted(recorded):
+        changes["record"] = record
+    notes = [f"left alone (not made by this formula): {', '.join(unmanaged)}"] if unmanaged else []
+    if active:
+        busy = ", ".join(
+            f"{slot} ({clients.get(slot) or 'pid ' + str(existing[slot]['active_pid'])})" for slot in active
+        )
+        notes.insert(0, f"no longer in the pillar but still streamed from: {busy}; stop that client first")
+    if __opts__["test"] and changes:
+        ret.update(result=None, changes=changes, comment="; ".join(["slots would follow the pillar", *notes]))
+        return ret
+    try:
+        for slot in changes.get("dropped", ()):
+            __salt__["pg_replication.slot_drop"](slot, **conn)
+        if "record" in changes:
+            _write_record(name, record, user)
+    except (CommandExecutionError, OSError) as exc:
+        return _fail(ret, exc)
+    ret.update(changes=changes, comment="; ".join(["slots follow the pillar", *notes]))
+    if active:
+        ret["result"] = False
+    return ret
+
+
+def _write_record(path, slots, user):
+    """The slot record, written whole (a temporary file renamed over it), mode 0600."""
+    tmp = f"{path}.tmp"
+    with salt.utils.files.fopen(tmp, "w") as fh:
+        json.dump(slots, fh)
+    os.chmod(tmp, 0o600)
+    __salt__["file.chown"](tmp, user, user)
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- roles

@@ -686,6 +686,10 @@ def build(config, minion_id, grains=None):
             "hosts": hosts,
             "primary": primary,
             "standbys": standbys,
+            # The slots the primary serves: each standby's and Barman's for this cluster.
+            "primary_slots": sorted(
+                {h["slot"] for h in standbys} | {s["slot_name"] for s in barman_servers if not s["external"]}
+            ),
             "backup_hosts": backup_hosts,
             "barman": barman,
             "barman_servers": barman_servers,

@@ -150,3 +150,35 @@ def test_no_server_yet_is_predicted_in_test_mode_and_fails_for_real(states):
     ):
         assert state.result is False
         assert "cannot connect to PostgreSQL at 127.0.0.1:1" in state.comment
+
+
+def test_slots_follow_the_pillar_only_for_slots_made_here(states, modules, tmp_path, streaming_client):
+    record = str(tmp_path / "slots.json")
+    modules.pg_replication.slot_create("kept_slot")
+    modules.pg_replication.slot_create("ops_slot")  # made by someone else: never dropped
+    try:
+        first = states.pg_replication.slots_follow(record, slots=["kept_slot", "busy_slot"], user="root")
+        assert first.result is True
+        assert first.changes == {"record": ["busy_slot", "kept_slot"]}
+        assert "left alone (not made by this formula): ops_slot" in first.comment
+        again = states.pg_replication.slots_follow(record, slots=["kept_slot", "busy_slot"], user="root")
+        assert (again.result, again.changes) == (True, {})
+
+        # Both leave the pillar: the inactive one is dropped (predicted first), the active one
+        # fails the state naming who streams from it, and stays recorded.
+        predicted = states.pg_replication.slots_follow(record, slots=[], user="root", test=True)
+        assert predicted.result is None
+        assert predicted.changes == {"dropped": ["kept_slot"], "record": ["busy_slot"]}
+        assert "kept_slot" in modules.pg_replication.slots()
+        ret = states.pg_replication.slots_follow(record, slots=[], user="root")
+        assert ret.result is False
+        assert ret.changes == {"dropped": ["kept_slot"], "record": ["busy_slot"]}
+        assert "still streamed from: busy_slot (pg_receivewal@127.0.0.1)" in ret.comment
+        assert set(modules.pg_replication.slots()) >= {"busy_slot", "ops_slot"}
+        assert "kept_slot" not in modules.pg_replication.slots()
+        assert modules.pg_replication.slots_record(record) == ["busy_slot"]
+        assert oct(os.stat(record).st_mode & 0o777) == "0o600"
+    finally:
+        for slot in ("kept_slot", "ops_slot"):
+            if slot in modules.pg_replication.slots():
+                modules.pg_replication.slot_drop(slot)

@@ -495,3 +495,35 @@ def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster)
     assert f"pg_rewind can rejoin {primary} (wal_log_hints or data checksums)" in refused.data["comment"]
     assert "wal_log_hints=off data_checksums=off" in refused.data["comment"]
     assert snapshot(cluster) == before
+
+
+def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(cluster):
+    """The operator retires a standby (stops it) and removes it from the pillar: test=True
+    predicts its slot's drop and no restart; the highstate drops the slot (made by the
+    formula), restarts no server and leaves a slot made by hand alone."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    gone, kept = sorted(set(SERVERS) - {primary})
+    slot = f"{gone}_slot"
+    lab[primary].psql("SELECT pg_create_physical_replication_slot('ops_slot')")
+    before = start_times(lab)
+    lab[gone].run(["systemctl", "stop", "postgresql@15-main"])
+    assert wait_for(lambda: lab[primary].psql(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")
+                    == "f", 15)  # fmt: skip
+    pillar = copy.deepcopy(good)
+    del pillar["hosts"][gone]
+    cluster.set_pillar(pillar)
+    predicted = cluster.highstate("test=True")
+    follow = next(
+        s for s in predicted.data[primary].values() if s["__id__"] == "pg_replication-slots-follow-the-pillar"
+    )
+    assert follow["changes"]["dropped"] == [slot]
+    assert not any(changes for changes, _ in restart_states(predicted).values())
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    slots = cluster_status(cluster)[primary]["slots"]
+    assert slot not in slots
+    assert "ops_slot" in slots
+    after = {h: lab[h].psql("SELECT pg_postmaster_start_time()") for h in (primary, kept)}
+    assert after == {h: before[h] for h in (primary, kept)}
+    assert following(cluster, primary, (primary, kept))
