@@ -166,8 +166,12 @@ def restore_check(
             raise RuntimeError(f"restored server did not start: {start.stderr}\n{log}")
 
         def psql(sql):
-            return backup.run(["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U",
-                               "postgres", "-d", "otus", "-c", sql]).stdout  # fmt: skip
+            res = backup.run(["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U",
+                              "postgres", "-d", "otus", "-c", sql], check=False)  # fmt: skip
+            if res.returncode:
+                log = backup.run(["tail", "-n", "30", f"{dest}/restore.log"], check=False).stdout
+                raise RuntimeError(f"restored copy: {res.stderr.strip()}\nrestore.log:\n{log}")
+            return res.stdout
 
         rows = psql("SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase").split()
         return (rows, psql(query)) if query else rows

@@ -462,7 +462,9 @@ def test_restart_settings_restart_standbys_and_leave_the_primary_to_the_rolling_
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
     held = restart_states(ret)
-    assert all(not held[h][0] and "lower settings below the primary's" in held[h][1] for h in standbys), held
+    assert all(not held[h][0] and "lower settings below the primary's" in held[h][1] for h in standbys), json.dumps(
+        held, indent=1
+    )
     before = start_times(lab)
     rolled = cluster.run("pg_replication.rolling_restart")
     print(json.dumps(rolled.data, indent=1))
