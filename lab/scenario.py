@@ -165,14 +165,17 @@ def restore_check(
             log = backup.run(["cat", f"{dest}/restore.log"], check=False).stdout
             raise RuntimeError(f"restored server did not start: {start.stderr}\n{log}")
 
-        def psql(sql):
+        def psql(sql, dbname="otus"):
             res = backup.run(["runuser", "-u", "barman", "--", "psql", "-XAtq", "-h", dest, "-p", str(port), "-U",
-                              "postgres", "-d", "otus", "-c", sql], check=False)  # fmt: skip
+                              "postgres", "-d", dbname, "-c", sql], check=False)  # fmt: skip
             if res.returncode:
                 log = backup.run(["tail", "-n", "30", f"{dest}/restore.log"], check=False).stdout
                 raise RuntimeError(f"restored copy: {res.stderr.strip()}\nrestore.log:\n{log}")
             return res.stdout
 
+        # pg_ctl returns once the copy takes read-only connections: wait for the end of its
+        # recovery (the target reached, then promoted), or for it to stop on an error.
+        wait_for(lambda: psql("SELECT NOT pg_is_in_recovery()", dbname="postgres").strip() == "t", timeout=300)
         rows = psql("SELECT phase || ':' || count(*) FROM restore_check GROUP BY phase ORDER BY phase").split()
         return (rows, psql(query)) if query else rows
     finally:
