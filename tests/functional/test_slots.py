@@ -77,7 +77,7 @@ def streaming_client(modules, postgres, tmp_path):
         env={**os.environ, "PGPASSFILE": str(passfile)},
         start_new_session=True,  # so that teardown ends runuser and pg_receivewal together
     )  # fmt: skip
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not modules.pg_replication.slots()["busy_slot"]["active"]:
         assert time.monotonic() < deadline, "pg_receivewal did not attach to its slot"
         time.sleep(0.2)
@@ -141,6 +141,10 @@ def test_no_server_yet_is_predicted_in_test_mode_and_fails_for_real(states):
     assert ret.changes["created"] is True
     assert ret.changes["password"] == "set"
     assert "a-long-enough-secret" not in str(ret.raw)
+    follow = states.pg_replication.slots_follow("/nonexistent/record.json", slots=["new_slot"], test=True, **nowhere)
+    assert (follow.result, follow.changes) == (None, {"record": ["new_slot"]})
+    lone = states.pg_replication.slots_follow("/nonexistent/record.json", slots=[], test=True, **nowhere)
+    assert (lone.result, lone.changes) == (True, {})  # a primary without standbys: no record to write
     ret = states.pg_replication.restarted_if_pending("postgresql", test=True, **nowhere)
     assert ret.result is True
     assert ret.changes == {}
