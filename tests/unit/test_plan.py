@@ -253,3 +253,9 @@ def test_systemd_hosts_use_the_clusters_unit_once_the_name_is_valid(plan_mod, co
     config["service_name"] = "postgresql; reboot"
     with pytest.raises(plan_mod.PlanError, match="pg_replication:service_name"):
         plan_mod.build(config, "master", {"init": "systemd"})
+
+
+def test_the_cases_applied_through_salt_exist():
+    from tests.invalid_pillars import THROUGH_SALT  # pylint: disable=import-outside-toplevel
+
+    assert {case[0] for case in CASES} >= THROUGH_SALT
