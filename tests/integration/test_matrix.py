@@ -76,9 +76,9 @@ def test_switchover_loses_no_acknowledged_commit_and_barman_follows(cluster, old
     if old == "master":
         Writer.prepare(lab["master"], WRITER_PASSWORD)
     writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
-    time.sleep(2)
-    ret = cluster.run("pg_replication.switchover", f"to={new}")
     time.sleep(1)
+    ret = cluster.run("pg_replication.switchover", f"to={new}")
+    time.sleep(0.5)
     writer.stop()
     assert ret.returncode == 0, ret.stdout + ret.stderr
     apply_pillar_change(cluster, ret.data["pillar_change"])
