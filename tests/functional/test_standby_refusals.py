@@ -45,18 +45,25 @@ def bootstrap(states, datadir, login):
     )  # fmt: skip
 
 
+def assert_refused_and_kept(states, datadir, replication_login, before, *phrases):
+    """The bootstrap fails saying each of ``phrases``, changes nothing, and every file of
+    ``datadir`` has the checksum it had (``before``)."""
+    ret = bootstrap(states, datadir, replication_login)
+    assert ret.result is False
+    for phrase in phrases:
+        assert phrase in ret.comment
+    assert ret.changes == {}
+    assert digest(datadir) == before
+
+
 def test_a_directory_of_other_files_is_refused_and_kept(states, tmp_path, replication_login):
     datadir = tmp_path / "data"
     datadir.mkdir()
     for i in range(3):
         (datadir / f"precious-{i}").write_text(f"row {i}\n")
     before = digest(datadir)
-    ret = bootstrap(states, datadir, replication_login)
-    assert ret.result is False
-    assert "files that are not a cluster" in ret.comment
-    assert "refusing to overwrite it" in ret.comment
-    assert ret.changes == {}
-    assert digest(datadir) == before
+    assert_refused_and_kept(states, datadir, replication_login, before,
+                            "files that are not a cluster", "refusing to overwrite it")  # fmt: skip
     assert len(before) == 3
 
 
@@ -66,9 +73,5 @@ def test_a_former_primary_left_down_is_refused_with_the_rejoin_command(states, t
     shutil.copy(postgres.datadir / "global" / "pg_control", datadir / "global" / "pg_control")
     (datadir / "PG_VERSION").write_text("15\n")
     before = digest(datadir)
-    ret = bootstrap(states, datadir, replication_login)
-    assert ret.result is False
-    assert "a non-standby copy of system" in ret.comment
-    assert "salt-run pg_replication.rejoin host=" in ret.comment
-    assert ret.changes == {}
-    assert digest(datadir) == before
+    assert_refused_and_kept(states, datadir, replication_login, before,
+                            "a non-standby copy of system", "salt-run pg_replication.rejoin host=")  # fmt: skip
