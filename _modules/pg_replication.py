@@ -76,7 +76,14 @@ def _connection(kwargs):
         raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
     if conn is None or conn.closed:
         try:
-            conn = psycopg2.connect(connect_timeout=10, application_name="salt-pg_replication", **args)
+            # The formula's own writes (roles, grants) commit locally: a highstate never waits
+            # for a synchronous standby that is not there yet.
+            conn = psycopg2.connect(
+                connect_timeout=10,
+                application_name="salt-pg_replication",
+                options="-c synchronous_commit=local",
+                **args,
+            )
         except psycopg2.Error as exc:
             raise _unavailable(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}") from exc
         conn.autocommit = True

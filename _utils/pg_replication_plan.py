@@ -31,6 +31,7 @@ def _sibling(name):
 syntax = _sibling("pg_replication_syntax")
 
 ROLES = ("primary", "standby", "barman")
+SYNC_METHODS = ("any", "first")
 RESTART_MODES = ("auto", "manual")
 INSTALL_METHODS = ("pkg", "pip")
 MIN_PASSWORD_LENGTH = 12
@@ -47,6 +48,7 @@ RESERVED_SETTINGS = {
     "cluster_name": f"{KEY}:cluster",
     "primary_conninfo": f"{KEY}:hosts",
     "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
+    "synchronous_standby_names": f"{KEY}:synchronous",
     "config_file": None,
     "include": None,
     "include_dir": None,
@@ -277,6 +279,7 @@ SCHEMA = {
         "build_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
+    "synchronous": {"method": _enum(*SYNC_METHODS), "count": _int(1, 100), "standbys": _list_of(_minion_id)},
     "spare_wal_senders": _int(0, 100),
     "spare_replication_slots": _int(0, 100),
     "restart": {"primary": _enum(*RESTART_MODES), "standby": _enum(*RESTART_MODES)},
@@ -355,7 +358,9 @@ def _hosts(config):
         host = dict(spec, id=str(minion_id), address=str(ipaddress.ip_address(str(spec["address"]))))
         if host["role"] == "standby":
             host["slot"] = spec.get("slot") or _slot_default(str(minion_id))
-            host["application_name"] = spec.get("application_name") or "walreceiver"
+            # The minion id by default: pg_stat_replication says who streams, and
+            # synchronous_standby_names can name each standby.
+            host["application_name"] = spec.get("application_name") or str(minion_id)
         out[str(minion_id)] = host
     return out
 
@@ -397,6 +402,37 @@ def _server(config, barman, errors, key, name, spec):
     where = f"{server['address']}:{server['port']}"
     server["description"] = f"PostgreSQL {server['version']} on {server['primary']} ({where}), streaming"
     return server
+
+
+def _synchronous(config, hosts, errors):
+    """``synchronous_standby_names`` for the primary (None: asynchronous). The list may name
+    the primary itself (a switchover swaps roles, not this list): it is left out, and the
+    count must fit the standbys that remain."""
+    sync = config.get("synchronous") or {}
+    names = sync.get("standbys") or []
+    if not names:
+        return None
+    key = f"{KEY}:synchronous"
+    standbys, seen_application_names = [], {}
+    for i, name in enumerate(names):
+        host = hosts.get(str(name))
+        if names.index(name) != i:
+            errors.append(f"{key}:standbys:{i}: {name!r} is listed twice")
+        elif host is None or host["role"] not in ("primary", "standby"):
+            errors.append(f"{key}:standbys:{i}: {name!r} is not a server (primary or standby) in {KEY}:hosts")
+        elif host["role"] == "standby":
+            other = seen_application_names.setdefault(host["application_name"], host["id"])
+            if other != host["id"]:
+                errors.append(
+                    f"{KEY}:hosts:{host['id']}:application_name: {host['application_name']!r} is also"
+                    f" {other}'s; synchronous standbys need their own"
+                )
+            standbys.append(host["application_name"])
+    count = int(sync.get("count") or 1)
+    if count > len(standbys):
+        errors.append(f"{key}:count: {count} is more than the {len(standbys)} standby(s) in {key}:standbys")
+    quoted = ", ".join('"' + name + '"' for name in standbys)
+    return f"{str(sync.get('method') or 'any').upper()} {count} ({quoted})"
 
 
 def _barman(config, hosts, primary, errors):
@@ -563,6 +599,8 @@ def _conf_pairs(plan):
         ("port", plan["port"]),
     ]
     pairs += sorted(plan["settings"].items())
+    if plan["role"] == "primary" and plan["synchronous_standby_names"]:
+        pairs.append(("synchronous_standby_names", plan["synchronous_standby_names"]))
     if plan["role"] == "standby" and plan["standby_signal"]:
         pairs += [("primary_conninfo", _standby_conninfo(plan)), ("primary_slot_name", plan["me"]["slot"])]
     return pairs
@@ -671,6 +709,7 @@ def build(config, minion_id, grains=None):
     barman, barman_servers = _barman(config, hosts, primary, errors)
     _check_slots(hosts, barman_servers, errors)
     _check_headroom(config, standbys, backup_hosts, errors)
+    synchronous_standby_names = _synchronous(config, hosts, errors)
     _expanded_paths(config, errors)
     if errors:
         raise PlanError("invalid pillar: " + "; ".join(errors))
@@ -695,6 +734,7 @@ def build(config, minion_id, grains=None):
             "barman_servers": barman_servers,
             "barman_grants": barman_grants(version),
             "settings": _settings_for(config),
+            "synchronous_standby_names": synchronous_standby_names,
             "hba": _hba(config, primaries + standbys, backup_hosts),
             "rewind_grants": REWIND_GRANTS,
             "standby_signal": version >= 12,

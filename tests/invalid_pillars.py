@@ -110,6 +110,11 @@ CASES = [
     ("package-two-names", ("pkgs", "server"), "postgresql-15 netcat", "pg_replication:pkgs:server"),
     ("repo-url-newline", ("repo", "url"), "https://example.org/ bookworm main\ndeb http://10.0.0.66/ x main",
      "pg_replication:repo:url"),
+    # topology
+    ("sync-count-too-large", ("synchronous",), {"method": "any", "count": 2, "standbys": ["standby"]},
+     "pg_replication:synchronous:count"),
+    ("sync-unknown-standby", ("synchronous",), {"method": "any", "count": 1, "standbys": ["standby9"]},
+     "pg_replication:synchronous:standbys:0"),
     ("minion-id-space", ("hosts", "ma ster"), {"role": "standby", "address": "10.0.0.9"},
      "pg_replication:hosts:ma ster"),
 ]  # fmt: skip

@@ -42,7 +42,7 @@ def test_both_streaming_clients_on_active_slots(converged):
         )
         .splitlines()
     )
-    assert rows == ["barman_receive_wal:streaming:barman_slot:true", "walreceiver:streaming:standby_slot:true"]
+    assert rows == ["barman_receive_wal:streaming:barman_slot:true", "standby:streaming:standby_slot:true"]
 
 
 def test_barman_check_all_ok_and_one_done_backup(converged):
@@ -72,7 +72,7 @@ def test_one_backup_host_backs_up_a_second_primary(converged):
 
 def test_replication_status_lists_both_clients(converged):
     status = barman(converged, "replication_status", SERVER)
-    assert "walreceiver" in json.dumps(status)
+    assert '"application_name": "standby"' in json.dumps(status)
     assert "barman_receive_wal" in json.dumps(status)
 
 

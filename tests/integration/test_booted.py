@@ -62,7 +62,7 @@ def test_exactly_one_cluster_the_formulas(converged):
 
 
 def test_reference_scenario(converged):
-    assert streaming_clients(converged) == "barman_receive_wal:barman_slot,walreceiver:standby_slot"
+    assert streaming_clients(converged) == "barman_receive_wal:barman_slot,standby:standby_slot"
     assert row_on_standby(converged, "booted-row", timeout=10) == "booted-row"
     assert failed_checks(converged) == []
     assert [b["status"] for b in barman(converged, "list_backups", SERVER)] == ["DONE"]
@@ -90,7 +90,7 @@ def test_highstate_starts_a_killed_standby_server(converged):
     ret = converged.highstate()
     assert ret.returncode == 0, ret.stdout[-3000:]
     assert standby.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
-    assert wait_for(lambda: "walreceiver:standby_slot" in streaming_clients(converged), timeout=30)
+    assert wait_for(lambda: "standby:standby_slot" in streaming_clients(converged), timeout=30)
 
 
 def receive_wal_pid(salt_lab):
@@ -118,7 +118,7 @@ def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converge
     assert wait_for(lambda: master.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active", 60)
     master.psql("CREATE TABLE IF NOT EXISTS after_boot (id int)")
     master.psql("INSERT INTO after_boot VALUES (1)")
-    assert wait_for(lambda: "walreceiver:standby_slot" in streaming_clients(converged), timeout=60)
+    assert wait_for(lambda: "standby:standby_slot" in streaming_clients(converged), timeout=60)
     assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=120, interval=5)
     converged.wait_for_minions()
     assert wait_for(lambda: failed_checks(converged) == [], timeout=120, interval=10)

@@ -84,8 +84,8 @@ def test_standbys_stream_on_their_slots(cluster):
     )
     lab = cluster.lab
     assert rows == (
-        f"barman_receive_wal@{lab['backup'].address}:barman_slot,walreceiver@{lab['standby2'].address}:standby2_slot,"
-        f"walreceiver@{lab['standby'].address}:standby_slot"
+        f"barman_receive_wal@{lab['backup'].address}:barman_slot,standby2@{lab['standby2'].address}:standby2_slot,"
+        f"standby@{lab['standby'].address}:standby_slot"
     )
 
 

@@ -51,7 +51,7 @@ def test_standby_and_barman_stream_on_their_slots(cluster):
         "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY r.application_name)"
         " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
     )
-    assert rows == "barman_receive_wal:barman_slot,walreceiver:standby_slot"
+    assert rows == "barman_receive_wal:barman_slot,standby:standby_slot"
     version = cluster.lab["master"].psql("SHOW server_version_num")
     assert version.startswith(str(cluster.pillar["version"]))
 

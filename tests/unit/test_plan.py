@@ -1,6 +1,7 @@
 """Pillar validation and derivation (pg_replication.plan)."""
 
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -204,8 +205,53 @@ def test_escapes_for_each_target(plan_mod, config):
     conninfo = [line for line in plan["conf_lines"] if line.startswith("primary_conninfo")]
     assert conninfo == [
         "primary_conninfo = 'host=192.168.11.101 port=5432 user=replicator"
-        " passfile=/var/lib/postgresql/.pgpass application_name=walreceiver'"
+        " passfile=/var/lib/postgresql/.pgpass application_name=standby'"
     ]
+
+
+def _sync_names(plan):
+    return [line for line in plan["conf_lines"] if line.startswith("synchronous_standby_names")]
+
+
+def test_synchronous_standbys_are_named_by_application_name_on_the_primary_only(plan_mod, config):
+    config["hosts"]["standby2"] = {"role": "standby", "address": "192.168.11.104", "application_name": "s-2.b"}
+    config["synchronous"] = {"method": "first", "count": 2, "standbys": ["standby2", "standby"]}
+    assert _sync_names(plan_mod.build(config, "master")) == [
+        """synchronous_standby_names = 'FIRST 2 ("s-2.b", "standby")'"""
+    ]
+    assert _sync_names(plan_mod.build(config, "standby")) == []
+    assert (
+        plan_mod.build(config, "master")["conf_settings"]["synchronous_standby_names"] == 'FIRST 2 ("s-2.b", "standby")'
+    )
+    # The list may name the primary (roles swap at a switchover): left out, and not counted.
+    config["synchronous"] = {"method": "any", "count": 1, "standbys": ["master", "standby"]}
+    assert _sync_names(plan_mod.build(config, "master")) == ["""synchronous_standby_names = 'ANY 1 ("standby")'"""]
+    config["synchronous"]["standbys"] = []
+    assert _sync_names(plan_mod.build(config, "master")) == []
+
+
+@pytest.mark.parametrize(
+    ("sync", "extra", "message"),
+    [
+        ({"standbys": ["standby", "ghost"]}, {}, "pg_replication:synchronous:standbys:1: 'ghost' is not a server"),
+        ({"standbys": ["backup"]}, {}, "pg_replication:synchronous:standbys:0: 'backup' is not a server"),
+        ({"standbys": ["standby", "standby"]}, {}, "pg_replication:synchronous:standbys:1: 'standby' is listed twice"),
+        ({"count": 2, "standbys": ["master", "standby"]}, {}, "pg_replication:synchronous:count: 2 is more than"),
+        ({"method": "all"}, {}, "pg_replication:synchronous:method: 'all' is not one of any, first"),
+        ({"count": 0}, {}, "pg_replication:synchronous:count"),
+        ({"standbys": "standby"}, {}, "pg_replication:synchronous:standbys: must be a list"),
+        (
+            {"standbys": ["standby", "standby2"]},
+            {"standby2": {"role": "standby", "address": "192.168.11.104", "application_name": "standby"}},
+            "pg_replication:hosts:standby2:application_name: 'standby' is also standby's",
+        ),
+    ],
+)
+def test_invalid_synchronous_names_the_key(plan_mod, config, sync, extra, message):
+    config["hosts"].update(extra)
+    config["synchronous"] = dict(config["synchronous"], **sync)
+    with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
+        plan_mod.build(config, "master")
 
 
 def test_ipv6_addresses_reach_pgpass_and_hba(plan_mod, config):
