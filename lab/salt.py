@@ -223,7 +223,7 @@ class SaltLab:
             res.data = None
         return res
 
-    def highstate(self, *args, timeout=900):
+    def highstate(self, *args, target="*", timeout=900):
         """``salt '*' state.apply``; the custom modules are synced once per lab (they do not
         change during a run), the minions' in-memory pillar refreshed when it changed."""
         if not self._modules_synced:
@@ -232,4 +232,4 @@ class SaltLab:
         if self._pillar_changed:
             self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
             self._pillar_changed = False
-        return self.salt("state.apply", *args, timeout=timeout)
+        return self.salt("state.apply", *args, target=target, timeout=timeout)

@@ -267,3 +267,27 @@ class Writer:
         rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname)
         present = set(map(int, rows.split()))
         return sorted(set(self.committed) - present)
+
+
+# Files the formula writes (owner, mode, checksum), Barman's backups, and where PostgreSQL
+# runs: its roles with their verifiers, slots, settings and start time.
+UNCHANGED_SCRIPT = r"""
+for path in /etc/postgresql /etc/postgresql-common /etc/barman.conf /etc/barman.d /etc/cron.d/barman \
+            /var/lib/postgresql/.pgpass /var/lib/barman/.pgpass; do
+  [ -e "$path" ] && find "$path" -type f -exec stat -c '%n %U %a' {} \; -exec sha256sum {} \;
+done
+ls -d /var/lib/barman/*/base/* 2>/dev/null
+[ -e /tmp/pwned ] && echo PWNED
+[ -S /var/run/postgresql/.s.PGSQL.5432 ] && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 <<'SQL'
+SELECT string_agg(rolname || ':' || coalesce(rolpassword, ''), ',' ORDER BY rolname) FROM pg_authid;
+SELECT string_agg(slot_name || ':' || slot_type, ',' ORDER BY slot_name) FROM pg_replication_slots;
+SELECT md5(string_agg(name || '=' || setting, ',' ORDER BY name)) FROM pg_settings;
+SELECT pg_postmaster_start_time();
+SQL
+true
+"""
+
+
+def unchanged_snapshot(salt_lab, hosts):
+    """Per host, what an invalid pillar must not change (:data:`UNCHANGED_SCRIPT`)."""
+    return {name: salt_lab.lab[name].run(["sh", "-c", UNCHANGED_SCRIPT]).stdout.splitlines() for name in hosts}

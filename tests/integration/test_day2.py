@@ -1,11 +1,12 @@
 """One lab of a primary, two standbys and a Barman host, operated from the salt-master.
 
-First the replication basics (streaming on slots, idempotency, reloads, invalid pillar,
-secrets), then day-2 operations (issue #9) through the runners, with a client committing
+First the replication basics (streaming on slots, idempotency, reloads, invalid pillars
+through every kind of target, secrets), then day-2 operations (issue #9) through the runners, with a client committing
 rows throughout: switchover and back, each preflight refusal, failover with the primary
 killed and cut off, the old primary refused by its highstate and rejoined with pg_rewind.
 "Nothing lost" is counted: every id whose COMMIT returned must be on the new primary."""
 
+import concurrent.futures
 import copy
 import json
 import secrets
@@ -26,14 +27,17 @@ from lab.scenario import (
     following,
     restore_check,
     row_on_standby,
+    unchanged_snapshot,
     wait_for,
 )
+from tests.invalid_pillars import CASES, THROUGH_SALT, mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
 LAB_HOSTS = ("master", "standby", "standby2", "backup")
 ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "backup": "barman"}
 SERVERS = ("master", "standby", "standby2")
+INVALID = [case for case in CASES if case[0] in THROUGH_SALT]
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # Per server: in recovery, postmaster start, slots, timeline; the formula's files.
 SNAPSHOT_SCRIPT = r"""
@@ -118,20 +122,35 @@ def test_pillar_setting_is_applied_by_reload(cluster):
     assert {cluster.lab[h].psql("SHOW work_mem") for h in SERVERS} == {"4MB"}
 
 
-def test_invalid_pillar_fails_before_any_change(cluster):
+@pytest.fixture(scope="module")
+def before_invalid_pillars(cluster):
+    return unchanged_snapshot(cluster, cluster.lab.hosts)
+
+
+@pytest.mark.parametrize(("path", "value", "key"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_pillar_fails_at_render_naming_the_key(cluster, before_invalid_pillars, path, value, key):
+    """One invalid pillar per kind of target (tests/invalid_pillars.py THROUGH_SALT; the unit
+    test of the plan runs them all): the render fails on every minion, naming the key, with
+    no traceback; a render error runs no state."""
     good = cluster.pillar
-    before = snapshot(cluster)
-    bad = copy.deepcopy(good)
-    bad["hosts"]["standby"]["address"] = "10.0.0.300"
-    cluster.set_pillar(bad)
+    cluster.set_pillar(mutate(good, path, value))
     try:
-        ret = cluster.highstate()
-        assert ret.returncode != 0
-        for host in SERVERS:
-            assert "pg_replication:hosts:standby:address" in str(ret.data[host])
+        returns = cluster.call("state.apply")
     finally:
         cluster.set_pillar(good)
-    assert snapshot(cluster) == before
+    assert sorted(returns) == sorted(cluster.lab.hosts)
+    for returned in returns.values():
+        result = returned["ret"]
+        assert isinstance(result, list), json.dumps(result, default=str)[:2000]  # messages, not state results
+        assert returned["retcode"] != 0
+        assert key in str(result)
+        assert "Traceback" not in str(result)
+
+
+def test_no_invalid_pillar_changed_anything(cluster, before_invalid_pillars):
+    """One snapshot after all the cases above, compared with the one before (files, roles and
+    their verifiers, slots, settings, start times, Barman's files and backups, on every host)."""
+    assert unchanged_snapshot(cluster, cluster.lab.hosts) == before_invalid_pillars
 
 
 def test_no_password_in_minion_debug_logs_or_returns(cluster):
@@ -497,6 +516,70 @@ def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster)
     assert f"pg_rewind can rejoin {primary} (wal_log_hints or data checksums)" in refused.data["comment"]
     assert "wal_log_hints=off data_checksums=off" in refused.data["comment"]
     assert snapshot(cluster) == before
+
+
+# --------------------------------------------------------------------------- synchronous replication
+STANDBY_UNIT = "postgresql@15-main"
+
+
+def sync_states(lab, primary):
+    return lab[primary].psql(
+        "SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY application_name)"
+        " FROM pg_stat_replication WHERE application_name <> 'barman_receive_wal'"
+    )
+
+
+def test_synchronous_any_one_of_two_commits_with_one_standby_down_and_waits_with_none(cluster):
+    """ANY 1 of the two standbys (the pillar's list names the primary too: left out): one
+    standby stopped, commits go on; both stopped, a commit waits, and returns when one comes
+    back, which then holds it. Back to asynchronous by reload, nothing restarted."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    first, second = sorted(set(SERVERS) - {primary})
+    started = start_times(lab)
+    pillar = copy.deepcopy(good)
+    pillar["synchronous"] = {"method": "any", "count": 1, "standbys": list(SERVERS)}
+    cluster.set_pillar(pillar)
+    stopped = []
+
+    def insert(n):
+        return lab[primary].psql(f"INSERT INTO sync_probe VALUES ({n})", dbname="otus")
+
+    def stop(host):
+        lab[host].run(["systemctl", "stop", STANDBY_UNIT])
+        stopped.append(host)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        ret = cluster.highstate(target=primary)
+        assert state_errors(ret.data) == {}
+        names = f'ANY 1 ("{first}", "{second}")'
+        assert wait_for(lambda: lab[primary].psql("SHOW synchronous_standby_names") == names, 10)
+        assert wait_for(lambda: sync_states(lab, primary) == f"{first}:quorum,{second}:quorum", 15)
+        lab[primary].psql("CREATE TABLE sync_probe (n int)", dbname="otus")
+        stop(first)
+        pool.submit(insert, 1).result(timeout=10)  # the other standby confirms it
+        stop(second)
+        waiting = pool.submit(insert, 2)
+        time.sleep(3)
+        assert not waiting.done()
+        assert lab[primary].psql(
+            "SELECT wait_event FROM pg_stat_activity WHERE query LIKE 'INSERT INTO sync_probe%'"
+        ) == ("SyncRep")
+        lab[second].run(["systemctl", "start", STANDBY_UNIT])
+        stopped.remove(second)
+        waiting.result(timeout=60)
+        assert lab[second].psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM sync_probe", dbname="otus") == "1,2"
+    finally:
+        for host in stopped:
+            lab[host].run(["systemctl", "start", STANDBY_UNIT])
+        cluster.set_pillar(good)
+        ret = cluster.highstate(target=primary)
+        pool.shutdown(wait=False)
+    assert state_errors(ret.data) == {}
+    assert wait_for(lambda: lab[primary].psql("SHOW synchronous_standby_names") == "", 10)
+    assert following(cluster, primary, SERVERS)
+    assert start_times(lab)[primary] == started[primary]
 
 
 def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(cluster):
