@@ -140,10 +140,21 @@ def plan(config, minion_id=None, secrets=False, grains=None):
     try:
         if grains is None:
             grains = {k: __grains__.get(k) for k in ("os", "osmajorrelease", "init")}
-        result = __utils__["pg_replication_plan.build"](config, minion_id or __grains__["id"], grains)
+        result = __utils__["pg_replication_plan.build"](
+            config, minion_id or __grains__["id"], grains, mine=_mine_addresses(config)
+        )
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from exc
     return result if secrets else __utils__["pg_replication_plan.redact"](result)
+
+
+def _mine_addresses(config):
+    """The Salt mine's addresses for the hosts the pillar gives none (asked only then)."""
+    request = __utils__["pg_replication_plan.mine_request"](config)
+    if not request:
+        return {}
+    minion_ids, function = request
+    return __salt__["mine.get"](",".join(minion_ids), function, tgt_type="list") or {}
 
 
 # --------------------------------------------------------------------------- slots
@@ -655,6 +666,27 @@ def datadir_system_identifier(datadir):
         return None
 
 
+def _peer_connect(host, port, user, passfile, timeout, replication=False):
+    """A connection to another server of the cluster as the replication role (its password
+    from ``passfile``): a physical replication connection, or one to the postgres database."""
+    if not HAS_PSYCOPG2:
+        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
+    from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
+
+    kind = {"dbname": "replication", "connection_factory": PhysicalReplicationConnection}
+    try:
+        return psycopg2.connect(
+            host=host,
+            port=int(port),
+            user=user,
+            passfile=passfile,
+            connect_timeout=int(timeout),
+            **(kind if replication else {"dbname": "postgres"}),
+        )
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}") from exc
+
+
 def primary_system_identifier(host, port=5432, user="replicator", passfile=None, timeout=10):
     """
     Ask a primary for its system identifier with IDENTIFY_SYSTEM over a physical replication
@@ -666,28 +698,66 @@ def primary_system_identifier(host, port=5432, user="replicator", passfile=None,
 
         salt standby pg_replication.primary_system_identifier 192.168.11.101 passfile=~postgres/.pgpass
     """
-    if not HAS_PSYCOPG2:
-        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
-    from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
-
-    try:
-        conn = psycopg2.connect(
-            host=host,
-            port=int(port),
-            user=user,
-            passfile=passfile,
-            dbname="replication",
-            connect_timeout=int(timeout),
-            connection_factory=PhysicalReplicationConnection,
-        )
-    except psycopg2.Error as exc:
-        raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}") from exc
+    conn = _peer_connect(host, port, user, passfile, timeout, replication=True)
     try:
         with conn.cursor() as cur:
             cur.execute("IDENTIFY_SYSTEM")
             return str(cur.fetchone()[0])
     finally:
         conn.close()
+
+
+def peer_slot(host, slot, port=5432, user="replicator", passfile=None, timeout=10):
+    """
+    One replication slot as the primary at ``host`` sees it (``active``, ``restart_lsn``,
+    and from PostgreSQL 13 ``wal_status``: ``lost`` once the WAL it held was removed), or
+    None if there is no such slot. Asked as the replication role.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.peer_slot 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
+    """
+    conn = _peer_connect(host, port, user, passfile, timeout)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_jsonb(s) FROM pg_replication_slots s WHERE slot_name = %s", (slot,))
+            row = cur.fetchone()
+            return row[0] if row else None
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"{host}:{port}: {_pg_message(exc)}") from exc
+    finally:
+        conn.close()
+
+
+def peer_slot_renew(host, slot, port=5432, user="replicator", passfile=None, timeout=10):
+    """
+    Drop ``slot`` on the primary at ``host`` if it exists and create it again, reserving WAL
+    from now on, over a replication connection as the replication role: what a standby
+    whose slot lost its WAL needs before a new base backup. An active slot is refused.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt standby pg_replication.peer_slot_renew 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
+    """
+    current = peer_slot(host, slot, port=port, user=user, passfile=passfile, timeout=timeout)
+    if current and current.get("active"):
+        raise CommandExecutionError(f"slot {slot!r} on {host} is in use (pid {current.get('active_pid')})")
+    conn = _peer_connect(host, port, user, passfile, timeout, replication=True)
+    try:
+        with conn.cursor() as cur:
+            name = sql.Identifier(slot).as_string(conn)
+            if current:
+                cur.execute(f"DROP_REPLICATION_SLOT {name}")
+            cur.execute(f"CREATE_REPLICATION_SLOT {name} PHYSICAL RESERVE_WAL")
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"cannot renew slot {slot!r} on {host}: {_pg_message(exc)}") from exc
+    finally:
+        conn.close()
+    return True
 
 
 def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None, bin_dir=None, runas="postgres"):
@@ -758,13 +828,9 @@ def peer_position(host, port=5432, user="replicator", passfile=None, timeout=5):
 
         salt master pg_replication.peer_position 192.168.11.102 passfile=/var/lib/postgresql/.pgpass
     """
-    if not HAS_PSYCOPG2:
-        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
     try:
-        conn = psycopg2.connect(
-            host=host, port=int(port), user=user, passfile=passfile, dbname="postgres", connect_timeout=int(timeout)
-        )
-    except psycopg2.Error:
+        conn = _peer_connect(host, port, user, passfile, timeout)
+    except CommandExecutionError:
         return None
     try:
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:

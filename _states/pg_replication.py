@@ -80,6 +80,12 @@ def slot_present(name, reserve_wal=True, **kwargs):
             if existing["slot_type"] != "physical":
                 return _fail(ret, f"slot {name} exists but is a {existing['slot_type']} slot")
             ret["comment"] = f"Replication slot {name} is present"
+            if existing.get("wal_status") == "lost":
+                # Left for the standby's highstate, which rebuilds itself and renews the slot.
+                ret["warnings"] = [
+                    f"Replication slot {name} lost the WAL its client needs (wal_status lost): "
+                    "that standby's highstate rebuilds it (pg_replication:standby:rebuild_lost_slot)"
+                ]
             return ret
         ret["changes"] = {"slot": name, "created": True}
         if __opts__["test"]:
@@ -340,6 +346,17 @@ def _standby_marker(datadir, version):
     return os.path.join(datadir, "standby.signal" if int(version) >= 12 else "recovery.conf")
 
 
+def _stop_before_wipe(datadir, service, timeout=60):
+    """Stop the server and confirm it stopped (no postmaster.pid left) before a wipe."""
+    __salt__["service.stop"](service)
+    pid_file = os.path.join(datadir, "postmaster.pid")
+    deadline = time.monotonic() + timeout
+    while os.path.exists(pid_file):
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(f"the server of {datadir} did not stop ({pid_file} remains); nothing wiped")
+        time.sleep(0.5)
+
+
 def _wait_for_primary(host, port, user, passfile, timeout):
     deadline = time.monotonic() + timeout
     while True:
@@ -362,16 +379,21 @@ def standby_bootstrapped(
     passfile=None,
     bin_dir=None,
     wipe_unrelated_data=False,
+    rebuild_lost_slot=True,
     timeout=300,
 ):
     """
     Ensure ``name`` (a data directory) holds a standby of the primary at ``primary_host``.
 
     A directory that already holds a standby of this primary (same system identifier,
-    standby.signal / recovery.conf present) is left alone. An empty or missing one is filled
-    with pg_basebackup over the replication role and ``slot``. Anything else is refused,
-    unless ``wipe_unrelated_data`` is true: then the server is stopped and the directory
-    emptied first. The primary is waited for up to ``timeout`` seconds.
+    standby.signal / recovery.conf present) is left alone, unless its slot on the primary
+    lost the WAL it needs (``wal_status = lost``, PostgreSQL 13+): such a standby can never
+    catch up, and with ``rebuild_lost_slot`` (the default) it is rebuilt: the server stopped,
+    the directory emptied, the slot made again and a new base backup taken. An empty or
+    missing directory is filled with pg_basebackup over the replication role and ``slot``.
+    Anything else is refused, unless ``wipe_unrelated_data`` is true: then the server is
+    stopped and the directory emptied first. The primary is waited for up to ``timeout``
+    seconds. A directory is emptied only once its server is confirmed stopped.
     """
     ret = _ret(name)
     marker = _standby_marker(name, version)
@@ -386,10 +408,21 @@ def standby_bootstrapped(
                 raise
             primary_id = None
             ret["comment"] = f"({exc}) "
+        lost = False
         if local_id is not None and local_id == primary_id and os.path.exists(marker):
-            ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
-            return ret
-        if not empty:
+            peer = {"port": primary_port, "user": user, "passfile": passfile}
+            lost = (__salt__["pg_replication.peer_slot"](primary_host, slot, **peer) or {}).get("wal_status") == "lost"
+            if not lost:
+                ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
+                return ret
+            if not rebuild_lost_slot:
+                return _fail(
+                    ret,
+                    f"slot {slot} on {primary_host} lost the WAL this standby needs (wal_status lost): it "
+                    "cannot catch up. Set pg_replication:standby:rebuild_lost_slot: True to let the "
+                    "highstate rebuild it from a new base backup, or rebuild it yourself",
+                )
+        elif not empty:
             what = f"system {local_id}" if local_id else "files that are not a cluster"
             if primary_id is not None and local_id == primary_id:
                 what = (
@@ -406,12 +439,17 @@ def standby_bootstrapped(
         ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
         if not empty:
             ret["changes"]["wiped"] = True
+        if lost:
+            ret["changes"]["lost_slot"] = slot
         if __opts__["test"]:
-            ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}")
+            why = f" (slot {slot} lost its WAL)" if lost else ""
+            ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}{why}")
             return ret
         if not empty:
-            __salt__["service.stop"](service)
+            _stop_before_wipe(name, service)
             __salt__["file.remove"](name)
+        if lost:
+            __salt__["pg_replication.peer_slot_renew"](primary_host, slot, **peer)
         __salt__["file.mkdir"](name, user="postgres", group="postgres", mode="0700")
         deadline = time.monotonic() + timeout
         while True:

@@ -37,6 +37,8 @@ INSTALL_METHODS = ("pkg", "pip")
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
 KEY = "pg_replication"
+# The Salt mine function whose first address stands for a host the pillar gives no address.
+MINE_FUNCTION = "pg_replication_address"
 # postgresql.conf settings the formula writes itself, and the pillar key that sets each.
 RESERVED_SETTINGS = {
     "port": f"{KEY}:port",
@@ -251,10 +253,11 @@ SCHEMA = {
     "cluster": _pattern(syntax.CLUSTER_RE, "a valid cluster name (lower-case letters, digits, _ -)"),
     "port": _port,
     "upstream_repo": _bool,
-    "hosts": _mapping_of(_minion_id, _record(HOST_SPEC, required=("role", "address"))),
+    # A host's address may come from the Salt mine instead (MINE_FUNCTION).
+    "hosts": _mapping_of(_minion_id, _record(HOST_SPEC, required=("role",))),
     "network": _nullable(_message(lambda v: None if _network(v) else f"{v!r} is not a CIDR network")),
     "replication": {"user": _role, "password": _secret},
-    "standby": {"wipe_unrelated_data": _bool, "bootstrap_timeout": _int(1)},
+    "standby": {"wipe_unrelated_data": _bool, "rebuild_lost_slot": _bool, "bootstrap_timeout": _int(1)},
     "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
     "settings": _settings,
     "barman": {
@@ -352,10 +355,15 @@ def _expand(value, version, cluster):
     return value
 
 
-def _hosts(config):
+def _hosts(config, mine, errors):
     out = {}
     for minion_id, spec in config["hosts"].items():
-        host = dict(spec, id=str(minion_id), address=str(ipaddress.ip_address(str(spec["address"]))))
+        address = spec.get("address")
+        if address is None:
+            address = _mine_address(str(minion_id), mine, errors)
+            if address is None:
+                continue
+        host = dict(spec, id=str(minion_id), address=str(ipaddress.ip_address(str(address))))
         if host["role"] == "standby":
             host["slot"] = spec.get("slot") or _slot_default(str(minion_id))
             # The minion id by default: pg_stat_replication says who streams, and
@@ -363,6 +371,33 @@ def _hosts(config):
             host["application_name"] = spec.get("application_name") or str(minion_id)
         out[str(minion_id)] = host
     return out
+
+
+def mine_request(config):
+    """``(minion ids, mine function)`` for the hosts the pillar gives no address, or None."""
+    hosts = config.get("hosts") if isinstance(config, dict) else None
+    if not isinstance(hosts, dict):
+        return None
+    missing = sorted(str(h) for h, spec in hosts.items() if isinstance(spec, dict) and spec.get("address") is None)
+    return (missing, MINE_FUNCTION) if missing else None
+
+
+def _mine_address(minion_id, mine, errors):
+    """The first address the Salt mine holds for ``minion_id`` (:data:`MINE_FUNCTION`)."""
+    key = f"{KEY}:hosts:{minion_id}:address"
+    found = (mine or {}).get(minion_id)
+    if not found:
+        errors.append(
+            f"{key}: is required (the Salt mine has no {MINE_FUNCTION} for {minion_id}: set mine_functions"
+            " in its pillar and run mine.update, or give the address)"
+        )
+        return None
+    first = found[0] if isinstance(found, list) else found
+    message = syntax.check_ip(first)
+    if message:
+        errors.append(f"{key}: the Salt mine's {MINE_FUNCTION} for {minion_id}: {message}")
+        return None
+    return first
 
 
 def _check_slots(hosts, barman_servers, errors):
@@ -674,9 +709,11 @@ def _check_distribution(plan, grains, errors):
             )
 
 
-def build(config, minion_id, grains=None):
+def build(config, minion_id, grains=None, mine=None):
     """Return the validated plan for ``minion_id``; raise PlanError listing every fault.
-    ``grains``: the minion's ``os``, ``osmajorrelease`` and ``init``."""
+    ``grains``: the minion's ``os``, ``osmajorrelease`` and ``init``; ``mine``: the Salt
+    mine's :data:`MINE_FUNCTION` data, ``{minion id: [address, ...]}``, for the hosts the
+    pillar gives no address."""
     grains = grains or {}
     errors = []
     validate(config, SCHEMA, KEY, errors)
@@ -691,7 +728,9 @@ def build(config, minion_id, grains=None):
     config.setdefault("cluster", "main")
     if config.get("network"):
         config["network"] = _network(config["network"])
-    hosts = _hosts(config)
+    hosts = _hosts(config, mine, errors)
+    if errors:
+        raise PlanError("invalid pillar: " + "; ".join(errors))
     primaries = [h for h in hosts.values() if h["role"] == "primary"]
     standbys = [h for h in hosts.values() if h["role"] == "standby"]
     backup_hosts = [h for h in hosts.values() if h["role"] == "barman"]

@@ -582,6 +582,51 @@ def test_synchronous_any_one_of_two_commits_with_one_standby_down_and_waits_with
     assert start_times(lab)[primary] == started[primary]
 
 
+# --------------------------------------------------------------------------- lost slot
+
+
+def slot_wal_status(lab, primary, slot):
+    return lab[primary].psql(f"SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'")
+
+
+def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
+    """A standby stopped while the primary writes past max_slot_wal_keep_size (1MB here, set
+    by hand) loses its slot's WAL and can never catch up: test=True predicts its rebuild, its
+    highstate rebuilds it from a new base backup on a new slot, and it streams again with
+    every row written meanwhile."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    lost = sorted(set(SERVERS) - {primary})[1]
+    slot = f"{lost}_slot"
+
+    def alter_system(sql):
+        lab[primary].psql(f"ALTER SYSTEM {sql}")
+        lab[primary].psql("SELECT pg_reload_conf()")
+
+    alter_system("SET max_slot_wal_keep_size = '1MB'")
+    try:
+        lab[lost].run(["systemctl", "stop", STANDBY_UNIT])
+        lab[primary].psql("CREATE TABLE lost_probe (n int)", dbname="otus")
+        for n in range(4):
+            lab[primary].psql(f"INSERT INTO lost_probe VALUES ({n})", dbname="otus")
+            lab[primary].psql("SELECT pg_switch_wal()")
+        lab[primary].psql("CHECKPOINT")
+        assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "lost", 20)
+    finally:
+        alter_system("RESET max_slot_wal_keep_size")  # before the base backup copies the file
+    predicted = cluster.highstate("test=True", target=lost)
+    (boot,) = [s for s in predicted.data[lost].values() if s["__id__"] == "pg_replication-standby-bootstrap"]
+    assert boot["result"] is None
+    assert boot["changes"]["lost_slot"] == slot
+    ret = cluster.highstate(target=lost)
+    assert state_errors(ret.data) == {}
+    (boot,) = [s for s in ret.data[lost].values() if s["__id__"] == "pg_replication-standby-bootstrap"]
+    assert boot["changes"]["lost_slot"] == slot
+    assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "reserved", 30)
+    assert wait_for(lambda: lab[lost].psql("SELECT count(*) FROM lost_probe", dbname="otus") == "4", 30)
+    assert following(cluster, primary, SERVERS)
+
+
 def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(cluster):
     """The operator retires a standby (stops it) and removes it from the pillar: test=True
     predicts its slot's drop and no restart; the highstate drops the slot (made by the

@@ -254,6 +254,21 @@ def test_invalid_synchronous_names_the_key(plan_mod, config, sync, extra, messag
         plan_mod.build(config, "master")
 
 
+def test_an_address_left_out_comes_from_the_salt_mine(plan_mod, config):
+    del config["hosts"]["standby"]["address"]
+    assert plan_mod.mine_request(config) == (["standby"], "pg_replication_address")
+    plan = plan_mod.build(config, "master", mine={"standby": ["192.168.11.102"]})
+    assert plan["hosts"]["standby"]["address"] == "192.168.11.102"
+    assert {"type": "host", "database": "replication", "user": "replicator", "address": "192.168.11.102/32",
+            "method": "scram-sha-256"} in plan["hba"]  # fmt: skip
+    with pytest.raises(plan_mod.PlanError, match=re.escape("pg_replication:hosts:standby:address: is required")):
+        plan_mod.build(config, "master", mine={})
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:hosts:standby:address: the Salt mine's"):
+        plan_mod.build(config, "master", mine={"standby": ["not-an-ip"]})
+    config["hosts"]["standby"]["address"] = "192.168.11.102"
+    assert plan_mod.mine_request(config) is None
+
+
 def test_ipv6_addresses_reach_pgpass_and_hba(plan_mod, config):
     config["hosts"]["master"]["address"] = "fd00::101"
     config["network"] = None
