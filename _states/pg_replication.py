@@ -486,9 +486,9 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
         ``auto`` restarts; ``manual`` only reports the pending restart, without failing
         (``salt-run pg_replication.rolling_restart`` then restarts the cluster in order).
     settings
-        Every setting the configuration file holds (``{name: value}``): in test mode, those
-        the running server uses differently and applies only at a restart (and those the
-        file no longer sets, which return to their defaults) are predicted.
+        Every setting the configuration file holds (``{name: value}``): those the running
+        server uses differently and applies only at a restart (and those the file no longer
+        sets, which return to their defaults) need one too, in test mode and in a real run.
     role, data_dir, bin_dir
         On a standby, a restart that would lower a setting below the value its primary
         recorded (max_connections and the other hot-standby minimums) is not made: the
@@ -498,7 +498,10 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     conn = _conn(kwargs)
     try:
         pending = __salt__["pg_replication.pending_restart"](**conn)
-        if __opts__["test"] and settings:
+        if settings:
+            # The rendered settings against the running ones: what a test run predicts, and in
+            # a real run what pending_restart may not show yet (the reload's SIGHUP reaches
+            # this session's backend asynchronously).
             pending = sorted(set(pending) | set(__salt__["pg_replication.restart_needed"](settings, **conn)))
     except CommandExecutionError as exc:
         if _unavailable(exc):
