@@ -107,11 +107,13 @@ class SaltLab:
             self.set_pillar(other, f"pg_replication_{name}")
         self.set_pillar(pillar)
 
-    def set_pillar(self, pillar, sls="pg_replication"):
+    def set_pillar(self, pillar, sls="pg_replication", extra=None):
+        """Write ``pillar`` as the ``pg_replication`` key of ``sls``, with the top-level keys
+        of ``extra`` beside it (e.g. ``mine_functions``)."""
         if sls == "pg_replication":
             self.pillar = pillar
         path = self.pillar_dir / f"{sls}.sls"
-        path.write_text(yaml.safe_dump({"pg_replication": pillar}, default_flow_style=False))
+        path.write_text(yaml.safe_dump({"pg_replication": pillar, **(extra or {})}, default_flow_style=False))
         path.chmod(0o600)
         self._pillar_changed = True
 
@@ -224,12 +226,16 @@ class SaltLab:
         return res
 
     def highstate(self, *args, target="*", timeout=900):
-        """``salt '*' state.apply``; the custom modules are synced once per lab (they do not
-        change during a run), the minions' in-memory pillar refreshed when it changed."""
+        """``salt TARGET state.apply``, its data keyed by minion id; the custom modules are
+        synced once per lab (they do not change during a run), the minions' in-memory pillar
+        refreshed when it changed."""
         if not self._modules_synced:
             self.salt("saltutil.sync_all", timeout=120)
             self._modules_synced = True
         if self._pillar_changed:
             self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
             self._pillar_changed = False
-        return self.salt("state.apply", *args, target=target, timeout=timeout)
+        ret = self.salt("state.apply", *args, target=target, timeout=timeout)
+        if target in self.lab.hosts and isinstance(ret.data, dict) and target not in ret.data:
+            ret.data = {target: ret.data}  # the factories unwrap a single minion's return
+        return ret

@@ -122,6 +122,26 @@ def test_pillar_setting_is_applied_by_reload(cluster):
     assert {cluster.lab[h].psql("SHOW work_mem") for h in SERVERS} == {"4MB"}
 
 
+def test_an_address_left_out_of_the_pillar_comes_from_the_salt_mine(cluster):
+    """standby2's address left out, pillar.example's mine_functions given: after mine.update,
+    every host plans the same cluster as before (test=True: no change)."""
+    good = cluster.pillar
+    pillar = copy.deepcopy(good)
+    del pillar["hosts"]["standby2"]["address"]
+    mine = {"pg_replication_address": {"mine_function": "network.ip_addrs", "cidr": str(cluster.lab.network)}}
+    cluster.set_pillar(pillar, extra={"mine_functions": mine})
+    try:
+        assert cluster.salt("saltutil.refresh_pillar", "wait=True").returncode == 0
+        assert cluster.salt("mine.update").returncode == 0
+        seen = cluster.call("mine.get", "standby2", "pg_replication_address", target="master")
+        assert seen["master"]["ret"] == {"standby2": [cluster.lab["standby2"].address]}
+        predicted = cluster.highstate("test=True")
+        assert predicted.returncode == 0, predicted.stdout[-3000:]
+        assert changed_states(predicted.data) == {}
+    finally:
+        cluster.set_pillar(good)
+
+
 @pytest.fixture(scope="module")
 def before_invalid_pillars(cluster):
     return unchanged_snapshot(cluster, cluster.lab.hosts)
