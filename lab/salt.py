@@ -237,5 +237,5 @@ class SaltLab:
             self._pillar_changed = False
         ret = self.salt("state.apply", *args, target=target, timeout=timeout)
         if target in self.lab.hosts and isinstance(ret.data, dict) and target not in ret.data:
-            ret.data = {target: ret.data}  # the factories unwrap a single minion's return
+            ret = attr.evolve(ret, data={target: ret.data})  # the factories unwrap a single minion's return
         return ret

@@ -32,10 +32,11 @@ def test_provisioner_is_salt_solo_in_formula_mode():
     assert (REPO_ROOT / prov["formula"] / "init.sls").is_file()
     for dep in prov.get("dependencies", []):
         assert (REPO_ROOT / dep["path"] / dep["name"]).is_dir(), dep
-    # what formula mode copies, plus the dependency, is everything the formula loads
-    copied = {"_modules", "_states", "_grains", "_renderers", "_returners"} | {d["name"] for d in prov["dependencies"]}
-    # (_runners run on a salt-master only; a masterless kitchen run has none to load)
-    assert {p.name for p in REPO_ROOT.glob("_*") if p.is_dir()} - {"_runners"} <= copied
+    # what formula mode copies (kitchen-salt 0.7.0+), plus any dependency, is everything the
+    # formula loads
+    copied = {"_modules", "_states", "_grains", "_renderers", "_returners", "_runners", "_utils"}
+    copied |= {d["name"] for d in prov.get("dependencies", [])}
+    assert {p.name for p in REPO_ROOT.glob("_*") if p.is_dir()} <= copied
 
 
 def test_platforms_cover_debian_and_redhat_families():
@@ -72,4 +73,6 @@ def test_instance_files_exist_and_render(formula, suite, platform):
     assert role == ROLES[suite["name"]]
     expect = {"primary": "pg_replication-initdb", "standby": "pg_replication-standby-bootstrap"}
     assert expect.get(role, "pg_replication-barman-conf") in rendering.states
-    assert "pg_replication-upstream-repo" in rendering.states
+    # the distribution's PostgreSQL where it ships the version, the project's repository elsewhere
+    repo = next(iter(k for k in rendering.states["pg_replication-upstream-repo"] if not k.startswith("__")))
+    assert repo == ("pkgrepo" if pillar["upstream_repo"] else "test")

@@ -2,10 +2,11 @@
 # vim: ft=yaml
 ---
 # Kitchen: each suite is one host of this cluster (its minion id picks the role). The
-# PostgreSQL project's repositories provide the server on both platforms.
+# distribution's PostgreSQL (Debian 12: 15), so that a converge needs no internet;
+# cluster-upstream.sls is the variant from the PostgreSQL project's repository.
 pg_replication:
-  version: 16
-  upstream_repo: true
+  version: 15
+  upstream_repo: false
   network: 192.0.2.0/24
   hosts:
     master:
