@@ -26,6 +26,7 @@ from lab import image
 BOX_NAME = "pg_replication/debian-12"
 RELEASE = "bookworm"
 GUEST_REPO = "/opt/pgr-repo"
+REPO_LINK = image.CACHE / f"{RELEASE}-repo"
 MIRROR = "http://deb.debian.org/debian"
 LXC_CONFIG = "lxc.arch = amd64\nlxc.include = /usr/share/lxc/config/common.conf\nlxc.apparmor.profile = unconfined\n"
 GUEST_SCRIPT = f"""
@@ -79,8 +80,12 @@ def _key(bare):
 
 
 def build(log=None):
-    """The box file (built if not cached) and the repository its guests mount."""
+    """The box file (built if not cached) and the repository its guests mount (also at the
+    stable path :data:`REPO_LINK`, which kitchen.lxc.yml names)."""
     bare, repo = image.image(RELEASE, "bare", log=log)
+    if REPO_LINK.is_symlink() or REPO_LINK.exists():
+        REPO_LINK.unlink()
+    REPO_LINK.symlink_to(repo.name)
     box = image.CACHE / f"{RELEASE}-vagrant-lxc-{_key(bare)}.box"
     if box.exists():
         return box, repo
@@ -132,7 +137,7 @@ def main(argv=None):
     box, repo = build()
     if not args.no_add:
         add(box)
-    print(f"box {box}\nrepository {repo} (mount it at {GUEST_REPO})")
+    print(f"box {box}\nrepository {REPO_LINK} -> {repo} (mount it at {GUEST_REPO})")
 
 
 if __name__ == "__main__":
