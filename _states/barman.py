@@ -223,3 +223,34 @@ def restored(name, server, backup_id="latest", **targets):
         return ret
     ret["comment"] = f"backup {backup_id} of {server} restored into {name}"
     return ret
+
+
+def receive_wal_stopped(name):
+    """
+    Ensure Barman's receive-wal for server ``name`` is not running (``barman receive-wal
+    --stop``): for the clean states, once cron no longer starts it again. A server Barman no
+    longer knows (its configuration already removed) has none. Backups and WAL stay.
+
+    name
+        Barman server name.
+    """
+    ret = _ret(name)
+    try:
+        running = __salt__["barman.receive_wal_running"](name)
+    except CommandExecutionError as exc:
+        ret["comment"] = f"Barman has no receive-wal for {name} ({exc})"
+        return ret
+    if not running:
+        ret["comment"] = f"receive-wal for {name} is not running"
+        return ret
+    ret["changes"] = {"stopped": f"receive-wal {name}"}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"receive-wal for {name} would be stopped")
+        return ret
+    try:
+        __salt__["barman.receive_wal_stop"](name)
+    except CommandExecutionError as exc:
+        ret.update(result=False, changes={}, comment=f"cannot stop receive-wal for {name}: {exc}")
+        return ret
+    ret["comment"] = f"receive-wal for {name} stopped"
+    return ret

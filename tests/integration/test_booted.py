@@ -1,8 +1,8 @@
 """The reference scenario on hosts that boot like machines (systemd as PID 1, cron), from the
 bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. Then what only an
 init system shows: units enabled, a stopped server started again by the highstate, cron
-restarting receive-wal, and a power-off and boot bringing the cluster back with no
-highstate."""
+restarting receive-wal, a power-off and boot bringing the cluster back with no highstate,
+and the clean states (services stopped, the formula's files removed, no data)."""
 
 import pytest
 
@@ -122,3 +122,53 @@ def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converge
     assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=120, interval=5)
     converged.wait_for_minions()
     assert wait_for(lambda: failed_checks(converged) == [], timeout=120, interval=10)
+
+
+CLEANED = {
+    "master": ["/etc/postgresql/15/main/postgresql.conf", "/etc/postgresql/15/main/pg_hba.conf",
+               "/var/lib/postgresql/.pgpass", "/var/lib/postgresql/.pg_replication-slots-15-main.json"],
+    "standby": ["/etc/postgresql/15/main/postgresql.conf", "/var/lib/postgresql/.pgpass"],
+    "backup": ["/etc/cron.d/barman", f"/etc/barman.d/{SERVER}.conf", "/etc/barman.conf", "/var/lib/barman/.pgpass"],
+}  # fmt: skip
+KEPT = {
+    "master": ["/var/lib/postgresql/15/main/PG_VERSION"],
+    "standby": ["/var/lib/postgresql/15/main/PG_VERSION", "/var/lib/postgresql/15/main/standby.signal"],
+    "backup": [f"/var/lib/barman/{SERVER}/base", f"/var/lib/barman/{SERVER}/wals"],
+}
+
+
+def exists(host, path):
+    return host.run(["test", "-e", path], check=False).returncode == 0
+
+
+def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(converged):
+    """pg_replication.clean on every host: test=True predicts it and changes nothing; the real
+    run stops and disables PostgreSQL, stops cron's `barman cron` and receive-wal, removes the
+    formula's files; data directories and Barman's backups and WAL stay. A second clean
+    changes nothing."""
+    lab = converged.lab
+    backups = lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout
+    assert backups.strip()
+    predicted = converged.salt("state.apply", "pg_replication.clean", "test=True")
+    assert predicted.returncode == 0, predicted.stdout[-3000:]
+    assert sorted(changed_states(predicted.data)) == ["backup", "master", "standby"]
+    assert lab["master"].run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "active"
+    assert all(exists(lab[name], path) for name, paths in CLEANED.items() for path in paths)
+
+    ret = converged.salt("state.apply", "pg_replication.clean")
+    assert state_errors(ret.data) == {}
+    for name in ("master", "standby"):
+        assert lab[name].run(["systemctl", "is-active", UNIT], check=False).stdout.strip() == "inactive"
+        assert lab[name].run(["systemctl", "is-enabled", UNIT], check=False).stdout.strip() == "disabled"
+    assert lab["backup"].run(["pgrep", "-f", "receive-wal|pg_receivewal"], check=False).returncode == 1
+    assert {name: [p for p in paths if exists(lab[name], p)] for name, paths in CLEANED.items()} == {
+        name: [] for name in CLEANED
+    }
+    assert {name: [p for p in paths if not exists(lab[name], p)] for name, paths in KEPT.items()} == {
+        name: [] for name in KEPT
+    }
+    assert lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout == backups
+
+    again = converged.salt("state.apply", "pg_replication.clean")
+    assert state_errors(again.data) == {}
+    assert changed_states(again.data) == {}

@@ -1,0 +1,28 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Undo what the highstate set up for this minion's role: stop the services and remove the
+# configuration, cron and repository files the formula wrote. Never data: data
+# directories, WAL, slots, Barman's backups and WAL archive stay, and so do the packages.
+# Apply with `salt MINION state.apply pg_replication.clean`.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+
+{%- if pg.role in ('primary', 'standby') %}
+include:
+  - {{ tplroot }}.server.clean
+{%- elif pg.role == 'barman' %}
+include:
+  - {{ tplroot }}.barman.clean
+{%- endif %}
+
+{%- if grains['os_family'] == 'Debian' %}
+pg_replication-upstream-repo-clean:
+  file.absent:
+    - names:
+      - /etc/apt/sources.list.d/pgdg.list
+      - {{ pg.repo.keyring }}
+{%- elif grains['os_family'] == 'RedHat' %}
+pg_replication-upstream-repo-clean:
+  pkgrepo.absent:
+    - name: pgdg{{ pg.version }}
+{%- endif %}

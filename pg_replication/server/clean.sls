@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# A server's clean: PostgreSQL stopped and disabled, the formula's configuration files
+# removed. The data directory (and standby.signal / recovery.conf in it) is left alone.
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import pg with context %}
+{%- set files = ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf'] %}
+{%- if grains['os_family'] == 'Debian' %}
+{%-   do files.extend(['start.conf', 'pg_ctl.conf', 'environment']) %}
+{%- endif %}
+
+pg_replication-service-clean:
+  service.dead:
+    - name: {{ pg.service_name }}
+    - enable: False
+
+pg_replication-config-clean:
+  file.absent:
+    - names:
+{%- for filename in files %}
+      - {{ pg.conf_dir }}/{{ filename }}
+{%- endfor %}
+      - {{ pg.home }}/.pgpass
+      - {{ pg.home }}/.pg_replication-slots-{{ pg.version }}-{{ pg.cluster }}.json
+{%- if pg.createcluster_conf %}
+      - {{ pg.createcluster_conf }}
+{%- endif %}
+    - require:
+      - service: pg_replication-service-clean

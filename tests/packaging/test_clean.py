@@ -1,0 +1,42 @@
+"""The clean states render for each role on each OS family, and remove only the formula's
+own files: never a data directory, Barman's home or anything under them but the formula's
+configuration files."""
+
+import pytest
+
+ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
+FORMULA_FILES = {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"}
+
+
+def removed(rendering):
+    """Every path a file.absent of the rendering removes."""
+    paths = []
+    for state_id in rendering.states:
+        for function, args in rendering.state(state_id).items():
+            if function == "file.absent":
+                paths += [next(iter(n)) if isinstance(n, dict) else n for n in args.get("names", [])]
+                paths += [args["name"]] if "name" in args else []
+    return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("os_family", ["Debian", "RedHat"])
+@pytest.mark.parametrize("minion_id", sorted(ROLES))
+def test_clean_removes_only_the_formulas_files(formula, example_pillar, minion_id, os_family):
+    rendering = formula(minion_id, example_pillar, os_family, sls="pg_replication.clean")
+    paths = removed(rendering)
+    assert paths
+    data_dir = "/var/lib/postgresql/15/main" if os_family == "Debian" else "/var/lib/pgsql/15/data"
+    protected = (data_dir, "/var/lib/barman", "/var/lib/postgresql", "/var/lib/pgsql", "/")
+    for path in paths:
+        assert path not in protected, path
+        if path.startswith(data_dir + "/"):
+            assert path.rsplit("/", 1)[1] in FORMULA_FILES, path  # RedHat keeps them there
+        if path.startswith("/var/lib/barman/"):
+            assert path == "/var/lib/barman/.pgpass", path
+    functions = {f for state_id in rendering.states for f in rendering.state(state_id)}
+    if ROLES[minion_id] == "barman":
+        assert "/etc/cron.d/barman" in paths
+        assert "barman.receive_wal_stopped" in functions
+    else:
+        assert "service.dead" in functions
+        assert f"{data_dir}/PG_VERSION" not in paths
