@@ -346,6 +346,24 @@ def _standby_marker(datadir, version):
     return os.path.join(datadir, "standby.signal" if int(version) >= 12 else "recovery.conf")
 
 
+# Never emptied, whatever the pillar says.
+SYSTEM_DIRS = {
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/lib/postgresql",
+    "/var/lib/pgsql", "/var/lib/barman", "/var/log", "/var/tmp",
+}  # fmt: skip
+
+
+def _unsafe_to_wipe(datadir):
+    """Why ``datadir`` must never be emptied (None: it may be)."""
+    real = os.path.realpath(datadir)
+    if real in SYSTEM_DIRS:
+        return f"it is {real}, a system directory"
+    if len([part for part in real.split(os.sep) if part]) < 2:
+        return f"{real} is less than two levels below /"
+    return None
+
+
 def _stop_before_wipe(datadir, service, timeout=60):
     """Stop the server and confirm it stopped (no postmaster.pid left) before a wipe."""
     __salt__["service.stop"](service)
@@ -379,6 +397,7 @@ def standby_bootstrapped(
     passfile=None,
     bin_dir=None,
     wipe_unrelated_data=False,
+    wipe_promoted_copy=False,
     rebuild_lost_slot=True,
     timeout=300,
 ):
@@ -391,9 +410,12 @@ def standby_bootstrapped(
     catch up, and with ``rebuild_lost_slot`` (the default) it is rebuilt: the server stopped,
     the directory emptied, the slot made again and a new base backup taken. An empty or
     missing directory is filled with pg_basebackup over the replication role and ``slot``.
-    Anything else is refused, unless ``wipe_unrelated_data`` is true: then the server is
-    stopped and the directory emptied first. The primary is waited for up to ``timeout``
-    seconds. A directory is emptied only once its server is confirmed stopped.
+    A copy of the primary's system that is not a standby (a former primary, or a promoted
+    standby) is refused unless ``wipe_promoted_copy`` is true (it may hold commits nobody
+    else has: ``salt-run pg_replication.rejoin`` keeps them); anything else is refused unless
+    ``wipe_unrelated_data`` is true. A directory is emptied only once its server is confirmed
+    stopped, and never ``/``, a system directory or a directory less than two levels deep.
+    The primary is waited for up to ``timeout`` seconds.
     """
     ret = _ret(name)
     marker = _standby_marker(name, version)
@@ -424,18 +446,24 @@ def standby_bootstrapped(
                 )
         elif not empty:
             what = f"system {local_id}" if local_id else "files that are not a cluster"
+            flag = "wipe_unrelated_data"
             if primary_id is not None and local_id == primary_id:
                 what = (
                     f"a non-standby copy of system {local_id} (a former primary? "
                     f"`salt-run pg_replication.rejoin host={__grains__['id']}` rewinds it)"
                 )
-            if not wipe_unrelated_data:
+                flag = "wipe_promoted_copy"
+            if not (wipe_promoted_copy if flag == "wipe_promoted_copy" else wipe_unrelated_data):
                 return _fail(
                     ret,
                     f"{name} holds {what}, not a standby of {primary_host} (system {primary_id}); "
-                    "refusing to overwrite it. Empty it yourself, or set "
-                    "pg_replication:standby:wipe_unrelated_data: True to let the formula do it",
+                    f"refusing to overwrite it. Empty it yourself, or set "
+                    f"pg_replication:standby:{flag}: True to let the formula do it",
                 )
+        if not empty:
+            refused = _unsafe_to_wipe(name)
+            if refused:
+                return _fail(ret, f"refusing to wipe {name}: {refused}")
         ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
         if not empty:
             ret["changes"]["wiped"] = True

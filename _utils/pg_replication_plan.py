@@ -257,7 +257,12 @@ SCHEMA = {
     "hosts": _mapping_of(_minion_id, _record(HOST_SPEC, required=("role",))),
     "network": _nullable(_message(lambda v: None if _network(v) else f"{v!r} is not a CIDR network")),
     "replication": {"user": _role, "password": _secret},
-    "standby": {"wipe_unrelated_data": _bool, "rebuild_lost_slot": _bool, "bootstrap_timeout": _int(1)},
+    "standby": {
+        "wipe_unrelated_data": _bool,
+        "wipe_promoted_copy": _bool,
+        "rebuild_lost_slot": _bool,
+        "bootstrap_timeout": _int(1),
+    },
     "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
     "settings": _settings,
     "barman": {

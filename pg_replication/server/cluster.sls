@@ -70,6 +70,7 @@ pg_replication-standby-bootstrap:
     - version: {{ pg.version }}
     - service: {{ pg.service_name }}
     - wipe_unrelated_data: {{ pg.standby.wipe_unrelated_data }}
+    - wipe_promoted_copy: {{ pg.standby.wipe_promoted_copy }}
     - rebuild_lost_slot: {{ pg.standby.rebuild_lost_slot }}
     - timeout: {{ pg.standby.bootstrap_timeout }}
     - require:

@@ -38,17 +38,17 @@ def digest(directory):
     return out
 
 
-def bootstrap(states, datadir, login):
+def bootstrap(states, datadir, login, **flags):
     return states.pg_replication.standby_bootstrapped(
         str(datadir), slot="boot_slot", version=15, service="postgresql-nonexistent", bin_dir=str(PG_BIN),
-        timeout=5, **login,
+        timeout=5, **login, **flags,
     )  # fmt: skip
 
 
-def assert_refused_and_kept(states, datadir, replication_login, before, *phrases):
+def assert_refused_and_kept(states, datadir, replication_login, before, *phrases, **flags):
     """The bootstrap fails saying each of ``phrases``, changes nothing, and every file of
     ``datadir`` has the checksum it had (``before``)."""
-    ret = bootstrap(states, datadir, replication_login)
+    ret = bootstrap(states, datadir, replication_login, **flags)
     assert ret.result is False
     for phrase in phrases:
         assert phrase in ret.comment
@@ -75,3 +75,51 @@ def test_a_former_primary_left_down_is_refused_with_the_rejoin_command(states, t
     before = digest(datadir)
     assert_refused_and_kept(states, datadir, replication_login, before,
                             "a non-standby copy of system", "salt-run pg_replication.rejoin host=")  # fmt: skip
+
+
+def former_primary(datadir, postgres):
+    """A directory holding a non-standby copy of the primary's system (its pg_control)."""
+    (datadir / "global").mkdir(parents=True)
+    shutil.copy(postgres.datadir / "global" / "pg_control", datadir / "global" / "pg_control")
+    (datadir / "PG_VERSION").write_text("15\n")
+
+
+def test_a_promoted_copy_needs_its_own_flag_not_wipe_unrelated_data(states, tmp_path, postgres, replication_login):
+    datadir = tmp_path / "data"
+    former_primary(datadir, postgres)
+    before = digest(datadir)
+    assert_refused_and_kept(states, datadir, replication_login, before,
+                            "pg_replication:standby:wipe_promoted_copy: True", wipe_unrelated_data=True)  # fmt: skip
+
+
+def test_a_system_directory_is_never_wiped(states, tmp_path, replication_login):
+    """Through a link to /, whatever the flags (were the guard missing, only the link would go)."""
+    link = tmp_path / "data"
+    link.symlink_to("/")
+    ret = bootstrap(states, link, replication_login, wipe_unrelated_data=True, wipe_promoted_copy=True)
+    assert ret.result is False
+    assert "refusing to wipe" in ret.comment
+    assert "a system directory" in ret.comment
+    assert link.is_symlink()
+
+
+def test_the_wipe_path_empties_the_directory_and_bootstraps_a_standby(modules, states, tmp_path, replication_login):
+    """With the flag, a directory of other files is emptied (its server is not running) and
+    filled with a base backup: a standby of the primary."""
+    datadir = tmp_path / "data"
+    datadir.mkdir()
+    (datadir / "stray").write_text("not a cluster\n")
+    pw = pwd.getpwnam("postgres")
+    os.chown(tmp_path, pw.pw_uid, pw.pw_gid)
+    modules.pg_replication.slot_create("boot_slot")
+    try:
+        ret = bootstrap(states, datadir, replication_login, wipe_unrelated_data=True)
+        assert ret.result is True, ret.comment
+        assert ret.changes["wiped"] is True
+        files = digest(datadir)
+        assert "stray" not in files
+        assert "PG_VERSION" in files
+        assert (datadir / "standby.signal").exists()
+        assert modules.pg_replication.datadir_system_identifier(str(datadir)) is not None
+    finally:
+        modules.pg_replication.slot_drop("boot_slot", force=True)
