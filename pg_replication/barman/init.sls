@@ -21,17 +21,21 @@ pg_replication-barman-conf:
     - require:
       - sls: {{ tplroot }}.barman.install
 
+# Barman's home (every base backup and WAL segment) and its logs are private to the barman
+# user and group (Debian's 0750), never widened; the configuration directory holds no secret.
 pg_replication-barman-dirs:
   file.directory:
     - names:
       - {{ pg.barman.config_dir }}:
         - user: root
+        - mode: '0755'
       - {{ pg.barman.home }}:
         - user: barman
+        - mode: '0750'
       - {{ pg.barman.log_dir }}:
         - user: barman
+        - mode: '0750'
     - group: barman
-    - mode: '0755'
     - require:
       - sls: {{ tplroot }}.barman.install
 

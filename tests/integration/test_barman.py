@@ -68,6 +68,9 @@ def test_one_backup_host_backs_up_a_second_primary(converged):
     assert f"host={converged.lab['other'].address} port=5432 user=barman dbname=postgres" in conf
     pgpass = converged.lab["backup"].run(["stat", "-c", "%U %a", "/var/lib/barman/.pgpass"]).stdout.split()
     assert pgpass == ["barman", "600"]
+    # every base backup and WAL segment: private to barman
+    dirs = converged.lab["backup"].run(["stat", "-c", "%n %U %G %a", "/var/lib/barman", "/var/log/barman"]).stdout
+    assert dirs.splitlines() == ["/var/lib/barman barman barman 750", "/var/log/barman barman barman 750"]
 
 
 def test_replication_status_lists_both_clients(converged):
