@@ -277,6 +277,7 @@ SCHEMA = {
         **BARMAN_SERVER_DEFAULTS,
         "user_replication": _bool,
         "backup_max_age": _int(1),
+        "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
         "check_timeout": _int(1),
         "config_file": _path,
         "config_dir": _path,
@@ -491,6 +492,10 @@ def _barman(config, hosts, primary, errors):
     barman["bin"] = install.get("link") if method == "pip" else "/usr/bin/barman"
     barman["cron_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "cron"])
     barman["cron_test"] = syntax.shell_words(["test", "-x", barman["bin"]])
+    # Scheduled base backups of every server (Barman's own `backup all`), from cron.
+    barman["backup_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "backup", "all"])
+    # barman check's "backup maximum age", in Barman's whole days.
+    barman["last_backup_maximum_age"] = f"{max(1, -(-int(barman.get('backup_max_age') or 86400) // 86400))} DAYS"
     target = barman.get("primary") or (primary or {}).get("id")
     if target and target not in hosts:
         errors.append(f"{KEY}:barman:primary: {target!r} is not a host in {KEY}:hosts")

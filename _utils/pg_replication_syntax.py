@@ -36,6 +36,8 @@ PIP_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,31}$")
 INITDB_OPTION_RE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+-]+)?$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
 BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
+# A cron schedule: five fields of digits, *, /, - and , (or one of cron's @ names).
+CRON_SCHEDULE_RE = re.compile(r"^([0-9*/,-]+( [0-9*/,-]+){4}|@(hourly|daily|weekly|monthly))$")
 RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-9]* (DAY|WEEK|MONTH)S?)$", re.I)
 
 

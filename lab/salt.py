@@ -53,6 +53,8 @@ def reference_pillar(lab, roles=None, **overrides):
             "server_name": "master-streaming",
             # The lab's backups start at once, not after a spread checkpoint (~1-2 minutes).
             "immediate_checkpoint": True,
+            # No backup from cron in the middle of a test (the schedule test sets one).
+            "backup_schedule": None,
         },
         "settings": {},
     }

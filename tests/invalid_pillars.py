@@ -110,6 +110,10 @@ CASES = [
     ("package-two-names", ("pkgs", "server"), "postgresql-15 netcat", "pg_replication:pkgs:server"),
     ("repo-url-newline", ("repo", "url"), "https://example.org/ bookworm main\ndeb http://10.0.0.66/ x main",
      "pg_replication:repo:url"),
+    ("backup-schedule-command", ("barman", "backup_schedule"), "0 3 * * * root touch /tmp/pwned",
+     "pg_replication:barman:backup_schedule"),
+    ("backup-schedule-newline", ("barman", "backup_schedule"), "0 3 * * *\n* * * * * root touch /tmp/pwned",
+     "pg_replication:barman:backup_schedule"),
     # topology
     ("sync-count-too-large", ("synchronous",), {"method": "any", "count": 2, "standbys": ["standby"]},
      "pg_replication:synchronous:count"),

@@ -54,7 +54,8 @@ pg_replication-barman-pgpass:
     - require:
       - file: pg_replication-barman-dirs
 
-# `barman cron` every minute as the barman user (starts receive-wal, applies retention).
+# `barman cron` every minute as the barman user (starts receive-wal, applies retention), and
+# base backups of every server on the pillar's schedule.
 pg_replication-barman-cron:
   file.managed:
     - name: /etc/cron.d/barman
@@ -63,6 +64,9 @@ pg_replication-barman-cron:
         # Managed by Salt (pg_replication)
         MAILTO=root
         * * * * * barman {{ pg.barman.cron_test }} && {{ pg.barman.cron_command }}
+{%- if pg.barman.backup_schedule %}
+        {{ pg.barman.backup_schedule }} barman {{ pg.barman.cron_test }} && {{ pg.barman.backup_command }}
+{%- endif %}
     - require:
       - sls: {{ tplroot }}.barman.install
 

@@ -2,7 +2,10 @@
 bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. Then what only an
 init system shows: units enabled, a stopped server started again by the highstate, cron
 restarting receive-wal, a power-off and boot bringing the cluster back with no highstate,
-and the clean states (services stopped, the formula's files removed, no data)."""
+cron taking base backups on the pillar's schedule, and the clean states (services stopped,
+the formula's files removed, no data)."""
+
+import datetime
 
 import pytest
 
@@ -122,6 +125,37 @@ def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converge
     assert wait_for(lambda: "barman_receive_wal" in streaming_clients(converged), timeout=120, interval=5)
     converged.wait_for_minions()
     assert wait_for(lambda: failed_checks(converged) == [], timeout=120, interval=10)
+
+
+def next_whole_minute(host):
+    """The next minute on ``host``'s clock (cron's) with at least 15 seconds to go: (minute, hour)."""
+    now = datetime.datetime.strptime(host.run(["date", "+%H:%M:%S"]).stdout.strip(), "%H:%M:%S")
+    start = now.replace(second=0) + datetime.timedelta(minutes=1 if now.second < 45 else 2)
+    return start.minute, start.hour
+
+
+def test_cron_takes_a_base_backup_on_the_pillars_schedule(converged):
+    """A schedule for the next minute (the lab's pillar has none): the backup host's highstate
+    writes it to cron, and a new DONE backup appears with no highstate or salt call."""
+    lab, good = converged.lab, converged.pillar
+
+    def done():
+        return [b["backup_id"] for b in barman(converged, "list_backups", SERVER) if b["status"] == "DONE"]
+
+    before = done()
+    minute, hour = next_whole_minute(lab["backup"])
+    converged.set_pillar(dict(good, barman=dict(good["barman"], backup_schedule=f"{minute} {hour} * * *")))
+    try:
+        ret = converged.highstate(target="backup")
+        assert state_errors(ret.data) == {}
+        cron = lab["backup"].run(["cat", "/etc/cron.d/barman"]).stdout
+        assert f"\n{minute} {hour} * * * barman test -x /usr/bin/barman && /usr/bin/barman" in cron
+        assert wait_for(lambda: len(done()) > len(before), timeout=180, interval=5)
+    finally:
+        converged.set_pillar(good)
+    ret = converged.highstate(target="backup")
+    assert state_errors(ret.data) == {}
+    assert "backup all" not in lab["backup"].run(["cat", "/etc/cron.d/barman"]).stdout
 
 
 CLEANED = {

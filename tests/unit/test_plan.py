@@ -209,6 +209,14 @@ def test_escapes_for_each_target(plan_mod, config):
     ]
 
 
+def test_backup_schedule_and_maximum_age_reach_cron_and_barman(plan_mod, config):
+    config["barman"].update(backup_schedule="@daily", backup_max_age=90000)
+    barman = plan_mod.build(config, "backup")["barman"]
+    assert barman["backup_schedule"] == "@daily"
+    assert barman["backup_command"] == "/usr/bin/barman -c /etc/barman.conf -q backup all"
+    assert barman["last_backup_maximum_age"] == "2 DAYS"  # rounded up to whole days
+
+
 def _sync_names(plan):
     return [line for line in plan["conf_lines"] if line.startswith("synchronous_standby_names")]
 
