@@ -54,7 +54,10 @@ true
 def cluster(salt_factories, lab: Lab):
     # Barman's primary named explicitly, its server name left to the default: a switchover's
     # pillar change must move the one and keep the other.
-    pillar = reference_pillar(lab, roles=ROLES, barman={"primary": "master", "server_name": None})
+    # Retention keeps every backup of the module: the WAL archive test restores the oldest
+    # (timeline 1) after later tests took more, and barman cron runs every minute.
+    barman_pillar = {"primary": "master", "server_name": None, "retention_policy": "REDUNDANCY 10"}
+    pillar = reference_pillar(lab, roles=ROLES, barman=barman_pillar)
     salt_lab = SaltLab(salt_factories, lab, pillar)
     with salt_lab.started():
         converge(salt_lab)
