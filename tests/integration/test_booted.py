@@ -41,8 +41,10 @@ def failed_checks(salt_lab):
 def test_test_mode_on_bare_hosts_predicts_the_first_run(converged):
     assert state_errors(converged.prediction.data) == {}
     predicted, changed = state_ids(converged.prediction.data, test=True), state_ids(converged.first_run.data)
+    # Per state id (a state with several names counts once: test mode on a bare host cannot
+    # know that the barman package creates Barman's home and log directory, 0750 already).
+    assert sorted(predicted) == sorted(changed)
     assert {m: sorted(set(predicted[m]) ^ set(changed[m])) for m in changed} == {m: [] for m in changed}
-    assert predicted == changed
 
 
 def test_the_formula_installed_the_packages_and_psycopg2(converged):
