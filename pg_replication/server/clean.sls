@@ -27,3 +27,14 @@ pg_replication-config-clean:
 {%- endif %}
     - require:
       - service: pg_replication-service-clean
+
+{%- if grains.get('init') == 'systemd' %}
+
+# Debian's postgresql-common generator enables each cluster's unit at runtime from its
+# start.conf: reload systemd once the file is gone, so the unit is not enabled any more.
+pg_replication-systemd-reload-clean:
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: pg_replication-config-clean
+{%- endif %}
