@@ -30,8 +30,8 @@ pg_replication-config-clean:
 
 {%- if grains.get('init') == 'systemd' %}
 
-# Debian's postgresql-common generator enables each cluster's unit at runtime from its
-# start.conf: reload systemd once the file is gone, so the unit is not enabled any more.
+# Debian's postgresql-common generator enables at runtime the unit of each cluster with a
+# postgresql.conf (and start.conf auto): reload systemd once they are gone, so it is not.
 pg_replication-systemd-reload-clean:
   module.run:
     - service.systemctl_reload: []
