@@ -577,10 +577,13 @@ def lowered_minimums(**kwargs):
 
 # Restart-only settings: those a postgresql.conf sets (``settings``), and those it set and no
 # longer does, which return to their built-in default (boot_val) at the next restart.
+# postgresql.auto.conf (ALTER SYSTEM) wins over postgresql.conf: what it sets is not the
+# rendered file's to predict (a pending restart for it shows in pending_restart).
 UPCOMING_SQL = """
 SELECT name, setting, unit, vartype, boot_val FROM pg_settings
  WHERE context = 'postmaster'
-   AND (name = ANY(%s) OR (source = 'configuration file' AND sourcefile NOT LIKE %s))
+   AND (name = ANY(%(names)s) OR (source = 'configuration file' AND sourcefile NOT LIKE %(auto)s))
+   AND name NOT IN (SELECT name FROM pg_file_settings WHERE sourcefile LIKE %(auto)s AND error IS NULL)
 """
 
 
@@ -590,6 +593,7 @@ def restart_values(settings, **kwargs):
     (``{name: value}``) would run with differently after a restart: ``{name: value}``, the
     value as configured (a setting the file no longer holds: its built-in default). Known
     before the file is written; units, booleans and enums compared as PostgreSQL reads them.
+    Settings postgresql.auto.conf sets are left out: ALTER SYSTEM's value wins.
 
     CLI Example:
 
@@ -597,7 +601,8 @@ def restart_values(settings, **kwargs):
 
         salt '*' pg_replication.restart_values '{"shared_buffers": "256MB", "port": 5432}'
     """
-    rows = {row["name"]: row for row in _query(UPCOMING_SQL, [sorted(settings), "%postgresql.auto.conf"], **kwargs)}
+    params = {"names": sorted(settings), "auto": "%postgresql.auto.conf"}
+    rows = {row["name"]: row for row in _query(UPCOMING_SQL, params, **kwargs)}
     wanted = {name: settings.get(name, row["boot_val"]) for name, row in rows.items()}
     changed = __utils__["pg_replication_settings.differing"](wanted, rows)
     return {name: wanted[name] for name in changed}

@@ -101,11 +101,26 @@ def test_row_inserted_on_primary_is_read_on_standby(cluster):
     assert row_on_standby(cluster, token, timeout=10) == token
 
 
-def test_test_mode_on_the_converged_cluster_predicts_no_change(cluster):
-    # (a second real highstate with no change is asserted after each operation below)
-    predicted = cluster.salt("state.apply", "test=True")
-    assert predicted.returncode == 0
-    assert changed_states(predicted.data) == {}
+def test_test_mode_on_the_converged_cluster_predicts_no_change_with_an_address_from_the_mine(cluster):
+    """test=True on the converged cluster predicts no change, with standby2's address left
+    out of the pillar and pillar.example's mine_functions given: after mine.update, every
+    host plans the same cluster from the Salt mine. (A second real highstate with no change
+    is asserted after each operation below.)"""
+    good = cluster.pillar
+    pillar = copy.deepcopy(good)
+    del pillar["hosts"]["standby2"]["address"]
+    mine = {"pg_replication_address": {"mine_function": "network.ip_addrs", "cidr": str(cluster.lab.network)}}
+    cluster.set_pillar(pillar, extra={"mine_functions": mine})
+    try:
+        assert cluster.salt("saltutil.refresh_pillar", "wait=True").returncode == 0
+        assert cluster.salt("mine.update").returncode == 0
+        seen = cluster.call("mine.get", "standby2", "pg_replication_address", target="master")
+        assert seen["master"]["ret"] == {"standby2": [cluster.lab["standby2"].address]}
+        predicted = cluster.highstate("test=True")
+        assert predicted.returncode == 0, predicted.stdout[-3000:]
+        assert changed_states(predicted.data) == {}
+    finally:
+        cluster.set_pillar(good)
 
 
 def test_pillar_setting_is_applied_by_reload(cluster):
@@ -123,26 +138,6 @@ def test_pillar_setting_is_applied_by_reload(cluster):
     ret = cluster.highstate()  # back to the reference pillar, by reload again
     assert state_errors(ret.data) == {}
     assert {cluster.lab[h].psql("SHOW work_mem") for h in SERVERS} == {"4MB"}
-
-
-def test_an_address_left_out_of_the_pillar_comes_from_the_salt_mine(cluster):
-    """standby2's address left out, pillar.example's mine_functions given: after mine.update,
-    every host plans the same cluster as before (test=True: no change)."""
-    good = cluster.pillar
-    pillar = copy.deepcopy(good)
-    del pillar["hosts"]["standby2"]["address"]
-    mine = {"pg_replication_address": {"mine_function": "network.ip_addrs", "cidr": str(cluster.lab.network)}}
-    cluster.set_pillar(pillar, extra={"mine_functions": mine})
-    try:
-        assert cluster.salt("saltutil.refresh_pillar", "wait=True").returncode == 0
-        assert cluster.salt("mine.update").returncode == 0
-        seen = cluster.call("mine.get", "standby2", "pg_replication_address", target="master")
-        assert seen["master"]["ret"] == {"standby2": [cluster.lab["standby2"].address]}
-        predicted = cluster.highstate("test=True")
-        assert predicted.returncode == 0, predicted.stdout[-3000:]
-        assert changed_states(predicted.data) == {}
-    finally:
-        cluster.set_pillar(good)
 
 
 @pytest.fixture(scope="module")
@@ -520,27 +515,6 @@ def test_restart_settings_restart_standbys_and_leave_the_primary_to_the_rolling_
     assert changed_states(cluster.highstate().data) == {}
 
 
-def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster):
-    """Last (it leaves the primary without checksums): neither wal_log_hints nor data
-    checksums on the primary, so pg_rewind could not bring it back; refused, nothing changed."""
-    lab = cluster.lab
-    primary = next(h for h in SERVERS if cluster.pillar["hosts"][h]["role"] == "primary")
-    target = next(h for h in SERVERS if h != primary)
-    datadir = "/var/lib/postgresql/15/main"
-    lab[primary].run(["systemctl", "stop", "postgresql@15-main"])
-    lab[primary].run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_checksums", "--disable",
-                      "-D", datadir])  # fmt: skip
-    lab[primary].run(["sh", "-c", f"echo \"wal_log_hints = 'off'\" >> {datadir}/postgresql.auto.conf"])
-    lab[primary].run(["systemctl", "start", "postgresql@15-main"])
-    assert following(cluster, primary, SERVERS)
-    before = snapshot(cluster)
-    refused = cluster.run("pg_replication.switchover", f"to={target}")
-    assert refused.returncode == 1
-    assert f"pg_rewind can rejoin {primary} (wal_log_hints or data checksums)" in refused.data["comment"]
-    assert "wal_log_hints=off data_checksums=off" in refused.data["comment"]
-    assert snapshot(cluster) == before
-
-
 # --------------------------------------------------------------------------- synchronous replication
 STANDBY_UNIT = "postgresql@15-main"
 
@@ -648,6 +622,28 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
     assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "reserved", 30)
     assert wait_for(lambda: lab[lost].psql("SELECT count(*) FROM lost_probe", dbname="otus") == "4", 30)
     assert following(cluster, primary, SERVERS)
+
+
+def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster):
+    """Near the end (it leaves the primary without checksums and with wal_log_hints off in
+    its postgresql.auto.conf, which a base backup would copy): neither wal_log_hints nor data
+    checksums on the primary, so pg_rewind could not bring it back; refused, nothing changed."""
+    lab = cluster.lab
+    primary = next(h for h in SERVERS if cluster.pillar["hosts"][h]["role"] == "primary")
+    target = next(h for h in SERVERS if h != primary)
+    datadir = "/var/lib/postgresql/15/main"
+    lab[primary].run(["systemctl", "stop", "postgresql@15-main"])
+    lab[primary].run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_checksums", "--disable",
+                      "-D", datadir])  # fmt: skip
+    lab[primary].run(["sh", "-c", f"echo \"wal_log_hints = 'off'\" >> {datadir}/postgresql.auto.conf"])
+    lab[primary].run(["systemctl", "start", "postgresql@15-main"])
+    assert following(cluster, primary, SERVERS)
+    before = snapshot(cluster)
+    refused = cluster.run("pg_replication.switchover", f"to={target}")
+    assert refused.returncode == 1
+    assert f"pg_rewind can rejoin {primary} (wal_log_hints or data checksums)" in refused.data["comment"]
+    assert "wal_log_hints=off data_checksums=off" in refused.data["comment"]
+    assert snapshot(cluster) == before
 
 
 def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(cluster):
