@@ -607,7 +607,20 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
         for n in range(4):
             lab[primary].psql(f"INSERT INTO lost_probe VALUES ({n})", dbname="otus")
             lab[primary].psql("SELECT pg_switch_wal()")
+        # Only the stopped standby's slot may fall behind: the checkpoint invalidates every
+        # slot further back than 1MB, so wait for the others' clients (Barman's receive-wal,
+        # the other standby) to confirm what they received.
+        end = lab[primary].psql("SELECT pg_current_wal_lsn()")
+        others_caught_up = (
+            f"SELECT bool_and(restart_lsn >= '{end}') FROM pg_replication_slots WHERE slot_name <> '{slot}'"
+            " AND slot_name <> 'ops_slot'"
+        )
+        assert wait_for(lambda: lab[primary].psql(others_caught_up) == "t", 30)
         lab[primary].psql("CHECKPOINT")
+        assert (
+            lab[primary].psql("SELECT string_agg(slot_name, ',') FROM pg_replication_slots WHERE wal_status = 'lost'")
+            == slot
+        )
         assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "lost", 20)
     finally:
         alter_system("RESET max_slot_wal_keep_size")  # before the base backup copies the file
