@@ -1,11 +1,5 @@
 # The primary after one converge (as tests/kitchen/integration/primary/controls/primary.rb).
-set -u
-failed=0
-check() {
-  what=$1
-  shift
-  if "$@" >/dev/null 2>&1; then echo "ok   $what"; else echo "FAIL $what"; failed=1; fi
-}
+# (check and failed come from lib.sh)
 sql() { runuser -u postgres -- psql -XAtq -h /var/run/postgresql -d postgres -c "$1"; }
 . /etc/os-release
 if [ "$ID" = debian ]; then

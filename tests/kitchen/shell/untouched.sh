@@ -1,12 +1,6 @@
 # The standby and barman suites converge with test=True: nothing installed, written or
 # started (as tests/kitchen/integration/untouched/controls/untouched.rb).
-set -u
-failed=0
-check() {
-  what=$1
-  shift
-  if "$@" >/dev/null 2>&1; then echo "ok   $what"; else echo "FAIL $what"; failed=1; fi
-}
+# (check and failed come from lib.sh)
 for path in /var/lib/postgresql/15 /var/lib/postgresql/16 /var/lib/pgsql/16 /etc/barman.d \
   /var/lib/barman/.pgpass /etc/apt/sources.list.d/pgdg.list /etc/yum.repos.d/pgdg16.repo; do
   check "$path does not exist" test ! -e "$path"

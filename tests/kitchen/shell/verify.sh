@@ -7,6 +7,7 @@ case "$KITCHEN_SUITE" in
   primary) checks=primary.sh ;;
   *) checks=untouched.sh ;;
 esac
-exec ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-  -o IdentitiesOnly=yes -i "$KITCHEN_SSH_KEY" -p "$KITCHEN_PORT" "$KITCHEN_USERNAME@$KITCHEN_HOSTNAME" \
-  sudo sh -s < "$(dirname "$0")/$checks"
+here=$(dirname "$0")
+cat "$here/lib.sh" "$here/$checks" | ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no \
+  -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i "$KITCHEN_SSH_KEY" -p "$KITCHEN_PORT" \
+  "$KITCHEN_USERNAME@$KITCHEN_HOSTNAME" sudo sh -s
