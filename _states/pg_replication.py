@@ -526,11 +526,12 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     conn = _conn(kwargs)
     try:
         pending = __salt__["pg_replication.pending_restart"](**conn)
+        # The rendered settings against the running ones: what a test run predicts, and in a
+        # real run what pending_restart may not show yet (the reload's SIGHUP reaches this
+        # session's backend asynchronously).
+        upcoming = __salt__["pg_replication.restart_values"](settings, **conn) if settings is not None else {}
         if settings:
-            # The rendered settings against the running ones: what a test run predicts, and in
-            # a real run what pending_restart may not show yet (the reload's SIGHUP reaches
-            # this session's backend asynchronously).
-            pending = sorted(set(pending) | set(__salt__["pg_replication.restart_needed"](settings, **conn)))
+            pending = sorted(set(pending) | set(upcoming))
     except CommandExecutionError as exc:
         if _unavailable(exc):
             # A server started by this run reads its configuration fresh.
@@ -540,7 +541,7 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     if not pending:
         ret["comment"] = "No setting waits for a restart"
         return ret
-    held = _restart_held(mode, settings, role, data_dir, bin_dir, conn)
+    held = _restart_held(mode, settings, role, data_dir, bin_dir, upcoming)
     if held:
         ret["comment"] = f"{name} needs a restart for {', '.join(pending)}, not made: {held}"
         ret["warnings"] = [ret["comment"]]
@@ -555,12 +556,12 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
     return ret
 
 
-def _restart_held(mode, settings, role, data_dir, bin_dir, conn):
-    """Why a pending restart must not be made now (None: make it)."""
+def _restart_held(mode, settings, role, data_dir, bin_dir, upcoming):
+    """Why a pending restart must not be made now (None: make it). ``upcoming``: the
+    restart-only values the rendered ``settings`` bring (pg_replication.restart_values)."""
     rolling = "run `salt-run pg_replication.rolling_restart`"
     if role == "standby" and settings is not None and data_dir:
         recorded = __salt__["pg_replication.primary_minimums"](data_dir, bin_dir)
-        upcoming = __salt__["pg_replication.restart_values"](settings, **conn)
         lowered = __utils__["pg_replication_settings.lowered_minimums"](upcoming, recorded)
         if lowered:
             what = ", ".join(f"{k} {new} < {old}" for k, (old, new) in sorted(lowered.items()))
