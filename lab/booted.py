@@ -37,6 +37,7 @@ class BootedHost(Host):
         for path in (self.fs, self.root / "upper", self.root / "work"):
             path.mkdir(parents=True, exist_ok=True)
         options = f"lowerdir={self.image},upperdir={self.root / 'upper'},workdir={self.root / 'work'}"
+        self.lab.record_mount(self.lab.prefix, self.fs)
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.fs)], check=True)
         etc = self.fs / "etc"
         self._write_etc(etc)
@@ -51,7 +52,8 @@ class BootedHost(Host):
         log = open(self.root / "console.log", "ab")  # noqa: SIM115 - the container keeps it
         self.nspawn = subprocess.Popen(  # noqa: S603
             ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--console=pipe", "-D", str(self.fs), "-b",
-             f"--network-namespace-path=/run/netns/{self.netns}", f"--machine={self.name}"],
+             f"--network-namespace-path=/run/netns/{self.netns}", f"--machine={self.netns}",
+             f"--hostname={self.name}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()

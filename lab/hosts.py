@@ -19,6 +19,20 @@ log = logging.getLogger(__name__)
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_PREFIX = "pgr"
 DEFAULT_SUBNET = "10.47.11.0/24"
+# Where the lab records what it mounted, so that a later lab with the same prefix can remove
+# what an interrupted one left (and leave other labs' mounts alone).
+STATE_DIR = pathlib.Path("/run/pg_replication-lab")
+
+
+def worker_slot():
+    """Prefix and subnet of this process's lab: the defaults, or one pair per pytest-xdist
+    worker (``PYTEST_XDIST_WORKER`` gw0, gw1, ...), so that labs run side by side. Worker
+    prefixes ("pgw0", ...) never start with the default's "pgr-" (its cleanup spares them)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return DEFAULT_PREFIX, DEFAULT_SUBNET
+    number = int(worker[2:])
+    return f"pgw{number}", f"10.47.{20 + number}.0/24"
 
 
 def _ip(*args, check=True):
@@ -169,12 +183,14 @@ def _release_link(name, timeout=10):
 class Lab:
     """A bridge with the salt-master's address and a set of hosts on it."""
 
-    def __init__(self, root, hosts, prefix=DEFAULT_PREFIX, subnet=DEFAULT_SUBNET, image=None):
+    def __init__(self, root, hosts, prefix=None, subnet=None, image=None):
         """``image``: None for namespace hosts, or (release, kind) for hosts that boot with
-        systemd from that image (:mod:`lab.booted`, :mod:`lab.image`)."""
+        systemd from that image (:mod:`lab.booted`, :mod:`lab.image`). ``prefix`` and
+        ``subnet`` default to this process's :func:`worker_slot`."""
+        default_prefix, default_subnet = worker_slot()
         self.root = pathlib.Path(root)
-        self.prefix = prefix
-        self.network = ipaddress.ip_network(subnet)
+        self.prefix = prefix or default_prefix
+        self.network = ipaddress.ip_network(subnet or default_subnet)
         self.bridge = f"{prefix}-br0"
         first = self.network.network_address
         self.master_address = str(first + 1)
@@ -199,8 +215,9 @@ class Lab:
         return self.hosts[name]
 
     @classmethod
-    def cleanup_stale(cls, prefix=DEFAULT_PREFIX):
-        """Remove namespaces and bridge left by an earlier lab with this prefix."""
+    def cleanup_stale(cls, prefix=None):
+        """Remove namespaces, bridge and mounts left by an earlier lab with this prefix."""
+        prefix = prefix or worker_slot()[0]
         for line in _ip("netns", "list", check=False).stdout.splitlines():
             ns = line.split()[0] if line.split() else ""
             if ns.startswith(f"{prefix}-"):
@@ -213,19 +230,40 @@ class Lab:
             link = line.split(":")[1].strip().split("@")[0] if line.count(":") > 1 else ""
             if link.startswith(f"{prefix}-"):
                 _ip("link", "del", link, check=False)
-        cls._unmount_stale_roots()
+        cls._unmount_stale_roots(prefix)
+
+    @classmethod
+    def cleanup_all(cls):
+        """What every lab (the default one and the pytest-xdist workers') left behind."""
+        prefixes = {DEFAULT_PREFIX} | {path.stem for path in STATE_DIR.glob("*.mounts")}
+        prefixes |= {
+            ns.split("-")[0] for ns in _ip("netns", "list", check=False).stdout.split() if ns.startswith("pgw")
+        }
+        for prefix in sorted(prefixes):
+            cls.cleanup_stale(prefix)
 
     @staticmethod
-    def _unmount_stale_roots():
-        """Unmount booted hosts' root overlays left behind: those whose lower layer is a lab
-        image (and nothing else)."""
-        from lab.image import CACHE  # pylint: disable=import-outside-toplevel
+    def mounts_record(prefix):
+        """The file listing the root overlays that labs with ``prefix`` mounted."""
+        return STATE_DIR / f"{prefix}.mounts"
 
+    @classmethod
+    def record_mount(cls, prefix, target):
+        STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with cls.mounts_record(prefix).open("a") as fh:
+            fh.write(f"{target}\n")
+
+    @classmethod
+    def _unmount_stale_roots(cls, prefix):
+        """Unmount the booted hosts' root overlays an earlier lab with ``prefix`` left."""
+        record = cls.mounts_record(prefix)
+        if not record.exists():
+            return
         with open("/proc/self/mounts") as fh:
-            for line in fh:
-                source, target, fstype, options = line.split()[:4]
-                if fstype == "overlay" and f"lowerdir={CACHE}/" in options:
-                    subprocess.run(["umount", "-l", target], check=False)
+            mounted = {line.split()[1] for line in fh if line.split()[2] == "overlay"}
+        for target in set(record.read_text().split()) & mounted:
+            subprocess.run(["umount", "-l", target], check=False)
+        record.unlink()
 
     def up(self):
         self.cleanup_stale(self.prefix)

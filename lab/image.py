@@ -15,6 +15,7 @@ Run ``python -m lab.image RELEASE`` to build (or find) the images of a release.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -199,10 +200,17 @@ def _recorded_packages(root):
 
 
 def image(release, kind="provisioned", log=None):
-    """The root filesystem of ``kind`` for ``release`` (built if not cached), and its repository."""
+    """The root filesystem of ``kind`` for ``release`` (built if not cached), and its repository.
+    Labs running side by side wait for each other's builds (a lock on the cache)."""
     if release not in RELEASES:
         raise ValueError(f"unknown release {release!r} (one of {', '.join(RELEASES)})")
     CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _cached_image(release, kind, log)
+
+
+def _cached_image(release, kind, log):
     log = log or CACHE / "build.log"
     bare_key = _key(release, "bare")
     bare, repo = CACHE / bare_key, CACHE / f"{bare_key}-repo"

@@ -2,7 +2,9 @@
 listening on loopback, and Salt loaders with our execution and state modules."""
 
 import os
+import pathlib
 import shutil
+import tempfile
 
 import pytest
 from saltfactories.utils.functional import Loaders
@@ -15,8 +17,11 @@ def postgres(tmp_path_factory):
     if os.geteuid() != 0 or not (PG_BIN / "initdb").exists():
         pytest.skip("needs root and PostgreSQL 15 server binaries")
     root = tmp_path_factory.mktemp("pg")
-    # postgres must traverse pytest's (root-owned, 0700) temporary directories.
-    for parent in (root.parent, root.parent.parent):
+    # postgres must traverse pytest's (root-owned, 0700) temporary directories: the base
+    # directory, and with pytest-xdist its worker's directory under it.
+    for parent in root.parents:
+        if parent == pathlib.Path(tempfile.gettempdir()):
+            break
         os.chmod(parent, 0o755)  # noqa: S103
     server = PostgresServer(root).start()
     yield server
