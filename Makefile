@@ -5,8 +5,9 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# `make test` runs two labs side by side (pytest-xdist; each worker has its own bridge and
-# subnet, and a lab's tests stay in one worker). PYTEST_JOBS=0 runs everything in one process.
+# `make test` runs two labs side by side: pytest-xdist workers, each with its own bridge and
+# subnet (lab.hosts.worker_slot); --dist loadfile keeps a module's tests, which share its
+# lab, in one worker. PYTEST_JOBS=0 runs everything in one process.
 PYTEST_JOBS ?= 2
 
 .PHONY: demo test lint unit functional integration bench docs deps venv clean-lab
@@ -15,7 +16,7 @@ demo: deps venv  ## bring up the lab, apply the highstate, show the reference sc
 	$(PY) -m lab.demo --with-backup
 
 test: deps venv lint  ## lint, then the whole suite (unit, functional, integration)
-	$(PY) -m pytest -n $(PYTEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff format --check .

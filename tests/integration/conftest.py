@@ -12,23 +12,9 @@ HOSTS = ("master", "standby", "backup")
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if os.geteuid() != 0:
+    if os.geteuid() != 0:
+        for item in items:
             item.add_marker(pytest.mark.skip(reason="the lab needs root (network namespaces)"))
-        item.add_marker(pytest.mark.xdist_group(lab_group(item)))
-
-
-def lab_group(item):
-    """The tests that share a lab run in one pytest-xdist worker (``--dist loadgroup``): one
-    group per module, and per parameter of a module-scoped fixture (a matrix point has its
-    own lab)."""
-    group = item.module.__name__.rsplit(".", 1)[-1]
-    callspec = getattr(item, "callspec", None)
-    for name, index in sorted(callspec.indices.items()) if callspec else ():
-        definitions = item._fixtureinfo.name2fixturedefs.get(name)  # noqa: SLF001 - no public way to a fixture's scope
-        if definitions and definitions[-1].scope == "module":
-            group += f"-{name}{index}"
-    return group
 
 
 @pytest.fixture(scope="session")
