@@ -114,6 +114,15 @@ class Cluster:
     def role(self, host):
         return (self.hosts.get(host) or {}).get("role")
 
+    def upstream(self, host, primary):
+        """The server standby ``host`` streams from once ``primary`` leads: the upstream the
+        pillar names (cascading), or ``primary``."""
+        return (self.hosts.get(host) or {}).get("upstream") or primary
+
+    def cascading_from(self, host):
+        """The standbys whose pillar names ``host`` as their upstream."""
+        return sorted(h for h, spec in self.hosts.items() if spec.get("upstream") == host)
+
     def pillar_primary(self):
         return next(host for host, spec in self.hosts.items() if spec["role"] == "primary")
 
@@ -197,13 +206,6 @@ def _pillar_change(change):
         for section in sorted(change)
         for key, value in sorted(change[section].items())
     ]
-
-
-def _slots_for(plan):
-    """The slots a primary with this plan serves: each standby's, and Barman's."""
-    slots = {standby["slot"] for standby in plan["hosts"].values() if standby["role"] == "standby"}
-    slots |= {server["slot_name"] for server in plan["barman_servers"] or () if not server.get("external")}
-    return slots
 
 
 # --------------------------------------------------------------------------- status
@@ -318,7 +320,16 @@ def _switchover_checks(cluster, old, to, max_lag):
         f"wal_log_hints={primary.get('wal_log_hints')} data_checksums={primary.get('data_checksums')}",
     )
     _check_capacity(checks, cluster, to, target)
+    _check_no_cascade_from(checks, cluster, old)
     return checks
+
+
+def _check_no_cascade_from(checks, cluster, old):
+    """A standby that names the old primary as its upstream would cascade from it while it
+    rejoins (or forever, if it is gone): the pillar must stop naming it first."""
+    cascading = cluster.cascading_from(old)
+    fix = f"remove {FORMULA}:hosts:<host>:upstream: {old} from {', '.join(cascading)} first" if cascading else ""
+    _check(checks, f"no standby names {old} as its upstream", not cascading, fix)
 
 
 def _check_capacity(checks, cluster, to, target):
@@ -342,7 +353,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     Refused, with nothing changed, unless: exactly one primary runs and it is the pillar's;
     ``to`` streams from it on its slot, with at most ``max_lag`` bytes of WAL not replayed (default
     ``pg_replication:switchover:max_lag_bytes``, 16 MiB); the primary has wal_log_hints or
-    data checksums; ``to`` has the WAL senders and slots its new standbys need.
+    data checksums; ``to`` has the WAL senders and slots its new standbys need; no standby
+    names the primary as its ``upstream``. A cascading standby keeps its upstream (when
+    ``to`` is that upstream, it follows the promotion on the same slot).
 
     Steps: create the slots of every other member on ``to`` (before anyone connects); stop
     the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
@@ -410,7 +423,7 @@ def _create_member_slots(cluster, primary, change, done):
     plan = _call(primary, "pg_replication.member", change=change)["plan"]
     existing = set(_call(primary, "pg_replication.slots", **cluster.conn(primary)))
     created = []
-    for slot in sorted(_slots_for(plan) - existing):
+    for slot in sorted(set(plan["served_slots"]) - existing):
         _call(primary, "pg_replication.slot_create", slot, **cluster.conn(primary))
         done.append(f"created slot {slot} on {primary}")
         created.append(slot)
@@ -448,7 +461,7 @@ def _follow(cluster, primary, change, done, rejoin=()):
     for host in cluster.servers():
         if host not in (primary, *rejoin) and host in cluster.members:
             done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
-            _wait_streaming(cluster, host, primary)
+            _wait_streaming(cluster, host, cluster.upstream(host, primary))
     for host in rejoin:
         report = _rejoin(cluster, host, primary, change)
         done.append(f"{host} rejoined as a standby of {primary}: {report}")
@@ -459,9 +472,10 @@ def _follow(cluster, primary, change, done, rejoin=()):
         done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
 
 
-def _wait_streaming(cluster, host, primary, timeout=120, replayed=None):
-    """Until ``host`` streams from ``primary`` (and has replayed up to LSN ``replayed``)."""
-    address = cluster.hosts[primary]["address"]
+def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
+    """Until ``host`` streams from ``source``, its upstream (and has replayed up to LSN
+    ``replayed``)."""
+    address = cluster.hosts[source]["address"]
 
     def streaming():
         server = _call(host, "pg_replication.member")["server"]
@@ -470,7 +484,7 @@ def _wait_streaming(cluster, host, primary, timeout=120, replayed=None):
         return receiver.get("status") == "streaming" and receiver.get("sender_host") == address and caught_up
 
     if not _wait(streaming, timeout, interval=2):
-        raise CommandExecutionError(f"{host} does not stream from {primary} after {timeout}s")
+        raise CommandExecutionError(f"{host} does not stream from {source} after {timeout}s")
 
 
 def _rejoin(cluster, host, primary, change):
@@ -490,7 +504,7 @@ def _rejoin(cluster, host, primary, change):
         config_file=config_file, version=plan["version"], timeout=600,
     )  # fmt: skip
     _apply(host, change)
-    _wait_streaming(cluster, host, primary)
+    _wait_streaming(cluster, host, cluster.upstream(host, primary))
     dropped = []
     for name, slot in _call(host, "pg_replication.slots", **cluster.conn(host)).items():
         if not slot["active"]:
@@ -509,7 +523,8 @@ def _rejoin(cluster, host, primary, change):
 def failover(to=None, fence=False, test=False, tgt="*"):
     """
     The primary is gone: promote the standby that received the most WAL (or ``to``), then
-    the other standbys and Barman follow it. Refused while the old primary still runs as a
+    the other standbys and Barman follow it. Only the primary's own standbys are candidates
+    (a cascading standby is behind its upstream). Refused while the old primary still runs as a
     primary, unless ``fence=True``: then it is stopped first. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
     makes it a standby (after the pillar change this runner prints).
@@ -529,16 +544,21 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     alive = old in cluster.running_primaries()
     _check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
            "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
+    # The old primary's own standbys (a cascading standby is behind its upstream).
     candidates = {
         h: _lsn(cluster.server(h)["lsn"])
         for h in cluster.servers()
-        if h != old and (cluster.server(h) or {}).get("running") and cluster.server(h)["in_recovery"]
+        if h != old
+        and cluster.upstream(h, old) == old
+        and (cluster.server(h) or {}).get("running")
+        and cluster.server(h)["in_recovery"]
     }
     chosen = to or (max(candidates, key=candidates.get) if candidates else None)
     _check(checks, "a running standby to promote", chosen in candidates,
            f"candidates (received WAL): {candidates}; chosen: {chosen}")  # fmt: skip
     others = [h for h in cluster.running_primaries() if h != old]
     _check(checks, "no other primary runs", not others, f"running primaries: {others}")
+    _check_no_cascade_from(checks, cluster, old)
     if chosen in candidates:
         _check_capacity(checks, cluster, chosen, cluster.server(chosen))
     change = _change(cluster, {old: "standby", chosen: "primary"} if chosen else {})
@@ -677,11 +697,11 @@ def _restart_member(cluster, host, primary, timeout, done):
     if host == primary:
         replayed = _lsn(_call(primary, "pg_replication.position", **cluster.conn(primary))["lsn"])
         for standby in (h for h in cluster.servers() if h != primary):
-            _wait_streaming(cluster, standby, primary, timeout, replayed=replayed)
+            _wait_streaming(cluster, standby, cluster.upstream(standby, primary), timeout, replayed=replayed)
         for backup in cluster.backup_hosts():
             done.append(f"applied on {backup}: {_apply(backup, {}) or 'no change'}")
     else:
-        _wait_streaming(cluster, host, primary, timeout)
+        _wait_streaming(cluster, host, cluster.upstream(host, primary), timeout)
     left = _call(host, "pg_replication.pending_restart", **cluster.conn(host))
     if left:
         raise CommandExecutionError(f"{host} still waits for a restart for {', '.join(left)}")

@@ -229,6 +229,8 @@ HOST_SPEC = {
     "address": _ip,
     "slot": _slot,
     "application_name": _pattern(syntax.APPLICATION_NAME_RE, "a valid application name (letters, digits, _ . -)"),
+    # A standby streams from the primary, or from this other server (cascading).
+    "upstream": _nullable(_minion_id),
 }
 # What the barman section sets for every server, and a barman:servers entry may override.
 BARMAN_SERVER_DEFAULTS = {
@@ -379,6 +381,45 @@ def _hosts(config, mine, errors):
     return out
 
 
+def _upstreams(hosts, primary, errors):
+    """Each standby's ``upstream`` (the server it streams from: the primary unless the pillar
+    names another standby). Refused: an upstream that is not a server of the pillar, on a
+    host that is not a standby, and chains that do not end at the primary."""
+    for host in hosts.values():
+        key, upstream = f"{KEY}:hosts:{host['id']}:upstream", host.get("upstream")
+        if upstream is None:
+            continue
+        upstream = host["upstream"] = str(upstream)
+        if host["role"] != "standby":
+            errors.append(f"{key}: only a standby streams from an upstream (this host is a {host['role']})")
+        elif upstream not in hosts:
+            errors.append(f"{key}: {upstream!r} is not a host in {KEY}:hosts")
+        elif hosts[upstream]["role"] not in ("primary", "standby"):
+            errors.append(f"{key}: {upstream!r} is not a server (it is a {hosts[upstream]['role']} host)")
+    if errors or primary is None:
+        return
+    for host in hosts.values():
+        chain = [host["id"]]
+        while host["role"] == "standby" and chain[-1] != primary["id"]:
+            following = hosts[chain[-1]].get("upstream") or primary["id"]
+            if following in chain:
+                errors.append(
+                    f"{KEY}:hosts:{host['id']}:upstream: the chain {' -> '.join([*chain, following])} is a cycle;"
+                    " every standby must lead to the primary"
+                )
+                break
+            chain.append(following)
+
+
+def _downstream(hosts, primary, minion_id):
+    """The standbys that stream from ``minion_id``."""
+    primary_id = (primary or {}).get("id")
+    return sorted(
+        (h for h in hosts.values() if h["role"] == "standby" and (h.get("upstream") or primary_id) == minion_id),
+        key=lambda h: h["id"],
+    )
+
+
 def mine_request(config):
     """``(minion ids, mine function)`` for the hosts the pillar gives no address, or None."""
     hosts = config.get("hosts") if isinstance(config, dict) else None
@@ -455,12 +496,18 @@ def _synchronous(config, hosts, errors):
         return None
     key = f"{KEY}:synchronous"
     standbys, seen_application_names = [], {}
+    primary_id = next((h["id"] for h in hosts.values() if h["role"] == "primary"), None)
     for i, name in enumerate(names):
         host = hosts.get(str(name))
         if names.index(name) != i:
             errors.append(f"{key}:standbys:{i}: {name!r} is listed twice")
         elif host is None or host["role"] not in ("primary", "standby"):
             errors.append(f"{key}:standbys:{i}: {name!r} is not a server (primary or standby) in {KEY}:hosts")
+        elif host["role"] == "standby" and host.get("upstream") not in (None, primary_id):
+            errors.append(
+                f"{key}:standbys:{i}: {name!r} streams from {host['upstream']}, not from the primary;"
+                " only the primary's own standbys can be synchronous"
+            )
         elif host["role"] == "standby":
             other = seen_application_names.setdefault(host["application_name"], host["id"])
             if other != host["id"]:
@@ -612,9 +659,9 @@ def _cidr(address):
 
 
 def _standby_conninfo(plan):
-    me, primary = plan["me"], plan["primary"]
+    me, upstream = plan["me"], plan["upstream"]
     return syntax.conninfo(
-        host=primary["address"],
+        host=upstream["address"],
         port=plan["port"],
         user=plan["replication"]["user"],
         passfile=plan["home"] + "/.pgpass",
@@ -749,6 +796,7 @@ def build(config, minion_id, grains=None, mine=None):
     elif len(primaries) > 1:
         errors.append(f"{KEY}:hosts: more than one primary ({', '.join(h['id'] for h in primaries)})")
     primary = primaries[0] if primaries else None
+    _upstreams(hosts, primary, errors)
 
     replication = config.setdefault("replication", {})
     if standbys:
@@ -766,6 +814,7 @@ def build(config, minion_id, grains=None, mine=None):
     version = config["version"]
     plan = {k: v for k, v in config.items() if k not in ("settings", "hosts")}
     me = hosts.get(minion_id)
+    downstream = _downstream(hosts, primary, minion_id) if me and me["role"] in ("primary", "standby") else []
     plan.update(
         {
             "minion_id": minion_id,
@@ -774,9 +823,14 @@ def build(config, minion_id, grains=None, mine=None):
             "hosts": hosts,
             "primary": primary,
             "standbys": standbys,
-            # The slots the primary serves: each standby's and Barman's for this cluster.
-            "primary_slots": sorted(
-                {h["slot"] for h in standbys} | {s["slot_name"] for s in barman_servers if not s["external"]}
+            # The server a standby streams from: the primary, or another standby (cascading).
+            "upstream": hosts[me.get("upstream") or primary["id"]] if me and me["role"] == "standby" else None,
+            # The standbys that stream from this server, and the slots it serves: theirs, and
+            # on the primary Barman's for this cluster.
+            "downstream": downstream,
+            "served_slots": sorted(
+                {h["slot"] for h in downstream}
+                | {s["slot_name"] for s in barman_servers if not s["external"] and me and me["role"] == "primary"}
             ),
             "backup_hosts": backup_hosts,
             "barman": barman,

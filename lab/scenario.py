@@ -70,15 +70,18 @@ def cluster_status(salt_lab):
     return ret.data["members"]
 
 
-def following(salt_lab, primary, servers, timeout=60):
+def following(salt_lab, primary, servers, timeout=60, upstreams=None):
     """The cluster's members once ``primary`` runs as the primary and every other server
-    streams from it (None if that is not so within ``timeout`` seconds)."""
-    address = salt_lab.lab[primary].address
+    streams from it, or from its upstream in ``upstreams`` (``{standby: server}``, cascading);
+    None if that is not so within ``timeout`` seconds."""
+    upstreams = upstreams or {}
 
     def members():
         m = cluster_status(salt_lab)
         ok = m[primary]["state"] == "primary" and all(
-            m[h]["state"] == "standby" and m[h]["upstream"] == address for h in servers if h != primary
+            m[h]["state"] == "standby" and m[h]["upstream"] == salt_lab.lab[upstreams.get(h, primary)].address
+            for h in servers
+            if h != primary
         )
         return m if ok else None
 

@@ -61,7 +61,7 @@ pg_replication-initdb:
 pg_replication-standby-bootstrap:
   pg_replication.standby_bootstrapped:
     - name: {{ pg.data_dir }}
-    - primary_host: {{ pg.primary.address }}
+    - primary_host: {{ pg.upstream.address }}
     - primary_port: {{ pg.port }}
     - slot: {{ pg.me.slot }}
     - user: {{ pg.replication.user }}

@@ -10,6 +10,7 @@ include:
   - .cluster
   - .config
   - .service
+  - .slots
 {%- if pg.role == 'primary' %}
   - .primary
 {%- endif %}

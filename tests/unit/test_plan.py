@@ -328,3 +328,55 @@ def test_the_cases_applied_through_salt_exist():
     from tests.invalid_pillars import THROUGH_SALT  # pylint: disable=import-outside-toplevel
 
     assert {case[0] for case in CASES} >= THROUGH_SALT
+
+
+def _cascade(config):
+    """standby2 streams from standby, standby3 from standby2."""
+    config["hosts"]["standby2"] = {"role": "standby", "address": "192.168.11.104", "upstream": "standby"}
+    config["hosts"]["standby3"] = {"role": "standby", "address": "192.168.11.105", "upstream": "standby2"}
+    return config
+
+
+def test_a_cascading_standby_streams_from_its_upstream_which_holds_its_slot(plan_mod, config):
+    config = _cascade(config)
+    plan = plan_mod.build(config, "standby2")
+    assert plan["upstream"]["id"] == "standby"
+    conninfo = plan["conf_settings"]["primary_conninfo"]
+    assert "host=192.168.11.102 " in conninfo  # standby's address, not the primary's
+    assert plan["conf_settings"]["primary_slot_name"] == "standby2_slot"
+    assert [h["id"] for h in plan["downstream"]] == ["standby3"]
+    assert plan["served_slots"] == ["standby3_slot"]
+    # Each server serves the slots of the standbys that stream from it; the primary Barman's too.
+    assert plan_mod.build(config, "master")["served_slots"] == ["barman_slot", "standby_slot"]
+    assert plan_mod.build(config, "standby")["served_slots"] == ["standby2_slot"]
+    assert plan_mod.build(config, "standby3")["served_slots"] == []
+    assert plan_mod.build(config, "standby")["upstream"]["id"] == "master"
+    # Naming the primary is the same as naming no upstream.
+    config["hosts"]["standby"]["upstream"] = "master"
+    assert plan_mod.build(config, "master")["served_slots"] == ["barman_slot", "standby_slot"]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ({"standby": {"upstream": "standby3"}},
+         "pg_replication:hosts:standby:upstream: the chain standby -> standby3 -> standby2 -> standby is a cycle"),
+        ({"standby3": {"upstream": "ghost"}}, "pg_replication:hosts:standby3:upstream: 'ghost' is not a host"),
+        ({"backup": {"upstream": "master"}}, "pg_replication:hosts:backup:upstream: only a standby streams"),
+    ],
+)  # fmt: skip
+def test_bad_cascades_name_the_key(plan_mod, config, hosts, message):
+    config = _cascade(config)
+    for host, spec in hosts.items():
+        config["hosts"][host].update(spec)
+    with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
+        plan_mod.build(config, "master")
+
+
+def test_a_cascading_standby_cannot_be_synchronous(plan_mod, config):
+    config = _cascade(config)
+    config["synchronous"] = {"method": "any", "count": 1, "standbys": ["standby", "standby2"]}
+    with pytest.raises(
+        plan_mod.PlanError, match="pg_replication:synchronous:standbys:1: 'standby2' streams from standby"
+    ):
+        plan_mod.build(config, "master")

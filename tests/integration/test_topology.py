@@ -1,0 +1,183 @@
+"""Topology changes on one lab of booted hosts: a primary, three standbys (standby3 cascading
+from standby2) and a Barman host. A fourth standby is added and removed without restarting
+any server; then a switchover to the cascade's upstream keeps its cascading standby, with a
+client committing throughout ("nothing lost" is counted)."""
+
+import copy
+import secrets
+import time
+
+import pytest
+
+from lab.results import changed_states, state_errors, state_ids
+from lab.salt import SaltLab, reference_pillar
+from lab.scenario import (
+    SERVER,
+    Writer,
+    apply_pillar_change,
+    cluster_status,
+    converge,
+    ensure_otus,
+    following,
+    unchanged_snapshot,
+    wait_for,
+)
+from tests.invalid_pillars import mutate
+
+pytestmark = pytest.mark.integration
+LAB_IMAGE = ("bookworm", "provisioned")
+LAB_HOSTS = ("master", "standby", "standby2", "standby3", "backup", "standby4")
+ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "standby3": "standby", "backup": "barman"}
+SERVERS = ("master", "standby", "standby2", "standby3")
+CASCADE = {"standby3": "standby2"}
+WRITER_PASSWORD = secrets.token_urlsafe(18)
+# Topologies the plan refuses: (what, path, value, the key its error names).
+BAD_TOPOLOGIES = [
+    ("cycle", ("hosts", "standby2", "upstream"), "standby3", "pg_replication:hosts:standby2:upstream: the chain"),
+    ("unknown upstream", ("hosts", "standby3", "upstream"), "standby9", "pg_replication:hosts:standby3:upstream"),
+    ("sync count too large", ("synchronous",), {"count": 3, "standbys": ["standby", "standby2"]},
+     "pg_replication:synchronous:count"),
+    ("headroom too small", ("settings", "max_replication_slots"), 4, "pg_replication:settings:max_replication_slots"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cluster(salt_factories, lab):
+    # standby4 runs a minion with no role: the pillar adds it later.
+    pillar = reference_pillar(lab, roles=ROLES)
+    pillar["hosts"]["standby3"]["upstream"] = "standby2"
+    salt_lab = SaltLab(salt_factories, lab, pillar)
+    with salt_lab.started():
+        converge(salt_lab)
+        Writer.prepare(lab["master"], WRITER_PASSWORD)
+        yield salt_lab
+
+
+def start_times(lab, hosts=SERVERS):
+    return {h: lab[h].psql("SELECT pg_postmaster_start_time()") for h in hosts}
+
+
+def streaming_clients(host):
+    """``application_name:slot`` of every client streaming from ``host``."""
+    return host.psql(
+        "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY s.slot_name)"
+        " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
+    )
+
+
+def row_everywhere(cluster, primary, standbys, timeout=20):
+    """A row inserted on ``primary``: the standbys that read it within ``timeout`` seconds."""
+    lab, note = cluster.lab, f"row-{time.time_ns()}"
+    ensure_otus(lab[primary])
+    lab[primary].psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
+    lab[primary].psql(f"INSERT INTO homework (note) VALUES ('{note}')", dbname="otus")
+
+    def read(host):
+        try:
+            return lab[host].psql(f"SELECT note FROM homework WHERE note = '{note}'", dbname="otus") == note
+        except RuntimeError:  # not replayed yet
+            return False
+
+    return sorted(h for h in standbys if wait_for(lambda h=h: read(h), timeout))
+
+
+def restart_changes(ret):
+    """Per host, the changes of the restart state (empty: no restart)."""
+    return {
+        host: state.get("changes")
+        for host, states in ret.data.items()
+        for state in (states.values() if isinstance(states, dict) else ())
+        if state.get("__id__") == "pg_replication-restart-if-pending" and state.get("changes")
+    }
+
+
+def state_change(ret, host, state_id):
+    """The changes of state ``state_id`` on ``host``."""
+    return next(s for s in ret.data[host].values() if s["__id__"] == state_id).get("changes")
+
+
+def test_each_standby_streams_from_its_upstream_on_its_slot(cluster):
+    lab = cluster.lab
+    assert (
+        streaming_clients(lab["master"]) == "barman_receive_wal:barman_slot,standby2:standby2_slot,standby:standby_slot"
+    )
+    assert streaming_clients(lab["standby2"]) == "standby3:standby3_slot"
+    assert "standby3_slot" not in cluster_status(cluster)["master"]["slots"]
+
+
+def test_a_row_written_on_the_primary_reaches_every_standby_the_cascaded_one_included(cluster):
+    assert row_everywhere(cluster, "master", SERVERS[1:]) == ["standby", "standby2", "standby3"]
+
+
+def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster):
+    good, before = cluster.pillar, unchanged_snapshot(cluster, cluster.lab.hosts)
+    for what, path, value, key in BAD_TOPOLOGIES:
+        cluster.set_pillar(mutate(good, path, value))
+        try:
+            returns = cluster.call("state.apply")
+        finally:
+            cluster.set_pillar(good)
+        for host, returned in returns.items():
+            assert returned["retcode"] != 0, (what, host)
+            assert isinstance(returned["ret"], list), (what, host, str(returned["ret"])[:2000])  # no state ran
+            assert key in str(returned["ret"]), (what, host)
+    assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
+
+
+def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    before = start_times(lab)
+    pillar["hosts"]["standby4"] = {"role": "standby", "address": lab["standby4"].address}
+    cluster.set_pillar(pillar)
+    predicted = cluster.highstate("test=True")
+    assert predicted.returncode == 0, predicted.stdout[-3000:]
+    assert restart_changes(predicted) == {}
+    assert "pg_replication-slot-standby4_slot" in state_ids(predicted.data, test=True)["master"]
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert start_times(lab) == before
+    assert "standby4:standby4_slot" in streaming_clients(lab["master"])
+    assert row_everywhere(cluster, "master", ["standby3", "standby4"]) == ["standby3", "standby4"]
+    again = cluster.highstate()
+    assert changed_states(again.data) == {}
+
+
+def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    before = start_times(lab)
+    lab["standby4"].run(["systemctl", "stop", "postgresql@15-main"])
+    del pillar["hosts"]["standby4"]
+    cluster.set_pillar(pillar)
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert restart_changes(ret) == {}
+    assert state_change(ret, "master", "pg_replication-slots-follow-the-pillar")["dropped"] == ["standby4_slot"]
+    assert "standby4_slot" not in cluster_status(cluster)["master"]["slots"]
+    assert start_times(lab) == before
+    assert following(cluster, "master", SERVERS, upstreams=CASCADE)
+
+
+def test_switchover_to_the_cascades_upstream_keeps_the_cascade_and_loses_nothing(cluster):
+    """standby2, upstream of standby3, becomes the primary: standby3 follows it on the same
+    slot without a new base backup; the old primary rejoins; every acknowledged commit is on
+    every server, and the changed pillar converges with no change."""
+    lab = cluster.lab
+    cascaded_start = start_times(lab, ["standby3"])
+    writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+    time.sleep(1)
+    ret = cluster.run("pg_replication.switchover", "to=standby2")
+    time.sleep(1)
+    writer.stop()
+    assert ret.returncode == 0, ret.stdout[-3000:]
+    apply_pillar_change(cluster, ret.data["pillar_change"])
+    members = following(cluster, "standby2", SERVERS)
+    assert members, "not every server follows standby2"
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    assert streaming_clients(lab["standby2"]).split(",") == [
+        "barman_receive_wal:barman_slot", "master:master_slot", "standby3:standby3_slot", "standby:standby_slot",
+    ]  # fmt: skip
+    assert start_times(lab, ["standby3"]) == cascaded_start  # followed the promotion, never rebuilt
+    assert len(writer.committed) > 0
+    for host in SERVERS:  # every acknowledged commit, once replayed
+        assert wait_for(lambda h=host: not writer.missing_on(lab[h]), 20), (host, writer.missing_on(lab[host]))
+    assert changed_states(cluster.highstate().data) == {}
