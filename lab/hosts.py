@@ -191,7 +191,7 @@ class Lab:
         self.root = pathlib.Path(root)
         self.prefix = prefix or default_prefix
         self.network = ipaddress.ip_network(subnet or default_subnet)
-        self.bridge = f"{prefix}-br0"
+        self.bridge = f"{self.prefix}-br0"
         first = self.network.network_address
         self.master_address = str(first + 1)
         self.image = image
