@@ -123,3 +123,45 @@ def test_the_wipe_path_empties_the_directory_and_bootstraps_a_standby(modules, s
         assert modules.pg_replication.datadir_system_identifier(str(datadir)) is not None
     finally:
         modules.pg_replication.slot_drop("boot_slot", force=True)
+
+
+def lose_the_slot(postgres, slot):
+    """Make the primary invalidate ``slot`` (wal_status lost): a tiny max_slot_wal_keep_size,
+    then WAL segments switched and checkpoints until the slot's WAL is gone."""
+    postgres.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    postgres.execute("SELECT pg_reload_conf()")
+    try:
+        postgres.execute("CREATE TABLE IF NOT EXISTS wal_filler (x int)")
+        for _ in range(20):
+            postgres.execute("INSERT INTO wal_filler SELECT generate_series(1, 1000)")
+            postgres.execute("SELECT pg_switch_wal()")
+            postgres.execute("CHECKPOINT")
+            if postgres.fetch_one(f"SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'") == "lost":
+                return
+        raise AssertionError(f"slot {slot} never lost its WAL")
+    finally:
+        postgres.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        postgres.execute("SELECT pg_reload_conf()")
+        postgres.execute("DROP TABLE IF EXISTS wal_filler")
+
+
+def test_a_standby_whose_slot_lost_its_wal_is_kept_when_rebuild_lost_slot_is_off(
+    modules, states, postgres, tmp_path, replication_login
+):
+    """rebuild_lost_slot false: a standby whose slot on the primary lost its WAL (it can never
+    catch up) is reported with the flag that would rebuild it, and left as it is: no file
+    changed, the slot not renewed."""
+    datadir = tmp_path / "data"
+    pw = pwd.getpwnam("postgres")
+    os.chown(tmp_path, pw.pw_uid, pw.pw_gid)
+    modules.pg_replication.slot_create("boot_slot")
+    try:
+        assert bootstrap(states, datadir, replication_login).result is True
+        lose_the_slot(postgres, "boot_slot")
+        before = digest(datadir)
+        assert_refused_and_kept(states, datadir, replication_login, before,
+                                "slot boot_slot on 127.0.0.1 lost the WAL this standby needs",
+                                "pg_replication:standby:rebuild_lost_slot: True", rebuild_lost_slot=False)  # fmt: skip
+        assert postgres.fetch_one("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'boot_slot'") == "lost"
+    finally:
+        modules.pg_replication.slot_drop("boot_slot", force=True)
