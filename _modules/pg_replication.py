@@ -977,7 +977,8 @@ MEMBER_TEMPLATE = (
     '{{ salt["pg_replication.plan"](merged, grains["id"]) | json }}'
 )
 MEMBER_PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
-                    "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover")  # fmt: skip
+                    "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover",
+                    "served_slots")  # fmt: skip
 
 
 def member(change=None, tplroot="pg_replication"):
