@@ -42,13 +42,29 @@ chmod 0440 /etc/sudoers.d/vagrant
 install -d -m 0700 -o vagrant -g vagrant /home/vagrant/.ssh
 echo 'UseDNS no' > /etc/ssh/sshd_config.d/pgr.conf
 /opt/salt/bin/pip install -q psycopg2-binary
-ln -sf /opt/salt/bin/salt-call /usr/local/bin/salt-call
-ln -sf /opt/salt/bin/salt-minion /usr/local/bin/salt-minion
+for command in salt-call salt-minion salt-master salt salt-key salt-run; do
+  ln -sf /opt/salt/bin/$command /usr/local/bin/$command
+done
 printf '[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n' > /etc/systemd/network/80-eth0.network
 systemctl enable systemd-networkd
 systemctl disable salt-minion
 systemctl enable ssh
 rm -f /etc/ssh/ssh_host_*
+"""
+# The salt provisioner's bootstrap script (configure-only: Salt is in the box) restarts the
+# daemons it configures through systemd: a unit for the master too, started by Vagrant only.
+SALT_MASTER_UNIT = """\
+[Unit]
+Description=Salt master (pg_replication box)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/opt/salt/bin/salt-master
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
 """
 # Host keys per guest, made at its first boot.
 HOST_KEYS_UNIT = """\
@@ -75,7 +91,8 @@ def insecure_key():
 
 
 def _key(bare):
-    recipe = {"bare": bare.name, "script": GUEST_SCRIPT, "lxc": LXC_CONFIG, "units": HOST_KEYS_UNIT, "format": 1}
+    recipe = {"bare": bare.name, "script": GUEST_SCRIPT, "lxc": LXC_CONFIG, "units": [HOST_KEYS_UNIT, SALT_MASTER_UNIT],
+              "format": 1}  # fmt: skip
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -99,6 +116,7 @@ def build(log=None):
         finally:
             image._without_network(root)  # pylint: disable=protected-access
         (root / "etc/systemd/system/pgr-ssh-host-keys.service").write_text(HOST_KEYS_UNIT)
+        (root / "etc/systemd/system/salt-master.service").write_text(SALT_MASTER_UNIT)
         image._chroot(root, "systemctl enable pgr-ssh-host-keys")  # pylint: disable=protected-access
         keys = root / "home/vagrant/.ssh/authorized_keys"
         keys.write_text(insecure_key())
@@ -128,6 +146,15 @@ def _owner(path):
 def add(box):
     """Add (or replace) the box in Vagrant as :data:`BOX_NAME`."""
     subprocess.run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], check=True)
+    (image.CACHE / "vagrant-box-added").write_text(str(box))
+
+
+def ensure_added(box):
+    """Add the box unless Vagrant already has this very box as :data:`BOX_NAME`."""
+    listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True, check=True).stdout
+    marker = image.CACHE / "vagrant-box-added"
+    if not (BOX_NAME in listed.split() and marker.exists() and marker.read_text() == str(box)):
+        add(box)
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ packages=(
   python3-venv make
   python3-dev libpq-dev gcc                               # barman.install.method pip (psycopg2 build)
   vagrant                                                 # `vagrant validate` of the Vagrantfile
+  vagrant-lxc lxc dnsmasq-base rsync                      # `vagrant up --provider=lxc` (tests/integration/test_vagrant.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do

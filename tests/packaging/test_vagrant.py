@@ -14,7 +14,7 @@ from tests.conftest import REPO_ROOT
 
 VAGRANT = shutil.which("vagrant")
 pytestmark = pytest.mark.skipif(VAGRANT is None, reason="vagrant is not installed (lab/install-deps.sh installs it)")
-FILES = ("Vagrantfile", "vagrant", "pillar.example")
+FILES = ("Vagrantfile", "vagrant", "pillar.example", "pg_replication", "_modules", "_states", "_utils", "_runners")
 
 
 @pytest.fixture
@@ -26,10 +26,14 @@ def project(tmp_path):
     return tmp_path
 
 
-def validate(project):
-    env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_HOME=str(project / ".vagrant.d"))
+def validate(project, provider=None, **env):
+    """``vagrant validate``: of the provider-independent configuration, or of ``provider``'s."""
+    env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_HOME=str(project / ".vagrant.d"), **env)
+    args = ["--ignore-provider"] if provider is None else []
+    if provider:
+        env["VAGRANT_DEFAULT_PROVIDER"] = provider
     return subprocess.run(
-        [VAGRANT, "validate", "--ignore-provider"], cwd=project, env=env, capture_output=True, text=True, timeout=180
+        [VAGRANT, "validate", *args], cwd=project, env=env, capture_output=True, text=True, timeout=180
     )
 
 
@@ -41,11 +45,27 @@ def test_validate_passes(project):
         assert f"==> {machine}:" in res.stdout
 
 
+def test_validate_passes_for_the_lxc_provider_with_another_network(project):
+    """vagrant-lxc's configuration (second NIC, bind mounts, the box) on a network of the
+    user's choice; the generated Salt configuration and pillars use that network."""
+    (project / "repo").mkdir()
+    res = validate(project, "lxc", PG_REPLICATION_NETWORK="10.47.41", PG_REPLICATION_LXC_REPO=str(project / "repo"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    generated = project / ".vagrant" / "pg_replication-config"
+    assert yaml.safe_load((generated / "minion.conf").read_text())["master"] == "10.47.41.10"
+    assert yaml.safe_load((generated / "master.conf").read_text())["interface"] == "10.47.41.10"
+    solo = yaml.safe_load((generated / "solo" / "pg_replication.sls").read_text())["pg_replication"]
+    assert solo["hosts"]["solo"]["address"] == "10.47.41.110"
+    bad = validate(project, "lxc", PG_REPLICATION_NETWORK="10.47.41.0/24")
+    assert bad.returncode != 0
+    assert "PG_REPLICATION_NETWORK must be" in bad.stdout + bad.stderr
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
         ("salt.run_highstate = true", "salt.run_highstate = true\n        salt.no_such_option = 1", "no_such_option"),
-        ('"vagrant/minion.conf"', '"vagrant/minion.cfg"', "minion.cfg"),
+        ('salt_config("minion.conf")', 'salt_config("minion.cfg")', "minion.cfg"),
     ],
 )
 def test_validate_catches_a_broken_option(project, old, new, message):
@@ -76,7 +96,7 @@ def test_minion_keys_are_made_once_and_load_as_rsa_pairs(project):
 
 def test_vagrant_hosts_match_pillar_example_and_master_config():
     vagrantfile = (REPO_ROOT / "Vagrantfile").read_text()
-    network = re.search(r'NETWORK = "([\d.]+)"', vagrantfile).group(1)
+    network = re.search(r'NETWORK = ENV.fetch\("PG_REPLICATION_NETWORK", "([\d.]+)"\)', vagrantfile).group(1)
     minions = dict(re.findall(r'"(\w+)" => "#\{NETWORK\}\.(\d+)"', vagrantfile))
     hosts = yaml.safe_load((REPO_ROOT / "pillar.example").read_text())["pg_replication"]["hosts"]
     assert {name: f"{network}.{last}" for name, last in minions.items()} == {n: h["address"] for n, h in hosts.items()}
