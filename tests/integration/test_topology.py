@@ -91,11 +91,6 @@ def restart_changes(ret):
     }
 
 
-def state_change(ret, host, state_id):
-    """The changes of state ``state_id`` on ``host``."""
-    return next(s for s in ret.data[host].values() if s["__id__"] == state_id).get("changes")
-
-
 def test_each_standby_streams_from_its_upstream_on_its_slot(cluster):
     lab = cluster.lab
     assert (
@@ -143,7 +138,11 @@ def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
 
 
 def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
+    """standby4 retired and out of the pillar: its slot is dropped, no server restarts; a slot
+    made by hand on the primary is reported (the state's comment, cluster_status with its
+    retained bytes), never dropped."""
     lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    lab["master"].psql("SELECT pg_create_physical_replication_slot('by_hand_slot', true)")
     before = start_times(lab)
     lab["standby4"].run(["systemctl", "stop", "postgresql@15-main"])
     del pillar["hosts"]["standby4"]
@@ -151,8 +150,13 @@ def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
     assert restart_changes(ret) == {}
-    assert state_change(ret, "master", "pg_replication-slots-follow-the-pillar")["dropped"] == ["standby4_slot"]
-    assert "standby4_slot" not in cluster_status(cluster)["master"]["slots"]
+    follow = next(s for s in ret.data["master"].values() if s["__id__"] == "pg_replication-slots-follow-the-pillar")
+    assert follow["changes"]["dropped"] == ["standby4_slot"]
+    assert "left alone (not made by this formula): by_hand_slot" in follow["comment"]
+    slots = cluster_status(cluster)["master"]["slots"]
+    assert "standby4_slot" not in slots
+    assert slots["by_hand_slot"]["active"] is False
+    assert slots["by_hand_slot"]["retained_bytes"] >= 0
     assert start_times(lab) == before
     assert following(cluster, "master", SERVERS, upstreams=CASCADE)
 
