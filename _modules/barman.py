@@ -1,8 +1,11 @@
 """Barman operations through its JSON output (``barman -f json``), run as the barman user.
 
 Failures raise CommandExecutionError with Barman's own message (its ``_ERROR`` list).
-The configuration file and user come from the ``barman.config_file`` / ``barman.user``
-config options (defaults: /etc/barman.conf, barman).
+The configuration file comes from the ``barman.config_file`` config option, else the
+pillar's ``pg_replication:barman:config_file`` (default /etc/barman.conf); the binary from
+the ``barman.bin`` option, else the pillar's virtualenv link when Barman is installed with
+pip (``pg_replication:barman:install``), else ``barman`` on the PATH; the user from
+``barman.user`` (default barman).
 
 :depends: barman
 """
@@ -33,17 +36,25 @@ def _unavailable(message):
     return __utils__["pg_replication_unavailable.error"](message)
 
 
+def _setting(option, pillar_key, default):
+    """A minion config option, else the formula's pillar value, else ``default``."""
+    value = __salt__["config.option"](option, None)
+    if value is None:
+        value = __salt__["pillar.get"](f"pg_replication:barman:{pillar_key}", None)
+    return default if value is None else value
+
+
+def _binary():
+    install = __salt__["pillar.get"]("pg_replication:barman:install", {}) or {}
+    pip_link = install.get("link") if install.get("method") == "pip" else None
+    binary = __salt__["config.option"]("barman.bin", None) or pip_link or salt.utils.path.which("barman")
+    if not binary or not salt.utils.path.which(binary):
+        raise _unavailable(f"barman: the barman command is not installed ({binary or 'not on the PATH'})")
+    return binary
+
+
 def _base():
-    binary = salt.utils.path.which("barman")
-    if not binary:
-        raise _unavailable("barman: the barman command is not installed")
-    return [
-        binary,
-        "-c",
-        __salt__["config.option"]("barman.config_file", "/etc/barman.conf"),
-        "-f",
-        "json",
-    ]
+    return [_binary(), "-c", _setting("barman.config_file", "config_file", "/etc/barman.conf"), "-f", "json"]
 
 
 def _run(*args, parse=True, timeout=None):
@@ -72,6 +83,19 @@ def _run(*args, parse=True, timeout=None):
     if res["retcode"] and args[0] != "check":
         raise CommandExecutionError(f"barman {args[0]} failed: {(res['stderr'] or out).strip()}")
     return data if parse else out
+
+
+def version():
+    """
+    The version of the Barman this module runs (the binary it chose: see the module's notes).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.version
+    """
+    return _run("--version", parse=False, timeout=60).split()[0]
 
 
 def _server_section(command, server, *args):
@@ -107,6 +131,48 @@ def failed_checks(server):
         salt backup barman.failed_checks master-streaming
     """
     return sorted(item for item, res in check(server).items() if res.get("status") != "OK")
+
+
+# Failed checks that make a server's health WARNING, not CRITICAL: it still streams and
+# archives WAL, but a backup is due, too few are kept, or one failed.
+WARNING_CHECKS = ("backup_maximum_age", "minimum_redundancy_requirements", "failed_backups")
+NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
+
+
+def health(server):
+    """
+    ``barman check`` for monitoring: ``checks`` (``{item: {"status", "hint"}}``), ``status``
+    OK, WARNING (only :data:`WARNING_CHECKS` failed) or CRITICAL (anything else failed, or
+    Barman could not run), its Nagios exit ``code`` (0, 1, 2), and ``line``, a one-line
+    summary in the Nagios plugin format (``BARMAN <STATUS> - <server>: ...``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.health master-streaming
+        salt backup barman.health master-streaming --out=newline_values_only
+    """
+    try:
+        checks = check(server)
+    except CommandExecutionError as exc:
+        return {"server": server, "status": "CRITICAL", "code": 2, "line": f"BARMAN CRITICAL - {server}: {exc}",
+                "checks": {}}  # fmt: skip
+    return summarize_health(server, checks)
+
+
+def summarize_health(server, checks):
+    """The :func:`health` of ``server`` from its ``barman check`` result (no command run)."""
+    failed = sorted(item for item, result in checks.items() if result.get("status") != "OK")
+    status = "CRITICAL" if set(failed) - set(WARNING_CHECKS) else "WARNING" if failed else "OK"
+    if failed:
+        detail = ", ".join(
+            f"{item} FAILED" + (f" ({checks[item]['hint']})" if checks[item].get("hint") else "") for item in failed
+        )
+    else:
+        detail = f"{len(checks)} checks OK"
+    line = f"BARMAN {status} - {server}: {detail}"
+    return {"server": server, "status": status, "code": NAGIOS_CODES[status], "line": line, "checks": checks}
 
 
 def switch_wal(server, force=False, archive=False, archive_timeout=60):

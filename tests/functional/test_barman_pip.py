@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import yaml
@@ -21,6 +22,11 @@ def salt_call(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("installs packages and a system user: needs root")
     root = tmp_path_factory.mktemp("pip-minion")
+    # The barman user runs the virtualenv's Barman: it must traverse pytest's 0700 directories.
+    for directory in (root, *root.parents):
+        if directory == pathlib.Path(tempfile.gettempdir()):
+            break
+        directory.chmod(0o755)
     venv, link = root / "barman-venv", root / "bin" / "barman"
     pillar_dir = root / "pillar"
     pillar_dir.mkdir()
@@ -77,3 +83,7 @@ def test_pip_install_predicts_installs_and_is_idempotent(salt_call):
     code, states, err = salt_call("state.sls", "pg_replication.barman.install")
     assert code == 0, err
     assert _changed(states) == []
+    # The execution module runs the pillar's Barman (the link), not the machine's own.
+    code, module_version, err = salt_call("barman.version")
+    assert code == 0, err
+    assert module_version == version.stdout.split()[0]

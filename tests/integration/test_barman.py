@@ -102,3 +102,42 @@ def test_unknown_primary_or_bad_slot_fails_validation(converged):
             assert f"pg_replication:barman:{key}" in str(ret.data)
         finally:
             converged.set_pillar(good)
+
+
+def test_health_is_ok_with_a_nagios_line(converged):
+    health = barman(converged, "health", SERVER)
+    assert (health["status"], health["code"]) == ("OK", 0), health["line"]
+    assert health["line"].startswith(f"BARMAN OK - {SERVER}: ")
+    assert health["checks"]["wal_archive"]["status"] == "OK"
+
+
+def backup_ids(salt_lab):
+    return sorted(b["backup_id"] for b in barman(salt_lab, "list_backups", SERVER) if b["status"] == "DONE")
+
+
+def test_retention_keeps_two_backups_and_minimum_redundancy_keeps_more(converged):
+    """REDUNDANCY 2 (the default): after a third backup, `barman cron` removes the oldest.
+    With minimum_redundancy 3 (more than the policy keeps), a third backup is kept. The host's
+    own cron is stopped meanwhile, so that only the test's `barman cron` runs."""
+    good, backup = converged.pillar, converged.lab["backup"]
+    backup.run(["systemctl", "stop", "cron"])
+    try:
+        while len(backup_ids(converged)) < 3:
+            barman(converged, "backup", SERVER)
+        oldest, *newer = backup_ids(converged)
+        barman(converged, "cron")
+        assert backup_ids(converged) == newer  # the oldest is gone, two remain
+
+        converged.set_pillar(dict(good, barman=dict(good["barman"], minimum_redundancy=3)))
+        barman(converged, "backup", SERVER)
+        ret = converged.highstate(target="backup")
+        assert state_errors(ret.data) == {}
+        assert "minimum_redundancy = 3" in backup.run(["cat", f"/etc/barman.d/{SERVER}.conf"]).stdout
+        kept = backup_ids(converged)
+        barman(converged, "cron")
+        assert len(kept) == 3
+        assert backup_ids(converged) == kept  # nothing removed
+    finally:
+        converged.set_pillar(good)
+        converged.highstate(target="backup")
+        backup.run(["systemctl", "start", "cron"])

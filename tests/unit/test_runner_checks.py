@@ -101,3 +101,17 @@ def test_a_switchover_moves_an_explicit_barman_primary(runner):
 def test_without_barman_only_roles_change(runner):
     change = runner._change(cluster(runner), {"master": "standby", "standby": "primary"})
     assert list(change) == ["hosts"]
+
+
+def test_a_standby_naming_the_old_primary_as_upstream_blocks_switchover_and_failover_candidacy(runner):
+    made = cluster(runner)
+    made.hosts["standby2"] = {"id": "standby2", "role": "standby", "address": "10.0.0.4", "upstream": "master"}
+    made.hosts["standby3"] = {"id": "standby3", "role": "standby", "address": "10.0.0.5", "upstream": "standby"}
+    checks = runner._switchover_checks(made, "master", "standby", 16 << 20)
+    assert "no standby names master as its upstream" in failed(checks)
+    assert "remove pg_replication:hosts:<host>:upstream: master from standby2 first" in str(checks)
+    # Where each standby streams from once standby leads: its own upstream, else the primary.
+    assert {h: made.upstream(h, "standby") for h in ("master", "standby2", "standby3")} == {
+        "master": "standby", "standby2": "master", "standby3": "standby",
+    }  # fmt: skip
+    assert made.cascading_from("standby") == ["standby3"]
