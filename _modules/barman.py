@@ -408,6 +408,25 @@ def create_slot(server):
     return True
 
 
+def drop_slot(server):
+    """
+    Drop the server's replication slot on its primary (``receive-wal --drop-slot``); a slot
+    that does not exist is fine. Stop receive-wal first: an active slot cannot be dropped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.drop_slot other-streaming
+    """
+    try:
+        _run("receive-wal", "--drop-slot", server, parse=False, timeout=60)
+    except CommandExecutionError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    return True
+
+
 def verify_backup(server, backup_id="latest"):
     """
     Run ``barman verify-backup`` (pg_verifybackup on the backup; PostgreSQL 13+).

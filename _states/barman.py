@@ -15,9 +15,11 @@ All support ``test=True``.
 """
 
 import datetime
+import glob
 import os
 import time
 
+import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "barman"
@@ -253,4 +255,60 @@ def receive_wal_stopped(name):
         ret.update(result=False, changes={}, comment=f"cannot stop receive-wal for {name}: {exc}")
         return ret
     ret["comment"] = f"receive-wal for {name} stopped"
+    return ret
+
+
+# The first line of every server file the formula writes (server.conf.jinja).
+MANAGED_MARKER = "; Managed by Salt (pg_replication)"
+
+
+def _managed_servers(config_dir):
+    """``{server name: path}`` of the server files in ``config_dir`` this formula wrote."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(config_dir, "*.conf"))):
+        with salt.utils.files.fopen(path, "r") as fh:
+            if fh.readline().startswith(MANAGED_MARKER):
+                found[os.path.basename(path)[: -len(".conf")]] = path
+    return found
+
+
+def servers_follow(name, servers, drop_slot=True):
+    """
+    Keep Barman's servers in step with the pillar: each server file in directory ``name`` that
+    this formula wrote, for a server no longer in ``servers``, has its receive-wal stopped, its
+    replication slot dropped on its primary (Barman's ``receive-wal --drop-slot``: a slot
+    nobody streams from pins WAL until the primary's disk fills), then the file removed. With
+    ``drop_slot`` false, or when the primary cannot be reached, the slot is reported instead.
+    Its backups and WAL archive stay in Barman's home. Files the formula did not write are
+    never touched.
+
+    name
+        Barman's server configuration directory (``barman:config_dir``).
+    servers
+        The server names the pillar wants.
+    """
+    ret = _ret(name)
+    stale = {server: path for server, path in _managed_servers(name).items() if server not in set(servers)}
+    if not stale:
+        ret["comment"] = "Barman's servers follow the pillar"
+        return ret
+    ret["changes"] = {"removed": sorted(stale)}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"would stop and remove Barman server(s) {', '.join(sorted(stale))}")
+        return ret
+    warnings, dropped = [], []
+    for server, path in sorted(stale.items()):
+        try:
+            __salt__["barman.receive_wal_stop"](server)
+            if drop_slot:
+                __salt__["barman.drop_slot"](server)
+                dropped.append(server)
+        except CommandExecutionError as exc:
+            warnings.append(f"{server}: its replication slot on its primary is left, drop it there: {exc}")
+        __salt__["file.remove"](path)
+    if dropped:
+        ret["changes"]["slots_dropped"] = dropped
+    ret["comment"] = f"removed Barman server(s) {', '.join(sorted(stale))}; their backups and WAL stay"
+    if warnings:
+        ret["warnings"] = warnings
     return ret

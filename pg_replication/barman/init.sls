@@ -70,6 +70,15 @@ pg_replication-barman-cron:
     - require:
       - sls: {{ tplroot }}.barman.install
 
+# Servers gone from the pillar: receive-wal stopped, slot dropped, file removed (backups stay).
+pg_replication-barman-servers-follow-the-pillar:
+  barman.servers_follow:
+    - name: {{ pg.barman.config_dir }}
+    - servers: {{ pg.barman_servers | map(attribute='name') | list | json }}
+    - require:
+      - file: pg_replication-barman-conf
+      - file: pg_replication-barman-pgpass
+
 {%- for server in pg.barman_servers %}
 
 pg_replication-barman-server-{{ server.name }}:

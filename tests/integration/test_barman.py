@@ -141,3 +141,28 @@ def test_retention_keeps_two_backups_and_minimum_redundancy_keeps_more(converged
         converged.set_pillar(good)
         converged.highstate(target="backup")
         backup.run(["systemctl", "start", "cron"])
+
+
+def test_a_server_removed_from_the_pillar_stops_streaming_loses_its_slot_and_keeps_its_backups(converged):
+    """The second cluster's server leaves the backup host's pillar: its receive-wal stops,
+    Barman drops its slot on that primary, its server file goes; its backups stay on disk.
+    A server file the formula did not write is left alone."""
+    good, backup = converged.pillar, converged.lab["backup"]
+    backup.run(["sh", "-c", "printf '[by-hand]\\ndescription = \"mine\"\\n' > /etc/barman.d/by-hand.conf"])
+    converged.set_pillar(dict(good, barman={k: v for k, v in good["barman"].items() if k != "servers"}))
+    try:
+        ret = converged.highstate(target="backup")
+        assert state_errors(ret.data) == {}
+        follow = next(
+            s for s in ret.data["backup"].values() if s["__id__"] == "pg_replication-barman-servers-follow-the-pillar"
+        )
+        assert follow["changes"] == {"removed": [OTHER], "slots_dropped": [OTHER]}, follow
+        assert backup.run(["ls", "/etc/barman.d"]).stdout.split() == ["by-hand.conf", f"{SERVER}.conf"]
+        assert backup.run(["pgrep", "-f", OTHER], check=False).stdout == ""
+        assert converged.lab["other"].psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        assert backup.run(["ls", f"/var/lib/barman/{OTHER}/base"]).stdout.split()  # its backups stay
+        again = converged.highstate(target="backup")
+        assert changed_states(again.data) == {}
+    finally:
+        converged.set_pillar(good)
+        backup.run(["rm", "-f", "/etc/barman.d/by-hand.conf"])
