@@ -51,6 +51,10 @@ RESERVED_SETTINGS = {
     "primary_conninfo": f"{KEY}:hosts",
     "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
     "synchronous_standby_names": f"{KEY}:synchronous",
+    "ssl": f"{KEY}:tls",
+    "ssl_ca_file": f"{KEY}:tls",
+    "ssl_cert_file": f"{KEY}:tls",
+    "ssl_key_file": f"{KEY}:tls",
     "config_file": None,
     "include": None,
     "include_dir": None,
@@ -205,6 +209,19 @@ def _secret(value, key, errors):
             errors.append(f"{key}: {message}")
 
 
+def _pem(*kinds):
+    def check(value, key, errors):
+        message = syntax.check_pem(value, kinds)
+        if message:
+            errors.append(f"{key}: {message}")
+
+    return check
+
+
+_certificate = _pem("CERTIFICATE")
+_private_key = _pem("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
+
 def _setting(name, value, key, errors):
     if not isinstance(name, str) or not syntax.SETTING_RE.match(name):
         errors.append(f"{key}: {name!r} is not a valid setting name (lower-case letters, digits, _, one dot)")
@@ -290,6 +307,14 @@ SCHEMA = {
         "build_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
+    # TLS on every TCP connection: the CA's certificate, and each server's certificate (its
+    # address in subjectAltName) and key.
+    "tls": {
+        "ca_cert": _nullable(_certificate),
+        "hosts": _mapping_of(
+            _minion_id, _record({"cert": _certificate, "key": _private_key}, required=("cert", "key"))
+        ),
+    },
     "synchronous": {"method": _enum(*SYNC_METHODS), "count": _int(1, 100), "standbys": _list_of(_minion_id)},
     "spare_wal_senders": _int(0, 100),
     "spare_replication_slots": _int(0, 100),
@@ -337,7 +362,7 @@ def redact(value):
 
 
 def _is_secret_key(name):
-    return "password" in str(name) or "pgpass" in str(name)
+    return "password" in str(name) or "pgpass" in str(name) or str(name) == "key"
 
 
 def _check_password(errors, key, user, password):
@@ -411,6 +436,48 @@ def _upstreams(hosts, primary, errors):
             chain.append(following)
 
 
+# Where the formula writes the TLS files: in each server's conf_dir, and the CA's beside
+# Barman's server files on the backup host.
+TLS_FILES = {"ca_file": "pg_replication-ca.crt", "cert_file": "pg_replication-server.crt",
+             "key_file": "pg_replication-server.key"}  # fmt: skip
+
+
+def _tls_enabled(config, hosts, errors):
+    """Whether the pillar turns TLS on (``tls:ca_cert``); then every server needs its
+    certificate and key."""
+    tls = config.get("tls") or {}
+    if not tls.get("ca_cert"):
+        if tls.get("hosts"):
+            errors.append(f"{KEY}:tls:ca_cert: is required with {KEY}:tls:hosts")
+        return False
+    for host in hosts.values():
+        if host["role"] in ("primary", "standby") and not (tls.get("hosts") or {}).get(host["id"]):
+            errors.append(f"{KEY}:tls:hosts:{host['id']}: every server needs its certificate and key with TLS on")
+    return True
+
+
+def _tls_paths(directory):
+    return {name: f"{directory}/{filename}" for name, filename in TLS_FILES.items()}
+
+
+def _tls_conninfo(ca_file, version):
+    """What a client of TLS-only servers adds to its connection string: verify the server's
+    certificate and name, and bind SCRAM to the TLS channel (libpq 13+)."""
+    extra = {"sslmode": "verify-full", "sslrootcert": ca_file}
+    if int(version) >= 13:
+        extra["channel_binding"] = "require"
+    return extra
+
+
+def _tls_files(tls, me, plan, barman):
+    role = (me or {}).get("role")
+    if not tls or role not in ("primary", "standby", "barman"):
+        return None
+    if role == "barman":
+        return {"ca_file": _tls_paths(barman["config_dir"])["ca_file"]}
+    return _tls_paths(plan["conf_dir"])
+
+
 def _downstream(hosts, primary, minion_id):
     """The standbys that stream from ``minion_id``."""
     primary_id = (primary or {}).get("id")
@@ -463,7 +530,7 @@ def _check_slots(hosts, barman_servers, errors):
             seen[primary, slot] = key
 
 
-def _server(config, barman, errors, key, name, spec):
+def _server(config, barman, errors, key, name, spec, tls_ca=None):
     """One Barman server section: the pillar's barman settings, overridden per server, with
     the option values its server file holds."""
     if name in ("all", "barman"):
@@ -479,6 +546,8 @@ def _server(config, barman, errors, key, name, spec):
     server["client_pkg"] = _expand(config["pkgs"]["client"], server["version"], "")
     server["retention_policy"] = " ".join(str(server["retention_policy"]).upper().split())
     common = {"host": server["address"], "port": server["port"]}
+    if tls_ca and not server["external"]:  # this cluster's primary: TLS only
+        common.update(_tls_conninfo(tls_ca, server["version"]))
     server["conninfo"] = syntax.conninfo(**common, user=server["user"], dbname="postgres")
     server["streaming_conninfo"] = syntax.conninfo(**common, user=server["streaming_user"])
     where = f"{server['address']}:{server['port']}"
@@ -523,7 +592,7 @@ def _synchronous(config, hosts, errors):
     return f"{str(sync.get('method') or 'any').upper()} {count} ({quoted})"
 
 
-def _barman(config, hosts, primary, errors):
+def _barman(config, hosts, primary, errors, tls=False):
     """Barman settings for the backup host: one server section for this cluster's primary,
     plus one per entry of ``barman:servers`` (primaries of other clusters)."""
     barman = copy.deepcopy(config["barman"])
@@ -553,7 +622,8 @@ def _barman(config, hosts, primary, errors):
         name = barman.get("server_name") or f"{target}-streaming"
         if not syntax.SERVER_RE.match(name):
             errors.append(f"{KEY}:barman:server_name: {name!r} is not a valid Barman server name")
-        servers.append(_server(config, barman, errors, f"{KEY}:barman", name, spec))
+        tls_ca = _tls_paths(barman["config_dir"])["ca_file"] if tls else None
+        servers.append(_server(config, barman, errors, f"{KEY}:barman", name, spec, tls_ca))
     for name, spec in (barman.get("servers") or {}).items():
         key = f"{KEY}:barman:servers:{name}"
         if any(s["name"] == name for s in servers):
@@ -632,8 +702,9 @@ def _settings_for(config):
     return settings
 
 
-def _hba(config, servers, backup_hosts):
-    """pg_hba.conf lines: local peer for postgres only, scram-sha-256 on every TCP line."""
+def _hba(config, servers, backup_hosts, tls=False):
+    """pg_hba.conf lines: local peer for postgres only, scram-sha-256 on every TCP line (with
+    TLS, every TCP line is hostssl: a connection in clear text matches none)."""
     method = "scram-sha-256"
     lines = [
         ("local", "all", "postgres", "", "peer map=pg_replication"),
@@ -650,6 +721,8 @@ def _hba(config, servers, backup_hosts):
         lines.append(("host", "all", barman["user"], _cidr(host["address"]), method))
     if config.get("network"):
         lines.append(("host", "all", "all", config["network"], method))
+    if tls:
+        lines = [("hostssl", *line[1:]) if line[0] == "host" else line for line in lines]
     return [dict(zip(("type", "database", "user", "address", "method"), line)) for line in lines]
 
 
@@ -660,12 +733,14 @@ def _cidr(address):
 
 def _standby_conninfo(plan):
     me, upstream = plan["me"], plan["upstream"]
+    tls = _tls_conninfo(plan["tls"]["ca_file"], plan["version"]) if plan["tls"] else {}
     return syntax.conninfo(
         host=upstream["address"],
         port=plan["port"],
         user=plan["replication"]["user"],
         passfile=plan["home"] + "/.pgpass",
         application_name=me["application_name"],
+        **tls,
     )
 
 
@@ -691,6 +766,9 @@ def _conf_pairs(plan):
         ("port", plan["port"]),
     ]
     pairs += sorted(plan["settings"].items())
+    if plan["tls"] and plan["role"] in ("primary", "standby"):
+        pairs += [("ssl", "on"), ("ssl_ca_file", plan["tls"]["ca_file"]), ("ssl_cert_file", plan["tls"]["cert_file"]),
+                  ("ssl_key_file", plan["tls"]["key_file"])]  # fmt: skip
     if plan["role"] == "primary" and plan["synchronous_standby_names"]:
         pairs.append(("synchronous_standby_names", plan["synchronous_standby_names"]))
     if plan["role"] == "standby" and plan["standby_signal"]:
@@ -803,7 +881,8 @@ def build(config, minion_id, grains=None, mine=None):
         _check_password(errors, f"{KEY}:replication:password", replication.get("user"), replication.get("password"))
 
     # Barman servers first: each expands the version templates with its own version.
-    barman, barman_servers = _barman(config, hosts, primary, errors)
+    tls = _tls_enabled(config, hosts, errors)
+    barman, barman_servers = _barman(config, hosts, primary, errors, tls)
     _check_slots(hosts, barman_servers, errors)
     _check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = _synchronous(config, hosts, errors)
@@ -838,7 +917,9 @@ def build(config, minion_id, grains=None, mine=None):
             "barman_grants": barman_grants(version),
             "settings": _settings_for(config),
             "synchronous_standby_names": synchronous_standby_names,
-            "hba": _hba(config, primaries + standbys, backup_hosts),
+            # With TLS: where this host's TLS files go (a backup host has the CA's only).
+            "tls": _tls_files(tls, me, plan, barman),
+            "hba": _hba(config, primaries + standbys, backup_hosts, tls),
             "rewind_grants": REWIND_GRANTS,
             "standby_signal": version >= 12,
             "initdb_command": syntax.shell_words(

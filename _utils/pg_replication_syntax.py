@@ -75,6 +75,20 @@ def check_secret(value):
     return None
 
 
+PEM_RE = re.compile(r"\A-----BEGIN (?P<kind>[A-Z0-9 ]+)-----\n(?:[A-Za-z0-9+/=]{1,76}\n)+-----END (?P=kind)-----\n?\Z")
+
+
+def check_pem(value, kinds):
+    """``value`` is one PEM block of one of ``kinds`` (e.g. CERTIFICATE): base64 lines only,
+    so nothing else can reach the file it is written to."""
+    if not isinstance(value, str):
+        return f"must be a PEM text, not {type(value).__name__}"
+    match = PEM_RE.match(value.strip() + "\n")
+    if not match or match.group("kind") not in kinds:
+        return f"must be one PEM block ({' or '.join(kinds)})"
+    return None
+
+
 def check_ip(value):
     try:
         ipaddress.ip_address(str(value))

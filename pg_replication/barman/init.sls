@@ -70,6 +70,20 @@ pg_replication-barman-cron:
     - require:
       - sls: {{ tplroot }}.barman.install
 
+{%- if pg.tls %}
+
+# TLS: the CA that signs the servers' certificates (conninfo: sslmode=verify-full).
+pg_replication-barman-tls-ca:
+  file.managed:
+    - name: {{ pg.tls.ca_file }}
+    - contents_pillar: pg_replication:tls:ca_cert
+    - user: root
+    - group: barman
+    - mode: '0644'
+    - require:
+      - file: pg_replication-barman-dirs
+{%- endif %}
+
 # Servers gone from the pillar: receive-wal stopped, slot dropped, file removed (backups stay).
 pg_replication-barman-servers-follow-the-pillar:
   barman.servers_follow:
@@ -94,6 +108,9 @@ pg_replication-barman-server-{{ server.name }}:
         server_name: {{ server.name | json }}
     - require:
       - file: pg_replication-barman-dirs
+{%- if pg.tls %}
+      - file: pg_replication-barman-tls-ca
+{%- endif %}
 
 # Streaming ready: slot, receive-wal and WAL archive OK (a backup may not exist yet).
 pg_replication-barman-ready-{{ server.name }}:

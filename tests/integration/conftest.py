@@ -7,6 +7,7 @@ import pytest
 
 from lab.hosts import Lab
 from lab.salt import SaltLab, reference_pillar, second_cluster_pillars
+from lab.tls import tls_pillar
 
 HOSTS = ("master", "standby", "backup")
 
@@ -44,10 +45,13 @@ def replication_lab(salt_factories, lab):
 
 
 @pytest.fixture(scope="module")
-def backup_lab(salt_factories, lab):
+def backup_lab(request, salt_factories, lab):
     """The reference scenario: primary, standby and a Barman backup host; with a fourth lab
-    host ``other``, the backup host also backs up that host's own one-server cluster."""
+    host ``other``, the backup host also backs up that host's own one-server cluster; with the
+    module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA)."""
     pillar, others = reference_pillar(lab), {}
+    if getattr(request.module, "LAB_TLS", False):
+        pillar["tls"] = tls_pillar(lab, ("master", "standby"))
     if "other" in lab.hosts:
         pillar, others["other"] = second_cluster_pillars(lab, pillar)
     salt_lab = SaltLab(salt_factories, lab, pillar, others)

@@ -1,11 +1,16 @@
-"""Barman streaming backup host in the reference scenario, driven by a real salt-master."""
+"""Barman streaming backup host in the reference scenario, driven by a real salt-master,
+over TLS (pg_replication:tls, a throw-away CA): every TCP connection of the reference
+cluster is encrypted and verified."""
 
 import json
+import pathlib
 
+import psycopg2
 import pytest
 
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import converge
+from lab.scenario import converge, row_on_standby
+from lab.tls import CertificateAuthority
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -13,6 +18,7 @@ SERVER = "master-streaming"
 # `other` is the primary of a second cluster that the same backup host backs up.
 LAB_HOSTS = ("master", "standby", "backup", "other")
 OTHER = "other-streaming"
+LAB_TLS = True
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,54 @@ def test_one_backup_host_backs_up_a_second_primary(converged):
     # every base backup and WAL segment: private to barman
     dirs = converged.lab["backup"].run(["stat", "-c", "%n %U %G %a", "/var/lib/barman", "/var/log/barman"]).stdout
     assert dirs.splitlines() == ["/var/lib/barman barman barman 750", "/var/log/barman barman barman 750"]
+
+
+def test_the_standby_and_barman_stream_over_tls_and_a_row_reaches_the_standby(converged):
+    rows = converged.lab["master"].psql(
+        "SELECT r.application_name || ':' || s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) ORDER BY 1"
+    )
+    assert rows.splitlines() == ["barman_receive_wal:true", "standby:true"]
+    assert row_on_standby(converged, "over-tls", timeout=10) == "over-tls"
+
+
+def test_clear_text_and_a_certificate_from_another_ca_are_refused(converged, tmp_path):
+    """From the machine (an address the pillar's network admits): without TLS no pg_hba line
+    matches; verifying against another CA fails; against the cluster's CA it connects."""
+    ours, theirs = tmp_path / "ours.crt", tmp_path / "theirs.crt"
+    ours.write_text(converged.pillar["tls"]["ca_cert"])
+    theirs.write_text(CertificateAuthority("another CA").pem)
+    login = {"host": converged.lab["master"].address, "user": "barman", "dbname": "postgres",
+             "password": converged.pillar["barman"]["password"], "connect_timeout": 10}  # fmt: skip
+    with pytest.raises(psycopg2.OperationalError, match="no encryption"):
+        psycopg2.connect(sslmode="disable", **login)
+    with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
+        psycopg2.connect(sslmode="verify-full", sslrootcert=str(theirs), **login)
+    conn = psycopg2.connect(sslmode="verify-full", sslrootcert=str(ours), channel_binding="require", **login)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone() == (True,)
+    finally:
+        conn.close()
+
+
+def test_no_secret_in_lowstate_the_job_cache_or_logs(converged):
+    """The TLS key and the passwords reach the minions from the pillar: none is in
+    state.show_sls / show_lowstate, the master's job cache or a minion's log."""
+    key = converged.pillar["tls"]["hosts"]["master"]["key"].splitlines()[1]  # a line of the key's body
+    secrets = [key, converged.pillar["replication"]["password"], converged.pillar["barman"]["password"]]
+    for fun in ("state.show_sls", "state.show_lowstate"):
+        shown = converged.salt(fun, *(["pg_replication"] if fun.endswith("sls") else []), target="master", timeout=120)
+        assert shown.returncode == 0
+        assert "pg_replication:tls:hosts:master:key" in shown.stdout  # the pillar key, not the secret
+        assert [s for s in secrets if s in shown.stdout] == []
+    jobs = pathlib.Path(converged.master.config["cachedir"]) / "jobs"
+    cached = [path for path in jobs.rglob("*") if path.is_file()]
+    assert cached, "the job cache is empty"
+    assert [p for p in cached if any(s.encode() in p.read_bytes() for s in secrets)] == []
+    for name in ("master", "standby", "backup"):
+        log = converged.minion_log(name)
+        assert [s for s in secrets if s in log] == []
 
 
 def test_replication_status_lists_both_clients(converged):

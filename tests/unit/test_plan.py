@@ -380,3 +380,63 @@ def test_a_cascading_standby_cannot_be_synchronous(plan_mod, config):
         plan_mod.PlanError, match="pg_replication:synchronous:standbys:1: 'standby2' streams from standby"
     ):
         plan_mod.build(config, "master")
+
+
+@pytest.fixture(scope="module")
+def lab_ca():
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    return CertificateAuthority()
+
+
+def _with_tls(config, ca):
+    config["tls"] = {
+        "ca_cert": ca.pem,
+        "hosts": {h: ca.server(h, config["hosts"][h]["address"]) for h in ("master", "standby")},
+    }
+    return config
+
+
+def test_tls_makes_every_tcp_line_hostssl_and_every_client_verify_the_server(plan_mod, config, lab_ca):
+    config = _with_tls(config, lab_ca)
+    master = plan_mod.build(config, "master")
+    assert {line["type"] for line in master["hba"]} == {"local", "hostssl"}
+    assert master["conf_settings"]["ssl"] == "on"
+    assert master["conf_settings"]["ssl_key_file"] == "/etc/postgresql/15/main/pg_replication-server.key"
+    standby = plan_mod.build(config, "standby")["conf_settings"]["primary_conninfo"]
+    assert (
+        "sslmode=verify-full sslrootcert=/etc/postgresql/15/main/pg_replication-ca.crt channel_binding=require"
+        in standby
+    )
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    for conninfo in (server["conninfo"], server["streaming_conninfo"]):
+        assert "sslmode=verify-full sslrootcert=/etc/barman.d/pg_replication-ca.crt channel_binding=require" in conninfo
+    # The key is a secret: a plan handed out without secrets hides it.
+    assert plan_mod.redact(config)["tls"]["hosts"]["master"]["key"] == "********"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda tls: tls["hosts"].pop("standby"), "pg_replication:tls:hosts:standby: every server needs"),
+        (lambda tls: tls.update(ca_cert=tls["ca_cert"] + "ssl = off\n"),
+         "pg_replication:tls:ca_cert: must be one PEM block"),
+        (lambda tls: tls["hosts"]["master"].update(key=tls["hosts"]["master"]["cert"]),
+         "pg_replication:tls:hosts:master:key: must be one PEM block (PRIVATE KEY"),
+        (lambda tls: tls.update(ca_cert=None), "pg_replication:tls:ca_cert: is required with pg_replication:tls:hosts"),
+    ],
+)  # fmt: skip
+def test_bad_tls_names_the_key(plan_mod, config, lab_ca, change, message):
+    config = _with_tls(config, lab_ca)
+    change(config["tls"])
+    with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
+        plan_mod.build(config, "master")
+
+
+def test_tls_settings_are_the_formulas(plan_mod, config):
+    config["settings"]["ssl"] = "on"
+    with pytest.raises(
+        plan_mod.PlanError,
+        match=re.escape("pg_replication:settings:ssl: ssl is written by the formula; set pg_replication:tls"),
+    ):
+        plan_mod.build(config, "master")
