@@ -39,11 +39,13 @@ ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "back
 SERVERS = ("master", "standby", "standby2")
 INVALID = [case for case in CASES if case[0] in THROUGH_SALT]
 WRITER_PASSWORD = secrets.token_urlsafe(18)
-# Per server: in recovery, postmaster start, slots, timeline; the formula's files.
+# Per server: in recovery, postmaster start, slots, a primary's timeline (its current WAL
+# file's; a standby's control file moves to a new timeline at its next restartpoint, on its
+# own); the formula's files.
 SNAPSHOT_SCRIPT = r"""
 runuser -u postgres -- psql -XAtq -c "SELECT pg_is_in_recovery(), pg_postmaster_start_time(),
   (SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots),
-  (SELECT timeline_id FROM pg_control_checkpoint())"
+  CASE WHEN NOT pg_is_in_recovery() THEN substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
 sha256sum /etc/postgresql/15/main/*.conf /var/lib/postgresql/.pgpass
 ls /var/lib/postgresql/15/main/standby.signal 2>/dev/null
 true
