@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import converge, row_on_standby
+from lab.scenario import converge, restore_check, row_on_standby
 from lab.tls import CertificateAuthority
 
 pytestmark = pytest.mark.integration
@@ -106,6 +106,10 @@ def test_clear_text_and_a_certificate_from_another_ca_are_refused(converged, tmp
             assert cur.fetchone() == (True,)
     finally:
         conn.close()
+
+
+def test_a_backup_taken_over_tls_restores_to_a_point_in_time_row_for_row(converged):
+    assert restore_check(converged) == ["before-backup:3", "before-target:2"]
 
 
 def test_no_secret_in_lowstate_the_job_cache_or_logs(converged):
