@@ -400,12 +400,7 @@ def create_slot(server):
 
         salt backup barman.create_slot master-streaming
     """
-    try:
-        _run("receive-wal", "--create-slot", server, parse=False, timeout=60)
-    except CommandExecutionError as exc:
-        if "already exists" not in str(exc):
-            raise
-    return True
+    return _slot_command(server, "--create-slot", harmless="already exists")
 
 
 def drop_slot(server):
@@ -419,10 +414,15 @@ def drop_slot(server):
 
         salt backup barman.drop_slot other-streaming
     """
+    return _slot_command(server, "--drop-slot", harmless="does not exist")
+
+
+def _slot_command(server, option, harmless):
+    """``barman receive-wal OPTION server``; an error saying ``harmless`` means done already."""
     try:
-        _run("receive-wal", "--drop-slot", server, parse=False, timeout=60)
+        _run("receive-wal", option, server, parse=False, timeout=60)
     except CommandExecutionError as exc:
-        if "does not exist" not in str(exc):
+        if harmless not in str(exc):
             raise
     return True
 

@@ -53,19 +53,7 @@ rm -f /etc/ssh/ssh_host_*
 """
 # The salt provisioner's bootstrap script (configure-only: Salt is in the box) restarts the
 # daemons it configures through systemd: a unit for the master too, started by Vagrant only.
-SALT_MASTER_UNIT = """\
-[Unit]
-Description=Salt master (pg_replication box)
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=/opt/salt/bin/salt-master
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-"""
+SALT_MASTER_UNIT = image.salt_unit("salt-master", "Salt master (pg_replication box)")
 # Host keys per guest, made at its first boot.
 HOST_KEYS_UNIT = """\
 [Unit]

@@ -39,21 +39,30 @@ BASE_PACKAGES = (
 )  # fmt: skip
 # Only while building: Salt's timelib has no wheel.
 BUILD_PACKAGES = ("gcc", "python3-dev")
-SALT_UNIT = """\
+
+
+def salt_unit(daemon, description, extra=""):
+    """A systemd unit for Salt's ``daemon`` (salt-minion, salt-master) in /opt/salt."""
+    return f"""\
 [Unit]
-Description=Salt minion (pg_replication lab)
+Description={description}
 Wants=network-online.target
 After=network-online.target
 
 [Service]
-ExecStart=/opt/salt/bin/salt-minion
-# As Salt's own unit: a restart of the minion leaves what its states started running.
-KillMode=process
-Restart=on-failure
+ExecStart=/opt/salt/bin/{daemon}
+{extra}Restart=on-failure
 
 [Install]
 WantedBy=multi-user.target
 """
+
+
+SALT_UNIT = salt_unit(
+    "salt-minion",
+    "Salt minion (pg_replication lab)",
+    extra="# As Salt's own unit: a restart of the minion leaves what its states started running.\nKillMode=process\n",
+)
 PIP_CONF = "[global]\nno-index = true\nfind-links = /opt/wheelhouse\n"
 
 

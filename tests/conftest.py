@@ -21,7 +21,12 @@ UTILS = REPO_ROOT / "_utils"
 
 
 def load_util(name):
-    spec = importlib.util.spec_from_file_location(name, UTILS / f"{name}.py")
+    return load_file(name, UTILS / f"{name}.py")
+
+
+def load_file(name, path):
+    """The Python file ``path`` as module ``name`` (outside Salt's loader: pure logic only)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

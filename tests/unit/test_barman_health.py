@@ -1,18 +1,13 @@
 """barman.health's classification of `barman check` results (pure: no Barman is run)."""
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_file
 
 
 @pytest.fixture(scope="module")
 def barman_module():
-    spec = importlib.util.spec_from_file_location("barman_module", REPO_ROOT / "_modules/barman.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("barman_module", REPO_ROOT / "_modules/barman.py")
 
 
 def checks(**failed):

@@ -1,11 +1,10 @@
 """The runners' preflight logic on made-up member answers (pure: no minion is asked)."""
 
 import copy
-import importlib.util
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_file
 
 HOSTS = {
     "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
@@ -23,10 +22,7 @@ STANDBY = {
 
 @pytest.fixture(scope="module")
 def runner():
-    spec = importlib.util.spec_from_file_location("pg_replication_runner", REPO_ROOT / "_runners/pg_replication.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("pg_replication_runner", REPO_ROOT / "_runners/pg_replication.py")
 
 
 def cluster(runner, master=PRIMARY, standby=STANDBY):
