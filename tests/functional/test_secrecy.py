@@ -2,34 +2,10 @@
 
 import json
 import logging
-import os
-import threading
+
+from tests.cmdline_scanner import CmdlineScanner
 
 PASSWORDS = ("secrecy-first-Pa55word", "secrecy-second-Pa55word")
-
-
-class CmdlineScanner(threading.Thread):
-    """Reads every process's command line, over and over, until stopped."""
-
-    def __init__(self, needles):
-        super().__init__(daemon=True)
-        self.needles = needles
-        self.hits = []
-        self.scans = 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                        cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
-                self.hits += [(pid, cmdline) for n in self.needles if n in cmdline]
-            self.scans += 1
 
 
 def test_passwords_never_leak(states, modules, postgres, caplog):

@@ -11,6 +11,7 @@ import pytest
 from lab.results import changed_states, state_errors, state_ids
 from lab.scenario import converge, restore_check, row_on_standby
 from lab.tls import CertificateAuthority
+from tests.cmdline_scanner import CmdlineScanner
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -112,11 +113,21 @@ def test_a_backup_taken_over_tls_restores_to_a_point_in_time_row_for_row(converg
     assert restore_check(converged) == ["before-backup:3", "before-target:2"]
 
 
-def test_no_secret_in_lowstate_the_job_cache_or_logs(converged):
+def test_no_secret_in_lowstate_the_job_cache_logs_or_argv(converged):
     """The TLS key and the passwords reach the minions from the pillar: none is in
-    state.show_sls / show_lowstate, the master's job cache or a minion's log."""
+    state.show_sls / show_lowstate, the master's job cache, a minion's log, or the command
+    line of any process while a highstate runs."""
     key = converged.pillar["tls"]["hosts"]["master"]["key"].splitlines()[1]  # a line of the key's body
     secrets = [key, converged.pillar["replication"]["password"], converged.pillar["barman"]["password"]]
+    scanner = CmdlineScanner(secrets)
+    scanner.start()
+    try:
+        assert state_errors(converged.highstate().data) == {}
+    finally:
+        scanner.stop.set()
+        scanner.join()
+    assert scanner.scans > 0
+    assert scanner.hits == []
     for fun in ("state.show_sls", "state.show_lowstate"):
         shown = converged.salt(fun, *(["pg_replication"] if fun.endswith("sls") else []), target="master", timeout=120)
         assert shown.returncode == 0
