@@ -103,8 +103,10 @@ class SaltLab:
             if not link.is_symlink():
                 link.symlink_to(REPO_ROOT / name)
         other_pillars = other_pillars or {}
-        top = {name: [f"pg_replication_{name}" if name in other_pillars else "pg_replication"] for name in lab.hosts}
-        (self.pillar_dir / "top.sls").write_text(yaml.safe_dump({"base": top}))
+        self.pillar_top = {
+            name: [f"pg_replication_{name}" if name in other_pillars else "pg_replication"] for name in lab.hosts
+        }
+        self._write_pillar_top(self.pillar_top)
         for name, other in other_pillars.items():
             self.set_pillar(other, f"pg_replication_{name}")
         self.set_pillar(pillar)
@@ -118,6 +120,26 @@ class SaltLab:
         path.write_text(yaml.safe_dump({"pg_replication": pillar, **(extra or {})}, default_flow_style=False))
         path.chmod(0o600)
         self._pillar_changed = True
+
+    def _write_pillar_top(self, top):
+        (self.pillar_dir / "top.sls").write_text(yaml.safe_dump({"base": top}))
+        self._pillar_changed = True
+
+    @contextlib.contextmanager
+    def pillar_per_minion(self, pillars):
+        """Each minion of ``pillars`` gets its own ``pg_replication`` pillar meanwhile (e.g.
+        one invalid pillar per minion, so that one ``state.apply`` tries several)."""
+        top = dict(self.pillar_top)
+        for name, pillar in pillars.items():
+            path = self.pillar_dir / f"per_minion_{name}.sls"
+            path.write_text(yaml.safe_dump({"pg_replication": pillar}, default_flow_style=False))
+            path.chmod(0o600)
+            top[name] = [f"per_minion_{name}"]
+        self._write_pillar_top(top)
+        try:
+            yield
+        finally:
+            self._write_pillar_top(self.pillar_top)
 
     @contextlib.contextmanager
     def started(self):
@@ -195,14 +217,14 @@ class SaltLab:
         cli = self.master.salt_cli(timeout=timeout)
         return cli.run(*args, minion_tgt=target, _timeout=timeout + 60)
 
-    def call(self, fun, *args, target="*", timeout=300):
+    def call(self, fun, *args, target="*", timeout=300, tgt_type="glob"):
         """Run ``fun`` on the minions through the master's Python API, in this process (no
         ``salt`` CLI to start): ``{minion: {"ret": ..., "retcode": ...}}``. For tight loops."""
         import salt.client  # pylint: disable=import-outside-toplevel
 
         if self._client is None:
             self._client = salt.client.LocalClient(c_path=str(self.master.config_file))
-        return self._client.cmd(target, fun, list(args), timeout=timeout, full_return=True)
+        return self._client.cmd(target, fun, list(args), timeout=timeout, full_return=True, tgt_type=tgt_type)
 
     def _close_client(self):
         if self._client is not None:

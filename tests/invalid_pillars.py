@@ -1,8 +1,8 @@
 """Invalid pillars, each with the pillar key its error must name.
 
-Shared by the unit test of the plan and the integration test that applies each one through a
-real salt-master and proves no host changed. Each case is (id, path, value, key): ``path``
-is where ``value`` goes in the reference pillar (``()``: the whole ``pg_replication``
+Shared by the unit test of the plan and the integration test (tests/integration/test_topology.py)
+that applies every one through a real salt-master and proves no host changed. Each case is
+(id, path, value, key): ``path`` is where ``value`` goes in the reference pillar (``()``: the whole ``pg_replication``
 pillar; ``DELETE``: remove the key).
 """
 
@@ -147,13 +147,3 @@ def mutate(pillar, path, value):
     else:
         node[path[-1]] = copy.deepcopy(value)
     return pillar
-
-
-# The cases the integration test also applies through a real salt-master (each costs a
-# highstate on three hosts): one per kind of target a value reaches, and per level of
-# structure. The unit test of the plan runs every case.
-THROUGH_SALT = {
-    "pillar-is-a-list", "role-missing", "typo-in-host-key", "conf-value-newline", "hba-network-trust",
-    "pgpass-password-newline", "sql-role-injection", "barman-retention-newline", "cron-link-shell",
-    "initdb-option-shell",
-}  # fmt: skip

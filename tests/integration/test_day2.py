@@ -1,10 +1,10 @@
 """One lab of a primary, two standbys and a Barman host, operated from the salt-master.
 
-First the replication basics (streaming on slots, idempotency, reloads, invalid pillars
-through every kind of target, secrets), then day-2 operations (issue #9) through the runners, with a client committing
-rows throughout: switchover and back, each preflight refusal, failover with the primary
-killed and cut off, the old primary refused by its highstate and rejoined with pg_rewind.
-"Nothing lost" is counted: every id whose COMMIT returned must be on the new primary."""
+First the replication basics (streaming on slots, idempotency, reloads, secrets), then
+day-2 operations (issue #9) through the runners, with a client committing rows throughout:
+switchover and back, each preflight refusal, failover with the primary killed and cut off,
+the old primary refused by its highstate and rejoined with pg_rewind. "Nothing lost" is
+counted: every id whose COMMIT returned must be on the new primary."""
 
 import concurrent.futures
 import copy
@@ -27,17 +27,14 @@ from lab.scenario import (
     following,
     restore_check,
     row_on_standby,
-    unchanged_snapshot,
     wait_for,
 )
-from tests.invalid_pillars import CASES, THROUGH_SALT, mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
 LAB_HOSTS = ("master", "standby", "standby2", "backup")
 ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "backup": "barman"}
 SERVERS = ("master", "standby", "standby2")
-INVALID = [case for case in CASES if case[0] in THROUGH_SALT]
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # Per server: in recovery, postmaster start, slots, a primary's timeline (its current WAL
 # file's; a standby's control file moves to a new timeline at its next restartpoint, on its
@@ -140,37 +137,6 @@ def test_pillar_setting_is_applied_by_reload(cluster):
     ret = cluster.highstate()  # back to the reference pillar, by reload again
     assert state_errors(ret.data) == {}
     assert {cluster.lab[h].psql("SHOW work_mem") for h in SERVERS} == {"4MB"}
-
-
-@pytest.fixture(scope="module")
-def before_invalid_pillars(cluster):
-    return unchanged_snapshot(cluster, cluster.lab.hosts)
-
-
-@pytest.mark.parametrize(("path", "value", "key"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
-def test_invalid_pillar_fails_at_render_naming_the_key(cluster, before_invalid_pillars, path, value, key):
-    """One invalid pillar per kind of target (tests/invalid_pillars.py THROUGH_SALT; the unit
-    test of the plan runs them all): the render fails on every minion, naming the key, with
-    no traceback; a render error runs no state."""
-    good = cluster.pillar
-    cluster.set_pillar(mutate(good, path, value))
-    try:
-        returns = cluster.call("state.apply")
-    finally:
-        cluster.set_pillar(good)
-    assert sorted(returns) == sorted(cluster.lab.hosts)
-    for returned in returns.values():
-        result = returned["ret"]
-        assert isinstance(result, list), json.dumps(result, default=str)[:2000]  # messages, not state results
-        assert returned["retcode"] != 0
-        assert key in str(result)
-        assert "Traceback" not in str(result)
-
-
-def test_no_invalid_pillar_changed_anything(cluster, before_invalid_pillars):
-    """One snapshot after all the cases above, compared with the one before (files, roles and
-    their verifiers, slots, settings, start times, Barman's files and backups, on every host)."""
-    assert unchanged_snapshot(cluster, cluster.lab.hosts) == before_invalid_pillars
 
 
 def test_no_password_in_minion_debug_logs_or_returns(cluster):

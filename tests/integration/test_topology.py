@@ -22,7 +22,7 @@ from lab.scenario import (
     unchanged_snapshot,
     wait_for,
 )
-from tests.invalid_pillars import mutate
+from tests.invalid_pillars import CASES, mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -117,6 +117,30 @@ def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster
             assert isinstance(returned["ret"], list), (what, host, str(returned["ret"])[:2000])  # no state ran
             assert key in str(returned["ret"]), (what, host)
     assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
+
+
+def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
+    """Every case of tests/invalid_pillars.py (injections through each file format and
+    command line, wrong types at every level, impossible topologies), through the real
+    salt-master: each minion gets a different invalid pillar, so one state.apply tries six.
+    Each fails at render on its minion, naming the key, without a traceback and running no
+    state; then nothing changed on any host (files with owners and modes, roles and their
+    verifiers, slots, pg_settings, start times, Barman's files and backups)."""
+    hosts = sorted(cluster.lab.hosts)
+    before, good, wrong = unchanged_snapshot(cluster, hosts), cluster.pillar, {}
+    for first in range(0, len(CASES), len(hosts)):
+        batch = dict(zip(hosts, CASES[first : first + len(hosts)]))
+        with cluster.pillar_per_minion({host: mutate(good, case[1], case[2]) for host, case in batch.items()}):
+            returns = cluster.call("state.apply", target=list(batch), tgt_type="list")
+        for host, (case, _path, _value, key) in batch.items():
+            result = (returns.get(host) or {}).get("ret")
+            if not (isinstance(result, list) and key in str(result) and "Traceback" not in str(result)):
+                wrong[case] = str(result)[:500]
+            elif returns[host]["retcode"] == 0:
+                wrong[case] = "exit code 0"
+    assert wrong == {}
+    assert len(CASES) >= 40
+    assert unchanged_snapshot(cluster, hosts) == before
 
 
 def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):

@@ -324,12 +324,6 @@ def test_systemd_hosts_use_the_clusters_unit_once_the_name_is_valid(plan_mod, co
         plan_mod.build(config, "master", {"init": "systemd"})
 
 
-def test_the_cases_applied_through_salt_exist():
-    from tests.invalid_pillars import THROUGH_SALT  # pylint: disable=import-outside-toplevel
-
-    assert {case[0] for case in CASES} >= THROUGH_SALT
-
-
 def _cascade(config):
     """standby2 streams from standby, standby3 from standby2."""
     config["hosts"]["standby2"] = {"role": "standby", "address": "192.168.11.104", "upstream": "standby"}
