@@ -258,7 +258,7 @@ def receive_wal_stopped(name):
     return ret
 
 
-# The first line of every server file the formula writes (server.conf.jinja).
+# How every server file the formula writes begins (server.conf.jinja: one of its first lines).
 MANAGED_MARKER = "; Managed by Salt (pg_replication)"
 
 
@@ -267,8 +267,9 @@ def _managed_servers(config_dir):
     found = {}
     for path in sorted(glob.glob(os.path.join(config_dir, "*.conf"))):
         with salt.utils.files.fopen(path, "r") as fh:
-            if fh.readline().startswith(MANAGED_MARKER):
-                found[os.path.basename(path)[: -len(".conf")]] = path
+            head = [fh.readline() for _ in range(5)]
+        if any(line.startswith(MANAGED_MARKER) for line in head):
+            found[os.path.basename(path)[: -len(".conf")]] = path
     return found
 
 
