@@ -273,6 +273,21 @@ def _managed_servers(config_dir):
     return found
 
 
+def _stop_and_drop_slot(server, timeout=30):
+    """Stop the server's receive-wal and drop its slot. The slot stays in use until its
+    primary's walsender sees the client gone (and cron may start receive-wal again
+    meanwhile): stop and try again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        __salt__["barman.receive_wal_stop"](server)
+        try:
+            return __salt__["barman.drop_slot"](server)
+        except CommandExecutionError as exc:
+            if not any(busy in str(exc) for busy in ("in use", "is active")) or time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+
+
 def servers_follow(name, servers, drop_slot=True):
     """
     Keep Barman's servers in step with the pillar: each server file in directory ``name`` that
@@ -300,10 +315,11 @@ def servers_follow(name, servers, drop_slot=True):
     warnings, dropped = [], []
     for server, path in sorted(stale.items()):
         try:
-            __salt__["barman.receive_wal_stop"](server)
             if drop_slot:
-                __salt__["barman.drop_slot"](server)
+                _stop_and_drop_slot(server)
                 dropped.append(server)
+            else:
+                __salt__["barman.receive_wal_stop"](server)
         except CommandExecutionError as exc:
             warnings.append(f"{server}: its replication slot on its primary is left, drop it there: {exc}")
         __salt__["file.remove"](path)

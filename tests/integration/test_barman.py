@@ -228,8 +228,9 @@ def test_a_server_removed_from_the_pillar_stops_streaming_loses_its_slot_and_kee
         follow = next(
             s for s in ret.data["backup"].values() if s["__id__"] == "pg_replication-barman-servers-follow-the-pillar"
         )
-        assert follow["changes"] == {"removed": [OTHER], "slots_dropped": [OTHER]}, follow
-        assert backup.run(["ls", "/etc/barman.d"]).stdout.split() == ["by-hand.conf", f"{SERVER}.conf"]
+        assert follow["changes"] == {"removed": [OTHER], "slots_dropped": [OTHER]}, json.dumps(follow)
+        conf = backup.run(["sh", "-c", "cd /etc/barman.d && ls *.conf"]).stdout.split()
+        assert conf == ["by-hand.conf", f"{SERVER}.conf"]
         assert backup.run(["pgrep", "-f", OTHER], check=False).stdout == ""
         assert converged.lab["other"].psql("SELECT count(*) FROM pg_replication_slots") == "0"
         assert backup.run(["ls", f"/var/lib/barman/{OTHER}/base"]).stdout.split()  # its backups stay
