@@ -158,10 +158,10 @@ def health(server):
     except CommandExecutionError as exc:
         return {"server": server, "status": "CRITICAL", "code": 2, "line": f"BARMAN CRITICAL - {server}: {exc}",
                 "checks": {}}  # fmt: skip
-    return summarize_health(server, checks)
+    return _summarize_health(server, checks)
 
 
-def summarize_health(server, checks):
+def _summarize_health(server, checks):
     """The :func:`health` of ``server`` from its ``barman check`` result (no command run)."""
     failed = sorted(item for item, result in checks.items() if result.get("status") != "OK")
     status = "CRITICAL" if set(failed) - set(WARNING_CHECKS) else "WARNING" if failed else "OK"

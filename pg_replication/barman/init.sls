@@ -53,6 +53,8 @@ pg_replication-barman-pgpass:
         tplroot: {{ tplroot }}
     - require:
       - file: pg_replication-barman-dirs
+      # A server leaving the pillar is stopped (its slot dropped) with its password still here.
+      - barman: pg_replication-barman-servers-follow-the-pillar
 
 # `barman cron` every minute as the barman user (starts receive-wal, applies retention), and
 # base backups of every server on the pillar's schedule.
@@ -91,7 +93,6 @@ pg_replication-barman-servers-follow-the-pillar:
     - servers: {{ pg.barman_servers | map(attribute='name') | list | json }}
     - require:
       - file: pg_replication-barman-conf
-      - file: pg_replication-barman-pgpass
 
 {%- for server in pg.barman_servers %}
 

@@ -17,17 +17,17 @@ def checks(**failed):
 
 
 def test_all_ok(barman_module):
-    health = barman_module.summarize_health("db", checks())
+    health = barman_module._summarize_health("db", checks())
     assert (health["status"], health["code"], health["line"]) == ("OK", 0, "BARMAN OK - db: 4 checks OK")
 
 
 def test_only_a_backup_due_is_a_warning(barman_module):
-    health = barman_module.summarize_health("db", checks(backup_maximum_age="interval provided: 1 day"))
+    health = barman_module._summarize_health("db", checks(backup_maximum_age="interval provided: 1 day"))
     assert (health["status"], health["code"]) == ("WARNING", 1)
     assert health["line"] == "BARMAN WARNING - db: backup_maximum_age FAILED (interval provided: 1 day)"
 
 
 def test_anything_else_is_critical_and_named(barman_module):
-    health = barman_module.summarize_health("db", checks(wal_archive="", minimum_redundancy_requirements="have 0"))
+    health = barman_module._summarize_health("db", checks(wal_archive="", minimum_redundancy_requirements="have 0"))
     assert (health["status"], health["code"]) == ("CRITICAL", 2)
     assert health["line"] == "BARMAN CRITICAL - db: minimum_redundancy_requirements FAILED (have 0), wal_archive FAILED"
