@@ -16,6 +16,7 @@ import re
 import time
 
 import psutil
+import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
 
@@ -36,16 +37,21 @@ def _unavailable(message):
     return __utils__["pg_replication_unavailable.error"](message)
 
 
+def _pillar(key, default):
+    # Not pillar.get: from Salt 3008 on it masks scalars ("**********") outside templates.
+    return salt.utils.data.traverse_dict_and_list(__pillar__, key, default, delimiter=":")
+
+
 def _setting(option, pillar_key, default):
     """A minion config option, else the formula's pillar value, else ``default``."""
-    value = __salt__["config.option"](option, None)
+    value = __salt__["config.option"](option, None) or None
     if value is None:
-        value = __salt__["pillar.get"](f"pg_replication:barman:{pillar_key}", None)
+        value = _pillar(f"pg_replication:barman:{pillar_key}", None)
     return default if value is None else value
 
 
 def _binary():
-    install = __salt__["pillar.get"]("pg_replication:barman:install", {}) or {}
+    install = _pillar("pg_replication:barman:install", {}) or {}
     pip_link = install.get("link") if install.get("method") == "pip" else None
     binary = __salt__["config.option"]("barman.bin", None) or pip_link or salt.utils.path.which("barman")
     if not binary or not salt.utils.path.which(binary):
