@@ -554,6 +554,16 @@ def slot_wal_status(lab, primary, slot):
     return lab[primary].psql(f"SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'")
 
 
+def receive_wal_streams(lab, primary):
+    return (
+        lab[primary].psql(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'barman_receive_wal'"
+            " AND state = 'streaming'"
+        )
+        == "1"
+    )
+
+
 def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
     """A standby stopped while the primary writes past max_slot_wal_keep_size (1MB here, set
     by hand) loses its slot's WAL and can never catch up: test=True predicts its rebuild, its
@@ -568,6 +578,10 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
         lab[primary].psql(f"ALTER SYSTEM {sql}")
         lab[primary].psql("SELECT pg_reload_conf()")
 
+    # Barman's receive-wal must stream before the writes (cron restarts it within a minute
+    # of a switchover; `barman cron` starts it now), or its slot falls behind too.
+    barman(cluster, "cron")
+    assert wait_for(lambda: receive_wal_streams(lab, primary), 120, interval=2)
     alter_system("SET max_slot_wal_keep_size = '1MB'")
     try:
         lab[lost].run(["systemctl", "stop", STANDBY_UNIT])
@@ -582,7 +596,7 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
             "SELECT bool_and(pg_walfile_name(restart_lsn) >= pg_walfile_name(pg_current_wal_lsn()))"
             f" FROM pg_replication_slots WHERE slot_name <> '{slot}'"
         )
-        assert wait_for(lambda: lab[primary].psql(others_caught_up) == "t", 30)
+        assert wait_for(lambda: lab[primary].psql(others_caught_up) == "t", 120, interval=2)
         lab[primary].psql("CHECKPOINT")
         assert (
             lab[primary].psql("SELECT string_agg(slot_name, ',') FROM pg_replication_slots WHERE wal_status = 'lost'")
