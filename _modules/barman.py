@@ -16,7 +16,6 @@ import re
 import time
 
 import psutil
-import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
 
@@ -38,8 +37,7 @@ def _unavailable(message):
 
 
 def _pillar(key, default):
-    # Not pillar.get: from Salt 3008 on it masks scalars ("**********") outside templates.
-    return salt.utils.data.traverse_dict_and_list(__pillar__, key, default, delimiter=":")
+    return __utils__["pg_replication_pillar.lookup"](__pillar__, key, default)
 
 
 def _setting(option, pillar_key, default):

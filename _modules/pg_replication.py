@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import struct
-import time
 
 import salt.utils.files
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -254,10 +253,7 @@ def slot_drop(name, force=False, **kwargs):
                 f"replication slot {name!r} is active (pid {slot['active_pid']}); pass force=True to drop it"
             )
         _query("SELECT pg_terminate_backend(%s)", (slot["active_pid"],), **kwargs)
-        for _ in range(50):
-            if not slots(**kwargs).get(name, {}).get("active"):
-                break
-            time.sleep(0.1)
+        __utils__["pg_replication_poll.until"](lambda: not slots(**kwargs).get(name, {}).get("active"), 5, 0.1)
     _query("SELECT pg_drop_replication_slot(%s)", (name,), fetch=False, **kwargs)
     return True
 

@@ -10,7 +10,7 @@ the new roles given as pillar on the command line, and the runner ends with the 
 change to make, so that the next highstate agrees with the running cluster (until then,
 the highstate of a host whose role changed refuses to run: it never promotes or demotes).
 
-Sync it to the master first: ``salt-run saltutil.sync_runners``.
+Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_all``.
 """
 
 import time
@@ -65,12 +65,7 @@ def _apply(minion, change, timeout=900):
 
 
 def _wait(predicate, timeout, interval=1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
+    return __utils__["pg_replication_poll.until"](predicate, timeout, interval)
 
 
 def _lsn(text):

@@ -17,7 +17,6 @@ All support ``test=True``.
 import datetime
 import glob
 import os
-import time
 
 import salt.utils.files
 from salt.exceptions import CommandExecutionError
@@ -45,12 +44,7 @@ def _ret(name):
 
 
 def _wait_for(predicate, timeout, interval=2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
+    return __utils__["pg_replication_poll.until"](predicate, timeout, interval)
 
 
 def _switch_wal(name, archive_timeout):
@@ -277,15 +271,14 @@ def _stop_and_drop_slot(server, timeout=30):
     """Stop the server's receive-wal and drop its slot. The slot stays in use until its
     primary's walsender sees the client gone (and cron may start receive-wal again
     meanwhile): stop and try again until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def stop_and_drop():
         __salt__["barman.receive_wal_stop"](server)
-        try:
-            return __salt__["barman.drop_slot"](server)
-        except CommandExecutionError as exc:
-            if not any(busy in str(exc) for busy in ("in use", "is active")) or time.monotonic() >= deadline:
-                raise
-            time.sleep(1)
+        return __salt__["barman.drop_slot"](server)
+
+    return __utils__["pg_replication_poll.retry"](
+        stop_and_drop, timeout, retriable=lambda exc: any(busy in str(exc) for busy in ("in use", "is active"))
+    )
 
 
 def servers_follow(name, servers, drop_slot=True):

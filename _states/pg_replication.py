@@ -17,9 +17,7 @@ name what changed (``password: changed``) but never hold a password or a verifie
 
 import json
 import os
-import time
 
-import salt.utils.data
 import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
@@ -264,8 +262,7 @@ def role_present(
     ret = _ret(name)
     conn = _conn(kwargs)
     if password_pillar:
-        # Not pillar.get: from Salt 3008 on it masks scalars ("**********") outside templates.
-        password = salt.utils.data.traverse_dict_and_list(__pillar__, password_pillar, None, delimiter=":")
+        password = __utils__["pg_replication_pillar.lookup"](__pillar__, password_pillar)
         if not password or not isinstance(password, str):
             return _fail(ret, f"pillar key {password_pillar} holds no password")
     attrs = {
@@ -368,22 +365,16 @@ def _stop_before_wipe(datadir, service, timeout=60):
     """Stop the server and confirm it stopped (no postmaster.pid left) before a wipe."""
     __salt__["service.stop"](service)
     pid_file = os.path.join(datadir, "postmaster.pid")
-    deadline = time.monotonic() + timeout
-    while os.path.exists(pid_file):
-        if time.monotonic() >= deadline:
-            raise CommandExecutionError(f"the server of {datadir} did not stop ({pid_file} remains); nothing wiped")
-        time.sleep(0.5)
+    if not __utils__["pg_replication_poll.until"](lambda: not os.path.exists(pid_file), timeout, 0.5):
+        raise CommandExecutionError(f"the server of {datadir} did not stop ({pid_file} remains); nothing wiped")
 
 
 def _wait_for_primary(host, port, user, passfile, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return __salt__["pg_replication.primary_system_identifier"](host, port=port, user=user, passfile=passfile)
-        except CommandExecutionError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(2)
+    return __utils__["pg_replication_poll.retry"](
+        lambda: __salt__["pg_replication.primary_system_identifier"](host, port=port, user=user, passfile=passfile),
+        timeout,
+        interval=2,
+    )
 
 
 def standby_bootstrapped(
@@ -479,20 +470,20 @@ def standby_bootstrapped(
         if lost:
             __salt__["pg_replication.peer_slot_renew"](primary_host, slot, **peer)
         __salt__["file.mkdir"](name, user="postgres", group="postgres", mode="0700")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                __salt__["pg_replication.basebackup"](
-                    name, primary_host, slot, port=primary_port, user=user, passfile=passfile, bin_dir=bin_dir
-                )
-                break
-            except CommandExecutionError:
-                # e.g. the primary has not created the slot yet: start again from empty.
-                if time.monotonic() >= deadline:
-                    raise
-                for entry in os.listdir(name):
-                    __salt__["file.remove"](os.path.join(name, entry))
-                time.sleep(2)
+
+        def empty_datadir():
+            # e.g. the primary has not created the slot yet: start again from empty.
+            for entry in os.listdir(name):
+                __salt__["file.remove"](os.path.join(name, entry))
+
+        __utils__["pg_replication_poll.retry"](
+            lambda: __salt__["pg_replication.basebackup"](
+                name, primary_host, slot, port=primary_port, user=user, passfile=passfile, bin_dir=bin_dir
+            ),
+            timeout,
+            interval=2,
+            before_retry=empty_datadir,
+        )
         if int(version) >= 12:
             __salt__["file.touch"](marker)
             __salt__["file.chown"](marker, "postgres", "postgres")

@@ -232,10 +232,10 @@ class SaltLab:
             self._client = None
 
     def run(self, fun, *args, timeout=900):
-        """``salt-run FUN ARGS... --out=json`` on the master (the formula's runners synced
+        """``salt-run FUN ARGS... --out=json`` on the master (the formula's runners and utils synced
         first): a CompletedProcess whose ``data`` is the runner's parsed return."""
         if not self._runners_synced:
-            self._salt_run("saltutil.sync_runners", timeout=120)
+            self._salt_run("saltutil.sync_all", timeout=120)
             self._runners_synced = True
         return self._salt_run(fun, *args, timeout=timeout)
 
