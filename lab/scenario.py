@@ -2,10 +2,17 @@
 
 import contextlib
 import copy
+import importlib.util
 import json
+import pathlib
 import time
 
 SERVER = "master-streaming"
+_POLL_SPEC = importlib.util.spec_from_file_location(
+    "pg_replication_poll", pathlib.Path(__file__).resolve().parents[1] / "_utils" / "pg_replication_poll.py"
+)
+_POLL = importlib.util.module_from_spec(_POLL_SPEC)
+_POLL_SPEC.loader.exec_module(_POLL)
 
 
 def pg_ctl(salt_lab):
@@ -36,13 +43,9 @@ def converge(salt_lab, predict=False):
 
 
 def wait_for(predicate, timeout=10.0, interval=0.2):
-    """Poll ``predicate`` until it returns something true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something true or ``timeout`` seconds pass (the
+    formula's own ``pg_replication_poll.until``)."""
+    return _POLL.until(predicate, timeout, interval)
 
 
 def apply_pillar_change(salt_lab, lines):
