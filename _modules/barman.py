@@ -433,7 +433,9 @@ def _slot_command(server, option, harmless):
 
 def verify_backup(server, backup_id="latest"):
     """
-    Run ``barman verify-backup`` (pg_verifybackup on the backup; PostgreSQL 13+).
+    Run ``barman verify-backup`` (pg_verifybackup on the backup; PostgreSQL 13+, and a
+    plain-format backup: before PostgreSQL 18 pg_verifybackup reads no tarball, so a backup
+    taken with ``backup_compression`` cannot be verified).
 
     CLI Example:
 

@@ -34,6 +34,13 @@ ROLES = ("primary", "standby", "barman")
 SYNC_METHODS = ("any", "first")
 RESTART_MODES = ("auto", "manual")
 INSTALL_METHODS = ("pkg", "pip")
+# Barman's WAL `compression` (none: not compressed) and its base backup `backup_compression`
+# (pg_basebackup's client-side compression; lz4 and zstd need pg_basebackup 15+).
+WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
+BACKUP_COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
+BACKUP_COMPRESSIONS_FROM_15 = ("lz4", "zstd")
+# The package (same name on both families) with the tool Barman runs for a compression.
+COMPRESSION_PKGS = {"bzip2": "bzip2", "pigz": "pigz", "lz4": "lz4", "zstd": "zstd"}
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
 KEY = "pg_replication"
@@ -259,6 +266,8 @@ BARMAN_SERVER_DEFAULTS = {
     "retention_policy": _retention,
     "minimum_redundancy": _int(0),
     "immediate_checkpoint": _bool,
+    "compression": _enum(*WAL_COMPRESSIONS),
+    "backup_compression": _enum(*BACKUP_COMPRESSIONS),
 }
 BARMAN_SERVER_SPEC = {
     "address": _host,
@@ -545,6 +554,11 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     server["bin_dir"] = _expand(config["bin_dir"], server["version"], "")
     server["client_pkg"] = _expand(config["pkgs"]["client"], server["version"], "")
     server["retention_policy"] = " ".join(str(server["retention_policy"]).upper().split())
+    if server["backup_compression"] in BACKUP_COMPRESSIONS_FROM_15 and server["version"] < 15:
+        errors.append(
+            f"{key}:backup_compression: {server['backup_compression']} needs PostgreSQL 15 or later"
+            f" (this server runs {server['version']}); use gzip or none"
+        )
     common = {"host": server["address"], "port": server["port"]}
     if tls_ca and not server["external"]:  # this cluster's primary: TLS only
         common.update(_tls_conninfo(tls_ca, server["version"]))
@@ -596,6 +610,7 @@ def _barman(config, hosts, primary, errors, tls=False):
     """Barman settings for the backup host: one server section for this cluster's primary,
     plus one per entry of ``barman:servers`` (primaries of other clusters)."""
     barman = copy.deepcopy(config["barman"])
+    barman["compression_pkgs"] = []
     servers = []
     if not any(h["role"] == "barman" for h in hosts.values()):
         return barman, servers
@@ -630,6 +645,8 @@ def _barman(config, hosts, primary, errors, tls=False):
             errors.append(f"{key}: server name {name!r} is already this cluster's server")
         spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
         servers.append(_server(config, barman, errors, key, name, spec))
+    tools = {s[k] for s in servers for k in ("compression", "backup_compression")}
+    barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
     return barman, servers
 
 

@@ -91,6 +91,10 @@ CASES = [
     ("barman-server-retention", ("barman", "servers"), {"db2": dict(DB2, retention_policy="REDUNDANCY %(x)s")},
      "pg_replication:barman:servers:db2:retention_policy"),
     ("barman-interpolation", ("barman", "log_dir"), "/var/log/%(home)s", "pg_replication:barman:log_dir"),
+    ("barman-compression-newline", ("barman", "compression"), "gzip" + NEWLINE_SCRIPT,
+     "pg_replication:barman:compression"),
+    ("barman-backup-compression-lz4-on-13", ("barman", "servers"),
+     {"db2": dict(DB2, version=13, backup_compression="lz4")}, "pg_replication:barman:servers:db2:backup_compression"),
     # cron (/etc/cron.d/barman runs these paths through a shell)
     ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
      "pg_replication:barman:install:link"),

@@ -161,6 +161,31 @@ def test_verify_backup_passes(converged):
     assert ret.returncode == 0, ret.stdout
 
 
+def test_compressed_wal_and_base_backup_restore_to_a_point_in_time_row_for_row(converged):
+    """backup_compression gzip from the pillar (the WAL is gzip by default): the server file
+    says so, the new base backup is a gzip tarball, the archived WAL is gzip, `barman check`
+    is all OK, and a point-in-time restore from them holds exactly the expected rows. (After
+    the verify-backup test: pg_verifybackup before PostgreSQL 18 reads no tarball.)"""
+    good, backup = converged.pillar, converged.lab["backup"]
+    converged.set_pillar(dict(good, barman=dict(good["barman"], backup_compression="gzip")))
+    try:
+        ret = converged.highstate(target="backup")
+        assert state_errors(ret.data) == {}
+        conf = backup.run(["cat", f"/etc/barman.d/{SERVER}.conf"]).stdout
+        assert "\ncompression = gzip\nbackup_compression = gzip\nbackup_compression_format = tar" in conf
+        assert restore_check(converged) == ["before-backup:3", "before-target:2"]
+        newest = backup_ids(converged)[-1]  # restore_check's backup
+        tarballs = backup.run(["find", f"/var/lib/barman/{SERVER}/base/{newest}", "-name", "*.tar*"])
+        assert [pathlib.PurePath(p).name for p in tarballs.stdout.split()] == ["base.tar.gz"]
+        wal = backup.run(["tail", "-n", "1", f"/var/lib/barman/{SERVER}/wals/xlog.db"]).stdout.split("\t")
+        assert wal[3].strip() == "gzip", wal
+        check = barman(converged, "check", SERVER)
+        assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
+    finally:
+        converged.set_pillar(good)
+        converged.highstate(target="backup")
+
+
 def test_unknown_primary_or_bad_slot_fails_validation(converged):
     good = converged.pillar
     for key, bad in (("primary", "nowhere"), ("slot_name", "Barman-Slot")):

@@ -87,6 +87,22 @@ def test_barman_host(formula, example_pillar, family, version):
     assert "streaming_archiver = on" in server
     assert "slot_name = barman_slot" in server
     assert "password" not in server.lower()
+    assert "\ncompression = gzip\n" in server  # WAL compression, the default
+    assert "backup_compression" not in server
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_barman_compressions_reach_the_server_file_and_their_tools_are_installed(formula, example_pillar, family):
+    barman = dict(example_pillar["barman"], compression="bzip2", backup_compression="zstd")
+    backup = formula("backup", dict(example_pillar, version=16, barman=barman), family)
+    pkgs = backup.args("pg_replication-barman-packages")["pkgs"]
+    assert {"bzip2", "zstd"} <= set(pkgs)
+    server = backup.template("barman/files/server.conf.jinja", server_name="master-streaming")
+    assert "\ncompression = bzip2\nbackup_compression = zstd\nbackup_compression_format = tar" in server
+    barman = dict(example_pillar["barman"], compression="none", backup_compression="none")
+    backup = formula("backup", dict(example_pillar, version=16, barman=barman), family)
+    assert "compression" not in backup.template("barman/files/server.conf.jinja", server_name="master-streaming")
+    assert not {"bzip2", "zstd", "lz4", "pigz"} & set(backup.args("pg_replication-barman-packages")["pkgs"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
