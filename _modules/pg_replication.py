@@ -667,9 +667,24 @@ def datadir_system_identifier(datadir):
         return None
 
 
-def _peer_connect(host, port, user, passfile, timeout, replication=False):
+# What a peer connection may add for TLS (the plan's ``peer_tls``): verify the server's
+# certificate against the cluster's CA, and bind SCRAM to the TLS channel.
+PEER_TLS_KEYS = ("sslmode", "sslrootcert", "channel_binding")
+
+
+def _peer_tls(tls):
+    """``tls`` (a mapping of :data:`PEER_TLS_KEYS`, or None) as libpq connection options."""
+    tls = dict(tls or {})
+    unknown = sorted(set(tls) - set(PEER_TLS_KEYS))
+    if unknown:
+        raise SaltInvocationError(f"tls: unknown option(s) {', '.join(unknown)}; expected {', '.join(PEER_TLS_KEYS)}")
+    return {k: str(v) for k, v in tls.items() if v is not None}
+
+
+def _peer_connect(host, port, user, passfile, timeout, replication=False, tls=None):
     """A connection to another server of the cluster as the replication role (its password
-    from ``passfile``): a physical replication connection, or one to the postgres database."""
+    from ``passfile``; with ``tls``, over verified TLS): a physical replication connection,
+    or one to the postgres database."""
     if not HAS_PSYCOPG2:
         raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
     from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
@@ -682,13 +697,14 @@ def _peer_connect(host, port, user, passfile, timeout, replication=False):
             user=user,
             passfile=passfile,
             connect_timeout=int(timeout),
+            **_peer_tls(tls),
             **(kind if replication else {"dbname": "postgres"}),
         )
     except psycopg2.Error as exc:
         raise CommandExecutionError(f"cannot reach primary {host}:{port} as {user}: {_pg_message(exc)}") from exc
 
 
-def primary_system_identifier(host, port=5432, user="replicator", passfile=None, timeout=10):
+def primary_system_identifier(host, port=5432, user="replicator", passfile=None, timeout=10, tls=None):
     """
     Ask a primary for its system identifier with IDENTIFY_SYSTEM over a physical replication
     connection as the replication role (authenticated from ``passfile``).
@@ -699,7 +715,7 @@ def primary_system_identifier(host, port=5432, user="replicator", passfile=None,
 
         salt standby pg_replication.primary_system_identifier 192.168.11.101 passfile=~postgres/.pgpass
     """
-    conn = _peer_connect(host, port, user, passfile, timeout, replication=True)
+    conn = _peer_connect(host, port, user, passfile, timeout, replication=True, tls=tls)
     try:
         with conn.cursor() as cur:
             cur.execute("IDENTIFY_SYSTEM")
@@ -708,7 +724,7 @@ def primary_system_identifier(host, port=5432, user="replicator", passfile=None,
         conn.close()
 
 
-def peer_slot(host, slot, port=5432, user="replicator", passfile=None, timeout=10):
+def peer_slot(host, slot, port=5432, user="replicator", passfile=None, timeout=10, tls=None):
     """
     One replication slot as the primary at ``host`` sees it (``active``, ``restart_lsn``,
     and from PostgreSQL 13 ``wal_status``: ``lost`` once the WAL it held was removed), or
@@ -720,7 +736,7 @@ def peer_slot(host, slot, port=5432, user="replicator", passfile=None, timeout=1
 
         salt standby pg_replication.peer_slot 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
     """
-    conn = _peer_connect(host, port, user, passfile, timeout)
+    conn = _peer_connect(host, port, user, passfile, timeout, tls=tls)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_jsonb(s) FROM pg_replication_slots s WHERE slot_name = %s", (slot,))
@@ -732,7 +748,7 @@ def peer_slot(host, slot, port=5432, user="replicator", passfile=None, timeout=1
         conn.close()
 
 
-def peer_slot_renew(host, slot, port=5432, user="replicator", passfile=None, timeout=10):
+def peer_slot_renew(host, slot, port=5432, user="replicator", passfile=None, timeout=10, tls=None):
     """
     Drop ``slot`` on the primary at ``host`` if it exists and create it again, reserving WAL
     from now on, over a replication connection as the replication role: what a standby
@@ -744,10 +760,10 @@ def peer_slot_renew(host, slot, port=5432, user="replicator", passfile=None, tim
 
         salt standby pg_replication.peer_slot_renew 192.168.11.101 standby_slot passfile=/var/lib/postgresql/.pgpass
     """
-    current = peer_slot(host, slot, port=port, user=user, passfile=passfile, timeout=timeout)
+    current = peer_slot(host, slot, port=port, user=user, passfile=passfile, timeout=timeout, tls=tls)
     if current and current.get("active"):
         raise CommandExecutionError(f"slot {slot!r} on {host} is in use (pid {current.get('active_pid')})")
-    conn = _peer_connect(host, port, user, passfile, timeout, replication=True)
+    conn = _peer_connect(host, port, user, passfile, timeout, replication=True, tls=tls)
     try:
         with conn.cursor() as cur:
             name = sql.Identifier(slot).as_string(conn)
@@ -761,10 +777,13 @@ def peer_slot_renew(host, slot, port=5432, user="replicator", passfile=None, tim
     return True
 
 
-def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None, bin_dir=None, runas="postgres"):
+def basebackup(
+    datadir, host, slot, port=5432, user="replicator", passfile=None, bin_dir=None, runas="postgres", tls=None
+):
     """
     Copy a primary into the empty ``datadir`` with ``pg_basebackup -X stream`` over the
     replication role and slot. The password comes from ``passfile``, never the command line.
+    ``tls``: libpq's ``sslmode``, ``sslrootcert`` and ``channel_binding`` for the connection.
 
     CLI Example:
 
@@ -777,6 +796,8 @@ def basebackup(datadir, host, slot, port=5432, user="replicator", passfile=None,
         binary, "-D", datadir, "-h", host, "-p", str(port), "-U", user,
         "-X", "stream", "-S", slot, "-c", "fast", "--no-password",
     ]  # fmt: skip
+    if tls:
+        cmd += ["-d", __utils__["pg_replication_syntax.conninfo"](**_peer_tls(tls))]
     env = {"PGPASSFILE": passfile} if passfile else None
     res = __salt__["cmd.run_all"](cmd, runas=runas, env=env, python_shell=False, ignore_retcode=True)
     if res["retcode"]:
@@ -818,7 +839,7 @@ def position(**kwargs):
     return _query(POSITION_SQL, **kwargs)[0]
 
 
-def peer_position(host, port=5432, user="replicator", passfile=None, timeout=5):
+def peer_position(host, port=5432, user="replicator", passfile=None, timeout=5, tls=None):
     """
     :py:func:`position` of another server of the cluster, asked over TCP as the replication
     role (its ``.pgpass``). None if it does not answer.
@@ -830,7 +851,7 @@ def peer_position(host, port=5432, user="replicator", passfile=None, timeout=5):
         salt master pg_replication.peer_position 192.168.11.102 passfile=/var/lib/postgresql/.pgpass
     """
     try:
-        conn = _peer_connect(host, port, user, passfile, timeout)
+        conn = _peer_connect(host, port, user, passfile, timeout, tls=tls)
     except CommandExecutionError:
         return None
     try:
@@ -919,13 +940,14 @@ def _shut_down_cleanly(datadir, bin_dir, config_file, runas):
 
 
 def rewind(datadir, source_host, port=5432, user="replicator", passfile=None, bin_dir=None, config_file=None,
-           version=None, runas="postgres"):  # fmt: skip
+           version=None, runas="postgres", tls=None):  # fmt: skip
     """
     Make the stopped server in ``datadir`` (a former primary) a standby of the primary at
     ``source_host``: ``pg_rewind`` over the replication role (password from ``passfile``),
     after crash recovery if it was not shut down cleanly, then the standby marker
     (standby.signal, or recovery.conf before PostgreSQL 12). Returns whether pg_rewind had to
-    rewind, where the timelines diverged and pg_rewind's own lines.
+    rewind, where the timelines diverged and pg_rewind's own lines. ``tls``: as for
+    :py:func:`basebackup`.
 
     CLI Example:
 
@@ -940,7 +962,7 @@ def rewind(datadir, source_host, port=5432, user="replicator", passfile=None, bi
     if state not in ("shut down", "shut down in recovery"):
         _shut_down_cleanly(datadir, bin_dir, config_file, runas)
     source = __utils__["pg_replication_syntax.conninfo"](
-        host=source_host, port=int(port), user=user, dbname="postgres", passfile=passfile
+        host=source_host, port=int(port), user=user, dbname="postgres", passfile=passfile, **_peer_tls(tls)
     )
     binary = os.path.join(bin_dir, "pg_rewind") if bin_dir else "pg_rewind"
     res = __salt__["cmd.run_all"](
@@ -974,7 +996,7 @@ MEMBER_TEMPLATE = (
 )
 MEMBER_PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
                     "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover",
-                    "served_slots")  # fmt: skip
+                    "served_slots", "peer_tls")  # fmt: skip
 
 
 def member(change=None, tplroot="pg_replication"):

@@ -496,7 +496,7 @@ def _rejoin(cluster, host, primary, change):
     rewind = _call(
         host, "pg_replication.rewind", plan["data_dir"], cluster.hosts[primary]["address"], port=plan["port"],
         user=plan["replication"]["user"], passfile=f"{plan['home']}/.pgpass", bin_dir=plan["bin_dir"],
-        config_file=config_file, version=plan["version"], timeout=600,
+        config_file=config_file, version=plan["version"], tls=plan.get("peer_tls"), timeout=600,
     )  # fmt: skip
     _apply(host, change)
     _wait_streaming(cluster, host, cluster.upstream(host, primary))

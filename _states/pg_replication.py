@@ -369,9 +369,9 @@ def _stop_before_wipe(datadir, service, timeout=60):
         raise CommandExecutionError(f"the server of {datadir} did not stop ({pid_file} remains); nothing wiped")
 
 
-def _wait_for_primary(host, port, user, passfile, timeout):
+def _wait_for_primary(host, timeout, **peer):
     return __utils__["pg_replication_poll.retry"](
-        lambda: __salt__["pg_replication.primary_system_identifier"](host, port=port, user=user, passfile=passfile),
+        lambda: __salt__["pg_replication.primary_system_identifier"](host, **peer),
         timeout,
         interval=2,
     )
@@ -391,6 +391,7 @@ def standby_bootstrapped(
     wipe_promoted_copy=False,
     rebuild_lost_slot=True,
     timeout=300,
+    tls=None,
 ):
     """
     Ensure ``name`` (a data directory) holds a standby of the primary at ``primary_host``.
@@ -406,16 +407,18 @@ def standby_bootstrapped(
     else has: ``salt-run pg_replication.rejoin`` keeps them); anything else is refused unless
     ``wipe_unrelated_data`` is true. A directory is emptied only once its server is confirmed
     stopped, and never ``/``, a system directory or a directory less than two levels deep.
-    The primary is waited for up to ``timeout`` seconds.
+    The primary is waited for up to ``timeout`` seconds. ``tls``: libpq's ``sslmode``,
+    ``sslrootcert`` and ``channel_binding`` for every connection to the primary.
     """
     ret = _ret(name)
     marker = _standby_marker(name, version)
+    peer = {"port": primary_port, "user": user, "passfile": passfile, "tls": tls}
     try:
         local_id = __salt__["pg_replication.datadir_system_identifier"](name)
         empty = not os.path.isdir(name) or not os.listdir(name)
         wait = 0 if __opts__["test"] else timeout
         try:
-            primary_id = _wait_for_primary(primary_host, primary_port, user, passfile, wait)
+            primary_id = _wait_for_primary(primary_host, wait, **peer)
         except CommandExecutionError as exc:
             if not __opts__["test"]:
                 raise
@@ -423,7 +426,6 @@ def standby_bootstrapped(
             ret["comment"] = f"({exc}) "
         lost = False
         if local_id is not None and local_id == primary_id and os.path.exists(marker):
-            peer = {"port": primary_port, "user": user, "passfile": passfile}
             lost = (__salt__["pg_replication.peer_slot"](primary_host, slot, **peer) or {}).get("wal_status") == "lost"
             if not lost:
                 ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
@@ -477,9 +479,7 @@ def standby_bootstrapped(
                 __salt__["file.remove"](os.path.join(name, entry))
 
         __utils__["pg_replication_poll.retry"](
-            lambda: __salt__["pg_replication.basebackup"](
-                name, primary_host, slot, port=primary_port, user=user, passfile=passfile, bin_dir=bin_dir
-            ),
+            lambda: __salt__["pg_replication.basebackup"](name, primary_host, slot, bin_dir=bin_dir, **peer),
             timeout,
             interval=2,
             before_retry=empty_datadir,
@@ -565,17 +565,17 @@ def _restart_held(mode, settings, role, data_dir, bin_dir, upcoming):
 # --------------------------------------------------------------------------- roles agree
 
 
-def _peer_primaries(peers, port, user, passfile):
+def _peer_primaries(peers, **peer_conn):
     """The pillar's standbys that answer as primaries: {id: timeline}."""
     found = {}
     for peer_id, address in (peers or {}).items():
-        peer = __salt__["pg_replication.peer_position"](address, port=port, user=user, passfile=passfile)
+        peer = __salt__["pg_replication.peer_position"](address, **peer_conn)
         if peer is not None and not peer["in_recovery"]:
             found[peer_id] = peer["timeline"]
     return found
 
 
-def role_agrees(name, role, primary=None, peers=None, user="replicator", passfile=None, **kwargs):
+def role_agrees(name, role, primary=None, peers=None, user="replicator", passfile=None, tls=None, **kwargs):
     """
     Fail, changing nothing, when the running cluster disagrees with the pillar: a highstate
     never promotes, demotes, rewinds or wipes on its own. Use it with ``failhard: True``
@@ -590,6 +590,9 @@ def role_agrees(name, role, primary=None, peers=None, user="replicator", passfil
     peers
         On the primary: the pillar's standbys, ``{id: address}``; one that answers as a
         primary (a failover happened and the pillar was not changed) is refused.
+    user, passfile, tls
+        How the peers are asked: the replication role, its ``.pgpass``, and libpq's TLS
+        options (``sslmode``, ``sslrootcert``, ``channel_binding``).
 
     A server that is not running (or not installed yet) has nothing to disagree with.
     """
@@ -615,7 +618,7 @@ def role_agrees(name, role, primary=None, peers=None, user="replicator", passfil
         )
     if role == "primary":
         try:
-            others = _peer_primaries(peers, conn.get("port", 5432), user, passfile)
+            others = _peer_primaries(peers, port=conn.get("port", 5432), user=user, passfile=passfile, tls=tls)
         except CommandExecutionError as exc:
             return _fail(ret, f"cannot ask the standbys whether they are standbys: {exc}")
         newer = {peer: tli for peer, tli in others.items() if tli > mine["timeline"]}

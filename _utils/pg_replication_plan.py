@@ -750,14 +750,13 @@ def _cidr(address):
 
 def _standby_conninfo(plan):
     me, upstream = plan["me"], plan["upstream"]
-    tls = _tls_conninfo(plan["tls"]["ca_file"], plan["version"]) if plan["tls"] else {}
     return syntax.conninfo(
         host=upstream["address"],
         port=plan["port"],
         user=plan["replication"]["user"],
         passfile=plan["home"] + "/.pgpass",
         application_name=me["application_name"],
-        **tls,
+        **plan["peer_tls"],
     )
 
 
@@ -944,6 +943,10 @@ def build(config, minion_id, grains=None, mine=None):
             ),
         }
     )
+    # How this server reaches the others (bootstrap, slots, rejoin, role checks): with TLS,
+    # as the standbys stream (verify-full against the cluster's CA).
+    server_tls = plan["tls"] if plan["role"] in ("primary", "standby") else None
+    plan["peer_tls"] = _tls_conninfo(server_tls["ca_file"], version) if server_tls else {}
     plan["conf_lines"] = _conf_lines(plan)
     # Every setting the file holds: what the server runs with after a restart (others: defaults).
     plan["conf_settings"] = dict(_conf_pairs(plan))

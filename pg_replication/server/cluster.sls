@@ -73,6 +73,7 @@ pg_replication-standby-bootstrap:
     - wipe_promoted_copy: {{ pg.standby.wipe_promoted_copy }}
     - rebuild_lost_slot: {{ pg.standby.rebuild_lost_slot }}
     - timeout: {{ pg.standby.bootstrap_timeout }}
+    - tls: {{ pg.peer_tls | json }}
     - require:
       - file: pg_replication-pgpass
       - pg_replication-salt-psycopg2

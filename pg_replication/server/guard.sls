@@ -19,6 +19,7 @@ pg_replication-roles-agree:
     - peers: {{ peers | json }}
     - user: {{ pg.replication.user }}
     - passfile: {{ pg.home }}/.pgpass
+    - tls: {{ pg.peer_tls | json }}
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - order: 1

@@ -405,6 +405,18 @@ def test_tls_makes_every_tcp_line_hostssl_and_every_client_verify_the_server(pla
     (server,) = plan_mod.build(config, "backup")["barman_servers"]
     for conninfo in (server["conninfo"], server["streaming_conninfo"]):
         assert "sslmode=verify-full sslrootcert=/etc/barman.d/pg_replication-ca.crt channel_binding=require" in conninfo
+    # The servers' own connections to each other (bootstrap, slots, rejoin, role checks) too.
+    want = {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/postgresql/15/main/pg_replication-ca.crt",
+        "channel_binding": "require",
+    }
+    assert master["peer_tls"] == want
+    assert plan_mod.build(config, "standby")["peer_tls"] == want
+    assert plan_mod.build(config, "backup")["peer_tls"] == {}
+    del config["tls"]
+    assert plan_mod.build(config, "standby")["peer_tls"] == {}
+    config = _with_tls(config, lab_ca)
     # The key is a secret: a plan handed out without secrets hides it.
     assert plan_mod.redact(config)["tls"]["hosts"]["master"]["key"] == "********"
 
