@@ -224,8 +224,9 @@ def restored(name, server, backup_id="latest", **targets):
 def receive_wal_stopped(name):
     """
     Ensure Barman's receive-wal for server ``name`` is not running (``barman receive-wal
-    --stop``): for the clean states, once cron no longer starts it again. A server Barman no
-    longer knows (its configuration already removed) has none. Backups and WAL stay.
+    --stop``): for the clean states, once cron no longer starts it again, and (with
+    ``onchanges`` on the server's file) so that it reconnects with changed settings. A server
+    Barman no longer knows (its configuration already removed) has none. Backups and WAL stay.
 
     name
         Barman server name.
@@ -249,6 +250,53 @@ def receive_wal_stopped(name):
         ret.update(result=False, changes={}, comment=f"cannot stop receive-wal for {name}: {exc}")
         return ret
     ret["comment"] = f"receive-wal for {name} stopped"
+    return ret
+
+
+def receive_wal_reconnected(name, timeout=120):
+    """
+    Restart Barman's receive-wal for server ``name`` if it runs, so that it connects again
+    with the settings its server file holds now (use it with ``onchanges`` on that file: a
+    new primary address, TLS...). The state returns once receive-wal streams again (``barman
+    check``'s streaming items OK), or fails after ``timeout`` seconds. A receive-wal that does
+    not run has nothing to reconnect (``check_ok`` starts it).
+
+    name
+        Barman server name.
+    """
+    ret = _ret(name)
+    try:
+        running = __salt__["barman.receive_wal_running"](name)
+    except CommandExecutionError as exc:
+        ret["comment"] = f"no receive-wal for {name} to reconnect ({exc})"
+        return ret
+    if not running:
+        ret["comment"] = f"receive-wal for {name} is not running: nothing to reconnect"
+        return ret
+    ret["changes"] = {"reconnected": f"receive-wal {name}"}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"receive-wal for {name} would reconnect with its changed settings")
+        return ret
+
+    def streaming():
+        # The slot stays in use until the primary notices the old connection gone, and
+        # receive-wal started meanwhile gives up: start it again until it holds.
+        if not __salt__["barman.receive_wal_running"](name):
+            __salt__["barman.cron"]()
+            return False
+        return not {"receive_wal_running", "replication_slot", "pg_receivexlog"} & set(
+            __salt__["barman.failed_checks"](name)
+        )
+
+    try:
+        __salt__["barman.receive_wal_stop"](name)
+        if not _wait_for(streaming, timeout):
+            ret.update(result=False, changes={}, comment=f"receive-wal for {name} did not stream again in {timeout}s")
+            return ret
+    except CommandExecutionError as exc:
+        ret.update(result=False, changes={}, comment=f"cannot reconnect receive-wal for {name}: {exc}")
+        return ret
+    ret["comment"] = f"receive-wal for {name} reconnected with its changed settings"
     return ret
 
 

@@ -113,6 +113,17 @@ pg_replication-barman-server-{{ server.name }}:
       - file: pg_replication-barman-tls-ca
 {%- endif %}
 
+# A changed server file (its primary's address, TLS...) takes effect on receive-wal's next
+# connection: a running receive-wal is restarted with it.
+pg_replication-barman-reconnect-{{ server.name }}:
+  barman.receive_wal_reconnected:
+    - name: {{ server.name }}
+    - timeout: {{ pg.barman.check_timeout }}
+    - onchanges:
+      - file: pg_replication-barman-server-{{ server.name }}
+    - require:
+      - file: pg_replication-barman-pgpass
+
 # Streaming ready: slot, receive-wal and WAL archive OK (a backup may not exist yet).
 pg_replication-barman-ready-{{ server.name }}:
   barman.check_ok:
@@ -124,6 +135,7 @@ pg_replication-barman-ready-{{ server.name }}:
     - require:
       - pg_replication-salt-psycopg2
       - file: pg_replication-barman-server-{{ server.name }}
+      - barman: pg_replication-barman-reconnect-{{ server.name }}
       - file: pg_replication-barman-pgpass
       - file: pg_replication-barman-conf
 

@@ -22,6 +22,7 @@ from lab.scenario import (
     unchanged_snapshot,
     wait_for,
 )
+from lab.tls import tls_pillar
 from tests.invalid_pillars import CASES, mutate
 
 pytestmark = pytest.mark.integration
@@ -209,3 +210,42 @@ def test_switchover_to_the_cascades_upstream_keeps_the_cascade_and_loses_nothing
     for host in SERVERS:  # every acknowledged commit, once replayed
         assert wait_for(lambda h=host: not writer.missing_on(lab[h]), 20), (host, writer.missing_on(lab[host]))
     assert changed_states(cluster.highstate().data) == {}
+
+
+def ssl_clients(host):
+    """``application_name:ssl`` of every client streaming from ``host``."""
+    return host.psql(
+        "SELECT string_agg(r.application_name || ':' || s.ssl, ',' ORDER BY r.application_name)"
+        " FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.state = 'streaming'"
+    )
+
+
+def test_turning_tls_on_for_the_running_cluster_restarts_no_server_and_every_client_reconnects_over_tls(cluster):
+    """Last (the cluster stays on TLS): pg_replication:tls added to the running cluster's
+    pillar. test=True predicts no restart and Barman's reconnection; the highstate restarts
+    no server, every streaming client (standbys, the cascaded one, Barman's receive-wal)
+    connects again over TLS, and the next highstate changes nothing."""
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    primary = next(h for h in SERVERS if pillar["hosts"][h]["role"] == "primary")
+    assert set(ssl_clients(lab[primary]).split(",")) == {f"{c}:false" for c in _clients(cluster, primary)}
+    before = start_times(lab)
+    pillar["tls"] = tls_pillar(lab, SERVERS)
+    cluster.set_pillar(pillar)
+    predicted = cluster.highstate("test=True")
+    assert predicted.returncode == 0, predicted.stdout[-3000:]
+    assert restart_changes(predicted) == {}
+    assert f"pg_replication-barman-reconnect-{SERVER}" in state_ids(predicted.data, test=True)["backup"]
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert state_ids(ret.data) == state_ids(predicted.data, test=True)
+    assert start_times(lab) == before
+    want = {f"{c}:true" for c in _clients(cluster, primary)}
+    assert wait_for(lambda: set((ssl_clients(lab[primary]) or "").split(",")) == want, 60), ssl_clients(lab[primary])
+    assert following(cluster, primary, SERVERS)
+    assert changed_states(cluster.highstate().data) == {}
+
+
+def _clients(cluster, primary):
+    """What streams from ``primary``: Barman's receive-wal and every standby (the cascade's
+    upstream is the primary now)."""
+    return ["barman_receive_wal", *(h for h in SERVERS if h != primary)]
