@@ -446,6 +446,8 @@ def _upstreams(hosts, primary, errors):
 
 
 # Where the formula writes the TLS files: in each server's conf_dir, and the CA's beside
+# The CA the servers' own connections to each other verify them with.
+PEER_CA_FILE = "/etc/pg_replication/ca.crt"
 # Barman's server files on the backup host.
 TLS_FILES = {"ca_file": "pg_replication-ca.crt", "cert_file": "pg_replication-server.crt",
              "key_file": "pg_replication-server.key"}  # fmt: skip
@@ -944,9 +946,10 @@ def build(config, minion_id, grains=None, mine=None):
         }
     )
     # How this server reaches the others (bootstrap, slots, rejoin, role checks): with TLS,
-    # as the standbys stream (verify-full against the cluster's CA).
-    server_tls = plan["tls"] if plan["role"] in ("primary", "standby") else None
-    plan["peer_tls"] = _tls_conninfo(server_tls["ca_file"], version) if server_tls else {}
+    # as the standbys stream (verify-full against the cluster's CA), with a copy of the CA
+    # outside the data and configuration directories (there before the bootstrap).
+    server_tls = plan["tls"] and plan["role"] in ("primary", "standby")
+    plan["peer_tls"] = _tls_conninfo(PEER_CA_FILE, version) if server_tls else {}
     plan["conf_lines"] = _conf_lines(plan)
     # Every setting the file holds: what the server runs with after a restart (others: defaults).
     plan["conf_settings"] = dict(_conf_pairs(plan))

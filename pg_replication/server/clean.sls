@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # A server's clean: PostgreSQL stopped and disabled, the formula's configuration files
-# removed. The data directory (and standby.signal / recovery.conf in it) is left alone.
+# (TLS certificates and key included) removed. The data directory (and standby.signal / recovery.conf in it) is left alone.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 {%- set files = ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf'] %}
@@ -24,6 +24,12 @@ pg_replication-config-clean:
       - {{ pg.home }}/.pg_replication-slots-{{ pg.version }}-{{ pg.cluster }}.json
 {%- if pg.createcluster_conf %}
       - {{ pg.createcluster_conf }}
+{%- endif %}
+{%- for path in (pg.tls or {}).values() | sort %}
+      - {{ path }}
+{%- endfor %}
+{%- if pg.peer_tls %}
+      - {{ salt['file.dirname'](pg.peer_tls.sslrootcert) }}
 {%- endif %}
     - require:
       - service: pg_replication-service-clean

@@ -6,6 +6,7 @@
 
 include:
   - {{ tplroot }}.psycopg2
+  - .guard
   - .package
 
 {%- if pg.conf_dir != pg.data_dir %}
@@ -76,5 +77,8 @@ pg_replication-standby-bootstrap:
     - tls: {{ pg.peer_tls | json }}
     - require:
       - file: pg_replication-pgpass
+{%- if pg.peer_tls %}
+      - file: pg_replication-peer-ca
+{%- endif %}
       - pg_replication-salt-psycopg2
 {%- endif %}

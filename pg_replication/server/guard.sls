@@ -11,6 +11,21 @@
 {%-   endfor %}
 {%- endif %}
 
+{%- if pg.peer_tls %}
+# TLS: the CA this server's own connections to the others verify them with (this check, the
+# bootstrap, slots, rejoin): first, as nothing else is there before the bootstrap.
+pg_replication-peer-ca:
+  file.managed:
+    - name: {{ pg.peer_tls.sslrootcert }}
+    - contents_pillar: pg_replication:tls:ca_cert
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: True
+    - show_changes: False
+    - order: 1
+{%- endif %}
+
 pg_replication-roles-agree:
   pg_replication.role_agrees:
     - name: {{ pg.minion_id }}
@@ -24,3 +39,7 @@ pg_replication-roles-agree:
     - host: {{ pg.socket_dir }}
     - order: 1
     - failhard: True
+{%- if pg.peer_tls %}
+    - require:
+      - file: pg_replication-peer-ca
+{%- endif %}

@@ -5,7 +5,8 @@ configuration files."""
 import pytest
 
 ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
-FORMULA_FILES = {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"}
+FORMULA_FILES = {"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "pg_replication-ca.crt",
+                 "pg_replication-server.crt", "pg_replication-server.key"}  # fmt: skip
 
 
 def removed(rendering):
@@ -40,3 +41,16 @@ def test_clean_removes_only_the_formulas_files(formula, example_pillar, minion_i
     else:
         assert "service.dead" in functions
         assert f"{data_dir}/PG_VERSION" not in paths
+
+
+@pytest.mark.parametrize("os_family", ["Debian", "RedHat"])
+def test_clean_removes_the_tls_files_it_wrote(formula, example_pillar, os_family):
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    ca = CertificateAuthority()
+    hosts = example_pillar["hosts"]
+    tls = {"ca_cert": ca.pem, "hosts": {h: ca.server(h, hosts[h]["address"]) for h in ("master", "standby")}}
+    rendering = formula("standby", dict(example_pillar, tls=tls), os_family, sls="pg_replication.clean")
+    conf_dir = "/etc/postgresql/15/main" if os_family == "Debian" else "/var/lib/pgsql/15/data"
+    want = {f"{conf_dir}/{name}" for name in FORMULA_FILES - {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"}}
+    assert want | {"/etc/pg_replication"} <= set(removed(rendering))

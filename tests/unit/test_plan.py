@@ -398,17 +398,14 @@ def test_tls_makes_every_tcp_line_hostssl_and_every_client_verify_the_server(pla
     assert master["conf_settings"]["ssl"] == "on"
     assert master["conf_settings"]["ssl_key_file"] == "/etc/postgresql/15/main/pg_replication-server.key"
     standby = plan_mod.build(config, "standby")["conf_settings"]["primary_conninfo"]
-    assert (
-        "sslmode=verify-full sslrootcert=/etc/postgresql/15/main/pg_replication-ca.crt channel_binding=require"
-        in standby
-    )
+    assert "sslmode=verify-full sslrootcert=/etc/pg_replication/ca.crt channel_binding=require" in standby
     (server,) = plan_mod.build(config, "backup")["barman_servers"]
     for conninfo in (server["conninfo"], server["streaming_conninfo"]):
         assert "sslmode=verify-full sslrootcert=/etc/barman.d/pg_replication-ca.crt channel_binding=require" in conninfo
     # The servers' own connections to each other (bootstrap, slots, rejoin, role checks) too.
     want = {
         "sslmode": "verify-full",
-        "sslrootcert": "/etc/postgresql/15/main/pg_replication-ca.crt",
+        "sslrootcert": "/etc/pg_replication/ca.crt",
         "channel_binding": "require",
     }
     assert master["peer_tls"] == want
