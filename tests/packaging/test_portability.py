@@ -98,7 +98,8 @@ def test_barman_compressions_reach_the_server_file_and_their_tools_are_installed
     pkgs = backup.args("pg_replication-barman-packages")["pkgs"]
     assert {"bzip2", "zstd"} <= set(pkgs)
     server = backup.template("barman/files/server.conf.jinja", server_name="master-streaming")
-    assert "\ncompression = bzip2\nbackup_compression = zstd\nbackup_compression_format = tar" in server
+    assert "\ncompression = bzip2\nbackup_compression = zstd\nbackup_compression_format = tar\n" in server
+    assert "\nrecovery_staging_path = /var/lib/barman/recovery-staging\n" in server  # barman recover unpacks there
     barman = dict(example_pillar["barman"], compression="none", backup_compression="none")
     backup = formula("backup", dict(example_pillar, version=16, barman=barman), family)
     assert "compression" not in backup.template("barman/files/server.conf.jinja", server_name="master-streaming")
