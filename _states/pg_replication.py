@@ -425,6 +425,13 @@ def standby_bootstrapped(
             primary_id = None
             ret["comment"] = f"({exc}) "
         lost = False
+        if primary_id is None and local_id is not None and os.path.exists(marker):
+            # test=True and the primary not reachable yet (e.g. TLS just turned on: the CA
+            # the real run writes first is not there): a standby stays a standby.
+            ret["comment"] += (
+                f"{name} holds a standby (system {local_id}); the real run checks it against {primary_host}"
+            )
+            return ret
         if local_id is not None and local_id == primary_id and os.path.exists(marker):
             lost = (__salt__["pg_replication.peer_slot"](primary_host, slot, **peer) or {}).get("wal_status") == "lost"
             if not lost:
