@@ -36,8 +36,9 @@ integration: deps venv
 docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
 	$(PY) docs/build.py
 
-bench: deps venv
+bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core, re-apply vs an empty highstate
 	$(PY) bench/roles_slots.py
+	$(PY) bench/reapply.py
 
 deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
 	bash lab/install-deps.sh
