@@ -221,16 +221,9 @@ def restored(name, server, backup_id="latest", **targets):
     return ret
 
 
-def receive_wal_stopped(name):
-    """
-    Ensure Barman's receive-wal for server ``name`` is not running (``barman receive-wal
-    --stop``): for the clean states, once cron no longer starts it again, and (with
-    ``onchanges`` on the server's file) so that it reconnects with changed settings. A server
-    Barman no longer knows (its configuration already removed) has none. Backups and WAL stay.
-
-    name
-        Barman server name.
-    """
+def _on_running_receive_wal(name, done, act):
+    """A state that acts on server ``name``'s receive-wal if it runs (``act()``: None, or
+    why it failed); ``done`` says what it did, for the changes and comments."""
     ret = _ret(name)
     try:
         running = __salt__["barman.receive_wal_running"](name)
@@ -240,17 +233,35 @@ def receive_wal_stopped(name):
     if not running:
         ret["comment"] = f"receive-wal for {name} is not running"
         return ret
-    ret["changes"] = {"stopped": f"receive-wal {name}"}
+    ret["changes"] = {done: f"receive-wal {name}"}
     if __opts__["test"]:
-        ret.update(result=None, comment=f"receive-wal for {name} would be stopped")
+        ret.update(result=None, comment=f"receive-wal for {name} would be {done}")
         return ret
     try:
-        __salt__["barman.receive_wal_stop"](name)
+        failure = act()
     except CommandExecutionError as exc:
-        ret.update(result=False, changes={}, comment=f"cannot stop receive-wal for {name}: {exc}")
-        return ret
-    ret["comment"] = f"receive-wal for {name} stopped"
+        failure = str(exc)
+    if failure:
+        ret.update(result=False, changes={}, comment=f"receive-wal for {name} was not {done}: {failure}")
+    else:
+        ret["comment"] = f"receive-wal for {name} {done}"
     return ret
+
+
+def receive_wal_stopped(name):
+    """
+    Ensure Barman's receive-wal for server ``name`` is not running (``barman receive-wal
+    --stop``): for the clean states, once cron no longer starts it again. A server Barman no
+    longer knows (its configuration already removed) has none. Backups and WAL stay.
+
+    name
+        Barman server name.
+    """
+
+    def stop():
+        __salt__["barman.receive_wal_stop"](name)
+
+    return _on_running_receive_wal(name, "stopped", stop)
 
 
 def receive_wal_reconnected(name, timeout=120):
@@ -264,19 +275,6 @@ def receive_wal_reconnected(name, timeout=120):
     name
         Barman server name.
     """
-    ret = _ret(name)
-    try:
-        running = __salt__["barman.receive_wal_running"](name)
-    except CommandExecutionError as exc:
-        ret["comment"] = f"no receive-wal for {name} to reconnect ({exc})"
-        return ret
-    if not running:
-        ret["comment"] = f"receive-wal for {name} is not running: nothing to reconnect"
-        return ret
-    ret["changes"] = {"reconnected": f"receive-wal {name}"}
-    if __opts__["test"]:
-        ret.update(result=None, comment=f"receive-wal for {name} would reconnect with its changed settings")
-        return ret
 
     def streaming():
         # The slot stays in use until the primary notices the old connection gone, and
@@ -288,16 +286,11 @@ def receive_wal_reconnected(name, timeout=120):
             __salt__["barman.failed_checks"](name)
         )
 
-    try:
+    def reconnect():
         __salt__["barman.receive_wal_stop"](name)
-        if not _wait_for(streaming, timeout):
-            ret.update(result=False, changes={}, comment=f"receive-wal for {name} did not stream again in {timeout}s")
-            return ret
-    except CommandExecutionError as exc:
-        ret.update(result=False, changes={}, comment=f"cannot reconnect receive-wal for {name}: {exc}")
-        return ret
-    ret["comment"] = f"receive-wal for {name} reconnected with its changed settings"
-    return ret
+        return None if _wait_for(streaming, timeout) else f"it did not stream again in {timeout}s"
+
+    return _on_running_receive_wal(name, "reconnected", reconnect)
 
 
 # How every server file the formula writes begins (server.conf.jinja: one of its first lines).
