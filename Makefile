@@ -36,9 +36,10 @@ integration: deps venv
 docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
 	$(PY) docs/build.py
 
-bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core, re-apply vs an empty highstate
+bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core, re-apply, cold converge
 	$(PY) bench/roles_slots.py
 	$(PY) bench/reapply.py
+	$(PY) bench/cold_converge.py
 
 deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
 	bash lab/install-deps.sh

@@ -249,13 +249,18 @@ class SaltLab:
             res.data = None
         return res
 
+    def sync_modules(self):
+        """``saltutil.sync_all`` on every minion, once per lab (the custom modules do not
+        change during a run)."""
+        if not self._modules_synced:
+            self.salt("saltutil.sync_all", timeout=120)
+            self._modules_synced = True
+
     def highstate(self, *args, target="*", timeout=900):
         """``salt TARGET state.apply``, its data keyed by minion id; the custom modules are
         synced once per lab (they do not change during a run), the minions' in-memory pillar
         refreshed when it changed."""
-        if not self._modules_synced:
-            self.salt("saltutil.sync_all", timeout=120)
-            self._modules_synced = True
+        self.sync_modules()
         if self._pillar_changed:
             self.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
             self._pillar_changed = False
