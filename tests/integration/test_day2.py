@@ -590,11 +590,17 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
             lab[primary].psql(f"INSERT INTO lost_probe VALUES ({n})", dbname="otus")
             lab[primary].psql("SELECT pg_switch_wal()")
         # Only the stopped standby's slot may fall behind: the checkpoint invalidates every
-        # slot further back than 1MB, so wait for the others' clients (Barman's receive-wal,
-        # the other standby) to confirm the segments they received.
+        # slot whose restart_lsn lies in a segment before its redo segment (1MB keeps none),
+        # so wait for the others' clients (Barman's receive-wal, the other standby) to
+        # confirm the segments they received. pg_receivewal confirms a segment when it
+        # closes it: its restart_lsn is then the first byte of the current segment, which
+        # pg_walfile_name() would name as the previous one; compare segment numbers.
         others_caught_up = (
-            "SELECT bool_and(pg_walfile_name(restart_lsn) >= pg_walfile_name(pg_current_wal_lsn()))"
-            f" FROM pg_replication_slots WHERE slot_name <> '{slot}'"
+            "SELECT bool_and(floor(pg_wal_lsn_diff(restart_lsn, '0/0') / seg)"
+            "                >= floor(pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') / seg))"
+            " FROM pg_replication_slots,"
+            "      (SELECT setting::numeric AS seg FROM pg_settings WHERE name = 'wal_segment_size') s"
+            f" WHERE slot_name <> '{slot}'"
         )
         assert wait_for(lambda: lab[primary].psql(others_caught_up) == "t", 120, interval=2)
         lab[primary].psql("CHECKPOINT")
@@ -603,6 +609,9 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
             == slot
         )
         assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "lost", 20)
+    except BaseException:
+        lab[lost].run(["systemctl", "start", STANDBY_UNIT], check=False)  # the next tests need it
+        raise
     finally:
         alter_system("RESET max_slot_wal_keep_size")  # before the base backup copies the file
     predicted = cluster.highstate("test=True", target=lost)
