@@ -63,9 +63,7 @@ def test_barman_check_is_all_ok(up):
 
 
 def test_a_second_apply_from_the_master_changes_nothing(up):
-    returns = json.loads(
-        up.ssh("salt", "salt -t 600 --gather-job-timeout 60 '*' state.apply --out=json --static", timeout=600)
-    )
+    returns = json.loads(up.ssh("salt", "salt -t 600 '*' state.apply --out=json --static", timeout=600))
     assert sorted(returns) == sorted(MINIONS)
     changed = {
         minion: sorted(state["__id__"] for state in states.values() if state.get("changes") or not state.get("result"))
