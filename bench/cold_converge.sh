@@ -77,7 +77,7 @@ EOF
     as_barman() { runuser -u barman -- "$@"; }
     as_barman barman receive-wal --create-slot master-streaming >/dev/null
     as_barman barman cron >/dev/null
-    as_barman barman switch-wal --force --archive --archive-timeout 120 master-streaming >/dev/null
+    as_barman barman switch-wal --archive --archive-timeout 120 master-streaming >/dev/null
     as_barman barman backup --wait master-streaming >/dev/null
     ;;
 *)
