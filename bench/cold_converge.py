@@ -9,9 +9,7 @@ Run as root: ``make bench`` (or ``.venv/bin/python bench/cold_converge.py``); ``
 for one round.
 """
 
-import argparse
 import concurrent.futures
-import logging
 import os
 import pathlib
 import statistics
@@ -21,6 +19,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from bench.labbench import lab_rounds  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
 from lab.salt import REFERENCE_ROLES, SaltLab, reference_pillar  # noqa: E402
@@ -70,18 +69,10 @@ def by_hand(root):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one round (CI smoke)")
-    parser.add_argument("--log", default="/tmp/pg_replication-bench.log", help="where the daemons' logs go")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (the lab makes network namespaces)")
-    logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
-    Lab.cleanup_stale()
+    count = lab_rounds(__doc__, 3, argv)
     times = {"formula": [], "shell": []}
     with tempfile.TemporaryDirectory(prefix="pgr-bench-") as tmp:
-        for rnd in range(1 if args.quick else args.rounds):
+        for rnd in range(count):
             order = ["formula", "shell"] if rnd % 2 == 0 else ["shell", "formula"]
             for label in order:
                 root = f"{tmp}/{rnd}"

@@ -8,9 +8,6 @@ Run as root: ``make bench`` (or ``.venv/bin/python bench/reapply.py``); ``--quic
 round.
 """
 
-import argparse
-import logging
-import os
 import pathlib
 import statistics
 import sys
@@ -19,6 +16,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from bench.labbench import lab_rounds  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
 from lab.results import changed_states, state_errors  # noqa: E402
@@ -53,15 +51,7 @@ def rounds(salt_lab, count):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="one round (CI smoke)")
-    parser.add_argument("--log", default="/tmp/pg_replication-bench.log", help="where the daemons' logs go")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (the lab makes network namespaces)")
-    logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
-    Lab.cleanup_stale()
+    count = lab_rounds(__doc__, 5, argv)
     with tempfile.TemporaryDirectory(prefix="pgr-bench-") as tmp, factories(tmp) as manager:
         lab = Lab(f"{tmp}/lab", list(REFERENCE_ROLES), image=("bookworm", "provisioned"))
         with lab:
@@ -72,7 +62,7 @@ def main(argv=None):
                 started = time.perf_counter()
                 converge(salt_lab)
                 print(f"cold converge (provisioned image): {time.perf_counter() - started:.1f}s", flush=True)
-                times = rounds(salt_lab, 1 if args.quick else args.rounds)
+                times = rounds(salt_lab, count)
     formula, empty = statistics.median(times["formula"]), statistics.median(times["empty"])
     print(f"re-apply median, 0 changes: {formula:.2f}s; empty highstate median: {empty:.2f}s")
     print(f"re-apply ratio: {formula / empty:.2f}x")

@@ -1,0 +1,23 @@
+"""What the lab benchmarks share: their command line (rounds, a quick mode for CI smoke, a
+log file for the daemons) and the checks before a lab starts."""
+
+import argparse
+import logging
+import os
+
+from lab.hosts import Lab
+
+
+def lab_rounds(doc, rounds, argv=None):
+    """Parse the benchmark's arguments, check it runs as root, send the daemons' logs to a
+    file and clear a lab left by an earlier run; the number of rounds to run."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--quick", action="store_true", help="one round (CI smoke)")
+    parser.add_argument("--log", default="/tmp/pg_replication-bench.log", help="where the daemons' logs go")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (the lab makes network namespaces)")
+    logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
+    Lab.cleanup_stale()
+    return 1 if args.quick else args.rounds
