@@ -25,7 +25,10 @@ __virtualname__ = "barman"
 
 # Checks a state run can mend: the slot (created), receive-wal (started by barman cron)
 # and the WAL archive of an idle primary (a forced WAL switch).
-STREAMING_CHECKS = {"replication_slot", "receive_wal_running", "pg_receivexlog", "wal_archive"}
+# The checks receive-wal makes pass (its process, its slot, pg_receivewal), and with the WAL
+# archive those the streaming setup makes pass.
+RECEIVE_WAL_CHECKS = {"replication_slot", "receive_wal_running", "pg_receivexlog"}
+STREAMING_CHECKS = RECEIVE_WAL_CHECKS | {"wal_archive"}
 
 
 def __virtual__():
@@ -94,7 +97,7 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
         actions = []
         if "replication_slot" in failed:
             actions.append("create_slot")
-        if {"receive_wal_running", "pg_receivexlog", "replication_slot"} & set(failed):
+        if RECEIVE_WAL_CHECKS & set(failed):
             actions.append("start_receive_wal")
         if "wal_archive" in failed:
             actions.append("switch_wal")
@@ -282,9 +285,7 @@ def receive_wal_reconnected(name, timeout=120):
         if not __salt__["barman.receive_wal_running"](name):
             __salt__["barman.cron"]()
             return False
-        return not {"receive_wal_running", "replication_slot", "pg_receivexlog"} & set(
-            __salt__["barman.failed_checks"](name)
-        )
+        return not RECEIVE_WAL_CHECKS & set(__salt__["barman.failed_checks"](name))
 
     def reconnect():
         __salt__["barman.receive_wal_stop"](name)

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
 # A server's clean: PostgreSQL stopped and disabled, the formula's configuration files
-# (TLS certificates and key included) removed. The data directory (and standby.signal / recovery.conf in it) is left alone.
+# (TLS certificates and key included) removed. The data directory (and standby.signal /
+# recovery.conf in it) is left alone.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 {%- set files = ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf'] %}
