@@ -377,6 +377,19 @@ def _wait_for_primary(host, timeout, **peer):
     )
 
 
+def _renew_lost_slot(ret, primary_host, slot, peer):
+    """A standby whose slot lost its WAL, with a restore_command: the slot made again
+    (reserving WAL from now); the standby takes what it misses from the archive."""
+    ret["changes"] = {"lost_slot": slot, "slot_renewed": True}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"slot {slot} on {primary_host} would be made again; "
+                   "the standby would catch up from the archive (restore_command)")  # fmt: skip
+        return ret
+    __salt__["pg_replication.peer_slot_renew"](primary_host, slot, **peer)
+    ret["comment"] = f"slot {slot} on {primary_host} lost its WAL: made again; the standby catches up from the archive"
+    return ret
+
+
 def standby_bootstrapped(
     name,
     primary_host,
@@ -390,6 +403,7 @@ def standby_bootstrapped(
     wipe_unrelated_data=False,
     wipe_promoted_copy=False,
     rebuild_lost_slot=True,
+    catch_up_from_archive=False,
     timeout=300,
     tls=None,
 ):
@@ -399,8 +413,11 @@ def standby_bootstrapped(
     A directory that already holds a standby of this primary (same system identifier,
     standby.signal / recovery.conf present) is left alone, unless its slot on the primary
     lost the WAL it needs (``wal_status = lost``, PostgreSQL 13+): such a standby can never
-    catch up, and with ``rebuild_lost_slot`` (the default) it is rebuilt: the server stopped,
-    the directory emptied, the slot made again and a new base backup taken. An empty or
+    catch up from the primary. With ``catch_up_from_archive`` (its restore_command fetches
+    WAL from Barman's archive) only the slot is made again: the standby replays the rest from
+    the archive and streams on. Otherwise, with ``rebuild_lost_slot`` (the default) it is
+    rebuilt: the server stopped, the directory emptied, the slot made again and a new base
+    backup taken. An empty or
     missing directory is filled with pg_basebackup over the replication role and ``slot``.
     A copy of the primary's system that is not a standby (a former primary, or a promoted
     standby) is refused unless ``wipe_promoted_copy`` is true (it may hold commits nobody
@@ -437,6 +454,8 @@ def standby_bootstrapped(
             if not lost:
                 ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
                 return ret
+            if catch_up_from_archive:
+                return _renew_lost_slot(ret, primary_host, slot, peer)
             if not rebuild_lost_slot:
                 return _fail(
                     ret,

@@ -40,6 +40,13 @@ WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
 BACKUP_COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
 BACKUP_COMPRESSIONS_FROM_15 = ("lz4", "zstd")
 # The package (same name on both families) with the tool Barman runs for a compression.
+CLOUD_COMPRESSIONS = ("gzip", "bzip2", "none")
+# The profile barman-cloud-* read in the credentials file (AWS_SHARED_CREDENTIALS_FILE).
+CLOUD_PROFILE = "pg_replication"
+# Its file, in the home of the user that runs them (its own, not ~/.aws/credentials).
+CLOUD_CREDENTIALS = ".pg_replication-cloud-credentials"
+# The backup host's post-backup hook that runs barman-cloud-backup once a backup is DONE.
+CLOUD_BACKUP_HOOK = "/usr/local/lib/pg_replication/barman-cloud-backup-when-done"
 COMPRESSION_PKGS = {"bzip2": "bzip2", "pigz": "pigz", "lz4": "lz4", "zstd": "zstd"}
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
@@ -58,6 +65,7 @@ RESERVED_SETTINGS = {
     "primary_conninfo": f"{KEY}:hosts",
     "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
     "synchronous_standby_names": f"{KEY}:synchronous",
+    "restore_command": f"{KEY}:standby:restore_from_cloud",
     "ssl": f"{KEY}:tls",
     "ssl_ca_file": f"{KEY}:tls",
     "ssl_cert_file": f"{KEY}:tls",
@@ -225,6 +233,16 @@ def _pem(*kinds):
     return check
 
 
+def _secret_pattern(regex, what):
+    """A secret matching ``regex``; the message never quotes it."""
+
+    def check(value, key, errors):
+        if not isinstance(value, str) or not regex.match(value):
+            errors.append(f"{key}: is not {what}")
+
+    return check
+
+
 _certificate = _pem("CERTIFICATE")
 _private_key = _pem("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 
@@ -269,6 +287,18 @@ BARMAN_SERVER_DEFAULTS = {
     "compression": _enum(*WAL_COMPRESSIONS),
     "backup_compression": _enum(*BACKUP_COMPRESSIONS),
 }
+# Barman's copy of every base backup and WAL segment to an S3-compatible object store
+# (barman-cloud-backup and barman-cloud-wal-archive as Barman hook scripts).
+CLOUD_SPEC = {
+    "destination": _pattern(syntax.S3_URL_RE, "an S3 URL (s3://bucket or s3://bucket/prefix)"),
+    "endpoint_url": _nullable(_pattern(syntax.ENDPOINT_URL_RE, "an endpoint URL (http(s)://host[:port])")),
+    "region": _pattern(syntax.REGION_RE, "a region name (lower-case letters, digits, -)"),
+    "access_key_id": _pattern(syntax.ACCESS_KEY_ID_RE, "an access key id (letters and digits)"),
+    "secret_access_key": _secret_pattern(
+        syntax.SECRET_ACCESS_KEY_RE, "a secret access key (letters, digits, / + = _ . -)"
+    ),
+    "compression": _enum(*CLOUD_COMPRESSIONS),
+}
 BARMAN_SERVER_SPEC = {
     "address": _host,
     "port": _port,
@@ -289,6 +319,8 @@ SCHEMA = {
         "wipe_unrelated_data": _bool,
         "wipe_promoted_copy": _bool,
         "rebuild_lost_slot": _bool,
+        # restore_command from barman:cloud's WAL copy: a standby behind its slot catches up.
+        "restore_from_cloud": _bool,
         "bootstrap_timeout": _int(1),
     },
     "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
@@ -314,6 +346,8 @@ SCHEMA = {
         "servers": _mapping_of(_server_name, _record(BARMAN_SERVER_SPEC, required=("address",))),
         "pkgs": _list_of(_package),
         "build_pkgs": _list_of(_package),
+        "cloud": _nullable(_record(CLOUD_SPEC, required=("destination", "access_key_id", "secret_access_key"))),
+        "cloud_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
     # TLS on every TCP connection: the CA's certificate, and each server's certificate (its
@@ -371,7 +405,7 @@ def redact(value):
 
 
 def _is_secret_key(name):
-    return "password" in str(name) or "pgpass" in str(name) or str(name) == "key"
+    return any(word in str(name) for word in ("password", "pgpass", "secret")) or str(name) == "key"
 
 
 def _check_password(errors, key, user, password):
@@ -548,6 +582,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
         errors.append(f"{key}: {name!r} is reserved by Barman; choose another server name")
     server = {k: spec.get(k, barman.get(k)) for k in BARMAN_SERVER_DEFAULTS}
     server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
+    server.update(cloud_wal_script=None, cloud_backup_script=None)  # barman:cloud's hooks
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):
@@ -569,6 +604,56 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     where = f"{server['address']}:{server['port']}"
     server["description"] = f"PostgreSQL {server['version']} on {server['primary']} ({where}), streaming"
     return server
+
+
+def cloud_command(cloud, home, tool, *args):
+    """A barman-cloud-* command line (words) run as the user whose home is ``home``: its
+    credentials file named in the environment and picked by profile, no secret in argv."""
+    words = [
+        "env", f"AWS_SHARED_CREDENTIALS_FILE={home}/{CLOUD_CREDENTIALS}", f"AWS_DEFAULT_REGION={cloud['region']}",
+        tool, "--cloud-provider", "aws-s3", "--profile", CLOUD_PROFILE,
+    ]  # fmt: skip
+    if cloud.get("endpoint_url"):
+        words += ["--endpoint-url", cloud["endpoint_url"]]
+    return words + list(args)
+
+
+def _cloud_hooks(barman, servers, method, errors):
+    """barman:cloud: each server's hook scripts copy its WAL (before Barman archives a
+    segment, retried until it is stored) and each DONE base backup to the object store."""
+    key = f"{KEY}:barman:cloud"
+    cloud = barman["cloud"] = {"region": "us-east-1", "compression": "gzip", **barman["cloud"]}
+    cloud["backup_hook"] = CLOUD_BACKUP_HOOK
+    if method != "pkg":
+        errors.append(f"{key}: needs {KEY}:barman:install:method pkg (the barman-cli-cloud package)")
+    flags = [] if cloud["compression"] == "none" else ["--" + cloud["compression"]]
+    for server in servers:
+        if server["backup_compression"] != "none":
+            errors.append(
+                f"{server['key']}:backup_compression: barman-cloud-backup copies plain base backups only;"
+                f" set none with {key}"
+            )
+        words = (cloud["destination"], server["name"])
+        server["cloud_wal_script"] = syntax.shell_words(
+            cloud_command(cloud, barman["home"], "barman-cloud-wal-archive", *flags, *words)
+        )
+        server["cloud_backup_script"] = syntax.shell_words(
+            [CLOUD_BACKUP_HOOK, *cloud_command(cloud, barman["home"], "barman-cloud-backup", *flags, *words)]
+        )
+
+
+def _restore_command(config, barman, servers, errors):
+    """A standby's restore_command with standby:restore_from_cloud: this cluster's WAL from
+    barman:cloud's copy (barman-cloud-wal-restore), as the postgres user."""
+    if not (config.get("standby") or {}).get("restore_from_cloud"):
+        return None
+    own = [s for s in servers if not s["external"]]
+    if not barman.get("cloud") or not own:
+        errors.append(f"{KEY}:standby:restore_from_cloud: needs a barman host and {KEY}:barman:cloud")
+        return None
+    words = cloud_command(barman["cloud"], config["home"], "barman-cloud-wal-restore")
+    words += [barman["cloud"]["destination"], own[0]["name"]]
+    return syntax.shell_words(words) + " %f %p"
 
 
 def _synchronous(config, hosts, errors):
@@ -647,6 +732,8 @@ def _barman(config, hosts, primary, errors, tls=False):
             errors.append(f"{key}: server name {name!r} is already this cluster's server")
         spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
         servers.append(_server(config, barman, errors, key, name, spec))
+    if barman.get("cloud"):
+        _cloud_hooks(barman, servers, method, errors)
     tools = {s[k] for s in servers for k in ("compression", "backup_compression")}
     barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
     return barman, servers
@@ -791,7 +878,19 @@ def _conf_pairs(plan):
         pairs.append(("synchronous_standby_names", plan["synchronous_standby_names"]))
     if plan["role"] == "standby" and plan["standby_signal"]:
         pairs += [("primary_conninfo", _standby_conninfo(plan)), ("primary_slot_name", plan["me"]["slot"])]
+        if plan["restore_command"]:
+            pairs.append(("restore_command", plan["restore_command"]))
     return pairs
+
+
+def _cloud_pkgs(plan):
+    """barman-cloud's packages where a barman-cloud tool runs: the backup host with barman:cloud,
+    and every server with standby:restore_from_cloud (a switchover makes a primary a standby)."""
+    if plan["role"] == "barman" and plan["barman"].get("cloud"):
+        return list(plan["barman"].get("cloud_pkgs") or [])
+    if plan["role"] in ("primary", "standby") and plan["restore_command"]:
+        return list(plan["barman"].get("cloud_pkgs") or [])
+    return []
 
 
 def _recovery_lines(plan):
@@ -801,6 +900,8 @@ def _recovery_lines(plan):
         ("primary_conninfo", _standby_conninfo(plan)),
         ("primary_slot_name", plan["me"]["slot"]),
     ]
+    if plan["restore_command"]:
+        pairs.append(("restore_command", plan["restore_command"]))
     return [f"{name} = {syntax.conf_value(value)}" for name, value in pairs]
 
 
@@ -902,6 +1003,7 @@ def build(config, minion_id, grains=None, mine=None):
     tls = _tls_enabled(config, hosts, errors)
     barman, barman_servers = _barman(config, hosts, primary, errors, tls)
     _check_slots(hosts, barman_servers, errors)
+    restore_command = _restore_command(config, barman, barman_servers, errors)
     _check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = _synchronous(config, hosts, errors)
     _expanded_paths(config, errors)
@@ -935,6 +1037,7 @@ def build(config, minion_id, grains=None, mine=None):
             "barman_grants": barman_grants(version),
             "settings": _settings_for(config),
             "synchronous_standby_names": synchronous_standby_names,
+            "restore_command": restore_command,
             # With TLS: where this host's TLS files go (a backup host has the CA's only).
             "tls": _tls_files(tls, me, plan, barman),
             "hba": _hba(config, primaries + standbys, backup_hosts, tls),
@@ -950,6 +1053,11 @@ def build(config, minion_id, grains=None, mine=None):
     # outside the data and configuration directories (there before the bootstrap).
     server_tls = plan["tls"] and plan["role"] in ("primary", "standby")
     plan["peer_tls"] = _tls_conninfo(PEER_CA_FILE, version) if server_tls else {}
+    plan["cloud_pkgs"] = _cloud_pkgs(plan)
+    # Where barman:cloud's key pair goes on this host (the home of the user running the tools).
+    cloud_home = plan["barman"]["home"] if plan["role"] == "barman" else plan["home"]
+    plan["cloud_credentials"] = f"{cloud_home}/{CLOUD_CREDENTIALS}" if plan["cloud_pkgs"] else None
+    plan["cloud_profile"] = CLOUD_PROFILE
     plan["conf_lines"] = _conf_lines(plan)
     # Every setting the file holds: what the server runs with after a restart (others: defaults).
     plan["conf_settings"] = dict(_conf_pairs(plan))

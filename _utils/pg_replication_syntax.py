@@ -35,6 +35,14 @@ PIP_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,31}$")
 # initdb options: --name or --name=value, value without spaces or shell metacharacters.
 INITDB_OPTION_RE = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.:/@+-]+)?$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$")
+# barman:cloud. The destination: s3://bucket[/prefix] (bucket names as S3 allows them); the
+# endpoint: scheme, host (name, IPv4 or [IPv6]) and port only; the access key pair as AWS
+# issues it (the secret never quoted in a message); a region name.
+S3_URL_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.-]+)*/?$")
+ENDPOINT_URL_RE = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:[0-9]{1,5})?/?$")
+ACCESS_KEY_ID_RE = re.compile(r"^[A-Za-z0-9]{4,128}$")
+SECRET_ACCESS_KEY_RE = re.compile(r"^[A-Za-z0-9/+=_.-]{8,256}$")
+REGION_RE = re.compile(r"^[a-z0-9-]{1,32}$")
 BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
 # A cron schedule: five fields of digits, *, /, - and , (or one of cron's @ names).
 CRON_SCHEDULE_RE = re.compile(r"^([0-9*/,-]+( [0-9*/,-]+){4}|@(hourly|daily|weekly|monthly))$")

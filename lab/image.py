@@ -33,6 +33,9 @@ RELEASES = {"bullseye": 13, "bookworm": 15, "trixie": 17}
 # branch, which a 3008 master serves (3007.16: 3007.17 requires a certifi release that
 # PyPI does not have).
 MINION_SALT = {"bullseye": "3007.16"}
+# Releases whose images carry barman:cloud's tools (tests/integration/test_barman.py runs
+# them on bookworm; the others' images stay as they were built).
+CLOUD_RELEASES = ("bookworm",)
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",
     "ca-certificates", "sudo",
@@ -80,7 +83,10 @@ def salt_version(release=None):
 def formula_packages(release):
     """What the formula installs on the lab's hosts of ``release``."""
     version = RELEASES[release]
-    return [f"postgresql-{version}", f"postgresql-client-{version}", "barman", "barman-cli"]
+    packages = [f"postgresql-{version}", f"postgresql-client-{version}", "barman", "barman-cli"]
+    if release in CLOUD_RELEASES:
+        packages += ["barman-cli-cloud", "python3-boto3"]
+    return packages
 
 
 def _recipe(release, kind):

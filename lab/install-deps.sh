@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   postgresql-15 postgresql-client-15 postgresql-contrib  # servers and pg_basebackup
   barman barman-cli                                       # the backup host
+  barman-cli-cloud python3-boto3                          # barman:cloud (barman-cloud-*)
   cron                                                    # crontab for `barman cron`
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
   systemd-container mmdebstrap apt-utils                  # booted lab hosts: nspawn, images, apt-ftparchive

@@ -124,16 +124,31 @@ def ensure_server_binaries(salt_lab, host):
               f" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-{version}"])  # fmt: skip
 
 
+def barman_restore(salt_lab, dest, backup_id, target):
+    """Restore ``backup_id`` into ``dest`` on the backup host up to ``target`` (a time), then
+    promote: the barman.restored state."""
+    ret = salt_lab.salt(
+        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={backup_id}",
+        f"target_time={target}", "target_action=promote", target="backup", timeout=900,
+    )  # fmt: skip
+    results = list(ret.data.values()) if isinstance(ret.data, dict) else []
+    if ret.returncode != 0 or not results or results[0].get("result") is not True:
+        log = salt_lab.lab["backup"].run(["tail", "-n", "40", "/var/log/barman/barman.log"], check=False).stdout
+        raise RuntimeError(f"restore failed: {ret.stdout}\nbarman.log:\n{log}")
+
+
 def restore_check(
-    salt_lab, dest="/var/lib/barman/restore-check", port=5599, primary="master", backup_id=None, query=None
-):
+    salt_lab, dest="/var/lib/barman/restore-check", port=5599, primary="master", backup_id=None, query=None,
+    restore=None,
+):  # fmt: skip
     """Rows before a backup, more before a target time, more after, on ``primary``; restore
     the backup to that time on the backup host, start it on a free port, and return the rows
     it holds as ["phase:count", ...] (expected: before-backup:3, before-target:2).
 
     ``backup_id``: restore that (older) backup instead of taking a new one, replaying every
     WAL segment since, across timeline switches. ``query``: SQL also run on the restored copy;
-    then (rows, its output) is returned."""
+    then (rows, its output) is returned. ``restore(salt_lab, dest, backup_id, target)``: how
+    the backup is restored (default: the barman.restored state)."""
     master, backup = salt_lab.lab[primary], salt_lab.lab["backup"]
     ensure_server_binaries(salt_lab, backup)
     ensure_otus(master)
@@ -149,14 +164,7 @@ def restore_check(
     barman(salt_lab, "restore_point", SERVER)
     barman(salt_lab, "switch_wal", SERVER, "archive=True")
 
-    ret = salt_lab.salt(
-        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={backup_id}",
-        f"target_time={target}", "target_action=promote", target="backup", timeout=900,
-    )  # fmt: skip
-    results = list(ret.data.values()) if isinstance(ret.data, dict) else []
-    if ret.returncode != 0 or not results or results[0].get("result") is not True:
-        log = backup.run(["tail", "-n", "40", "/var/log/barman/barman.log"], check=False).stdout
-        raise RuntimeError(f"restore failed: {ret.stdout}\nbarman.log:\n{log}")
+    (restore or barman_restore)(salt_lab, dest, backup_id, target)
     # Debian keeps configuration outside the data directory: give the copy a minimal one.
     backup.run(["sh", "-c", f"echo \"listen_addresses = ''\" > {dest}/postgresql.conf && "
                 f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "

@@ -16,6 +16,7 @@ DB2 = {
     "streaming_password": "another-cluster-streaming-secret",
 }
 NEWLINE_SCRIPT = "\npost_backup_script = touch /tmp/pwned"
+CLOUD = {"destination": "s3://backups/pg", "access_key_id": "AKIALAB", "secret_access_key": "lab-secret-key"}
 
 CASES = [
     # Wrong types, at every level.
@@ -95,6 +96,19 @@ CASES = [
      "pg_replication:barman:compression"),
     ("barman-backup-compression-lz4-on-13", ("barman", "servers"),
      {"db2": dict(DB2, version=13, backup_compression="lz4")}, "pg_replication:barman:servers:db2:backup_compression"),
+    # barman:cloud (its values reach Barman's hook scripts, run through a shell)
+    ("cloud-destination-shell", ("barman", "cloud"), dict(CLOUD, destination="s3://backups/pg;touch /tmp/pwned"),
+     "pg_replication:barman:cloud:destination"),
+    ("cloud-endpoint-path", ("barman", "cloud"), dict(CLOUD, endpoint_url="http://s3.lab:9000/$(id)"),
+     "pg_replication:barman:cloud:endpoint_url"),
+    ("cloud-secret-newline", ("barman", "cloud"), dict(CLOUD, secret_access_key="lab-secret" + NEWLINE_SCRIPT),
+     "pg_replication:barman:cloud:secret_access_key"),
+    ("cloud-no-secret", ("barman", "cloud"), {"destination": "s3://backups/pg", "access_key_id": "AKIALAB"},
+     "pg_replication:barman:cloud:secret_access_key: is required"),
+    ("cloud-with-tar-backups", ("barman",), {"cloud": CLOUD, "backup_compression": "gzip"},
+     "pg_replication:barman:backup_compression: barman-cloud-backup copies plain base backups only"),
+    ("restore-from-cloud-without-cloud", ("standby", "restore_from_cloud"), True,
+     "pg_replication:standby:restore_from_cloud: needs a barman host and pg_replication:barman:cloud"),
     # cron (/etc/cron.d/barman runs these paths through a shell)
     ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
      "pg_replication:barman:install:link"),

@@ -29,3 +29,7 @@ pg_replication-barman-config-clean:
 {%- endfor %}
       - {{ pg.barman.config_file }}
       - {{ pg.barman.home }}/.pgpass
+{%- if pg.cloud_credentials %}
+      - {{ pg.cloud_credentials }}
+      - {{ pg.barman.cloud.backup_hook }}
+{%- endif %}

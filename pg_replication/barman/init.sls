@@ -72,6 +72,48 @@ pg_replication-barman-cron:
     - require:
       - sls: {{ tplroot }}.barman.install
 
+{%- if pg.cloud_credentials %}
+
+# barman:cloud's key pair for the hook scripts (barman-cloud-*), rendered on the minion.
+pg_replication-barman-cloud-credentials:
+  file.managed:
+    - name: {{ pg.cloud_credentials }}
+    - user: barman
+    - group: barman
+    - mode: '0600'
+    - show_changes: False
+    - source: salt://{{ tplroot }}/files/cloud_credentials.jinja
+    - template: jinja
+    - context:
+        tplroot: {{ tplroot }}
+    - require:
+      - file: pg_replication-barman-dirs
+    - require_in:
+{%-   for server in pg.barman_servers %}
+      - file: pg_replication-barman-server-{{ server.name }}
+{%-   endfor %}
+{%- endif %}
+
+{%- if pg.barman.cloud %}
+
+# barman:cloud's post-backup hook: copies a backup once it is DONE (its WAL archived).
+pg_replication-barman-cloud-backup-hook:
+  file.managed:
+    - name: {{ pg.barman.cloud.backup_hook }}
+    - source: salt://{{ tplroot }}/barman/files/cloud-backup-hook.sh.jinja
+    - template: jinja
+    - makedirs: True
+    - user: root
+    - group: root
+    - mode: '0755'
+    - context:
+        tplroot: {{ tplroot }}
+    - require_in:
+{%-   for server in pg.barman_servers %}
+      - file: pg_replication-barman-server-{{ server.name }}
+{%-   endfor %}
+{%- endif %}
+
 {%- if pg.tls %}
 
 # TLS: the CA that signs the servers' certificates (conninfo: sslmode=verify-full).

@@ -67,11 +67,11 @@ pg_replication-barman-link:
 {%- endif %}
 
 # Barman's packages (method pkg) with the client of each backed-up version and the tools of
-# the pillar's compressions, in one transaction: barman pulls in a client itself, so two
+# the pillar's compressions and barman:cloud, in one transaction: barman pulls in a client itself, so two
 # states could not both be predicted right by test=True on a bare host.
 {%- set clients = pg.barman_servers | map(attribute='client_pkg') | unique | list %}
 pg_replication-barman-packages:
   pkg.installed:
-    - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs) | json }}
+    - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs + pg.cloud_pkgs) | json }}
     - require:
       - pg_replication-upstream-repo

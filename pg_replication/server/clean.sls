@@ -22,6 +22,9 @@ pg_replication-config-clean:
       - {{ pg.conf_dir }}/{{ filename }}
 {%- endfor %}
       - {{ pg.home }}/.pgpass
+{%- if pg.cloud_credentials %}
+      - {{ pg.cloud_credentials }}
+{%- endif %}
       - {{ pg.home }}/.pg_replication-slots-{{ pg.version }}-{{ pg.cluster }}.json
 {%- if pg.createcluster_conf %}
       - {{ pg.createcluster_conf }}

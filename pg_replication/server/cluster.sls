@@ -38,6 +38,25 @@ pg_replication-pgpass:
     - require:
       - pkg: pg_replication-packages
 
+{%- if pg.cloud_credentials %}
+
+# standby:restore_from_cloud: barman:cloud's key pair for restore_command, on every server
+# (a switchover makes a primary a standby).
+pg_replication-cloud-credentials:
+  file.managed:
+    - name: {{ pg.cloud_credentials }}
+    - user: postgres
+    - group: postgres
+    - mode: '0600'
+    - show_changes: False
+    - source: salt://{{ tplroot }}/files/cloud_credentials.jinja
+    - template: jinja
+    - context:
+        tplroot: {{ tplroot }}
+    - require:
+      - pkg: pg_replication-packages
+{%- endif %}
+
 {%- if pg.role == 'primary' %}
 pg_replication-data-dir:
   file.directory:
@@ -67,6 +86,7 @@ pg_replication-standby-bootstrap:
     - slot: {{ pg.me.slot }}
     - user: {{ pg.replication.user }}
     - passfile: {{ pg.home }}/.pgpass
+    - catch_up_from_archive: {{ pg.restore_command is not none }}
     - bin_dir: {{ pg.bin_dir }}
     - version: {{ pg.version }}
     - service: {{ pg.service_name }}

@@ -24,5 +24,8 @@ pg_replication-packages:
     - pkgs:
       - {{ pg.pkgs.server }}
       - {{ pg.pkgs.client }}
+{%- for pkg in pg.cloud_pkgs %}
+      - {{ pkg }}
+{%- endfor %}
     - require:
       - pg_replication-upstream-repo

@@ -443,3 +443,62 @@ def test_tls_settings_are_the_formulas(plan_mod, config):
         match=re.escape("pg_replication:settings:ssl: ssl is written by the formula; set pg_replication:tls"),
     ):
         plan_mod.build(config, "master")
+
+
+CLOUD = {
+    "destination": "s3://pg-backups/cluster1",
+    "endpoint_url": "http://10.0.0.5:9000",
+    "access_key_id": "AKIALAB0001",
+    "secret_access_key": "lab/secret+key=",
+}
+
+
+def test_cloud_copy_runs_as_barman_hooks_with_credentials_from_a_file(plan_mod, config):
+    config["barman"]["cloud"] = dict(CLOUD)
+    plan = plan_mod.build(config, "backup")
+    (server,) = plan["barman_servers"]
+    common = (
+        "env AWS_SHARED_CREDENTIALS_FILE=/var/lib/barman/.pg_replication-cloud-credentials"
+        " AWS_DEFAULT_REGION=us-east-1 {tool}"
+        " --cloud-provider aws-s3 --profile pg_replication --endpoint-url http://10.0.0.5:9000 --gzip"
+        " s3://pg-backups/cluster1 master-streaming"
+    )
+    assert server["cloud_wal_script"] == common.format(tool="barman-cloud-wal-archive")
+    hook = "/usr/local/lib/pg_replication/barman-cloud-backup-when-done "
+    assert server["cloud_backup_script"] == hook + common.format(tool="barman-cloud-backup")
+    assert plan["cloud_pkgs"] == ["barman-cli-cloud", "python3-boto3"]
+    assert "lab/secret+key=" not in str(plan_mod.redact(plan))
+    assert plan_mod.build(config, "standby")["cloud_pkgs"] == []  # restore_from_cloud is off
+
+
+def test_restore_from_cloud_gives_standbys_a_restore_command(plan_mod, config):
+    config["barman"]["cloud"] = dict(CLOUD, compression="none", region="eu-west-3")
+    config["standby"]["restore_from_cloud"] = True
+    standby = plan_mod.build(config, "standby")
+    command = (
+        "env AWS_SHARED_CREDENTIALS_FILE=/var/lib/postgresql/.pg_replication-cloud-credentials"
+        " AWS_DEFAULT_REGION=eu-west-3"
+        " barman-cloud-wal-restore --cloud-provider aws-s3 --profile pg_replication --endpoint-url"
+        " http://10.0.0.5:9000 s3://pg-backups/cluster1 master-streaming %f %p"
+    )
+    assert standby["conf_settings"]["restore_command"] == command
+    assert standby["cloud_pkgs"] == ["barman-cli-cloud", "python3-boto3"]
+    primary = plan_mod.build(config, "master")
+    assert "restore_command" not in primary["conf_settings"]
+    assert primary["cloud_pkgs"] == standby["cloud_pkgs"]  # a switchover makes it a standby
+    assert "--gzip" not in plan_mod.build(config, "backup")["barman_servers"][0]["cloud_wal_script"]
+
+
+def test_a_bad_cloud_secret_is_named_not_quoted(plan_mod, config):
+    config["barman"]["cloud"] = dict(CLOUD, secret_access_key="has space secret")
+    with pytest.raises(plan_mod.PlanError) as exc:
+        plan_mod.build(config, "backup")
+    assert "pg_replication:barman:cloud:secret_access_key: is not a secret access key" in str(exc.value)
+    assert "has space" not in str(exc.value)
+
+
+def test_cloud_needs_barmans_package(plan_mod, config):
+    config["barman"]["cloud"] = dict(CLOUD)
+    config["barman"]["install"] = {"method": "pip", "venv": "/opt/barman", "link": "/usr/local/bin/barman"}
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:barman:cloud: needs pg_replication:barman:install"):
+        plan_mod.build(config, "backup")
