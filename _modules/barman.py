@@ -61,8 +61,15 @@ def _base():
     return [_binary(), "-c", _setting("barman.config_file", "config_file", "/etc/barman.conf"), "-f", "json"]
 
 
+# barman commands that only read: any other may change what `barman check` reports.
+READ_ONLY_COMMANDS = ("check", "list-backup", "list-backups", "show-backup", "show-server", "status",
+                      "replication-status", "--version")  # fmt: skip
+
+
 def _run(*args, parse=True, timeout=None):
     """Run one barman command; return its parsed JSON output."""
+    if args[0] not in READ_ONLY_COMMANDS:
+        __context__.pop("barman.last_checks", None)
     cmd = _base() + [str(a) for a in args]
     res = __salt__["cmd.run_all"](
         cmd,
@@ -108,9 +115,12 @@ def _server_section(command, server, *args):
     return data.get(server, data)
 
 
-def check(server):
+def check(server, reuse=False):
     """
     Run ``barman check`` and return ``{item: {"status": "OK"|"FAILED", "hint": ...}}``.
+    ``reuse``: return this job's last check of ``server`` instead, if no barman command
+    that may change it (backup, switch-wal, cron, receive-wal...) ran since (a state run's
+    final verification after states that changed nothing).
 
     CLI Example:
 
@@ -118,15 +128,19 @@ def check(server):
 
         salt backup barman.check master-streaming
     """
+    last = __context__.get("barman.last_checks") or {}
+    if reuse and server in last:
+        return last[server]
     data = _run("check", server)
     if not isinstance(data, dict) or server not in data:
         raise CommandExecutionError(f"barman check {server}: no result")
+    __context__.setdefault("barman.last_checks", {})[server] = data[server]
     return data[server]
 
 
-def failed_checks(server):
+def failed_checks(server, reuse=False):
     """
-    Names of the ``barman check`` items that are not OK.
+    Names of the ``barman check`` items that are not OK (``reuse``: see ``barman.check``).
 
     CLI Example:
 
@@ -134,7 +148,7 @@ def failed_checks(server):
 
         salt backup barman.failed_checks master-streaming
     """
-    return sorted(item for item, res in check(server).items() if res.get("status") != "OK")
+    return sorted(item for item, res in check(server, reuse=reuse).items() if res.get("status") != "OK")
 
 
 # Failed checks that make a server's health WARNING, not CRITICAL: it still streams and

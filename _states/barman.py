@@ -139,7 +139,8 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
 
 def _verify(ret, name, ignore):
     try:
-        failed = sorted(set(__salt__["barman.failed_checks"](name)) - ignore)
+        # The ready check's result, unless a barman command since may have changed it.
+        failed = sorted(set(__salt__["barman.failed_checks"](name, reuse=True)) - ignore)
     except CommandExecutionError as exc:
         if _unavailable(exc):
             # Verifying changes nothing: say so, and that the real run checks.
