@@ -10,12 +10,12 @@ PYTEST_ARGS ?=
 # lab, in one worker. PYTEST_JOBS=0 runs everything in one process.
 PYTEST_JOBS ?= 2
 
-.PHONY: demo test lint unit functional integration bench docs deps venv clean-lab
+.PHONY: demo test lint unit functional integration bench bench-quick docs deps venv clean-lab
 
 demo: deps venv  ## bring up the lab, apply the highstate, show the reference scenario
 	$(PY) -m lab.demo --with-backup
 
-test: deps venv lint  ## lint, then the whole suite (unit, functional, integration)
+test: deps venv lint bench-quick  ## lint, the benchmarks' smoke run, then the whole suite
 	$(PY) -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
@@ -36,10 +36,16 @@ integration: deps venv
 docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
 	$(PY) docs/build.py
 
-bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core, re-apply, cold converge
+bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and Ansible, re-apply, cold converge, backup, scale
 	$(PY) bench/roles_slots.py
 	$(PY) bench/reapply.py
 	$(PY) bench/cold_converge.py
+	$(PY) bench/backup.py
+	$(PY) bench/scale.py
+
+# CI's smoke run of the benchmark code: the role/slot re-check, small and once (no lab).
+bench-quick: deps venv
+	$(PY) bench/roles_slots.py --quick
 
 deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
 	bash lab/install-deps.sh

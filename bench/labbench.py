@@ -11,13 +11,21 @@ from lab.hosts import Lab
 def lab_rounds(doc, rounds, argv=None):
     """Parse the benchmark's arguments, check it runs as root, send the daemons' logs to a
     file and clear a lab left by an earlier run; the number of rounds to run."""
+    return lab_options(doc, rounds, argv)[0]
+
+
+def lab_options(doc, rounds, argv=None, flags=()):
+    """:func:`lab_rounds`, with the benchmark's own on/off ``flags`` ((name, help), ...):
+    (rounds, the parsed arguments)."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--quick", action="store_true", help="one round (CI smoke)")
     parser.add_argument("--log", default="/tmp/pg_replication-bench.log", help="where the daemons' logs go")
+    for name, help_text in flags:
+        parser.add_argument(name, action="store_true", help=help_text)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("run as root (the lab makes network namespaces)")
     logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
     Lab.cleanup_stale()
-    return 1 if args.quick else args.rounds
+    return (1 if args.quick else args.rounds), args

@@ -3,7 +3,9 @@ Barman host; booted lab hosts, a real salt-master), ``state.apply`` with 0 chang
 an empty highstate (``state.top`` of a top file with one ``test.nop``) on the same minions,
 alternating rounds.
 
-Prints each round, the medians and, last, ``re-apply ratio: N.NNx`` (goal: at most 1.25x).
+Prints each round, where one re-apply's time goes (per minion: its states' own durations
+against the job's wall time, and the slowest states), the medians and, last, ``re-apply
+ratio: N.NNx`` (goal: at most 1.25x).
 Run as root: ``make bench`` (or ``.venv/bin/python bench/reapply.py``); ``--quick`` for one
 round.
 """
@@ -50,6 +52,22 @@ def rounds(salt_lab, count):
     return times
 
 
+def profile(salt_lab, top=8):
+    """Where a re-apply's time goes: per minion, the wall time of one ``state.apply``, the sum
+    of its states' own durations (the rest: rendering, map.jinja, the job's start), and the
+    slowest states."""
+    started = time.perf_counter()
+    ret = salt_lab.salt("state.apply", timeout=900)
+    wall = time.perf_counter() - started
+    slowest = []
+    for minion, states in sorted(ret.data.items()):
+        own = sum(float(s.get("duration") or 0) for s in states.values()) / 1000
+        print(f"profile {minion}: states {own:.2f}s of the job's {wall:.2f}s ({len(states)} states)")
+        slowest += [(float(s.get("duration") or 0) / 1000, minion, s["__id__"]) for s in states.values()]
+    for seconds, minion, sid in sorted(slowest, reverse=True)[:top]:
+        print(f"profile slowest: {seconds:6.2f}s {minion} {sid}")
+
+
 def main(argv=None):
     count = lab_rounds(__doc__, 5, argv)
     with tempfile.TemporaryDirectory(prefix="pgr-bench-") as tmp, factories(tmp) as manager:
@@ -63,6 +81,7 @@ def main(argv=None):
                 converge(salt_lab)
                 print(f"cold converge (provisioned image): {time.perf_counter() - started:.1f}s", flush=True)
                 times = rounds(salt_lab, count)
+                profile(salt_lab)
     formula, empty = statistics.median(times["formula"]), statistics.median(times["empty"])
     print(f"re-apply median, 0 changes: {formula:.2f}s; empty highstate median: {empty:.2f}s")
     print(f"re-apply ratio: {formula / empty:.2f}x")

@@ -41,7 +41,7 @@ class PostgresServer:
                       "--auth-host=scram-sha-256", "--locale=C.UTF-8"])  # fmt: skip
         conf = (
             f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.socket_dir}'\n"
-            "wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 60\nlog_statement = 'none'\n"
+            "wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 120\nlog_statement = 'none'\n"
             "fsync = off\n"
         )
         with open(self.datadir / "postgresql.auto.conf", "a") as fh:
