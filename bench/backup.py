@@ -1,8 +1,8 @@
 """Backup throughput: the formula's backup state (``barman.backup_fresh`` with ``max_age=1``,
 so it takes one: ``barman backup``, then until DONE) against a raw ``pg_basebackup`` of the
-same database from the same backup host (``-X stream``, plain format, the streaming role),
-on a converged reference cluster whose primary holds a pgbench database of at least 1 GB.
-Alternating rounds.
+same database from the same backup host (``-X stream``, plain format, synced to disk as
+Barman syncs its backups, the streaming role), on a converged reference cluster whose
+primary holds a pgbench database of at least 1 GB. Alternating rounds.
 
 Prints each round (seconds and MB/s of the database size), the medians and, last,
 ``backup throughput ratio: N.NNx`` (ours / raw; goal: at least 0.9x). Run as root: ``make
@@ -49,7 +49,7 @@ def raw(salt_lab):
     bin_dir = pathlib.PurePath(pg_ctl(salt_lab)).parent
     backup.run(["rm", "-rf", RAW_DEST])
     cmd = ["runuser", "-u", "barman", "--", str(bin_dir / "pg_basebackup"), "-D", RAW_DEST, "-h", master.address,
-           "-U", "barman_streaming", "-X", "stream", "-c", "fast", "--no-password", "--no-sync"]  # fmt: skip
+           "-U", "barman_streaming", "-X", "stream", "-c", "fast", "--no-password"]  # fmt: skip
     started = time.perf_counter()
     res = backup.run(cmd, check=False)
     seconds = time.perf_counter() - started
