@@ -143,13 +143,23 @@ def test_upstream_repo(formula, example_pillar, family):
 @pytest.mark.parametrize(
     ("python", "expected"),
     [
-        ("/usr/bin/python3", {"pkg.installed": {"name": "python3-psycopg2", "reload_modules": True}}),
+        (
+            "/usr/bin/python3",
+            {
+                "pkg.installed": {
+                    "name": "python3-psycopg2",
+                    "unless": "/usr/bin/python3 -c 'import psycopg2'",
+                    "reload_modules": True,
+                }
+            },
+        ),
         (
             "/opt/saltstack/salt/bin/python3.10",
             {
                 "pip.installed": {
                     "name": "psycopg2-binary",
                     "bin_env": "/opt/saltstack/salt/bin/python3.10",
+                    "unless": "/opt/saltstack/salt/bin/python3.10 -c 'import psycopg2'",
                     "reload_modules": True,
                 }
             },
