@@ -39,7 +39,6 @@ INSTALL_METHODS = ("pkg", "pip")
 WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
 BACKUP_COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
 BACKUP_COMPRESSIONS_FROM_15 = ("lz4", "zstd")
-# The package (same name on both families) with the tool Barman runs for a compression.
 CLOUD_COMPRESSIONS = ("gzip", "bzip2", "none")
 # The profile barman-cloud-* read in the credentials file (AWS_SHARED_CREDENTIALS_FILE).
 CLOUD_PROFILE = "pg_replication"
@@ -47,6 +46,7 @@ CLOUD_PROFILE = "pg_replication"
 CLOUD_CREDENTIALS = ".pg_replication-cloud-credentials"
 # The backup host's post-backup hook that runs barman-cloud-backup once a backup is DONE.
 CLOUD_BACKUP_HOOK = "/usr/local/lib/pg_replication/barman-cloud-backup-when-done"
+# The package (same name on both families) with the tool Barman runs for a compression.
 COMPRESSION_PKGS = {"bzip2": "bzip2", "pigz": "pigz", "lz4": "lz4", "zstd": "zstd"}
 MIN_PASSWORD_LENGTH = 12
 MIN_VERSION, MAX_VERSION = 10, 18
@@ -886,11 +886,8 @@ def _conf_pairs(plan):
 def _cloud_pkgs(plan):
     """barman-cloud's packages where a barman-cloud tool runs: the backup host with barman:cloud,
     and every server with standby:restore_from_cloud (a switchover makes a primary a standby)."""
-    if plan["role"] == "barman" and plan["barman"].get("cloud"):
-        return list(plan["barman"].get("cloud_pkgs") or [])
-    if plan["role"] in ("primary", "standby") and plan["restore_command"]:
-        return list(plan["barman"].get("cloud_pkgs") or [])
-    return []
+    runs_a_tool = plan["barman"].get("cloud") if plan["role"] == "barman" else plan["restore_command"]
+    return list(plan["barman"].get("cloud_pkgs") or []) if plan["role"] and runs_a_tool else []
 
 
 def _recovery_lines(plan):
