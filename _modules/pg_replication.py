@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import struct
+import sys
 
 import salt.utils.files
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -55,6 +56,23 @@ def __virtual__():
 
 def _unavailable(message):
     return __utils__["pg_replication_unavailable.error"](message)
+
+
+def driver_installed(python=None):
+    """
+    Whether psycopg2 imports in the Python that runs this minion (``python``, default
+    ``sys.executable``: another interpreter's answer is not known here, so False).
+    psycopg2.sls asks at render: an in-process answer, where an ``unless`` on the install
+    state costs about a second of every re-apply (the state system's look-up of
+    ``pip.mod_run_check`` loads every execution module).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.driver_installed
+    """
+    return HAS_PSYCOPG2 and python in (None, sys.executable)
 
 
 # --------------------------------------------------------------------------- connection

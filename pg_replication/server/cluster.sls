@@ -69,10 +69,9 @@ pg_replication-data-dir:
       - pkg: pg_replication-packages
 
 pg_replication-initdb:
-  cmd.run:
-    - name: {{ pg.initdb_command | yaml_dquote }}
-    - runas: postgres
-    - creates: {{ pg.data_dir }}/PG_VERSION
+  pg_replication.cluster_initialized:
+    - name: {{ pg.data_dir }}
+    - initdb: {{ pg.initdb_command | yaml_dquote }}
     - require:
       - file: pg_replication-data-dir
 

@@ -7,7 +7,7 @@
 include:
   - .cluster
 
-{%- set cluster_state = 'cmd: pg_replication-initdb' if pg.role == 'primary'
+{%- set cluster_state = 'pg_replication: pg_replication-initdb' if pg.role == 'primary'
                         else 'pg_replication: pg_replication-standby-bootstrap' %}
 {%- set files = {
       'postgresql.conf': 'postgresql.conf.jinja',

@@ -1,6 +1,8 @@
 """The formula rendered for the Debian and RedHat families and PostgreSQL 11 to 17:
 versioned paths, package and service names, and the standby configuration style."""
 
+import sys
+
 import pytest
 
 FAMILIES = ("Debian", "RedHat")
@@ -35,8 +37,8 @@ def test_primary(formula, example_pillar, family, version):
     assert primary.args("pg_replication-packages")["pkgs"] == want["pkgs"]
     assert primary.args("pg_replication-service")["name"] == want["service"]
     initdb = primary.args("pg_replication-initdb")
-    assert initdb["name"].startswith(f"{want['bin_dir']}/initdb -D {want['data_dir']} ")
-    assert initdb["creates"] == f"{want['data_dir']}/PG_VERSION"
+    assert initdb["initdb"].startswith(f"{want['bin_dir']}/initdb -D {want['data_dir']} ")
+    assert initdb["name"] == want["data_dir"]
     assert primary.args("pg_replication-config-postgresql.conf")["name"] == f"{want['conf_dir']}/postgresql.conf"
     assert ("pg_replication-config-start.conf" in primary.states) == (family == "Debian")
     assert ("pg_replication-createcluster-conf" in primary.states) == (family == "Debian")
@@ -148,7 +150,6 @@ def test_upstream_repo(formula, example_pillar, family):
             {
                 "pkg.installed": {
                     "name": "python3-psycopg2",
-                    "unless": "/usr/bin/python3 -c 'import psycopg2'",
                     "reload_modules": True,
                 }
             },
@@ -159,7 +160,6 @@ def test_upstream_repo(formula, example_pillar, family):
                 "pip.installed": {
                     "name": "psycopg2-binary",
                     "bin_env": "/opt/saltstack/salt/bin/python3.10",
-                    "unless": "/opt/saltstack/salt/bin/python3.10 -c 'import psycopg2'",
                     "reload_modules": True,
                 }
             },
@@ -172,6 +172,14 @@ def test_psycopg2_goes_where_salt_runs(formula, example_pillar, family, python, 
         rendering = formula(minion, example_pillar, family, pythonexecutable=python)
         state = rendering.state("pg_replication-salt-psycopg2")
         assert {f: {k: v for k, v in args.items() if k != "order"} for f, args in state.items()} == expected
+
+
+def test_psycopg2_already_in_salts_python_is_a_nop(formula, example_pillar):
+    """The test's own Python imports psycopg2: decided at render, no pip or pkg state (and
+    no unless) on a re-apply."""
+    state = formula("master", example_pillar).state("pg_replication-salt-psycopg2")
+    assert list(state) == ["test.nop"]
+    assert state["test.nop"]["name"] == f"psycopg2 imports in {sys.executable}"
 
 
 def test_a_version_the_release_does_not_ship_fails_at_render_unless_upstream(formula, example_pillar):
