@@ -138,7 +138,7 @@ def _server_version(**kwargs):
 # --------------------------------------------------------------------------- plan
 
 
-def plan(config, minion_id=None, secrets=False, grains=None):
+def plan(config, minion_id=None, secrets=False, grains=None, remember_for=None):
     """
     Validate the ``pg_replication`` configuration and return this minion's plan
     (role, primary, standbys, backup hosts, sized settings, pg_hba lines).
@@ -147,6 +147,7 @@ def plan(config, minion_id=None, secrets=False, grains=None):
     in the master's job cache, should not hold them). ``grains`` (default: the minion's)
     gives ``os`` and ``osmajorrelease`` (a PostgreSQL version that release does not ship is
     refused unless ``upstream_repo`` is set) and ``init`` (systemd: the cluster's own unit).
+    ``remember_for`` (map.jinja's raw pillar): keep the plan for :func:`remembered_plan`.
 
     CLI Example:
 
@@ -162,7 +163,36 @@ def plan(config, minion_id=None, secrets=False, grains=None):
         )
     except ValueError as exc:
         raise CommandExecutionError(str(exc)) from exc
-    return result if secrets else __utils__["pg_replication_plan.redact"](result)
+    result = result if secrets else __utils__["pg_replication_plan.redact"](result)
+    if remember_for is not None:
+        __context__[_REMEMBERED_PLAN] = (remember_for, dict(__grains__), result)
+    return result
+
+
+# Where map.jinja's plan is kept for the rest of a state run. A state run's loader gets a
+# copy of the minion's __context__ (salt/modules/state.py), so what is kept here ends with
+# the run: the next run, and any other job, builds its own plan.
+_REMEMBERED_PLAN = "pg_replication.remembered_plan"
+
+
+def remembered_plan(pillar):
+    """
+    The plan map.jinja built earlier in this state run from the same ``pillar`` (its
+    ``pg_replication`` value) and the same grains, or None. Every SLS file and template of
+    the formula imports map.jinja; the first builds the plan (defaults.yaml,
+    osfamilymap.yaml, the pillar, validation), the others take it from here. Outside a state
+    run it is always None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.remembered_plan "$(salt-call --out=json pillar.get pg_replication)"
+    """
+    kept = __context__.get(_REMEMBERED_PLAN)
+    if kept and kept[0] == pillar and kept[1] == dict(__grains__):
+        return kept[2]
+    return None
 
 
 def _mine_addresses(config):
