@@ -10,6 +10,7 @@ pip (``pg_replication:barman:install``), else ``barman`` on the PATH; the user f
 :depends: barman
 """
 
+import contextlib
 import json
 import logging
 import re
@@ -212,6 +213,21 @@ def switch_wal(server, force=False, archive=False, archive_timeout=60):
     return True
 
 
+def archive_wal(server):
+    """
+    Archive the WAL segments Barman has received and that are complete (``barman
+    archive-wal``, what ``barman cron`` does every minute), now.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.archive_wal master-streaming
+    """
+    _run("archive-wal", server, parse=False, timeout=120)
+    return True
+
+
 def backup(server, wait=True, timeout=1800):
     """
     Take a backup; with ``wait`` (the default) return once it is DONE: the WAL segments it
@@ -233,19 +249,49 @@ def backup(server, wait=True, timeout=1800):
 
 
 def _wait_for_wals(server, new, deadline):
-    """Bring a WAITING_FOR_WALS backup to DONE. ``barman backup --wait`` is not used: a backup
-    that ends exactly at a segment boundary waits for the next segment (seen with Barman
-    3.13 and PostgreSQL 17), which an idle primary never completes. Close segments (a
-    restore point makes one to close) until ``check-backup`` finds every WAL it needs."""
-    while new.get("status") == "WAITING_FOR_WALS" and time.monotonic() < deadline:
+    """Bring a WAITING_FOR_WALS backup to DONE: close the segment it ends in
+    (:func:`close_segment`), then have Barman archive what is complete (``archive-wal``) and
+    check the backup (``check-backup``) until it is DONE.
+
+    ``barman backup --wait`` is not used: a backup that ends exactly at a segment boundary
+    waits for the next segment (seen with Barman 3.13 and PostgreSQL 17), which an idle
+    primary never completes. Nor is ``switch-wal --archive``: it waits for the segment it
+    closed, which Barman's streaming archiver holds back until pg_receivewal opens the next
+    one (up to 15 s on an idle primary)."""
+    found = {"backup": new, "closed": False}
+
+    # Through __salt__: the poll runs this in the utils loader, where this module's own
+    # __utils__ is not packed.
+    def done():
         try:
-            restore_point(server)
-            switch_wal(server, archive=True, archive_timeout=60)
+            if not found["closed"]:
+                __salt__["barman.close_segment"](server)
+                found["closed"] = True
+            __salt__["barman.archive_wal"](server)
+            found["backup"] = __salt__["barman.check_backup"](server, new["backup_id"]) or found["backup"]
         except CommandExecutionError as exc:
-            log.debug("closing a WAL segment for %s: %s", server, exc)
-        _run("check-backup", server, new["backup_id"], parse=False, timeout=120)
-        new = next((b for b in list_backups(server) if b["backup_id"] == new["backup_id"]), new)
-    return new
+            log.debug("closing and archiving the WAL of backup %s of %s: %s", new["backup_id"], server, exc)
+        return found["backup"].get("status") != "WAITING_FOR_WALS"
+
+    if new.get("status") == "WAITING_FOR_WALS":
+        __utils__["pg_replication_poll.until"](done, max(deadline - time.monotonic(), 0), interval=0.5)
+    return found["backup"]
+
+
+def check_backup(server, backup_id):
+    """
+    Have Barman check that backup ``backup_id`` has every WAL segment it needs (``barman
+    check-backup``: a WAITING_FOR_WALS backup that has them becomes DONE); return the
+    backup's entry in :func:`list_backups`, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.check_backup master-streaming 20261126T230409
+    """
+    _run("check-backup", server, backup_id, parse=False, timeout=120)
+    return next((b for b in list_backups(server) if b["backup_id"] == backup_id), None)
 
 
 def list_backups(server):
@@ -377,18 +423,10 @@ def show_server(server):
     return _server_section("show-server", server)
 
 
-def restore_point(server, name="pg_replication"):
-    """
-    Write a restore point on the server's primary through Barman's own ``conninfo`` (the
-    barman role may EXECUTE pg_create_restore_point). It puts a WAL record in the current
-    segment, so that a plain ``switch-wal`` closes it even on an idle primary.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt backup barman.restore_point master-streaming
-    """
+@contextlib.contextmanager
+def _primary_cursor(server):
+    """A cursor on the server's primary, through Barman's own ``conninfo`` and .pgpass (the
+    barman role may EXECUTE pg_create_restore_point and pg_switch_wal)."""
     import psycopg2  # pylint: disable=import-outside-toplevel
 
     conninfo = show_server(server).get("conninfo")
@@ -402,10 +440,50 @@ def restore_point(server, name="pg_replication"):
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_create_restore_point(%s)::text", (name,))
-            return cur.fetchone()[0]
+            yield cur
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"on the primary of {server}: {exc}") from exc
     finally:
         conn.close()
+
+
+def restore_point(server, name="pg_replication"):
+    """
+    Write a restore point on the server's primary. It puts a WAL record in the current
+    segment, so that a plain ``switch-wal`` closes it even on an idle primary.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.restore_point master-streaming
+    """
+    with _primary_cursor(server) as cur:
+        cur.execute("SELECT pg_create_restore_point(%s)::text", (name,))
+        return cur.fetchone()[0]
+
+
+def close_segment(server, name="pg_replication"):
+    """
+    Close the primary's current WAL segment so that Barman can archive it at once, on one
+    connection: a restore point (a record, so that the switch has something to close),
+    ``pg_switch_wal()``, and a second restore point in the next segment. Barman's streaming
+    archiver keeps the newest complete segment back until pg_receivewal has opened the next
+    one, which an idle primary only gives it data for at its next WAL record (the
+    background writer's, up to 15 s later). Return the closed segment's file name.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.close_segment master-streaming
+    """
+    with _primary_cursor(server) as cur:
+        cur.execute("SELECT pg_create_restore_point(%s)", (name,))
+        cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
+        closed = cur.fetchone()[0]
+        cur.execute("SELECT pg_create_restore_point(%s)", (name,))
+    return closed
 
 
 def create_slot(server):
