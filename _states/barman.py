@@ -46,7 +46,7 @@ def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
-def _wait_for(predicate, timeout, interval=2):
+def _wait_for(predicate, timeout, interval=1):
     return __utils__["pg_replication_poll.until"](predicate, timeout, interval)
 
 
