@@ -5,6 +5,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # `make test` runs two labs side by side: pytest-xdist workers, each with its own bridge and
 # subnet (lab.hosts.worker_slot); --dist loadfile keeps a module's tests, which share its
 # lab, in one worker. PYTEST_JOBS=0 runs everything in one process.
@@ -36,16 +37,13 @@ integration: deps venv
 docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
 	$(PY) docs/build.py
 
-bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and Ansible, re-apply, cold converge, backup, scale
-	$(PY) bench/roles_slots.py
-	$(PY) bench/reapply.py
-	$(PY) bench/cold_converge.py
-	$(PY) bench/backup.py
-	$(PY) bench/scale.py
+bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and Ansible, re-apply, cold converge, backup, scale; writes the table in docs/benchmarks.md
+	$(PY) bench/run.py $(BENCH_ARGS)
 
-# CI's smoke run of the benchmark code: the role/slot re-check, small and once (no lab).
+# CI's smoke run of the benchmark code (bench/run.py and the role/slot re-check, small and
+# once, no lab); the document is left alone.
 bench-quick: deps venv
-	$(PY) bench/roles_slots.py --quick
+	$(PY) bench/run.py --quick --only roles_slots --no-write
 
 deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
 	bash lab/install-deps.sh

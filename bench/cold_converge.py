@@ -4,7 +4,8 @@ state.apply`` through a real salt-master) against the same steps by hand
 (``bench/cold_converge.sh``: the primary first, then the standby and the backup host side by
 side), alternating rounds, each on new hosts.
 
-Prints each round, the medians and, last, ``cold converge ratio: N.NNx`` (goal: at most 2x).
+Prints each round (with where the formula's run spent its time: per minion its states'
+own durations, and the slowest states), the medians and, last, ``cold converge ratio: N.NNx`` (goal: at most 2x).
 Run as root: ``make bench`` (or ``.venv/bin/python bench/cold_converge.py``); ``--quick``
 for one round.
 """
@@ -19,7 +20,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench.labbench import lab_rounds  # noqa: E402
+from bench.labbench import lab_rounds, state_profile  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
 from lab.salt import REFERENCE_ROLES, SaltLab, reference_pillar  # noqa: E402
@@ -39,7 +40,9 @@ def by_formula(root):
             salt_lab.sync_modules()
             started = time.perf_counter()
             converge(salt_lab)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            state_profile(salt_lab.first_run.data, seconds, label="formula profile", top=10)
+            return seconds
 
 
 def by_hand(root):

@@ -4,6 +4,8 @@ log file for the daemons) and the checks before a lab starts."""
 import argparse
 import logging
 import os
+import signal
+import sys
 
 from lab.hosts import Lab
 
@@ -27,5 +29,22 @@ def lab_options(doc, rounds, argv=None, flags=()):
     if os.geteuid() != 0:
         raise SystemExit("run as root (the lab makes network namespaces)")
     logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
+    # A TERM (a timeout, make interrupted) unwinds the labs' with blocks, which clean up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     Lab.cleanup_stale()
     return (1 if args.quick else args.rounds), args
+
+
+def state_profile(data, wall, label="profile", top=8):
+    """Print where a state run's time went: per minion, the sum of its states' own durations
+    against the job's ``wall`` time (the rest: Salt's job start, module sync, rendering, the
+    return), and the ``top`` slowest states."""
+    slowest = []
+    for minion, states in sorted(data.items()):
+        if not isinstance(states, dict):
+            continue
+        own = sum(float(s.get("duration") or 0) for s in states.values()) / 1000
+        print(f"{label} {minion}: states {own:.2f}s of the job's {wall:.2f}s ({len(states)} states)")
+        slowest += [(float(s.get("duration") or 0) / 1000, minion, s["__id__"]) for s in states.values()]
+    for seconds, minion, sid in sorted(slowest, reverse=True)[:top]:
+        print(f"{label} slowest: {seconds:6.2f}s {minion} {sid}")

@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench.labbench import lab_rounds  # noqa: E402
+from bench.labbench import lab_rounds, state_profile  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
 from lab.results import changed_states, state_errors  # noqa: E402
@@ -52,20 +52,11 @@ def rounds(salt_lab, count):
     return times
 
 
-def profile(salt_lab, top=8):
-    """Where a re-apply's time goes: per minion, the wall time of one ``state.apply``, the sum
-    of its states' own durations (the rest: rendering, map.jinja, the job's start), and the
-    slowest states."""
+def profile(salt_lab):
+    """Where a re-apply's time goes: one ``state.apply``, profiled (:func:`state_profile`)."""
     started = time.perf_counter()
     ret = salt_lab.salt("state.apply", timeout=900)
-    wall = time.perf_counter() - started
-    slowest = []
-    for minion, states in sorted(ret.data.items()):
-        own = sum(float(s.get("duration") or 0) for s in states.values()) / 1000
-        print(f"profile {minion}: states {own:.2f}s of the job's {wall:.2f}s ({len(states)} states)")
-        slowest += [(float(s.get("duration") or 0) / 1000, minion, s["__id__"]) for s in states.values()]
-    for seconds, minion, sid in sorted(slowest, reverse=True)[:top]:
-        print(f"profile slowest: {seconds:6.2f}s {minion} {sid}")
+    state_profile(ret.data, time.perf_counter() - started)
 
 
 def main(argv=None):
