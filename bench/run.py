@@ -78,7 +78,7 @@ def machine():
 def run(bench, quick):
     """Run one benchmark, echoing its output; (its exit code, its output)."""
     cmd = [sys.executable, str(BENCH_DIR / f"{bench.name}.py")] + (["--quick"] if quick else [])
-    print(f"==> {' '.join(cmd[1:])}", flush=True)
+    print(f"==> bench/{bench.name}.py{' --quick' if quick else ''}", flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
