@@ -12,6 +12,7 @@ as ``postgres``.
 :depends: psycopg2
 """
 
+import copy
 import json
 import logging
 import os
@@ -147,7 +148,8 @@ def plan(config, minion_id=None, secrets=False, grains=None, remember_for=None):
     in the master's job cache, should not hold them). ``grains`` (default: the minion's)
     gives ``os`` and ``osmajorrelease`` (a PostgreSQL version that release does not ship is
     refused unless ``upstream_repo`` is set) and ``init`` (systemd: the cluster's own unit).
-    ``remember_for`` (map.jinja's raw pillar): keep the plan for :func:`remembered_plan`.
+    ``remember_for`` (what map.jinja's result depends on: its pillar and the grains it and
+    the plan read): keep the plan for :func:`remembered_plan`.
 
     CLI Example:
 
@@ -165,7 +167,8 @@ def plan(config, minion_id=None, secrets=False, grains=None, remember_for=None):
         raise CommandExecutionError(str(exc)) from exc
     result = result if secrets else __utils__["pg_replication_plan.redact"](result)
     if remember_for is not None:
-        __context__[_REMEMBERED_PLAN] = (remember_for, dict(__grains__), result)
+        # A copy: the key must not follow later changes made in place to the pillar or grains.
+        __context__[_REMEMBERED_PLAN] = (copy.deepcopy(remember_for), result)
     return result
 
 
@@ -175,23 +178,23 @@ def plan(config, minion_id=None, secrets=False, grains=None, remember_for=None):
 _REMEMBERED_PLAN = "pg_replication.remembered_plan"
 
 
-def remembered_plan(pillar):
+def remembered_plan(key):
     """
-    The plan map.jinja built earlier in this state run from the same ``pillar`` (its
-    ``pg_replication`` value) and the same grains, or None. Every SLS file and template of
-    the formula imports map.jinja; the first builds the plan (defaults.yaml,
-    osfamilymap.yaml, the pillar, validation), the others take it from here. Outside a state
-    run it is always None.
+    The plan map.jinja built earlier in this state run for the same ``key`` (its pillar and
+    the grains it and the plan read: ``{"pillar": ..., "grains": [...]}``), or None. Every SLS file and template of the
+    formula imports map.jinja; the first builds the plan (defaults.yaml, osfamilymap.yaml,
+    the pillar, validation), the others take it from here. Outside a state run it is always
+    None.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' pg_replication.remembered_plan "$(salt-call --out=json pillar.get pg_replication)"
+        salt '*' pg_replication.remembered_plan '{"pillar": {}, "grains": []}'
     """
     kept = __context__.get(_REMEMBERED_PLAN)
-    if kept and kept[0] == pillar and kept[1] == dict(__grains__):
-        return kept[2]
+    if kept and kept[0] == key:
+        return kept[1]
     return None
 
 
