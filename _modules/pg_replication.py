@@ -181,10 +181,10 @@ _REMEMBERED_PLAN = "pg_replication.remembered_plan"
 def remembered_plan(key):
     """
     The plan map.jinja built earlier in this state run for the same ``key`` (its pillar and
-    the grains it and the plan read: ``{"pillar": ..., "grains": [...]}``), or None. Every SLS file and template of the
-    formula imports map.jinja; the first builds the plan (defaults.yaml, osfamilymap.yaml,
-    the pillar, validation), the others take it from here. Outside a state run it is always
-    None.
+    the grains it and the plan read: ``{"pillar": ..., "grains": [...]}``), or None. Every
+    SLS file and template of the formula imports map.jinja; the first builds the plan
+    (defaults.yaml, osfamilymap.yaml, the pillar, validation), the others take it from
+    here. Outside a state run it is always None.
 
     CLI Example:
 

@@ -401,7 +401,8 @@ def _wait_for_primary(host, timeout, **peer):
     return __utils__["pg_replication_poll.retry"](
         lambda: __salt__["pg_replication.primary_system_identifier"](host, **peer),
         timeout,
-        interval=0.5,  # one connection attempt: the sooner the primary is seen, the sooner the copy starts
+        # One connection attempt: the sooner the primary is seen, the sooner the copy starts.
+        interval=0.5,
     )
 
 

@@ -5,7 +5,8 @@ state.apply`` through a real salt-master) against the same steps by hand
 side), alternating rounds, each on new hosts.
 
 Prints each round (with where the formula's run spent its time: per minion its states'
-own durations, and the slowest states), the medians and, last, ``cold converge ratio: N.NNx`` (goal: at most 2x).
+own durations, and the slowest states), the medians and, last, ``cold converge ratio:
+N.NNx`` (goal: at most 2x).
 Run as root: ``make bench`` (or ``.venv/bin/python bench/cold_converge.py``); ``--quick``
 for one round.
 """
