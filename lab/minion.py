@@ -13,6 +13,9 @@ def masterless_options(root, minion_id, **overrides):
         "id": minion_id,
         "root_dir": str(root),
         "cachedir": str(root / "cache"),
+        # Salt derives this from its default cachedir (/var/cache/salt/minion/extmods), shared
+        # by every run on the machine: a sync there is seen by every other test run.
+        "extension_modules": str(root / "cache" / "extmods"),
         "pki_dir": str(root / "pki"),
         "sock_dir": str(root / "sock"),
         "log_file": str(root / "minion.log"),
