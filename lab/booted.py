@@ -1,8 +1,8 @@
 """Lab hosts that boot like machines: a systemd-nspawn container per host, systemd as its
 PID 1, in the host's network namespace on the lab's bridge.
 
-Each host's root is an overlay of a cached image (:mod:`lab.image`) and a private upper
-directory, so the image is shared and a host's changes survive its reboots. The salt-minion
+Each host's root is an overlay of a cached image's layers (:mod:`lab.image`) and a private
+upper directory, so the image is shared and a host's changes survive its reboots. The salt-minion
 is a systemd service of the image; cron runs; PostgreSQL runs under its own unit. The hosts
 have no route out: apt reads the lab's repository, served over HTTP on the bridge address
 (:class:`RepoServer`), and pip the image's wheelhouse.
@@ -25,9 +25,11 @@ REPO_PORT = 8873
 class BootedHost(Host):
     """A lab host whose root filesystem boots with systemd (``systemd-nspawn -b``)."""
 
-    def __init__(self, lab, name, address, image):
+    def __init__(self, lab, name, address, layers):
+        """``layers``: the image's directories, top first (:func:`lab.image.image`)."""
         super().__init__(lab, name, address)
-        self.image = image
+        self.layers = tuple(layers)
+        self.image = self.layers[0]
         self.fs = self.root / "fs"
         self.nspawn = None
         self.pid1 = None
@@ -36,7 +38,8 @@ class BootedHost(Host):
         self._network_up()
         for path in (self.fs, self.root / "upper", self.root / "work"):
             path.mkdir(parents=True, exist_ok=True)
-        options = f"lowerdir={self.image},upperdir={self.root / 'upper'},workdir={self.root / 'work'}"
+        lower = ":".join(str(layer) for layer in self.layers)
+        options = f"lowerdir={lower},upperdir={self.root / 'upper'},workdir={self.root / 'work'}"
         self.lab.record_mount(self.lab.prefix, self.fs)
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.fs)], check=True)
         etc = self.fs / "etc"

@@ -87,7 +87,7 @@ def _key(bare):
 def build(log=None):
     """The box file (built if not cached) and the repository its guests mount (also at the
     stable path :data:`REPO_LINK`, which kitchen.lxc.yml names)."""
-    bare, repo = image.image(RELEASE, "bare", log=log)
+    (bare,), repo = image.image(RELEASE, "bare", log=log)
     if REPO_LINK.is_symlink() or REPO_LINK.exists():
         REPO_LINK.unlink()
     REPO_LINK.symlink_to(repo.name)

@@ -7,14 +7,19 @@ by a hash of the recipe) under ``PGR_LAB_CACHE`` (default /var/cache/pg_replicat
   from the wheelhouse /opt/wheelhouse that /etc/pip.conf names). The formula installs
   PostgreSQL and Barman itself, from the lab's repository.
 - ``provisioned``: ``bare`` with PostgreSQL, Barman and psycopg2 installed, nothing configured
-  (no cluster).
+  (no cluster). Kept as an overlay layer over ``bare`` (only what the installation added), so
+  a host's root is three layers: its own upper directory, this layer, ``bare``.
 - the repository: the .debs of PostgreSQL, Barman and their dependencies, indexed with
   apt-ftparchive; the lab serves it over HTTP on its bridge address.
 
-Run ``python -m lab.image RELEASE`` to build (or find) the images of a release.
+Each image has a lock of its own, so the releases build side by side and a lab waits only
+for the image it boots. Every step's time goes to ``timings.jsonl`` in the cache.
+``python -m lab.image`` builds (or finds) the images of the releases it is given; ``--all``
+builds every release's (:data:`BUILD_ORDER`) and prints where the time went.
 """
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -23,11 +28,18 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
+
+from lab.signals import forward_signals, unwind_on_signals
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = pathlib.Path(os.environ.get("PGR_LAB_CACHE", "/var/cache/pg_replication-lab"))
 # Debian release -> the PostgreSQL major version it ships.
 RELEASES = {"bullseye": 13, "bookworm": 15, "trixie": 17}
+# The order --all builds them in: the release most test modules boot first, alone (on two
+# cores three builds at once take as long as the slowest, ~200 s: the labs would wait), then
+# the others side by side.
+BUILD_ORDER = (("bookworm",), ("bullseye", "trixie"))
 # Minions whose Python the master's Salt does not run on: Salt 3008 declares Python >= 3.8
 # but uses `str | None` at runtime (salt/cluster/ring.py), so Debian 11 (3.9) gets the 3007
 # branch, which a 3008 master serves (3007.16: 3007.17 requires a certifi release that
@@ -42,6 +54,10 @@ BASE_PACKAGES = (
 )  # fmt: skip
 # Only while building: Salt's timelib has no wheel.
 BUILD_PACKAGES = ("gcc", "python3-dev")
+# The pip cache every build shares (mounted in the chroot): wheels built from source
+# distributions (salt, timelib) and downloads are reused by the next build that needs them.
+PIP_CACHE = CACHE / "pip-cache"
+TIMINGS = CACHE / "timings.jsonl"
 
 
 def salt_unit(daemon, description, extra=""):
@@ -98,13 +114,25 @@ def _recipe(release, kind):
         "formula_packages": formula_packages(release),
         "unit": SALT_UNIT,
         "pip": PIP_CONF,
-        "format": 3,
+        "format": 4,
     }
 
 
 def _key(release, kind):
     digest = hashlib.sha256(json.dumps(_recipe(release, kind), sort_keys=True).encode()).hexdigest()
     return f"{release}-{kind}-{digest[:12]}"
+
+
+@contextlib.contextmanager
+def _timed(image_key, step):
+    """Record how long ``step`` of building ``image_key`` took (``timings.jsonl``)."""
+    started = time.time()
+    try:
+        yield
+    finally:
+        entry = {"image": image_key, "step": step, "start": started, "seconds": round(time.time() - started, 1)}
+        with TIMINGS.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
 
 
 def _chroot(root, script):
@@ -118,13 +146,19 @@ def _chroot(root, script):
 
 
 def _mmdebstrap(release, root, include, log):
+    # The package lists stay for the chroot's own apt runs (no second `apt-get update`; they
+    # are removed before the image is kept).
     with open(log, "ab") as out:
         subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--mode=root", f"--include={','.join(include)}", release, str(root)],
-            check=True,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+            ["mmdebstrap", "--variant=minbase", "--mode=root", "--skip=cleanup/apt/lists",
+             f"--include={','.join(include)}", release, str(root)],
+            check=True, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _bind(source, target):
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
 
 
 def _with_network(root):
@@ -132,40 +166,70 @@ def _with_network(root):
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "tmp/ca.crt")
     for fs, target in (("proc", "proc"), ("sysfs", "sys")):
         subprocess.run(["mount", "-t", fs, fs, str(root / target)], check=True)
+    PIP_CACHE.mkdir(parents=True, exist_ok=True)
+    _bind(PIP_CACHE, root / "root/.cache/pip")
 
 
 def _without_network(root):
-    for target in ("proc", "sys"):
-        subprocess.run(["umount", "-l", str(root / target)], check=False)
+    _unmount_below(root)
     for path in ("tmp/ca.crt", "etc/resolv.conf"):
         (root / path).unlink(missing_ok=True)
 
 
-def _build_bare(release, root, repo, log):
-    _mmdebstrap(release, root, BASE_PACKAGES, log)
+def _mounts_below(path):
+    """Mount points at or under ``path``, deepest first."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in fh]
+    return sorted((p for p in points if p == path or p.startswith(path + "/")), key=len, reverse=True)
+
+
+def _unmount_below(path):
+    for point in _mounts_below(path):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+def remove_tree(path):
+    """Remove a build directory, unmounting first whatever an interrupted build left mounted
+    in it (/proc, /sys, the pip cache): never delete through a mount."""
+    _unmount_below(path)
+    if _mounts_below(path):
+        raise RuntimeError(f"{path}: still mounted, not removed")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# The repository first, while the image holds only the base system: apt downloads every
+# dependency a bare host lacks (the build packages are gone again before the image is kept).
+DOWNLOAD_SCRIPT = """
+mkdir -p /tmp/debs/partial
+apt-get install -y -qq --download-only --no-install-recommends -o Dir::Cache::archives=/tmp/debs {packages}
+rm -r /tmp/debs/partial
+"""
+SALT_SCRIPT = """
+apt-get install -y -qq --no-install-recommends {build} >/dev/null
+python3 -m venv /opt/salt
+/opt/salt/bin/pip install -q salt=={salt}
+/opt/salt/bin/pip download -q -d /opt/wheelhouse psycopg2-binary
+apt-get purge -y -qq --autoremove {build} >/dev/null
+apt-get clean; rm -rf /var/lib/apt/lists/*
+"""
+
+
+def _build_bare(release, root, repo, log, key):
+    with _timed(key, "mmdebstrap"):
+        _mmdebstrap(release, root, BASE_PACKAGES, log)
     _with_network(root)
     try:
-        salt = salt_version(release)
-        _chroot(
-            root,
-            f"""
-            apt-get update -qq
-            apt-get install -y -qq --no-install-recommends {" ".join(BUILD_PACKAGES)} >/dev/null
-            python3 -m venv /opt/salt
-            /opt/salt/bin/pip install -q salt=={salt}
-            /opt/salt/bin/pip download -q -d /opt/wheelhouse psycopg2-binary
-            apt-get purge -y -qq --autoremove {" ".join(BUILD_PACKAGES)} >/dev/null
-            # the repository: what the formula installs, with what it depends on
-            rm -f /var/cache/apt/archives/*.deb
-            apt-get install -y -qq --download-only --no-install-recommends {" ".join(formula_packages(release))}
-            """,
-        )
-        repo.mkdir(parents=True, exist_ok=True)
-        for deb in (root / "var/cache/apt/archives").glob("*.deb"):
-            shutil.move(str(deb), repo / deb.name)
-        _chroot(root, "apt-get clean; rm -rf /var/lib/apt/lists/*")
+        with _timed(key, "repository download"):
+            _chroot(root, DOWNLOAD_SCRIPT.format(packages=" ".join(formula_packages(release))))
+        with _timed(key, "salt virtualenv"):
+            _chroot(root, SALT_SCRIPT.format(salt=salt_version(release), build=" ".join(BUILD_PACKAGES)))
     finally:
         _without_network(root)
+    repo.mkdir(parents=True, exist_ok=True)
+    for deb in (root / "tmp/debs").glob("*.deb"):
+        shutil.move(str(deb), repo / deb.name)
+    shutil.rmtree(root / "tmp/debs")
     _write_files(root)
     _chroot(root, "systemctl enable salt-minion cron")
     _index(repo)
@@ -188,76 +252,169 @@ def _write_files(root):
         path.unlink()
 
 
-def _provision(root, repo):
-    """Install what the formula would, from the repository, and create no cluster."""
-    (root / "tmp/repo").mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(repo), str(root / "tmp/repo")], check=True)
+PROVISION_SCRIPT = """
+mkdir -p /etc/postgresql-common/createcluster.d
+echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/lab-build.conf
+echo 'deb [trusted=yes] file:/tmp/repo ./' > /etc/apt/sources.list.d/build.list
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+/opt/salt/bin/pip install -q psycopg2-binary
+rm /etc/apt/sources.list.d/build.list /etc/postgresql-common/createcluster.d/lab-build.conf
+apt-get clean; rm -rf /var/lib/apt/lists/*
+"""
+
+
+def _build_layer(bare, repo, layer, key):
+    """The provisioned layer: what installing the formula's packages on ``bare`` adds, caught
+    in the upper directory of an overlay over it."""
+    work, merged = layer.with_suffix(".work"), layer.with_suffix(".merged")
+    for path in (layer, work, merged):
+        path.mkdir(parents=True)
+    options = f"lowerdir={bare},upperdir={layer},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
     try:
-        _chroot(
-            root,
-            f"""
-            mkdir -p /etc/postgresql-common/createcluster.d
-            echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/lab-build.conf
-            echo 'deb [trusted=yes] file:/tmp/repo ./' > /etc/apt/sources.list.d/build.list
-            apt-get update -qq
-            apt-get install -y -qq --no-install-recommends {" ".join(_recorded_packages(root))} >/dev/null
-            /opt/salt/bin/pip install -q psycopg2-binary
-            rm /etc/apt/sources.list.d/build.list /etc/postgresql-common/createcluster.d/lab-build.conf
-            apt-get clean; rm -rf /var/lib/apt/lists/*
-            """,
-        )
+        _bind(repo, merged / "tmp/repo")
+        with _timed(key, "packages installed"):
+            _chroot(merged, PROVISION_SCRIPT.format(packages=" ".join(_recorded_packages(bare))))
     finally:
-        subprocess.run(["umount", str(root / "tmp/repo")], check=False)
+        _unmount_below(merged)
+    for path in (work, merged):
+        remove_tree(path)
+    # The (now empty) mount point of the repository is the layer's; the host makes its own.
+    with contextlib.suppress(OSError):
+        (layer / "tmp/repo").rmdir()
 
 
 def _recorded_packages(root):
     return json.loads((root / ".pgr-image.json").read_text())["formula_packages"]
 
 
+@contextlib.contextmanager
+def _locked(key):
+    """Hold the lock of image ``key``; time spent waiting for another process's build of it
+    is recorded as its step ``waited``."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".lock-{key}", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with _timed(key, "waited"):
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build_once(key, build):
+    """``CACHE/key``, made by ``build(tmp)`` into a temporary directory unless it is there."""
+    done = CACHE / key
+    if (done / ".pgr-image.json").exists():
+        return done
+    tmp = CACHE / f"{key}.tmp"
+    for stale in (done, tmp, tmp.with_suffix(".work"), tmp.with_suffix(".merged")):
+        remove_tree(stale)
+    try:
+        with _timed(key, "total"):
+            build(tmp)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    tmp.rename(done)
+    return done
+
+
 def image(release, kind="provisioned", log=None):
-    """The root filesystem of ``kind`` for ``release`` (built if not cached), and its repository.
-    Labs running side by side wait for each other's builds (a lock on the cache)."""
+    """The layers of ``kind`` for ``release``, top first (built if not cached), and its
+    repository. A lab waits while another process builds the same image."""
     if release not in RELEASES:
         raise ValueError(f"unknown release {release!r} (one of {', '.join(RELEASES)})")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _cached_image(release, kind, log)
-
-
-def _cached_image(release, kind, log):
     log = log or CACHE / "build.log"
     bare_key = _key(release, "bare")
-    bare, repo = CACHE / bare_key, CACHE / f"{bare_key}-repo"
-    if not (bare / ".pgr-image.json").exists():
-        for stale in (bare, repo):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = CACHE / f"{bare_key}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _build_bare(release, tmp, repo, log)
+    repo = CACHE / f"{bare_key}-repo"
+
+    def build_bare(tmp):
+        remove_tree(repo)
+        _build_bare(release, tmp, repo, log, bare_key)
         (tmp / ".pgr-image.json").write_text(json.dumps(_recipe(release, "bare")))
-        tmp.rename(bare)
+
+    with _locked(bare_key):
+        bare = _build_once(bare_key, build_bare)
     if kind == "bare":
-        return bare, repo
+        return (bare,), repo
     key = _key(release, kind)
-    root = CACHE / key
-    if not (root / ".pgr-image.json").exists():
-        tmp = CACHE / f"{key}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["cp", "-a", str(bare), str(tmp)], check=True)
-        _provision(tmp, repo)
+
+    def build_layer(tmp):
+        _build_layer(bare, repo, tmp, key)
         (tmp / ".pgr-image.json").write_text(json.dumps(_recipe(release, kind)))
-        tmp.rename(root)
-    return root, repo
+
+    with _locked(key):
+        return (_build_once(key, build_layer), bare), repo
+
+
+def timings_since(started):
+    """The build steps recorded since ``started`` (a time.time()), oldest first."""
+    if not TIMINGS.exists():
+        return []
+    entries = [json.loads(line) for line in TIMINGS.read_text().splitlines() if line.strip()]
+    return [e for e in entries if e["start"] >= started]
+
+
+def build_report(started):
+    """What the image builds since ``started`` cost: (wall seconds from the first step's start
+    to the last one's end, or 0 when nothing was built; one line per image)."""
+    totals = [e for e in timings_since(started) if e["step"] == "total"]
+    if not totals:
+        return 0.0, []
+    wall = max(e["start"] + e["seconds"] for e in totals) - min(e["start"] for e in totals)
+    steps = timings_since(started)
+    lines = []
+    for total in totals:
+        parts = [
+            f"{e['step']} {e['seconds']:.0f} s"
+            for e in steps
+            if e["image"] == total["image"] and e["step"] not in ("total", "waited")
+        ]
+        lines.append(f"{total['image']}: {total['seconds']:.0f} s ({', '.join(parts) or 'one step'})")
+    return wall, lines
+
+
+def build_all(groups=BUILD_ORDER, kinds=("bare", "provisioned")):
+    """Build (or find) the images of every release: ``groups`` one after the other, the
+    releases of a group side by side (one process each). Returns the exit codes. SIGTERM
+    and SIGHUP are passed on to the builds, which unwind; no group starts after them."""
+    procs, codes = [], []
+    stopped = []
+    forward_signals(lambda: stopped.append(True) or [p.pid for p in procs if p.poll() is None])
+    for group in groups:
+        if stopped:
+            break
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "lab.image", "--kind", *kinds, "--", release], cwd=REPO_ROOT)  # noqa: S603
+            for release in group
+        ]
+        codes += [p.wait() for p in procs]
+    return codes
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("release", nargs="*", default=["bookworm"], choices=list(RELEASES))
+    parser.add_argument("release", nargs="*", help=f"one of {', '.join(RELEASES)} (default: bookworm)")
+    parser.add_argument("--all", action="store_true", help="every release: bookworm, then the others side by side")
+    parser.add_argument("--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned"])
     args = parser.parse_args(argv)
-    for release in args.release:
-        for kind in ("bare", "provisioned"):
-            print(kind, *image(release, kind))
+    unknown = set(args.release) - set(RELEASES)
+    if unknown:
+        parser.error(f"unknown release {', '.join(sorted(unknown))} (one of {', '.join(RELEASES)})")
+    started = time.time()
+    if args.all:
+        codes = build_all(BUILD_ORDER, args.kind)
+        wall, lines = build_report(started)
+        print("\n".join(lines + [f"images built in {wall:.0f} s"]), flush=True)
+        return max(codes, default=143)
+    unwind_on_signals()
+    for release in args.release or ["bookworm"]:
+        for kind in args.kind:
+            layers, repo = image(release, kind)
+            print(kind, *layers, repo, flush=True)
+    return 0
 
 
 if __name__ == "__main__":
