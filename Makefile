@@ -16,8 +16,11 @@ PYTEST_JOBS ?= 2
 demo: deps venv  ## bring up the lab, apply the highstate, show the reference scenario
 	$(PY) -m lab.demo --with-backup
 
-test: deps venv lint bench-quick  ## lint, the benchmarks' smoke run, then the whole suite
-	$(PY) -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+# lab/testrun.py starts the lab's image builds in the background first, runs `make lint
+# bench-quick`, then pytest; a SIGTERM or SIGHUP tears every lab down; its last line says
+# where the time went.
+test: deps venv  ## lint, the benchmarks' smoke run, then the whole suite (images built beside them)
+	$(PY) -m lab.testrun --jobs $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff format --check .

@@ -4,10 +4,9 @@ log file for the daemons) and the checks before a lab starts."""
 import argparse
 import logging
 import os
-import signal
-import sys
 
 from lab.hosts import Lab
+from lab.signals import unwind_on_signals
 
 
 def lab_rounds(doc, rounds, argv=None):
@@ -29,8 +28,8 @@ def lab_options(doc, rounds, argv=None, flags=()):
     if os.geteuid() != 0:
         raise SystemExit("run as root (the lab makes network namespaces)")
     logging.basicConfig(filename=args.log, level=logging.INFO, force=True)
-    # A TERM (a timeout, make interrupted) unwinds the labs' with blocks, which clean up.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # A TERM or HUP (a timeout, make interrupted) unwinds the labs' with blocks, which clean up.
+    unwind_on_signals()
     Lab.cleanup_stale()
     return (1 if args.quick else args.rounds), args
 

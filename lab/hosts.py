@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from lab.signals import unwind_on_signals
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,12 +29,21 @@ STATE_DIR = pathlib.Path("/run/pg_replication-lab")
 def worker_slot():
     """Prefix and subnet of this process's lab: the defaults, or one pair per pytest-xdist
     worker (``PYTEST_XDIST_WORKER`` gw0, gw1, ...), so that labs run side by side. Worker
-    prefixes ("pgw0", ...) never start with the default's "pgr-" (its cleanup spares them)."""
+    prefixes ("pgw0", ...) never start with the default's "pgr-" (its cleanup spares them).
+    ``PGR_LAB_WORKER_SLOTS`` ("PREFIX:THIRD_OCTET", default "pgw:20") gives a test run of
+    its own (a test that runs pytest) prefixes and subnets apart from its parent run's."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return DEFAULT_PREFIX, DEFAULT_SUBNET
+    prefix, octet = worker_slots_base()
     number = int(worker[2:])
-    return f"pgw{number}", f"10.47.{20 + number}.0/24"
+    return f"{prefix}{number}", f"10.47.{octet + number}.0/24"
+
+
+def worker_slots_base():
+    """The pytest-xdist workers' prefix and first subnet octet (``PGR_LAB_WORKER_SLOTS``)."""
+    prefix, _, octet = os.environ.get("PGR_LAB_WORKER_SLOTS", "pgw:20").partition(":")
+    return prefix, int(octet)
 
 
 def _ip(*args, check=True):
@@ -157,6 +168,21 @@ class Host:
         _release_link(self.veth)
 
 
+def _netns_names(start):
+    """The network namespaces whose names start with ``start``."""
+    names = (line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.split())
+    return [name for name in names if name.startswith(start)]
+
+
+def _link_names(start):
+    """The network links (of the machine's namespace) whose names start with ``start``."""
+    links = []
+    for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+        if line.count(":") > 1:
+            links.append(line.split(":")[1].strip().split("@")[0])
+    return [link for link in links if link.startswith(start)]
+
+
 def _proc_state(pid):
     try:
         return (
@@ -187,6 +213,8 @@ class Lab:
         """``image``: None for namespace hosts, or (release, kind) for hosts that boot with
         systemd from that image (:mod:`lab.booted`, :mod:`lab.image`). ``prefix`` and
         ``subnet`` default to this process's :func:`worker_slot`."""
+        # A SIGTERM or SIGHUP from here on unwinds through down() (lab.signals).
+        unwind_on_signals()
         default_prefix, default_subnet = worker_slot()
         self.root = pathlib.Path(root)
         self.prefix = prefix or default_prefix
@@ -204,8 +232,8 @@ class Lab:
         from lab.booted import BootedHost  # pylint: disable=import-outside-toplevel
         from lab.image import image  # pylint: disable=import-outside-toplevel
 
-        rootfs, self.repo = image(*self.image)
-        return BootedHost(self, name, address, rootfs)
+        layers, self.repo = image(*self.image)
+        return BootedHost(self, name, address, layers)
 
     @property
     def booted(self):
@@ -218,29 +246,32 @@ class Lab:
     def cleanup_stale(cls, prefix=None):
         """Remove namespaces, bridge and mounts left by an earlier lab with this prefix."""
         prefix = prefix or worker_slot()[0]
-        for line in _ip("netns", "list", check=False).stdout.splitlines():
-            ns = line.split()[0] if line.split() else ""
-            if ns.startswith(f"{prefix}-"):
-                for pid in _ip("netns", "pids", ns, check=False).stdout.split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _ip("netns", "del", ns, check=False)
+        for ns in _netns_names(f"{prefix}-"):
+            for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _ip("netns", "del", ns, check=False)
         _ip("link", "del", f"{prefix}-br0", check=False)
-        for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
-            link = line.split(":")[1].strip().split("@")[0] if line.count(":") > 1 else ""
-            if link.startswith(f"{prefix}-"):
-                _ip("link", "del", link, check=False)
+        for link in _link_names(f"{prefix}-"):
+            _ip("link", "del", link, check=False)
         cls._unmount_stale_roots(prefix)
 
     @classmethod
     def cleanup_all(cls):
         """What every lab (the default one and the pytest-xdist workers') left behind."""
+        workers = worker_slots_base()[0]
         prefixes = {DEFAULT_PREFIX} | {path.stem for path in STATE_DIR.glob("*.mounts")}
-        prefixes |= {
-            ns.split("-")[0] for ns in _ip("netns", "list", check=False).stdout.split() if ns.startswith("pgw")
-        }
+        prefixes |= {ns.split("-")[0] for ns in _netns_names(workers)}
         for prefix in sorted(prefixes):
             cls.cleanup_stale(prefix)
+
+    @classmethod
+    def leftovers(cls, prefix):
+        """What labs with ``prefix`` left on the machine (namespaces, links, root overlays
+        still mounted), one line each; empty when they were all torn down."""
+        found = [f"network namespace {ns}" for ns in _netns_names(f"{prefix}-")]
+        found += [f"link {link}" for link in _link_names(f"{prefix}-")]
+        return found + [f"mount {target}" for target in sorted(cls._recorded_mounts(prefix))]
 
     @staticmethod
     def mounts_record(prefix):
@@ -254,16 +285,21 @@ class Lab:
             fh.write(f"{target}\n")
 
     @classmethod
-    def _unmount_stale_roots(cls, prefix):
-        """Unmount the booted hosts' root overlays an earlier lab with ``prefix`` left."""
+    def _recorded_mounts(cls, prefix):
+        """The root overlays that labs with ``prefix`` mounted and that are mounted still."""
         record = cls.mounts_record(prefix)
         if not record.exists():
-            return
+            return set()
         with open("/proc/self/mounts") as fh:
             mounted = {line.split()[1] for line in fh if line.split()[2] == "overlay"}
-        for target in set(record.read_text().split()) & mounted:
+        return set(record.read_text().split()) & mounted
+
+    @classmethod
+    def _unmount_stale_roots(cls, prefix):
+        """Unmount the booted hosts' root overlays an earlier lab with ``prefix`` left."""
+        for target in cls._recorded_mounts(prefix):
             subprocess.run(["umount", "-l", target], check=False)
-        record.unlink()
+        cls.mounts_record(prefix).unlink(missing_ok=True)
 
     def up(self):
         self.cleanup_stale(self.prefix)

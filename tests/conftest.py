@@ -62,3 +62,56 @@ def merged_config():
         return deep_merge(deep_merge(defaults, osfamilymap[os_family]), pillar)
 
     return merge
+
+
+# --- the run as a whole: signals, order, where the time went -------------------------------
+
+# Integration modules, longest first: with `--dist loadfile` each runs whole on one worker,
+# so starting the long ones first keeps both workers busy to the end. Everything without a
+# lab (unit, functional, packaging) runs before them, while the background build
+# (lab/testrun.py) finishes the images they boot.
+INTEGRATION_ORDER = (
+    "test_matrix.py",
+    "test_day2.py",
+    "test_barman.py",
+    "test_topology.py",
+    "test_vagrant_up.py",
+    "test_booted.py",
+    "test_signals.py",
+)
+
+
+def pytest_configure(config):
+    """SIGTERM and SIGHUP unwind the run as Ctrl-C does (lab/pytest_signals.py)."""
+    from lab import pytest_signals  # pylint: disable=import-outside-toplevel
+
+    pytest_signals.pytest_configure(config)
+
+
+def _run_order(item):
+    path = pathlib.Path(str(item.fspath))
+    if "integration" not in path.parts:
+        return (0, 0)
+    name = path.name
+    return (1, INTEGRATION_ORDER.index(name) if name in INTEGRATION_ORDER else len(INTEGRATION_ORDER))
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=_run_order)  # stable: a module's own order stays
+
+
+_MODULE_SECONDS = {}
+
+
+def pytest_runtest_logreport(report):
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each test module's time (setup, calls and teardown, its lab's included), slowest first."""
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1])[:12]
+    if slowest:
+        terminalreporter.section("time per test module")
+        for module, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:8.1f}s {module}")
