@@ -64,7 +64,7 @@ class Run:
 
     def wait_builds(self):
         codes = [p.wait() for p in self.builds]
-        if any(codes):
+        if any(codes) and not self.interrupted:
             print(f"an image build failed (exit {codes}); its log: {BUILD_LOG}", flush=True)
             print(BUILD_LOG.read_text(errors="replace")[-4000:], flush=True)
         return max(codes, default=0)
@@ -121,7 +121,10 @@ def main(argv=None):
         code = run.run([os.environ.get("MAKE", "make"), "--no-print-directory", "lint", "bench-quick"])
     tests_started = time.time()
     if code == 0:
-        code = run.run([sys.executable, "-m", "pytest", "-n", args.jobs, "--dist", "loadfile", *pytest_args])
+        # --no-loadscope-reorder: xdist would otherwise hand out the modules with the most
+        # tests first (integration ones among them); tests/conftest.py's order stands.
+        pytest = [sys.executable, "-m", "pytest", "-n", args.jobs, "--dist", "loadfile", "--no-loadscope-reorder"]
+        code = run.run([*pytest, *pytest_args])
     tests_seconds = time.time() - tests_started
     # Never leave a build behind: wait for them even after a failed step.
     builds = run.wait_builds()
