@@ -27,6 +27,8 @@ BOX_NAME = "pg_replication/debian-12"
 RELEASE = "bookworm"
 GUEST_REPO = "/opt/pgr-repo"
 REPO_LINK = image.CACHE / f"{RELEASE}-repo"
+# Where kitchen.lxc.yml finds it: the default cache (PGR_LAB_CACHE moves the lab's own).
+DEFAULT_REPO_LINK = image.DEFAULT_CACHE / f"{RELEASE}-repo"
 MIRROR = "http://deb.debian.org/debian"
 LXC_CONFIG = "lxc.arch = amd64\nlxc.include = /usr/share/lxc/config/common.conf\nlxc.apparmor.profile = unconfined\n"
 GUEST_SCRIPT = f"""

@@ -33,7 +33,8 @@ import time
 from lab.signals import forward_signals, unwind_on_signals
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-CACHE = pathlib.Path(os.environ.get("PGR_LAB_CACHE", "/var/cache/pg_replication-lab"))
+DEFAULT_CACHE = pathlib.Path("/var/cache/pg_replication-lab")
+CACHE = pathlib.Path(os.environ.get("PGR_LAB_CACHE", DEFAULT_CACHE))
 # Debian release -> the PostgreSQL major version it ships.
 RELEASES = {"bullseye": 13, "bookworm": 15, "trixie": 17}
 # The order --all builds them in: the release most test modules boot first, alone (on two

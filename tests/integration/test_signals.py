@@ -90,6 +90,13 @@ def _stop(proc, sig, timeout=240):
     return None
 
 
+def _default_dispositions():
+    """In the child: SIGHUP and SIGTERM as a terminal session has them. A run under nohup
+    inherits SIGHUP ignored, and lab.signals leaves an ignored signal ignored."""
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -137,7 +144,13 @@ def test_sighup_to_make_demo_mid_highstate_tears_its_lab_down(tmp_path):
     PostgreSQL and Barman on its three booted hosts."""
     cmd = [sys.executable, "-m", "lab.demo", "--with-backup", "--log", str(tmp_path / "demo.log")]
     proc = subprocess.Popen(  # noqa: S603
-        cmd, cwd=REPO_ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=REPO_ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_default_dispositions,
     )
     lines = []
     try:

@@ -91,7 +91,7 @@ def test_the_vagrant_lxc_file_uses_the_lab_box_and_repository():
     (platform,) = LXC["platforms"]
     assert platform["name"].startswith("debian-12")  # the OS family of its renders above
     assert platform["driver"]["box"] == box.BOX_NAME
-    assert platform["driver"]["synced_folders"] == [[str(box.REPO_LINK), box.GUEST_REPO]]
+    assert platform["driver"]["synced_folders"] == [[str(box.DEFAULT_REPO_LINK), box.GUEST_REPO]]
     assert "PG_REPLICATION_LXC_BRIDGE" in platform["driver"]["customize"]["net.0.link"]
     assert LXC["verifier"] == {"name": "shell", "command": "sh tests/kitchen/shell/verify.sh"}
 
