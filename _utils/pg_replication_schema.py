@@ -1,0 +1,420 @@
+"""The ``pg_replication`` pillar's schema: every key's type and grammar (:data:`SCHEMA`), the
+small language the schema is written in, the settings the formula writes itself, and the
+checks of single values (passwords, secrets, templated paths).
+
+A spec is a dict (a mapping with exactly these keys, each with its own spec) or a function
+``check(value, key, errors)`` that appends ``"key: message"`` for each fault. Unknown keys
+are refused, so a typo never silently becomes a default.
+
+Pure logic; runs on the minion's Python (3.9 on Debian 11).
+"""
+
+import ipaddress
+import os
+import runpy
+
+_sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
+syntax = _sibling("pg_replication_syntax")
+
+ROLES = ("primary", "standby", "barman")
+SYNC_METHODS = ("any", "first")
+RESTART_MODES = ("auto", "manual")
+INSTALL_METHODS = ("pkg", "pip")
+# Barman's WAL `compression` (none: not compressed) and its base backup `backup_compression`
+# (pg_basebackup's client-side compression; lz4 and zstd need pg_basebackup 15+).
+WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
+BACKUP_COMPRESSIONS = ("none", "gzip", "lz4", "zstd")
+CLOUD_COMPRESSIONS = ("gzip", "bzip2", "none")
+MIN_PASSWORD_LENGTH = 12
+MIN_VERSION, MAX_VERSION = 10, 18
+KEY = "pg_replication"
+# postgresql.conf settings the formula writes itself, and the pillar key that sets each.
+RESERVED_SETTINGS = {
+    "port": f"{KEY}:port",
+    "data_directory": f"{KEY}:data_dir",
+    "hba_file": f"{KEY}:conf_dir",
+    "ident_file": f"{KEY}:conf_dir",
+    "external_pid_file": f"{KEY}:pid_file",
+    "unix_socket_directories": f"{KEY}:socket_dir",
+    "cluster_name": f"{KEY}:cluster",
+    "primary_conninfo": f"{KEY}:hosts",
+    "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
+    "synchronous_standby_names": f"{KEY}:synchronous",
+    "restore_command": f"{KEY}:standby:restore_from_cloud",
+    "ssl": f"{KEY}:tls",
+    "ssl_ca_file": f"{KEY}:tls",
+    "ssl_cert_file": f"{KEY}:tls",
+    "ssl_key_file": f"{KEY}:tls",
+    "config_file": None,
+    "include": None,
+    "include_dir": None,
+    "include_if_exists": None,
+}
+
+
+class PlanError(ValueError):
+    """The pillar is invalid; the message lists every fault with its pillar key."""
+
+
+# --------------------------------------------------------------------------- the language
+
+
+def _message(check):
+    """A spec from a function value -> message or None."""
+
+    def spec(value, key, errors):
+        message = check(value)
+        if message:
+            errors.append(f"{key}: {message}")
+
+    return spec
+
+
+def _pattern(regex, what):
+    return _message(lambda v: syntax.check_pattern(v, regex, what))
+
+
+def _int(minimum=None, maximum=None):
+    return _message(lambda v: syntax.check_int(v, minimum, maximum))
+
+
+def _nullable(spec):
+    def check(value, key, errors):
+        if value is not None:
+            spec(value, key, errors)
+
+    return check
+
+
+def _list_of(spec):
+    def check(value, key, errors):
+        if not isinstance(value, list):
+            errors.append(f"{key}: must be a list, not {_type(value)}")
+            return
+        for i, item in enumerate(value):
+            spec(item, f"{key}:{i}", errors)
+
+    return check
+
+
+def _mapping_of(key_spec, value_spec):
+    """A mapping whose keys are names (checked by ``key_spec``) and values ``value_spec``."""
+
+    def check(value, key, errors):
+        if not isinstance(value, dict):
+            errors.append(f"{key}: must be a mapping, not {_type(value)}")
+            return
+        for name, item in value.items():
+            key_spec(name, f"{key}:{name}", errors)
+            validate(item, value_spec, f"{key}:{name}", errors)
+
+    return check
+
+
+def _enum(*choices):
+    return _message(lambda v: None if v in choices else f"{v!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _bool(value, key, errors):
+    if not isinstance(value, bool):
+        errors.append(f"{key}: {value!r} is not true or false")
+
+
+def _type(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _record(spec, required=()):
+    """A mapping with exactly the keys of ``spec``, of which ``required`` must be set."""
+
+    def check(value, key, errors):
+        validate(value, spec, key, errors)
+        if isinstance(value, dict):
+            errors.extend(f"{key}:{name}: is required" for name in required if value.get(name) is None)
+
+    return check
+
+
+def validate(value, spec, key, errors):
+    """Check ``value`` against ``spec``; append one "pillar:key: message" per fault."""
+    if not isinstance(spec, dict):
+        spec(value, key, errors)
+        return
+    if not isinstance(value, dict):
+        errors.append(f"{key}: must be a mapping, not {_type(value)}")
+        return
+    for name in value:
+        if name not in spec:
+            errors.append(f"{key}:{name}: unknown key (expected one of {', '.join(sorted(spec))})")
+    for name, sub in spec.items():
+        if name in value:
+            validate(value[name], sub, f"{key}:{name}", errors)
+
+
+_path = _message(syntax.check_path)
+_ip = _message(syntax.check_ip)
+_host = _message(syntax.check_host)
+_package = _pattern(syntax.PACKAGE_RE, "a package name")
+_role = _pattern(syntax.ROLE_RE, "a valid role name (letters, digits, _)")
+_slot = _pattern(syntax.SLOT_RE, "a valid slot name (lower-case letters, digits, _)")
+_minion_id = _pattern(syntax.MINION_ID_RE, "a valid minion id (letters, digits, _ . -)")
+_server_name = _pattern(syntax.SERVER_RE, "a valid Barman server name (letters, digits, _ . -)")
+_port = _int(1, 65535)
+_version = _int(MIN_VERSION, MAX_VERSION)
+_retention = _pattern(syntax.RETENTION_RE, "a retention policy (REDUNDANCY n or RECOVERY WINDOW OF n DAYS)")
+
+
+def _templated(spec):
+    """A value that may hold {version} and {cluster}: checked with them filled in (both are
+    checked on their own, and the expanded value is checked again by the plan)."""
+
+    def check(value, key, errors):
+        if isinstance(value, str):
+            value = value.replace("{version}", "15").replace("{cluster}", "main")
+        spec(value, key, errors)
+
+    return check
+
+
+def _secret(value, key, errors):
+    """Passwords: presence and strength are checked where they are required."""
+    if value is not None:
+        message = syntax.check_secret(value)
+        if message:
+            errors.append(f"{key}: {message}")
+
+
+def _pem(*kinds):
+    def check(value, key, errors):
+        message = syntax.check_pem(value, kinds)
+        if message:
+            errors.append(f"{key}: {message}")
+
+    return check
+
+
+def _secret_pattern(regex, what):
+    """A secret matching ``regex``; the message never quotes it."""
+
+    def check(value, key, errors):
+        if not isinstance(value, str) or not regex.match(value):
+            errors.append(f"{key}: is not {what}")
+
+    return check
+
+
+_certificate = _pem("CERTIFICATE")
+_private_key = _pem("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+
+
+def _setting(name, value, key, errors):
+    if not isinstance(name, str) or not syntax.SETTING_RE.match(name):
+        errors.append(f"{key}: {name!r} is not a valid setting name (lower-case letters, digits, _, one dot)")
+    elif name in RESERVED_SETTINGS:
+        owner = RESERVED_SETTINGS[name]
+        errors.append(f"{key}: {name} is written by the formula" + (f"; set {owner} instead" if owner else ""))
+    message = syntax.check_setting_value(value)
+    if message:
+        errors.append(f"{key}: {message}")
+
+
+def _settings(value, key, errors):
+    if not isinstance(value, dict):
+        errors.append(f"{key}: must be a mapping of setting names to values, not {_type(value)}")
+        return
+    for name, setting in value.items():
+        _setting(name, setting, f"{key}:{name}", errors)
+
+
+# --------------------------------------------------------------------------- the schema
+
+HOST_SPEC = {
+    "role": _enum(*ROLES),
+    "address": _ip,
+    "slot": _slot,
+    "application_name": _pattern(syntax.APPLICATION_NAME_RE, "a valid application name (letters, digits, _ . -)"),
+    # A standby streams from the primary, or from this other server (cascading).
+    "upstream": _nullable(_minion_id),
+}
+# What the barman section sets for every server, and a barman:servers entry may override.
+BARMAN_SERVER_DEFAULTS = {
+    "user": _role,
+    "password": _secret,
+    "streaming_user": _role,
+    "streaming_password": _secret,
+    "slot_name": _slot,
+    "retention_policy": _retention,
+    "minimum_redundancy": _int(0),
+    "immediate_checkpoint": _bool,
+    "compression": _enum(*WAL_COMPRESSIONS),
+    "backup_compression": _enum(*BACKUP_COMPRESSIONS),
+}
+# Barman's copy of every base backup and WAL segment to an S3-compatible object store
+# (barman-cloud-backup and barman-cloud-wal-archive as Barman hook scripts).
+CLOUD_SPEC = {
+    "destination": _pattern(syntax.S3_URL_RE, "an S3 URL (s3://bucket or s3://bucket/prefix)"),
+    "endpoint_url": _nullable(_pattern(syntax.ENDPOINT_URL_RE, "an endpoint URL (http(s)://host[:port])")),
+    "region": _pattern(syntax.REGION_RE, "a region name (lower-case letters, digits, -)"),
+    "access_key_id": _pattern(syntax.ACCESS_KEY_ID_RE, "an access key id (letters and digits)"),
+    "secret_access_key": _secret_pattern(
+        syntax.SECRET_ACCESS_KEY_RE, "a secret access key (letters, digits, / + = _ . -)"
+    ),
+    "compression": _enum(*CLOUD_COMPRESSIONS),
+}
+BARMAN_SERVER_SPEC = {
+    "address": _host,
+    "port": _port,
+    "version": _version,
+    "primary": _nullable(_host),
+    **BARMAN_SERVER_DEFAULTS,
+}
+SCHEMA = {
+    "version": _version,
+    "cluster": _pattern(syntax.CLUSTER_RE, "a valid cluster name (lower-case letters, digits, _ -)"),
+    "port": _port,
+    "upstream_repo": _bool,
+    # A host's address may come from the Salt mine instead (pg_replication_topology.MINE_FUNCTION).
+    "hosts": _mapping_of(_minion_id, _record(HOST_SPEC, required=("role",))),
+    "network": _nullable(_message(lambda v: None if network(v) else f"{v!r} is not a CIDR network")),
+    "replication": {"user": _role, "password": _secret},
+    "standby": {
+        "wipe_unrelated_data": _bool,
+        "wipe_promoted_copy": _bool,
+        "rebuild_lost_slot": _bool,
+        # restore_command from barman:cloud's WAL copy: a standby behind its slot catches up.
+        "restore_from_cloud": _bool,
+        "bootstrap_timeout": _int(1),
+    },
+    "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
+    "settings": _settings,
+    "barman": {
+        "install": {
+            "method": _enum(*INSTALL_METHODS),
+            "version": _nullable(_pattern(syntax.PIP_VERSION_RE, "a version number")),
+            "venv": _nullable(_path),
+            "link": _nullable(_path),
+        },
+        "server_name": _nullable(_server_name),
+        "primary": _nullable(_minion_id),
+        **BARMAN_SERVER_DEFAULTS,
+        "user_replication": _bool,
+        "backup_max_age": _int(1),
+        "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
+        "check_timeout": _int(1),
+        "config_file": _path,
+        "config_dir": _path,
+        "home": _path,
+        "log_dir": _path,
+        "servers": _mapping_of(_server_name, _record(BARMAN_SERVER_SPEC, required=("address",))),
+        "pkgs": _list_of(_package),
+        "build_pkgs": _list_of(_package),
+        "cloud": _nullable(_record(CLOUD_SPEC, required=("destination", "access_key_id", "secret_access_key"))),
+        "cloud_pkgs": _list_of(_package),
+    },
+    "switchover": {"max_lag_bytes": _int(0)},
+    # TLS on every TCP connection: the CA's certificate, and each server's certificate (its
+    # address in subjectAltName) and key.
+    "tls": {
+        "ca_cert": _nullable(_certificate),
+        "hosts": _mapping_of(
+            _minion_id, _record({"cert": _certificate, "key": _private_key}, required=("cert", "key"))
+        ),
+    },
+    "synchronous": {"method": _enum(*SYNC_METHODS), "count": _int(1, 100), "standbys": _list_of(_minion_id)},
+    "spare_wal_senders": _int(0, 100),
+    "spare_replication_slots": _int(0, 100),
+    "restart": {"primary": _enum(*RESTART_MODES), "standby": _enum(*RESTART_MODES)},
+    "service": {"enable": _bool},
+    # OS family values (osfamilymap.yaml), which a pillar may override.
+    "pkgs": {"server": _templated(_package), "client": _templated(_package)},
+    "service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
+    "systemd_service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
+    "bin_dir": _templated(_path),
+    "conf_dir": _templated(_path),
+    "data_dir": _templated(_path),
+    "socket_dir": _templated(_path),
+    "home": _templated(_path),
+    "pid_file": _nullable(_templated(_path)),
+    "createcluster_conf": _nullable(_path),
+    "salt_psycopg2_pkg": _package,
+    "repo": {
+        "url": _templated(_pattern(syntax.URL_RE, "an http(s) URL")),
+        "key_url": _pattern(syntax.URL_RE, "an http(s) URL"),
+        "keyring": _path,
+    },
+}
+# Values that may hold {version} and {cluster}: checked again once expanded.
+EXPANDED = ("bin_dir", "conf_dir", "data_dir", "socket_dir", "home", "pid_file", "service_name", "systemd_service_name")
+
+
+def network(value):
+    try:
+        return str(ipaddress.ip_network(str(value)))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- single values
+
+
+def redact(value):
+    """``value`` with every secret (passwords, .pgpass lines) replaced by ``********``."""
+    if isinstance(value, dict):
+        return {k: ("********" if _is_secret_key(k) and v else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _is_secret_key(name):
+    return any(word in str(name) for word in ("password", "pgpass", "secret")) or str(name) == "key"
+
+
+def check_password(errors, key, user, password):
+    if not password:
+        errors.append(f"{key}: a password is required")
+    elif not isinstance(password, str):
+        return  # the schema said so
+    elif len(password) < MIN_PASSWORD_LENGTH:
+        errors.append(f"{key}: the password is too weak (fewer than {MIN_PASSWORD_LENGTH} characters)")
+    elif password == user:
+        errors.append(f"{key}: the password must not equal the user name")
+
+
+def expand(value, version, cluster):
+    if isinstance(value, str):
+        return value.replace("{version}", str(version)).replace("{cluster}", str(cluster))
+    if isinstance(value, dict):
+        return {k: expand(v, version, cluster) for k, v in value.items()}
+    return value
+
+
+def expand_paths(config, errors):
+    """The values of :data:`EXPANDED`, the package names and the repository with {version} and
+    {cluster} filled in; a path that is no longer valid once expanded is refused."""
+    version, cluster = config["version"], config["cluster"]
+    for name in EXPANDED:
+        if config.get(name):
+            config[name] = expand(config[name], version, cluster)
+            if name.endswith("_name"):
+                continue
+            message = syntax.check_path(config[name])
+            if message:
+                errors.append(f"{KEY}:{name}: {message}")
+    for name in ("server", "client"):
+        config["pkgs"][name] = expand(config["pkgs"][name], version, cluster)
+    config["repo"] = expand(config.get("repo") or {}, version, cluster)
+
+
+# The keys a plan cannot do without (defaults.yaml and osfamilymap.yaml set all but hosts).
+REQUIRED = ("version", "hosts", "pkgs", "bin_dir", "conf_dir", "data_dir", "socket_dir", "home")
+
+
+def check(config, errors):
+    """Check the whole pillar against :data:`SCHEMA` and :data:`REQUIRED`."""
+    validate(config, SCHEMA, KEY, errors)
+    for required in REQUIRED:
+        if isinstance(config, dict) and config.get(required) in (None, {}, ""):
+            errors.append(f"{KEY}:{required}: is required" + (" (at least one host)" if required == "hosts" else ""))
