@@ -33,7 +33,7 @@ def __virtual__():
     return __virtualname__
 
 
-def _unavailable(message):
+def _unavailable_error(message):
     return __utils__["pg_replication_unavailable.error"](message)
 
 
@@ -54,7 +54,7 @@ def _binary():
     pip_link = install.get("link") if install.get("method") == "pip" else None
     binary = __salt__["config.option"]("barman.bin", None) or pip_link or salt.utils.path.which("barman")
     if not binary or not salt.utils.path.which(binary):
-        raise _unavailable(f"barman: the barman command is not installed ({binary or 'not on the PATH'})")
+        raise _unavailable_error(f"barman: the barman command is not installed ({binary or 'not on the PATH'})")
     return binary
 
 
@@ -90,7 +90,7 @@ def _run(*args, parse=True, timeout=None):
     if isinstance(data, dict) and data.get("_ERROR"):
         message = "barman {}: {}".format(args[0], "; ".join(map(str, data["_ERROR"])))
         if any(str(e).startswith("Unknown server") for e in data["_ERROR"]):
-            raise _unavailable(message)  # its configuration is not written yet
+            raise _unavailable_error(message)  # its configuration is not written yet
         raise CommandExecutionError(message)
     if res["retcode"] and args[0] != "check":
         raise CommandExecutionError(f"barman {args[0]} failed: {(res['stderr'] or out).strip()}")

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pg_replication"
 
-CONN_KEYS = ("host", "port", "user", "dbname")
 DEFAULT_CONN = {"host": "/var/run/postgresql", "port": 5432, "user": "postgres", "dbname": "postgres"}
 # Role attributes: state argument -> pg_roles column and the (ON, OFF) keywords.
 ROLE_ATTRS = {
@@ -55,7 +54,8 @@ def __virtual__():
     return __virtualname__
 
 
-def _unavailable(message):
+def _unavailable_error(message):
+    """The error for what does not exist yet (a state predicts instead, in test mode)."""
     return __utils__["pg_replication_unavailable.error"](message)
 
 
@@ -82,7 +82,7 @@ def driver_installed(python=None):
 def _conn_args(kwargs):
     args = dict(DEFAULT_CONN)
     args.update(__salt__["config.option"]("pg_replication.connection", {}) or {})
-    args.update({k: kwargs[k] for k in CONN_KEYS if kwargs.get(k) is not None})
+    args.update(__utils__["pg_replication_postgres.conn_kwargs"](kwargs))
     return args
 
 
@@ -91,7 +91,7 @@ def _connection(kwargs):
     key = "pg_replication.conn:{host}:{port}:{user}:{dbname}".format(**args)
     conn = __context__.get(key)
     if not HAS_PSYCOPG2:
-        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
+        raise _unavailable_error("pg_replication: psycopg2 is not installed in the Python that runs Salt")
     if conn is None or conn.closed:
         try:
             # The formula's own writes (roles, grants) commit locally: a highstate never waits
@@ -103,7 +103,7 @@ def _connection(kwargs):
                 **args,
             )
         except psycopg2.Error as exc:
-            raise _unavailable(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}") from exc
+            raise _unavailable_error(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {exc}") from exc
         conn.autocommit = True
         __context__[key] = conn
     return conn, key
@@ -209,6 +209,9 @@ def _mine_addresses(config):
 
 # --------------------------------------------------------------------------- slots
 
+# The server's end of WAL: a standby's received position, a primary's current one.
+WAL_END_SQL = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END"
+
 
 def slots(**kwargs):
     """
@@ -224,8 +227,7 @@ def slots(**kwargs):
     rows = _query(
         "SELECT slot_name, slot_type, active, active_pid, restart_lsn::text AS restart_lsn"  # noqa: S608 - constant
         + wal_status
-        + ", pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
-        " ELSE pg_current_wal_lsn() END, restart_lsn)::bigint AS retained_bytes"
+        + f", pg_wal_lsn_diff({WAL_END_SQL}, restart_lsn)::bigint AS retained_bytes"
         " FROM pg_replication_slots ORDER BY slot_name",
         **kwargs,
     )
@@ -304,7 +306,11 @@ def slot_drop(name, force=False, **kwargs):
                 f"replication slot {name!r} is active (pid {slot['active_pid']}); pass force=True to drop it"
             )
         _query("SELECT pg_terminate_backend(%s)", (slot["active_pid"],), **kwargs)
-        __utils__["pg_replication_poll.until"](lambda: not slots(**kwargs).get(name, {}).get("active"), 5, 0.1)
+        # Through __salt__: the poll runs this in the utils loader, where this module's own
+        # __utils__ is not packed.
+        __utils__["pg_replication_poll.until"](
+            lambda: not __salt__["pg_replication.slots"](**kwargs).get(name, {}).get("active"), 5, 0.1
+        )
     _query("SELECT pg_drop_replication_slot(%s)", (name,), fetch=False, **kwargs)
     return True
 
@@ -430,7 +436,8 @@ def role_drop(name, **kwargs):
 
 def role_grant(group, name, **kwargs):
     """
-    Make role ``name`` a member of ``group`` (e.g. pg_read_all_settings).
+    Make role ``name`` a member of ``group`` (e.g. pg_read_all_settings): a role that
+    inherits (the default) then has the group's privileges.
 
     CLI Example:
 
@@ -438,8 +445,7 @@ def role_grant(group, name, **kwargs):
 
         salt '*' pg_replication.role_grant pg_read_all_settings barman
     """
-    _query(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name)), fetch=False, **kwargs)
-    return True
+    return _membership("GRANT {} TO {}", group, name, **kwargs)
 
 
 def role_revoke(group, name, **kwargs):
@@ -452,7 +458,12 @@ def role_revoke(group, name, **kwargs):
 
         salt '*' pg_replication.role_revoke pg_read_all_settings barman
     """
-    _query(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name)), fetch=False, **kwargs)
+    return _membership("REVOKE {} FROM {}", group, name, **kwargs)
+
+
+def _membership(statement, group, name, **kwargs):
+    """Run a GRANT or REVOKE ``statement`` of ``group`` to or from role ``name``."""
+    _query(sql.SQL(statement).format(sql.Identifier(group), sql.Identifier(name)), fetch=False, **kwargs)
     return True
 
 
@@ -538,11 +549,10 @@ def _status(where, **kwargs):
     standby = where["in_recovery"]
     out = {"role": "standby" if standby else "primary", "timeline": where["timeline"], "slots": slots(**kwargs)}
     out["replication"] = _query(
-        "SELECT pid, usename, application_name, client_addr::text AS client_addr, state, sync_state,"
+        "SELECT pid, usename, application_name, client_addr::text AS client_addr, state, sync_state,"  # noqa: S608
         " sent_lsn::text AS sent_lsn, flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn,"
         # WAL-only clients (pg_receivewal, Barman) never replay: their lag is to what they flushed.
-        " pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()"
-        "   ELSE pg_current_wal_lsn() END, COALESCE(replay_lsn, flush_lsn, sent_lsn))::bigint AS lag_bytes,"
+        f" pg_wal_lsn_diff({WAL_END_SQL}, COALESCE(replay_lsn, flush_lsn, sent_lsn))::bigint AS lag_bytes,"
         " EXTRACT(EPOCH FROM replay_lag)::float AS lag_seconds"
         " FROM pg_stat_replication ORDER BY application_name, pid",
         **kwargs,
@@ -669,16 +679,6 @@ def restart_needed(settings, **kwargs):
     return sorted(restart_values(settings, **kwargs))
 
 
-# pg_controldata's names of the hot-standby minimums the primary last recorded.
-CONTROL_MINIMUMS = {
-    "max_connections": "max_connections setting",
-    "max_worker_processes": "max_worker_processes setting",
-    "max_wal_senders": "max_wal_senders setting",
-    "max_prepared_transactions": "max_prepared_xacts setting",
-    "max_locks_per_transaction": "max_locks_per_xact setting",
-}
-
-
 def primary_minimums(datadir, bin_dir=None):
     """
     On a standby: the values of the settings it needs at least as high as its primary's, as
@@ -691,8 +691,7 @@ def primary_minimums(datadir, bin_dir=None):
 
         salt standby pg_replication.primary_minimums /var/lib/postgresql/15/main
     """
-    control = controldata(datadir, bin_dir)
-    return {name: control[field] for name, field in CONTROL_MINIMUMS.items() if field in control}
+    return __utils__["pg_replication_settings.recorded_minimums"](controldata(datadir, bin_dir))
 
 
 # --------------------------------------------------------------------------- standby helpers
@@ -718,18 +717,16 @@ def datadir_system_identifier(datadir):
         return None
 
 
-# What a peer connection may add for TLS (the plan's ``peer_tls``): verify the server's
-# certificate against the cluster's CA, and bind SCRAM to the TLS channel.
-PEER_TLS_KEYS = ("sslmode", "sslrootcert", "channel_binding")
-
-
 def _peer_tls(tls):
-    """``tls`` (a mapping of :data:`PEER_TLS_KEYS`, or None) as libpq connection options."""
-    tls = dict(tls or {})
-    unknown = sorted(set(tls) - set(PEER_TLS_KEYS))
-    if unknown:
-        raise SaltInvocationError(f"tls: unknown option(s) {', '.join(unknown)}; expected {', '.join(PEER_TLS_KEYS)}")
-    return {k: str(v) for k, v in tls.items() if v is not None}
+    """``tls`` (libpq's sslmode, sslrootcert, channel_binding, or None) as connection options."""
+    try:
+        return __utils__["pg_replication_tls.peer_options"](tls)
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
+def _command(bin_dir, name):
+    return __utils__["pg_replication_postgres.command"](bin_dir, name)
 
 
 def _peer_connect(host, port, user, passfile, timeout, replication=False, tls=None):
@@ -737,7 +734,7 @@ def _peer_connect(host, port, user, passfile, timeout, replication=False, tls=No
     from ``passfile``; with ``tls``, over verified TLS): a physical replication connection,
     or one to the postgres database."""
     if not HAS_PSYCOPG2:
-        raise _unavailable("pg_replication: psycopg2 is not installed in the Python that runs Salt")
+        raise _unavailable_error("pg_replication: psycopg2 is not installed in the Python that runs Salt")
     from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
 
     kind = {"dbname": "replication", "connection_factory": PhysicalReplicationConnection}
@@ -842,9 +839,8 @@ def basebackup(
 
         salt standby pg_replication.basebackup /srv/pg/15/main 192.168.11.101 standby_slot passfile=/srv/pg/.pgpass
     """
-    binary = os.path.join(bin_dir, "pg_basebackup") if bin_dir else "pg_basebackup"
     cmd = [
-        binary, "-D", datadir, "-h", host, "-p", str(port), "-U", user,
+        _command(bin_dir, "pg_basebackup"), "-D", datadir, "-h", host, "-p", str(port), "-U", user,
         "-X", "stream", "-S", slot, "-c", "fast", "--no-password",
     ]  # fmt: skip
     if tls:
@@ -929,16 +925,12 @@ def controldata(datadir, bin_dir=None):
     """
     if datadir_system_identifier(datadir) is None:
         return {}
-    binary = os.path.join(bin_dir, "pg_controldata") if bin_dir else "pg_controldata"
-    res = __salt__["cmd.run_all"]([binary, datadir], env={"LC_ALL": "C"}, python_shell=False, ignore_retcode=True)
+    res = __salt__["cmd.run_all"](
+        [_command(bin_dir, "pg_controldata"), datadir], env={"LC_ALL": "C"}, python_shell=False, ignore_retcode=True
+    )
     if res["retcode"]:
         raise CommandExecutionError(f"pg_controldata {datadir} failed: {res['stderr'].strip()}")
-    out = {}
-    for line in res["stdout"].splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
+    return __utils__["pg_replication_postgres.parse_controldata"](res["stdout"])
 
 
 def promote(wait_seconds=60, **kwargs):
@@ -979,8 +971,7 @@ def checkpoint(**kwargs):
 def _shut_down_cleanly(datadir, bin_dir, config_file, runas):
     """pg_rewind needs a target shut down cleanly: after a crash, let a single-user server
     (which no client can reach) run crash recovery and stop."""
-    binary = os.path.join(bin_dir, "postgres") if bin_dir else "postgres"
-    cmd = [binary, "--single", "-F", "-D", datadir]
+    cmd = [_command(bin_dir, "postgres"), "--single", "-F", "-D", datadir]
     if config_file:
         cmd += ["-c", f"config_file={config_file}"]
     res = __salt__["cmd.run_all"](
@@ -1015,25 +1006,19 @@ def rewind(datadir, source_host, port=5432, user="replicator", passfile=None, bi
     source = __utils__["pg_replication_syntax.conninfo"](
         host=source_host, port=int(port), user=user, dbname="postgres", passfile=passfile, **_peer_tls(tls)
     )
-    binary = os.path.join(bin_dir, "pg_rewind") if bin_dir else "pg_rewind"
     res = __salt__["cmd.run_all"](
-        [binary, "--target-pgdata", datadir, "--source-server", source],
+        [_command(bin_dir, "pg_rewind"), "--target-pgdata", datadir, "--source-server", source],
         runas=runas, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"},
     )  # fmt: skip
     lines = [line for line in (res["stdout"] + "\n" + res["stderr"]).splitlines() if line.strip()]
     if res["retcode"]:
         raise CommandExecutionError(f"pg_rewind failed: {' / '.join(lines)}")
-    diverged = next((line.split("diverged at WAL location ", 1)[1] for line in lines if "diverged at" in line), None)
     _mark_standby(datadir, version)
-    return {"rewound": not any("no rewind required" in line for line in lines), "diverged_at": diverged,
-            "output": lines}  # fmt: skip
+    return __utils__["pg_replication_postgres.parse_rewind"](lines)
 
 
 def _mark_standby(datadir, version):
-    if version is not None and int(version) < 12:
-        marker, contents = os.path.join(datadir, "recovery.conf"), "standby_mode = 'on'\n"
-    else:
-        marker, contents = os.path.join(datadir, "standby.signal"), ""
+    marker, contents = __utils__["pg_replication_postgres.standby_marker"](datadir, version)
     __salt__["file.write"](marker, contents)
     __salt__["file.chown"](marker, "postgres", "postgres")
 

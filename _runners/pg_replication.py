@@ -64,14 +64,9 @@ def _apply(minion, change, timeout=900):
     return sorted(s.get("__id__") for s in states.values() if s.get("changes"))
 
 
-def _wait(predicate, timeout, interval=1.0):
-    return __utils__["pg_replication_poll.until"](predicate, timeout, interval)
-
-
 def _lsn(text):
     """A WAL position ('16/B374D848') as a number of bytes."""
-    high, low = str(text).split("/")
-    return (int(high, 16) << 32) + int(low, 16)
+    return __utils__["pg_replication_postgres.lsn_bytes"](text)
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -146,6 +141,12 @@ class Cluster:
         return {"host": plan["socket_dir"], "port": plan["port"]}
 
 
+def _start(tgt):
+    """What every operation starts from: the cluster, the pillar's primary, no check yet."""
+    cluster = Cluster(tgt)
+    return cluster, cluster.pillar_primary(), []
+
+
 def _check(checks, name, ok, detail=""):
     checks.append({"check": name, "ok": bool(ok), "detail": detail})
 
@@ -169,6 +170,10 @@ def _preflight(operation, checks, steps, test, would):
     if test:
         return {"result": None, "comment": would, "checks": checks, "steps": steps}
     return None
+
+
+def _succeeded(comment, checks, done, **more):
+    return {"result": True, "comment": comment, "checks": checks, "done": done, **more}
 
 
 def _failed(operation, exc, done):
@@ -366,8 +371,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         salt-run pg_replication.switchover to=standby test=True
         salt-run pg_replication.switchover to=standby
     """
-    cluster = Cluster(tgt)
-    old = cluster.pillar_primary()
+    cluster, old, _ = _start(tgt)
     max_lag = int(
         max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
     )
@@ -390,13 +394,8 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         _follow(cluster, to, change, done, rejoin=[old])
     except CommandExecutionError as exc:
         return _failed("switchover", exc, done)
-    return {
-        "result": True,
-        "comment": f"{to} is the primary; {old} and the other members follow it",
-        "checks": checks,
-        "done": done,
-        "pillar_change": _pillar_change(change),
-    }
+    comment = f"{to} is the primary; {old} and the other members follow it"
+    return _succeeded(comment, checks, done, pillar_change=_pillar_change(change))
 
 
 def _switchover_steps(cluster, old, to, change):
@@ -437,10 +436,12 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done):
     checkpoint = _lsn(control["Latest checkpoint location"])
     done.append(f"stopped {old}: shutdown checkpoint at {control['Latest checkpoint location']}")
 
-    def received():
-        return _lsn(_call(to, "pg_replication.position", **cluster.conn(to))["lsn"]) > checkpoint
+    lsn = __utils__["pg_replication_postgres.lsn_bytes"]  # the poll runs received() where __utils__ is not packed
 
-    if not _wait(received, timeout):
+    def received():
+        return lsn(_call(to, "pg_replication.position", **cluster.conn(to))["lsn"]) > checkpoint
+
+    if not __utils__["pg_replication_poll.until"](received, timeout):
         _call(old, "service.start", plan["service_name"])
         raise CommandExecutionError(
             f"{to} did not receive {old}'s shutdown checkpoint within {timeout}s; {old} was started again"
@@ -471,14 +472,15 @@ def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
     """Until ``host`` streams from ``source``, its upstream (and has replayed up to LSN
     ``replayed``)."""
     address = cluster.hosts[source]["address"]
+    lsn = __utils__["pg_replication_postgres.lsn_bytes"]  # the poll runs streaming() where __utils__ is not packed
 
     def streaming():
         server = _call(host, "pg_replication.member")["server"]
         receiver = server.get("receiver") or {}
-        caught_up = replayed is None or _lsn(server.get("replay_lsn") or "0/0") >= replayed
+        caught_up = replayed is None or lsn(server.get("replay_lsn") or "0/0") >= replayed
         return receiver.get("status") == "streaming" and receiver.get("sender_host") == address and caught_up
 
-    if not _wait(streaming, timeout, interval=2):
+    if not __utils__["pg_replication_poll.until"](streaming, timeout, interval=2):
         raise CommandExecutionError(f"{host} does not stream from {source} after {timeout}s")
 
 
@@ -533,9 +535,7 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         salt-run pg_replication.failover to=standby2 fence=True
     """
     started = time.monotonic()
-    cluster = Cluster(tgt)
-    old = cluster.pillar_primary()
-    checks = []
+    cluster, old, checks = _start(tgt)
     alive = old in cluster.running_primaries()
     _check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
            "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
@@ -581,14 +581,10 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         _follow(cluster, chosen, change, done)
     except CommandExecutionError as exc:
         return _failed("failover", exc, done)
-    return {
-        "result": True,
-        "comment": f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back",
-        "checks": checks,
-        "done": done,
-        "seconds_to_writable_primary": round(writable, 1),
-        "pillar_change": _pillar_change(change),
-    }
+    comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
+    return _succeeded(
+        comment, checks, done, seconds_to_writable_primary=round(writable, 1), pillar_change=_pillar_change(change)
+    )
 
 
 # --------------------------------------------------------------------------- rejoin
@@ -608,17 +604,17 @@ def rejoin(host, test=False, tgt="*"):
         salt-run pg_replication.rejoin host=master test=True
         salt-run pg_replication.rejoin host=master
     """
-    cluster = Cluster(tgt)
-    primary = cluster.pillar_primary()
-    checks = []
+    cluster, primary, checks = _start(tgt)
     _check(checks, f"{host} is a standby in the pillar", cluster.role(host) == "standby",
            f"{host}: {cluster.role(host)}; change the pillar first")  # fmt: skip
     _check(checks, f"{host}'s minion answers", host in cluster.members, "" if host in cluster.members else "no answer")
     running = cluster.running_primaries()
     _check(checks, f"the pillar's primary {primary} runs as a primary", primary in running, f"running: {running}")
-    mine = cluster.server(host) or {}
+    target = cluster.server(host) or {}
     streaming = (
-        mine.get("running") and mine.get("in_recovery") and (mine.get("receiver") or {}).get("status") == "streaming"
+        target.get("running")
+        and target.get("in_recovery")
+        and (target.get("receiver") or {}).get("status") == "streaming"
     )
     _check(checks, f"{host} is not already a streaming standby", not streaming, "it streams" if streaming else "")
     steps = [f"stop {host} if it runs", f"pg_rewind {host} from {primary}", f"apply {FORMULA} on {host}",
@@ -653,9 +649,7 @@ def rolling_restart(test=False, tgt="*", timeout=120):
         salt-run pg_replication.rolling_restart test=True
         salt-run pg_replication.rolling_restart
     """
-    cluster = Cluster(tgt)
-    primary = cluster.pillar_primary()
-    checks = []
+    cluster, primary, checks = _start(tgt)
     running = cluster.running_primaries()
     _check(checks, f"exactly one primary runs, the pillar's ({primary})", running == [primary],
            f"running: {running or 'none'}")  # fmt: skip
@@ -680,7 +674,7 @@ def rolling_restart(test=False, tgt="*", timeout=120):
             _restart_member(cluster, host, primary, timeout, done)
     except CommandExecutionError as exc:
         return _failed("rolling_restart", exc, done)
-    return {"result": True, "comment": f"restarted {', '.join(order) or 'nothing'}", "checks": checks, "done": done}
+    return _succeeded(f"restarted {', '.join(order) or 'nothing'}", checks, done)
 
 
 def _restart_member(cluster, host, primary, timeout, done):

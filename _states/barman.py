@@ -37,19 +37,6 @@ def __virtual__():
     return (False, "barman execution module could not be loaded")
 
 
-def _unavailable(exc):
-    """Barman or this server's configuration is not there yet (test mode on a new host)."""
-    return __opts__["test"] and __utils__["pg_replication_unavailable.marked"](exc)
-
-
-def _ret(name):
-    return {"name": name, "result": True, "changes": {}, "comment": ""}
-
-
-def _wait_for(predicate, timeout, interval=1):
-    return __utils__["pg_replication_poll.until"](predicate, timeout, interval)
-
-
 def check_ok(name, ignore=(), timeout=120, fix=True):
     """
     Bring Barman server ``name`` to "every ``barman check`` item OK" (but those in
@@ -59,7 +46,7 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
     seconds, then the state fails naming the failed items. With ``fix: False`` the state
     only verifies (it never changes anything, and fails if an item is not OK).
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     if not fix:
         return _verify(ret, name, set(ignore or ()))
     ignore = set(ignore or ())
@@ -74,7 +61,7 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
             return ret
         if not __opts__["test"] and set(failed) - STREAMING_CHECKS:
             # e.g. the primary's roles are still being created by a concurrent state run
-            _wait_for(lambda: not set(failing()) - STREAMING_CHECKS, timeout)
+            __utils__["pg_replication_poll.until"](lambda: not set(failing()) - STREAMING_CHECKS, timeout)
             failed = failing()
         unfixable = sorted(set(failed) - STREAMING_CHECKS)
         if unfixable:
@@ -105,7 +92,9 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
                 # primary (the conninfo changed, e.g. after a switchover). Start it again.
                 __salt__["barman.receive_wal_stop"](name)
             __salt__["barman.cron"]()
-            if not _wait_for(lambda: __salt__["barman.receive_wal_running"](name), timeout):
+            if not __utils__["pg_replication_poll.until"](
+                lambda: __salt__["barman.receive_wal_running"](name), timeout
+            ):
                 ret.update(result=False, comment=f"receive-wal for {name} did not start", changes={})
                 return ret
         if "switch_wal" in actions:
@@ -118,13 +107,13 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
                 __salt__["barman.archive_wal"](name)  # what barman cron does, now
             return not failing()
 
-        if not _wait_for(fixed, timeout, interval=0.5):
+        if not __utils__["pg_replication_poll.until"](fixed, timeout, interval=0.5):
             left = failing()
             ret.update(result=False, comment=f"barman check {name} still failing: {', '.join(left)}", changes={})
             return ret
         ret["comment"] = f"barman check {name}: all OK after {', '.join(actions)}"
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             # A new server: the real run creates the slot, starts receive-wal, switches WAL.
             actions = ["create_slot", "start_receive_wal", "switch_wal"]
             ret.update(
@@ -133,7 +122,7 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
                 comment=f"barman check {name}: a new server would be brought to OK (not checked: {exc})",
             )
             return ret
-        ret.update(result=False, comment=str(exc), changes={})
+        return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
 
@@ -142,7 +131,7 @@ def _verify(ret, name, ignore):
         # The ready check's result, unless a barman command since may have changed it.
         failed = sorted(set(__salt__["barman.failed_checks"](name, reuse=True)) - ignore)
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             # Verifying changes nothing: say so, and that the real run checks.
             ret["comment"] = f"barman check {name} is verified by the real run (not checked: {exc})"
             return ret
@@ -173,7 +162,7 @@ def backup_fresh(name, max_age=86400):
     Ensure server ``name`` has a DONE backup that ended less than ``max_age`` seconds ago;
     take one (``barman backup --wait``) otherwise.
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     try:
         now = datetime.datetime.now(datetime.timezone.utc)
         for backup in __salt__["barman.list_backups"](name):
@@ -192,10 +181,10 @@ def backup_fresh(name, max_age=86400):
             return ret
         ret["comment"] = f"backup {new['backup_id']} of {name} taken"
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             ret.update(result=None, changes={"backup": "taken"}, comment=f"a first backup of {name} would be taken")
             return ret
-        ret.update(result=False, comment=str(exc), changes={})
+        return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
 
@@ -205,7 +194,7 @@ def restored(name, server, backup_id="latest", **targets):
     ``target_lsn``, ``target_xid``, ``target_name`` or ``target_immediate``). A directory
     that already holds a cluster is left alone: nothing is ever restored over data.
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     if os.path.exists(os.path.join(name, "PG_VERSION")):
         ret["comment"] = f"{name} already holds a restored cluster"
         return ret
@@ -219,8 +208,7 @@ def restored(name, server, backup_id="latest", **targets):
     try:
         __salt__["barman.restore"](server, name, backup_id=backup_id, **targets)
     except CommandExecutionError as exc:
-        ret.update(result=False, comment=str(exc), changes={})
-        return ret
+        return __utils__["pg_replication_state.fail"](ret, exc)
     ret["comment"] = f"backup {backup_id} of {server} restored into {name}"
     return ret
 
@@ -228,7 +216,7 @@ def restored(name, server, backup_id="latest", **targets):
 def _on_running_receive_wal(name, done, act):
     """A state that acts on server ``name``'s receive-wal if it runs (``act()``: None, or
     why it failed); ``done`` says what it did, for the changes and comments."""
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     try:
         running = __salt__["barman.receive_wal_running"](name)
     except CommandExecutionError as exc:
@@ -290,7 +278,11 @@ def receive_wal_reconnected(name, timeout=120):
 
     def reconnect():
         __salt__["barman.receive_wal_stop"](name)
-        return None if _wait_for(streaming, timeout) else f"it did not stream again in {timeout}s"
+        return (
+            None
+            if __utils__["pg_replication_poll.until"](streaming, timeout)
+            else f"it did not stream again in {timeout}s"
+        )
 
     return _on_running_receive_wal(name, "reconnected", reconnect)
 
@@ -339,7 +331,7 @@ def servers_follow(name, servers, drop_slot=True):
     servers
         The server names the pillar wants.
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     stale = {server: path for server, path in _managed_servers(name).items() if server not in set(servers)}
     if not stale:
         ret["comment"] = "Barman's servers follow the pillar"

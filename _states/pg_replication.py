@@ -23,8 +23,6 @@ from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
 
-CONN_KEYS = ("host", "port", "user", "dbname")
-
 
 def __virtual__():
     if "pg_replication.slots" in __salt__:
@@ -32,22 +30,25 @@ def __virtual__():
     return (False, "pg_replication execution module could not be loaded")
 
 
-def _ret(name):
-    return {"name": name, "result": True, "changes": {}, "comment": ""}
-
-
-def _conn(kwargs):
-    return {k: kwargs[k] for k in CONN_KEYS if kwargs.get(k) is not None}
-
-
-def _fail(ret, exc):
-    ret.update(result=False, comment=str(exc), changes={})
+def _change(ret, changes, would, done, act):
+    """Make a change with ``act()`` and say it is ``done``; in test mode, only say it ``would``
+    be made. ``changes`` are the state's changes either way."""
+    ret["changes"] = changes
+    if __opts__["test"]:
+        ret.update(result=None, comment=would)
+        return ret
+    act()
+    ret["comment"] = done
     return ret
 
 
-def _unavailable(exc):
-    """The server cannot be queried because earlier states have not run (test mode)."""
-    return __opts__["test"] and __utils__["pg_replication_unavailable.marked"](exc)
+def _absent_unless_failed(ret, exc, what):
+    """``exc`` met while making sure ``what`` is absent: in test mode, a server this run has
+    not started yet has nothing to drop; otherwise the state fails."""
+    if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
+        ret.update(comment=f"{what} is absent from a server not running yet ({exc})")
+        return ret
+    return __utils__["pg_replication_state.fail"](ret, exc)
 
 
 def _predict(ret, exc, changes, what):
@@ -69,7 +70,7 @@ def cluster_initialized(name, initdb, runas="postgres"):
     or ``unless`` the state system looks up ``cmd.mod_run_check``, which no module has, and
     the loader imports every state module looking for it (about a second of every run).
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     if os.path.exists(os.path.join(name, "PG_VERSION")):
         ret["comment"] = f"{name} holds a cluster"
         return ret
@@ -98,13 +99,15 @@ def slot_present(name, reserve_wal=True, **kwargs):
         Reserve WAL from creation on (default True), so a standby or Barman attaching later
         finds everything since the slot was made.
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     try:
         existing = __salt__["pg_replication.slots"](**conn).get(name)
         if existing is not None:
             if existing["slot_type"] != "physical":
-                return _fail(ret, f"slot {name} exists but is a {existing['slot_type']} slot")
+                return __utils__["pg_replication_state.fail"](
+                    ret, f"slot {name} exists but is a {existing['slot_type']} slot"
+                )
             ret["comment"] = f"Replication slot {name} is present"
             if existing.get("wal_status") == "lost":
                 # Left for the standby's highstate, which rebuilds itself and renews the slot.
@@ -113,16 +116,15 @@ def slot_present(name, reserve_wal=True, **kwargs):
                     "that standby's highstate rebuilds it (pg_replication:standby:rebuild_lost_slot)"
                 ]
             return ret
-        ret["changes"] = {"slot": name, "created": True}
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"Replication slot {name} would be created")
-            return ret
-        __salt__["pg_replication.slot_create"](name, reserve_wal=reserve_wal, **conn)
-        ret["comment"] = f"Replication slot {name} created"
+        return _change(
+            ret, {"slot": name, "created": True}, f"Replication slot {name} would be created",
+            f"Replication slot {name} created",
+            lambda: __salt__["pg_replication.slot_create"](name, reserve_wal=reserve_wal, **conn),
+        )  # fmt: skip
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             return _predict(ret, exc, {"slot": name, "created": True}, f"Replication slot {name} would be created")
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
 
@@ -131,28 +133,23 @@ def slot_absent(name, force=False, **kwargs):
     Ensure a replication slot does not exist. An active slot (a standby or Barman is
     streaming from it) is refused unless ``force`` is true.
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     try:
         existing = __salt__["pg_replication.slots"](**conn).get(name)
         if existing is None:
             ret["comment"] = f"Replication slot {name} is absent"
             return ret
         if existing["active"] and not force:
-            return _fail(
+            return __utils__["pg_replication_state.fail"](
                 ret, f"Replication slot {name} is active (pid {existing['active_pid']}); set force: True to drop it"
             )
-        ret["changes"] = {"slot": name, "dropped": True}
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"Replication slot {name} would be dropped")
-            return ret
-        __salt__["pg_replication.slot_drop"](name, force=force, **conn)
-        ret["comment"] = f"Replication slot {name} dropped"
+        return _change(
+            ret, {"slot": name, "dropped": True}, f"Replication slot {name} would be dropped",
+            f"Replication slot {name} dropped", lambda: __salt__["pg_replication.slot_drop"](name, force=force, **conn),
+        )  # fmt: skip
     except CommandExecutionError as exc:
-        if _unavailable(exc):
-            ret.update(comment=f"Replication slot {name} is absent from a server not running yet ({exc})")
-            return ret
-        return _fail(ret, exc)
+        return _absent_unless_failed(ret, exc, f"Replication slot {name}")
     return ret
 
 
@@ -169,20 +166,21 @@ def slots_follow(name, slots, user="postgres", **kwargs):
 
     A slot to drop that is still active fails the state, naming who streams from it.
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     wanted = set(slots)
     try:
         recorded = set(__salt__["pg_replication.slots_record"](name))
         existing = __salt__["pg_replication.slots"](**conn)
         clients = __salt__["pg_replication.slot_clients"](**conn)
     except CommandExecutionError as exc:
-        if _unavailable(exc) and wanted != recorded:  # a server this run makes: nothing to drop yet
+        unavailable = __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc)
+        if unavailable and wanted != recorded:  # a server this run makes: nothing to drop yet
             return _predict(ret, exc, {"record": sorted(wanted)}, f"the slot record {name} would be written")
-        if _unavailable(exc):
+        if unavailable:
             ret["comment"] = f"The slot record {name} is current ({exc})"
             return ret
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     stale = sorted((recorded - wanted) & set(existing))
     active = [slot for slot in stale if existing[slot]["active"]]
     unmanaged = sorted(set(existing) - wanted - recorded)
@@ -205,7 +203,7 @@ def slots_follow(name, slots, user="postgres", **kwargs):
         if "record" in changes:
             _write_record(name, record, user)
     except (CommandExecutionError, OSError) as exc:
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     ret.update(changes=changes, comment="; ".join(["slots follow the pillar", *notes]))
     if active:
         ret["result"] = False
@@ -287,12 +285,12 @@ def role_present(
         Function signatures this role must be allowed to EXECUTE, e.g.
         ``pg_backup_start(text, boolean)`` (grants are added, never revoked).
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     if password_pillar:
         password = __utils__["pg_replication_pillar.lookup"](__pillar__, password_pillar)
         if not password or not isinstance(password, str):
-            return _fail(ret, f"pillar key {password_pillar} holds no password")
+            return __utils__["pg_replication_state.fail"](ret, f"pillar key {password_pillar} holds no password")
     attrs = {
         "login": login,
         "replication": replication,
@@ -333,10 +331,10 @@ def role_present(
             __salt__["pg_replication.function_grant"](name, signature, **conn)
         ret["comment"] = f"Role {name} {verb}"
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, conn)
             return _predict(ret, exc, changes, f"Role {name} would be created")
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
 
@@ -344,23 +342,18 @@ def role_absent(name, **kwargs):
     """
     Ensure a role does not exist.
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     try:
         if __salt__["pg_replication.role_get"](name, **conn) is None:
             ret["comment"] = f"Role {name} is absent"
             return ret
-        ret["changes"] = {"role": name, "dropped": True}
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"Role {name} would be dropped")
-            return ret
-        __salt__["pg_replication.role_drop"](name, **conn)
-        ret["comment"] = f"Role {name} dropped"
+        return _change(
+            ret, {"role": name, "dropped": True}, f"Role {name} would be dropped", f"Role {name} dropped",
+            lambda: __salt__["pg_replication.role_drop"](name, **conn),
+        )  # fmt: skip
     except CommandExecutionError as exc:
-        if _unavailable(exc):
-            ret.update(comment=f"Role {name} is absent from a server not running yet ({exc})")
-            return ret
-        return _fail(ret, exc)
+        return _absent_unless_failed(ret, exc, f"Role {name}")
     return ret
 
 
@@ -456,7 +449,7 @@ def standby_bootstrapped(
     The primary is waited for up to ``timeout`` seconds. ``tls``: libpq's ``sslmode``,
     ``sslrootcert`` and ``channel_binding`` for every connection to the primary.
     """
-    ret = _ret(name)
+    ret = __utils__["pg_replication_state.ret"](name)
     marker = _standby_marker(name, version)
     peer = {"port": primary_port, "user": user, "passfile": passfile, "tls": tls}
     try:
@@ -486,7 +479,7 @@ def standby_bootstrapped(
             if catch_up_from_archive:
                 return _renew_lost_slot(ret, primary_host, slot, peer)
             if not rebuild_lost_slot:
-                return _fail(
+                return __utils__["pg_replication_state.fail"](
                     ret,
                     f"slot {slot} on {primary_host} lost the WAL this standby needs (wal_status lost): it "
                     "cannot catch up. Set pg_replication:standby:rebuild_lost_slot: True to let the "
@@ -502,7 +495,7 @@ def standby_bootstrapped(
                 )
                 flag = "wipe_promoted_copy"
             if not (wipe_promoted_copy if flag == "wipe_promoted_copy" else wipe_unrelated_data):
-                return _fail(
+                return __utils__["pg_replication_state.fail"](
                     ret,
                     f"{name} holds {what}, not a standby of {primary_host} (system {primary_id}); "
                     f"refusing to overwrite it. Empty it yourself, or set "
@@ -511,7 +504,7 @@ def standby_bootstrapped(
         if not empty:
             refused = _unsafe_to_wipe(name)
             if refused:
-                return _fail(ret, f"refusing to wipe {name}: {refused}")
+                return __utils__["pg_replication_state.fail"](ret, f"refusing to wipe {name}: {refused}")
         ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
         if not empty:
             ret["changes"]["wiped"] = True
@@ -544,7 +537,7 @@ def standby_bootstrapped(
             __salt__["file.chown"](marker, "postgres", "postgres")
         ret["comment"] = f"{name} bootstrapped from {primary_host} on slot {slot}"
     except CommandExecutionError as exc:
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
 
@@ -568,8 +561,8 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
         recorded (max_connections and the other hot-standby minimums) is not made: the
         standby would not start. The primary must restart first (the rolling restart does).
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     try:
         pending = __salt__["pg_replication.pending_restart"](**conn)
         # The rendered settings against the running ones: what a test run predicts, and in a
@@ -579,11 +572,11 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
         if settings:
             pending = sorted(set(pending) | set(upcoming))
     except CommandExecutionError as exc:
-        if _unavailable(exc):
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             # A server started by this run reads its configuration fresh.
             ret["comment"] = f"The server is not running yet; it starts with its new configuration ({exc})"
             return ret
-        return _fail(ret, exc)
+        return __utils__["pg_replication_state.fail"](ret, exc)
     if not pending:
         ret["comment"] = "No setting waits for a restart"
         return ret
@@ -597,7 +590,7 @@ def restarted_if_pending(name, mode="auto", settings=None, role=None, data_dir=N
         ret.update(result=None, comment=f"{name} would be restarted for {', '.join(pending)}")
         return ret
     if not __salt__["service.restart"](name):
-        return _fail(ret, f"restarting {name} failed")
+        return __utils__["pg_replication_state.fail"](ret, f"restarting {name} failed")
     ret["comment"] = f"{name} restarted for {', '.join(pending)}"
     return ret
 
@@ -651,46 +644,48 @@ def role_agrees(name, role, primary=None, peers=None, user="replicator", passfil
 
     A server that is not running (or not installed yet) has nothing to disagree with.
     """
-    ret = _ret(name)
-    conn = _conn(kwargs)
+    ret = __utils__["pg_replication_state.ret"](name)
+    conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
     try:
-        mine = __salt__["pg_replication.position"](**conn)
+        running = __salt__["pg_replication.position"](**conn)
     except CommandExecutionError as exc:
         ret["comment"] = f"No running server to compare with the pillar ({exc})"
         return ret
-    if role == "standby" and not mine["in_recovery"]:
-        return _fail(
+    if role == "standby" and not running["in_recovery"]:
+        return __utils__["pg_replication_state.fail"](
             ret,
-            f"{name} runs a primary (timeline {mine['timeline']}) but the pillar makes it a standby of {primary}. "
+            f"{name} runs a primary (timeline {running['timeline']}) but the pillar makes it a standby of {primary}. "
             f"A highstate never demotes a primary: run `salt-run pg_replication.rejoin host={name}` to make it a "
             f"standby of {primary}, or make {name} the primary in the pillar",
         )
-    if role == "primary" and mine["in_recovery"]:
-        return _fail(
+    if role == "primary" and running["in_recovery"]:
+        return __utils__["pg_replication_state.fail"](
             ret,
-            f"the pillar makes {name} the primary but its server is a standby (timeline {mine['timeline']}). "
+            f"the pillar makes {name} the primary but its server is a standby (timeline {running['timeline']}). "
             f"A highstate never promotes: run `salt-run pg_replication.switchover to={name}`, or correct the pillar",
         )
     if role == "primary":
         try:
             others = _peer_primaries(peers, port=conn.get("port", 5432), user=user, passfile=passfile, tls=tls)
         except CommandExecutionError as exc:
-            return _fail(ret, f"cannot ask the standbys whether they are standbys: {exc}")
-        newer = {peer: tli for peer, tli in others.items() if tli > mine["timeline"]}
+            return __utils__["pg_replication_state.fail"](
+                ret, f"cannot ask the standbys whether they are standbys: {exc}"
+            )
+        newer = {peer: tli for peer, tli in others.items() if tli > running["timeline"]}
         if newer:
             peer = max(newer, key=newer.get)
-            return _fail(
+            return __utils__["pg_replication_state.fail"](
                 ret,
-                f"{peer} runs a primary on a newer timeline ({newer[peer]}) than {name} ({mine['timeline']}): a "
+                f"{peer} runs a primary on a newer timeline ({newer[peer]}) than {name} ({running['timeline']}): a "
                 f"failover happened. Make {peer} the pillar's primary, then run "
                 f"`salt-run pg_replication.rejoin host={name}`",
             )
         if others:
             listed = ", ".join(f"{peer} (timeline {tli})" for peer, tli in sorted(others.items()))
-            return _fail(
+            return __utils__["pg_replication_state.fail"](
                 ret,
-                f"two primaries: {name} (timeline {mine['timeline']}) and {listed}, which the pillar makes a "
+                f"two primaries: {name} (timeline {running['timeline']}) and {listed}, which the pillar makes a "
                 f"standby. Run `salt-run pg_replication.rejoin host=<it>` for each of them",
             )
-    ret["comment"] = f"{name} runs as the pillar's {role} (timeline {mine['timeline']})"
+    ret["comment"] = f"{name} runs as the pillar's {role} (timeline {running['timeline']})"
     return ret

@@ -7,6 +7,9 @@ Pure logic; runs on the minion's Python (3.9 on Debian 11).
 
 import os
 
+# The connection keywords every execution function and state of the formula accepts.
+CONN_KEYS = ("host", "port", "user", "dbname")
+
 # What pg_rewind needs of its source server's role (PostgreSQL docs, pg_rewind): given to the
 # replication role, which may already copy the whole data directory with pg_basebackup.
 REWIND_GRANTS = [
@@ -15,6 +18,11 @@ REWIND_GRANTS = [
     "pg_read_binary_file(text)",
     "pg_read_binary_file(text, bigint, bigint, boolean)",
 ]
+
+
+def conn_kwargs(kwargs):
+    """The connection keywords (:data:`CONN_KEYS`) that ``kwargs`` sets."""
+    return {k: kwargs[k] for k in CONN_KEYS if kwargs.get(k) is not None}
 
 
 def lsn_bytes(text):

@@ -14,14 +14,15 @@ BOOL_WORDS = {"on": "on", "true": "on", "yes": "on", "1": "on", "off": "off", "f
 _NUMBER_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 _BASE_UNIT = re.compile(r"^([0-9]*)([a-zA-Z]+)$")
 # Settings a hot standby needs at least as high as its primary's (PostgreSQL docs, "Hot
-# Standby", Administrator's Overview): raise them on standbys first, lower them on the primary first.
-HOT_STANDBY_MINIMUMS = (
-    "max_connections",
-    "max_worker_processes",
-    "max_wal_senders",
-    "max_prepared_transactions",
-    "max_locks_per_transaction",
-)
+# Standby", Administrator's Overview): raise them on standbys first, lower them on the primary
+# first. Each with pg_controldata's name of the value the primary last recorded in the WAL.
+HOT_STANDBY_MINIMUMS = {
+    "max_connections": "max_connections setting",
+    "max_worker_processes": "max_worker_processes setting",
+    "max_wal_senders": "max_wal_senders setting",
+    "max_prepared_transactions": "max_prepared_xacts setting",
+    "max_locks_per_transaction": "max_locks_per_xact setting",
+}
 
 
 def _scale(unit):
@@ -75,6 +76,12 @@ def differing(wanted, rows):
         if mine is None or mine != normalize(row["setting"], row):
             changed.append(name)
     return changed
+
+
+def recorded_minimums(control):
+    """The hot-standby minimums as pg_controldata (``control``, ``{field: value}``) shows the
+    primary recorded them: ``{name: value}``."""
+    return {name: control[field] for name, field in HOT_STANDBY_MINIMUMS.items() if field in control}
 
 
 def lowered_minimums(wanted, running):

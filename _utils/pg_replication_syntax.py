@@ -67,19 +67,20 @@ def check_path(value):
 
 def check_text(value):
     """A one-line string (descriptions, setting values): no control character."""
-    if not isinstance(value, str):
-        return f"{value!r} is not a string"
-    if CONTROL_RE.search(value):
-        return f"{value!r} contains a control character (newline, tab, ...)"
-    return None
+    return _check_one_line(value, f"{value!r} is not a string", f"{value!r} contains a control character")
 
 
 def check_secret(value):
     """A password: a one-line string. The message never quotes the value."""
+    not_a_string = f"must be a string, not {type(value).__name__}"
+    return _check_one_line(value, not_a_string, "contains a control character", ", which .pgpass cannot hold")
+
+
+def _check_one_line(value, not_a_string, control, why=""):
     if not isinstance(value, str):
-        return f"must be a string, not {type(value).__name__}"
+        return not_a_string
     if CONTROL_RE.search(value):
-        return "contains a control character (newline, tab, ...), which .pgpass cannot hold"
+        return f"{control} (newline, tab, ...){why}"
     return None
 
 

@@ -10,11 +10,11 @@ re-check time / ours. Run as root: ``make bench`` (or ``.venv/bin/python bench/r
 """
 
 import argparse
-import importlib.util
 import logging
 import os
 import pathlib
 import re
+import runpy
 import shutil
 import statistics
 import subprocess
@@ -34,11 +34,8 @@ ANSIBLE_VENV = pathlib.Path(os.environ.get("PGR_BENCH_CACHE", "/var/cache/pg_rep
 ANSIBLE_REQUIREMENTS = ("ansible>=9", "psycopg2-binary")
 
 
-def _load_util(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "_utils" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The formula's own loader of _utils/ files by path.
+_load_util = runpy.run_path(str(REPO / "_utils" / "pg_replication_sibling.py"))["load"]
 
 
 def high(states):

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from tests.conftest import REPO_ROOT, load_file
+from tests.conftest import REPO_ROOT, load_file, load_util
 
 HOSTS = {
     "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
@@ -22,7 +22,10 @@ STANDBY = {
 
 @pytest.fixture(scope="module")
 def runner():
-    return load_file("pg_replication_runner", REPO_ROOT / "_runners/pg_replication.py")
+    module = load_file("pg_replication_runner", REPO_ROOT / "_runners/pg_replication.py")
+    # What Salt's loader gives the runner: the shared _utils it calls.
+    module.__utils__ = {"pg_replication_postgres.lsn_bytes": load_util("pg_replication_postgres").lsn_bytes}
+    return module
 
 
 def cluster(runner, master=PRIMARY, standby=STANDBY):
