@@ -360,28 +360,6 @@ def role_absent(name, **kwargs):
 # --------------------------------------------------------------------------- standby
 
 
-def _standby_marker(datadir, version):
-    return os.path.join(datadir, "standby.signal" if int(version) >= 12 else "recovery.conf")
-
-
-# Never emptied, whatever the pillar says.
-SYSTEM_DIRS = {
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
-    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/lib/postgresql",
-    "/var/lib/pgsql", "/var/lib/barman", "/var/log", "/var/tmp",
-}  # fmt: skip
-
-
-def _unsafe_to_wipe(datadir):
-    """Why ``datadir`` must never be emptied (None: it may be)."""
-    real = os.path.realpath(datadir)
-    if real in SYSTEM_DIRS:
-        return f"it is {real}, a system directory"
-    if len([part for part in real.split(os.sep) if part]) < 2:
-        return f"{real} is less than two levels below /"
-    return None
-
-
 def _stop_before_wipe(datadir, service, timeout=60):
     """Stop the server and confirm it stopped (no postmaster.pid left) before a wipe."""
     __salt__["service.stop"](service)
@@ -450,94 +428,87 @@ def standby_bootstrapped(
     ``sslrootcert`` and ``channel_binding`` for every connection to the primary.
     """
     ret = __utils__["pg_replication_state.ret"](name)
-    marker = _standby_marker(name, version)
     peer = {"port": primary_port, "user": user, "passfile": passfile, "tls": tls}
+    allowed = {"catch_up_from_archive": catch_up_from_archive, "rebuild_lost_slot": rebuild_lost_slot,
+               "wipe_unrelated_data": wipe_unrelated_data, "wipe_promoted_copy": wipe_promoted_copy}  # fmt: skip
     try:
-        local_id = __salt__["pg_replication.datadir_system_identifier"](name)
-        empty = not os.path.isdir(name) or not os.listdir(name)
-        wait = 0 if __opts__["test"] else timeout
-        try:
-            primary_id = _wait_for_primary(primary_host, wait, **peer)
-        except CommandExecutionError as exc:
-            if not __opts__["test"]:
-                raise
-            primary_id = None
-            ret["comment"] = f"({exc}) "
-        lost = False
-        if primary_id is None and local_id is not None and os.path.exists(marker):
-            # test=True and the primary not reachable yet (e.g. TLS just turned on: the CA
-            # the real run writes first is not there): a standby stays a standby.
-            ret["comment"] += (
-                f"{name} holds a standby (system {local_id}); the real run checks it against {primary_host}"
-            )
+        facts = _bootstrap_facts(ret, name, primary_host, slot, version, peer, timeout)
+        decision = __utils__["pg_replication_bootstrap.decide"](dict(facts, **allowed))
+        action = decision["action"]
+        if action == "keep":
+            ret["comment"] += decision["comment"]
             return ret
-        if local_id is not None and local_id == primary_id and os.path.exists(marker):
-            lost = (__salt__["pg_replication.peer_slot"](primary_host, slot, **peer) or {}).get("wal_status") == "lost"
-            if not lost:
-                ret["comment"] = f"{name} is a standby of {primary_host} (system {local_id})"
-                return ret
-            if catch_up_from_archive:
-                return _renew_lost_slot(ret, primary_host, slot, peer)
-            if not rebuild_lost_slot:
-                return __utils__["pg_replication_state.fail"](
-                    ret,
-                    f"slot {slot} on {primary_host} lost the WAL this standby needs (wal_status lost): it "
-                    "cannot catch up. Set pg_replication:standby:rebuild_lost_slot: True to let the "
-                    "highstate rebuild it from a new base backup, or rebuild it yourself",
-                )
-        elif not empty:
-            what = f"system {local_id}" if local_id else "files that are not a cluster"
-            flag = "wipe_unrelated_data"
-            if primary_id is not None and local_id == primary_id:
-                what = (
-                    f"a non-standby copy of system {local_id} (a former primary? "
-                    f"`salt-run pg_replication.rejoin host={__grains__['id']}` rewinds it)"
-                )
-                flag = "wipe_promoted_copy"
-            if not (wipe_promoted_copy if flag == "wipe_promoted_copy" else wipe_unrelated_data):
-                return __utils__["pg_replication_state.fail"](
-                    ret,
-                    f"{name} holds {what}, not a standby of {primary_host} (system {primary_id}); "
-                    f"refusing to overwrite it. Empty it yourself, or set "
-                    f"pg_replication:standby:{flag}: True to let the formula do it",
-                )
-        if not empty:
-            refused = _unsafe_to_wipe(name)
-            if refused:
-                return __utils__["pg_replication_state.fail"](ret, f"refusing to wipe {name}: {refused}")
-        ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
-        if not empty:
-            ret["changes"]["wiped"] = True
-        if lost:
-            ret["changes"]["lost_slot"] = slot
-        if __opts__["test"]:
-            why = f" (slot {slot} lost its WAL)" if lost else ""
-            ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}{why}")
-            return ret
-        if not empty:
-            _stop_before_wipe(name, service)
-            __salt__["file.remove"](name)
-        if lost:
-            __salt__["pg_replication.peer_slot_renew"](primary_host, slot, **peer)
-        __salt__["file.mkdir"](name, user="postgres", group="postgres", mode="0700")
-
-        def empty_datadir():
-            # e.g. the primary has not created the slot yet: start again from empty.
-            for entry in os.listdir(name):
-                __salt__["file.remove"](os.path.join(name, entry))
-
-        __utils__["pg_replication_poll.retry"](
-            lambda: __salt__["pg_replication.basebackup"](name, primary_host, slot, bin_dir=bin_dir, **peer),
-            timeout,
-            interval=1,
-            before_retry=empty_datadir,
-        )
-        if int(version) >= 12:
-            __salt__["file.touch"](marker)
-            __salt__["file.chown"](marker, "postgres", "postgres")
-        ret["comment"] = f"{name} bootstrapped from {primary_host} on slot {slot}"
+        if action == "refuse":
+            return __utils__["pg_replication_state.fail"](ret, decision["reason"])
+        if action == "renew_slot":
+            return _renew_lost_slot(ret, primary_host, slot, peer)
+        source = {"primary_host": primary_host, "slot": slot, "bin_dir": bin_dir, "peer": peer, "timeout": timeout}
+        return _base_backup(ret, name, version, service, source, wipe=action == "rebuild",
+                            slot_lost=decision.get("slot_lost", False))  # fmt: skip
     except CommandExecutionError as exc:
         return __utils__["pg_replication_state.fail"](ret, exc)
+
+
+def _bootstrap_facts(ret, name, primary_host, slot, version, peer, timeout):
+    """What pg_replication_bootstrap.decide reads: the directory, the primary's system (in
+    test mode not waited for: if it does not answer, ``ret``'s comment says why) and, for a
+    standby of it, whether its slot lost its WAL."""
+    local_id = __salt__["pg_replication.datadir_system_identifier"](name)
+    empty = not os.path.isdir(name) or not os.listdir(name)
+    wait = 0 if __opts__["test"] else timeout
+    try:
+        primary_id = _wait_for_primary(primary_host, wait, **peer)
+    except CommandExecutionError as exc:
+        if not __opts__["test"]:
+            raise
+        primary_id = None
+        ret["comment"] = f"({exc}) "
+    marker, _ = __utils__["pg_replication_postgres.standby_marker"](name, version)
+    facts = {"name": name, "real_path": os.path.realpath(name), "primary_host": primary_host, "slot": slot,
+             "minion_id": __grains__.get("id"), "local_id": local_id, "primary_id": primary_id, "empty": empty,
+             "marked": os.path.exists(marker), "slot_lost": None}  # fmt: skip
+    if __utils__["pg_replication_bootstrap.is_standby_of_primary"](facts):
+        found = __salt__["pg_replication.peer_slot"](primary_host, slot, **peer) or {}
+        facts["slot_lost"] = found.get("wal_status") == "lost"
+    return facts
+
+
+def _base_backup(ret, name, version, service, source, wipe, slot_lost):
+    """Fill ``name`` with a base backup of ``source`` (primary_host, slot, bin_dir, peer,
+    timeout): emptied first with ``wipe``, the slot made again first with ``slot_lost``."""
+    primary_host, slot, peer = source["primary_host"], source["slot"], source["peer"]
+    ret["changes"] = {"bootstrapped": name, "primary": primary_host, "slot": slot}
+    if wipe:
+        ret["changes"]["wiped"] = True
+    if slot_lost:
+        ret["changes"]["lost_slot"] = slot
+    if __opts__["test"]:
+        why = f" (slot {slot} lost its WAL)" if slot_lost else ""
+        ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}{why}")
+        return ret
+    if wipe:
+        _stop_before_wipe(name, service)
+        __salt__["file.remove"](name)
+    if slot_lost:
+        __salt__["pg_replication.peer_slot_renew"](primary_host, slot, **peer)
+    __salt__["file.mkdir"](name, user="postgres", group="postgres", mode="0700")
+
+    def empty_datadir():
+        # e.g. the primary has not created the slot yet: start again from empty.
+        for entry in os.listdir(name):
+            __salt__["file.remove"](os.path.join(name, entry))
+
+    __utils__["pg_replication_poll.retry"](
+        lambda: __salt__["pg_replication.basebackup"](name, primary_host, slot, bin_dir=source["bin_dir"], **peer),
+        source["timeout"],
+        interval=1,
+        before_retry=empty_datadir,
+    )
+    if __utils__["pg_replication_postgres.uses_standby_signal"](version):
+        marker, _ = __utils__["pg_replication_postgres.standby_marker"](name, version)
+        __salt__["file.touch"](marker)
+        __salt__["file.chown"](marker, "postgres", "postgres")
+    ret["comment"] = f"{name} bootstrapped from {primary_host} on slot {slot}"
     return ret
 
 
