@@ -451,21 +451,24 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done):
 
 def _follow(cluster, primary, change, done, rejoin=()):
     """After ``primary``'s promotion: the formula with the pillar ``change`` on it, then on
-    each other standby, each former primary in ``rejoin`` (pg_rewind first), each backup host."""
+    each other standby, each backup host, each former primary in ``rejoin`` (pg_rewind first)."""
     done.append(f"applied on {primary}: {_apply(primary, change) or 'no change'}")
     # The other standbys first: they must not cascade from a former primary while it rejoins.
     for host in cluster.servers():
         if host not in (primary, *rejoin) and host in cluster.members:
             done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
             _wait_streaming(cluster, host, cluster.upstream(host, primary))
-    for host in rejoin:
-        report = _rejoin(cluster, host, primary, change)
-        done.append(f"{host} rejoined as a standby of {primary}: {report}")
+    # Barman before the former primaries: while its configuration still names one, `barman
+    # cron` starts receive-wal again on that server's slot as soon as it runs as a standby,
+    # and the rejoin cannot drop an active slot (seen on Debian 11, Barman 2.12).
     for host in cluster.backup_hosts():
         for server in cluster.plan_of(host)["barman_servers"] or ():
             if not server.get("external"):
                 _call(host, "barman.receive_wal_stop", server["name"])
         done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
+    for host in rejoin:
+        report = _rejoin(cluster, host, primary, change)
+        done.append(f"{host} rejoined as a standby of {primary}: {report}")
 
 
 def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
