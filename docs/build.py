@@ -87,14 +87,23 @@ def _functions(path):
     return module_doc, funcs
 
 
+def _module_files(kind):
+    """{module: its files}: ``<kind>/<module>.py`` first, then each ``<module>_*.py`` beside it
+    (a module split by concern: Salt's loader merges files that share a virtual name)."""
+    paths = sorted((ROOT / kind).glob("*.py"))
+    parts = {p for p in paths for q in paths if p.stem.startswith(f"{q.stem}_")}
+    return {m.stem: [m, *(p for p in paths if p.stem.startswith(f"{m.stem}_"))] for m in paths if m not in parts}
+
+
 def api_doc(kind):
     title = {"_modules": "Execution modules", "_states": "State modules", "_runners": "Runners (salt-run)"}[kind]
     out = [HEADER.format(source=f"{kind}/*.py"), f"# {title}\n"]
-    for path in sorted((ROOT / kind).glob("*.py")):
-        module_doc, funcs = _functions(path)
-        out.append(f"\n## `{path.stem}`\n\n```text\n{module_doc}\n```\n")
+    for module, paths in _module_files(kind).items():
+        module_doc, funcs = _functions(paths[0])
+        funcs += [func for part in paths[1:] for func in _functions(part)[1]]
+        out.append(f"\n## `{module}`\n\n```text\n{module_doc}\n```\n")
         for name, sig, doc in funcs:
-            out.append(f"\n### `{path.stem}.{name}({sig})`\n\n```text\n{doc}\n```\n")
+            out.append(f"\n### `{module}.{name}({sig})`\n\n```text\n{doc}\n```\n")
     return "".join(out)
 
 
