@@ -30,34 +30,6 @@ def __virtual__():
     return (False, "pg_replication execution module could not be loaded")
 
 
-def _change(ret, changes, would, done, act):
-    """Make a change with ``act()`` and say it is ``done``; in test mode, only say it ``would``
-    be made. ``changes`` are the state's changes either way."""
-    ret["changes"] = changes
-    if __opts__["test"]:
-        ret.update(result=None, comment=would)
-        return ret
-    act()
-    ret["comment"] = done
-    return ret
-
-
-def _absent_unless_failed(ret, exc, what):
-    """``exc`` met while making sure ``what`` is absent: in test mode, a server this run has
-    not started yet has nothing to drop; otherwise the state fails."""
-    if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
-        ret.update(comment=f"{what} is absent from a server not running yet ({exc})")
-        return ret
-    return __utils__["pg_replication_state.fail"](ret, exc)
-
-
-def _predict(ret, exc, changes, what):
-    """Test mode on a host whose server is not installed or running yet: the real run will
-    find it freshly made by the earlier states, so ``changes`` is what it will do."""
-    ret.update(result=None, changes=changes, comment=f"{what} (not checked: {exc})")
-    return ret
-
-
 # --------------------------------------------------------------------------- bootstrap
 
 
@@ -116,14 +88,16 @@ def slot_present(name, reserve_wal=True, **kwargs):
                     "that standby's highstate rebuilds it (pg_replication:standby:rebuild_lost_slot)"
                 ]
             return ret
-        return _change(
-            ret, {"slot": name, "created": True}, f"Replication slot {name} would be created",
+        return __utils__["pg_replication_state.change"](
+            __opts__, ret, {"slot": name, "created": True}, f"Replication slot {name} would be created",
             f"Replication slot {name} created",
             lambda: __salt__["pg_replication.slot_create"](name, reserve_wal=reserve_wal, **conn),
         )  # fmt: skip
     except CommandExecutionError as exc:
         if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
-            return _predict(ret, exc, {"slot": name, "created": True}, f"Replication slot {name} would be created")
+            return __utils__["pg_replication_state.predict"](
+                ret, exc, {"slot": name, "created": True}, f"Replication slot {name} would be created"
+            )
         return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
@@ -144,12 +118,12 @@ def slot_absent(name, force=False, **kwargs):
             return __utils__["pg_replication_state.fail"](
                 ret, f"Replication slot {name} is active (pid {existing['active_pid']}); set force: True to drop it"
             )
-        return _change(
-            ret, {"slot": name, "dropped": True}, f"Replication slot {name} would be dropped",
+        return __utils__["pg_replication_state.change"](
+            __opts__, ret, {"slot": name, "dropped": True}, f"Replication slot {name} would be dropped",
             f"Replication slot {name} dropped", lambda: __salt__["pg_replication.slot_drop"](name, force=force, **conn),
         )  # fmt: skip
     except CommandExecutionError as exc:
-        return _absent_unless_failed(ret, exc, f"Replication slot {name}")
+        return __utils__["pg_replication_state.absent_unless_failed"](__opts__, ret, exc, f"Replication slot {name}")
     return ret
 
 
@@ -176,7 +150,9 @@ def slots_follow(name, slots, user="postgres", **kwargs):
     except CommandExecutionError as exc:
         unavailable = __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc)
         if unavailable and wanted != recorded:  # a server this run makes: nothing to drop yet
-            return _predict(ret, exc, {"record": sorted(wanted)}, f"the slot record {name} would be written")
+            return __utils__["pg_replication_state.predict"](
+                ret, exc, {"record": sorted(wanted)}, f"the slot record {name} would be written"
+            )
         if unavailable:
             ret["comment"] = f"The slot record {name} is current ({exc})"
             return ret
@@ -333,7 +309,7 @@ def role_present(
     except CommandExecutionError as exc:
         if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, conn)
-            return _predict(ret, exc, changes, f"Role {name} would be created")
+            return __utils__["pg_replication_state.predict"](ret, exc, changes, f"Role {name} would be created")
         return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
 
@@ -348,12 +324,12 @@ def role_absent(name, **kwargs):
         if __salt__["pg_replication.role_get"](name, **conn) is None:
             ret["comment"] = f"Role {name} is absent"
             return ret
-        return _change(
-            ret, {"role": name, "dropped": True}, f"Role {name} would be dropped", f"Role {name} dropped",
+        return __utils__["pg_replication_state.change"](
+            __opts__, ret, {"role": name, "dropped": True}, f"Role {name} would be dropped", f"Role {name} dropped",
             lambda: __salt__["pg_replication.role_drop"](name, **conn),
         )  # fmt: skip
     except CommandExecutionError as exc:
-        return _absent_unless_failed(ret, exc, f"Role {name}")
+        return __utils__["pg_replication_state.absent_unless_failed"](__opts__, ret, exc, f"Role {name}")
     return ret
 
 
