@@ -41,22 +41,31 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
     return changes
 
 
+def _role_apply(name, role, attrs, password, connlimit, changes, conn):
+    """Make ``changes`` (what _role_diff found) to ``role`` (None: create it)."""
+    if role is None:
+        __salt__["pg_replication.role_create"](name, password=password, connlimit=connlimit, **attrs, **conn)
+    else:
+        changed = {a: attrs[a] for a in attrs if a in changes}
+        __salt__["pg_replication.role_alter"](
+            name,
+            password=password if "password" in changes else None,
+            connlimit=connlimit if "connlimit" in changes else None,
+            **changed,
+            **conn,
+        )
+    for group in changes.get("groups", {}).get("added", []):
+        __salt__["pg_replication.role_grant"](group, name, **conn)
+    for group in changes.get("groups", {}).get("removed", []):
+        __salt__["pg_replication.role_revoke"](group, name, **conn)
+    for signature in changes.get("execute", {}).get("granted", []):
+        __salt__["pg_replication.function_grant"](name, signature, **conn)
+
+
 def role_present(
-    name,
-    password=None,
-    login=True,
-    replication=False,
-    superuser=False,
-    createdb=False,
-    createrole=False,
-    inherit=True,
-    bypassrls=False,
-    connlimit=-1,
-    groups=None,
-    execute=None,
-    password_pillar=None,
-    **kwargs,
-):
+    name, password=None, login=True, replication=False, superuser=False, createdb=False, createrole=False,
+    inherit=True, bypassrls=False, connlimit=-1, groups=None, execute=None, password_pillar=None, **kwargs,
+):  # fmt: skip
     """
     Ensure a role exists with exactly these attributes. Secure defaults: LOGIN and nothing
     else unless asked.
@@ -96,35 +105,16 @@ def role_present(
         if not changes:
             ret["comment"] = f"Role {name} is in the desired state"
             return ret
-        ret["changes"] = changes
         verb = "created" if role is None else "updated"
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"Role {name} would be {verb}")
-            return ret
-        if role is None:
-            __salt__["pg_replication.role_create"](name, password=password, connlimit=connlimit, **attrs, **conn)
-        else:
-            changed = {a: attrs[a] for a in attrs if a in changes}
-            __salt__["pg_replication.role_alter"](
-                name,
-                password=password if "password" in changes else None,
-                connlimit=connlimit if "connlimit" in changes else None,
-                **changed,
-                **conn,
-            )
-        for group in changes.get("groups", {}).get("added", []):
-            __salt__["pg_replication.role_grant"](group, name, **conn)
-        for group in changes.get("groups", {}).get("removed", []):
-            __salt__["pg_replication.role_revoke"](group, name, **conn)
-        for signature in changes.get("execute", {}).get("granted", []):
-            __salt__["pg_replication.function_grant"](name, signature, **conn)
-        ret["comment"] = f"Role {name} {verb}"
+        return __utils__["pg_replication_state.change"](
+            __opts__, ret, changes, f"Role {name} would be {verb}", f"Role {name} {verb}",
+            lambda: _role_apply(name, role, attrs, password, connlimit, changes, conn),
+        )  # fmt: skip
     except CommandExecutionError as exc:
         if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, conn)
             return __utils__["pg_replication_state.predict"](ret, exc, changes, f"Role {name} would be created")
         return __utils__["pg_replication_state.fail"](ret, exc)
-    return ret
 
 
 def role_absent(name, **kwargs):
