@@ -142,6 +142,26 @@ def _peer_primaries(peers, **peer_conn):
     return found
 
 
+def _other_primaries_refused(name, timeline, others):
+    """Why the primary ``name`` (on ``timeline``) must not go on when standbys of the pillar
+    answer as primaries (``others``: {id: timeline}); None when none does."""
+    newer = {peer: tli for peer, tli in others.items() if tli > timeline}
+    if newer:
+        peer = max(newer, key=newer.get)
+        return (
+            f"{peer} runs a primary on a newer timeline ({newer[peer]}) than {name} ({timeline}): a "
+            f"failover happened. Make {peer} the pillar's primary, then run "
+            f"`salt-run pg_replication.rejoin host={name}`"
+        )
+    if others:
+        listed = ", ".join(f"{peer} (timeline {tli})" for peer, tli in sorted(others.items()))
+        return (
+            f"two primaries: {name} (timeline {timeline}) and {listed}, which the pillar makes a "
+            f"standby. Run `salt-run pg_replication.rejoin host=<it>` for each of them"
+        )
+    return None
+
+
 def role_agrees(name, role, primary=None, peers=None, user="replicator", passfile=None, tls=None, **kwargs):
     """
     Fail, changing nothing, when the running cluster disagrees with the pillar: a highstate
@@ -190,21 +210,8 @@ def role_agrees(name, role, primary=None, peers=None, user="replicator", passfil
             return __utils__["pg_replication_state.fail"](
                 ret, f"cannot ask the standbys whether they are standbys: {exc}"
             )
-        newer = {peer: tli for peer, tli in others.items() if tli > running["timeline"]}
-        if newer:
-            peer = max(newer, key=newer.get)
-            return __utils__["pg_replication_state.fail"](
-                ret,
-                f"{peer} runs a primary on a newer timeline ({newer[peer]}) than {name} ({running['timeline']}): a "
-                f"failover happened. Make {peer} the pillar's primary, then run "
-                f"`salt-run pg_replication.rejoin host={name}`",
-            )
-        if others:
-            listed = ", ".join(f"{peer} (timeline {tli})" for peer, tli in sorted(others.items()))
-            return __utils__["pg_replication_state.fail"](
-                ret,
-                f"two primaries: {name} (timeline {running['timeline']}) and {listed}, which the pillar makes a "
-                f"standby. Run `salt-run pg_replication.rejoin host=<it>` for each of them",
-            )
+        disagreement = _other_primaries_refused(name, running["timeline"], others)
+        if disagreement:
+            return __utils__["pg_replication_state.fail"](ret, disagreement)
     ret["comment"] = f"{name} runs as the pillar's {role} (timeline {running['timeline']})"
     return ret
