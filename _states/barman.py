@@ -73,57 +73,70 @@ def check_ok(name, ignore=(), timeout=120, fix=True):
         if not failed:
             ret["comment"] = f"barman check {name}: all OK"
             return ret
-        actions = []
-        if "replication_slot" in failed:
-            actions.append("create_slot")
-        if RECEIVE_WAL_CHECKS & set(failed):
-            actions.append("start_receive_wal")
-        if "wal_archive" in failed:
-            actions.append("switch_wal")
+        actions = _fix_actions(failed)
         ret["changes"] = {"fixed": failed, "actions": actions}
         if __opts__["test"]:
             ret.update(result=None, comment=f"barman check {name}: would fix {', '.join(failed)}")
             return ret
-        if "create_slot" in actions:
-            __salt__["barman.create_slot"](name)
-        if "start_receive_wal" in actions:
-            if "replication_slot" in failed and "receive_wal_running" not in failed:
-                # receive-wal runs but not on this slot: it streams from the server's former
-                # primary (the conninfo changed, e.g. after a switchover). Start it again.
-                __salt__["barman.receive_wal_stop"](name)
-            __salt__["barman.cron"]()
-            if not __utils__["pg_replication_poll.until"](
-                lambda: __salt__["barman.receive_wal_running"](name), timeout
-            ):
-                ret.update(result=False, comment=f"receive-wal for {name} did not start", changes={})
-                return ret
-        if "switch_wal" in actions:
-            # Not ``switch-wal --archive``: it waits for the closed segment, which Barman
-            # holds back until the next one has data (up to 15 s on an idle primary).
-            __salt__["barman.close_segment"](name)
-
-        def fixed():
-            if "switch_wal" in actions:
-                __salt__["barman.archive_wal"](name)  # what barman cron does, now
-            return not failing()
-
-        if not __utils__["pg_replication_poll.until"](fixed, timeout, interval=0.5):
-            left = failing()
-            ret.update(result=False, comment=f"barman check {name} still failing: {', '.join(left)}", changes={})
+        failure = _fix(name, failed, actions, failing, timeout)
+        if failure:
+            ret.update(result=False, comment=failure, changes={})
             return ret
         ret["comment"] = f"barman check {name}: all OK after {', '.join(actions)}"
     except CommandExecutionError as exc:
         if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
             # A new server: the real run creates the slot, starts receive-wal, switches WAL.
             actions = ["create_slot", "start_receive_wal", "switch_wal"]
-            ret.update(
-                result=None,
-                changes={"fixed": "new server", "actions": actions},
-                comment=f"barman check {name}: a new server would be brought to OK (not checked: {exc})",
+            return __utils__["pg_replication_state.predict"](
+                ret,
+                exc,
+                {"fixed": "new server", "actions": actions},
+                f"barman check {name}: a new server would be brought to OK",
             )
-            return ret
         return __utils__["pg_replication_state.fail"](ret, exc)
     return ret
+
+
+def _fix_actions(failed):
+    """What mends the ``failed`` streaming checks: the slot made, receive-wal started (by
+    ``barman cron``), a WAL switch."""
+    actions = []
+    if "replication_slot" in failed:
+        actions.append("create_slot")
+    if RECEIVE_WAL_CHECKS & set(failed):
+        actions.append("start_receive_wal")
+    if "wal_archive" in failed:
+        actions.append("switch_wal")
+    return actions
+
+
+def _fix(name, failed, actions, failing, timeout):
+    """Carry out ``actions`` (those of ``_fix_actions`` for the ``failed`` checks) on server
+    ``name``, then wait up to ``timeout`` seconds until ``failing()`` is empty. None, or why
+    the checks are not all OK."""
+    if "create_slot" in actions:
+        __salt__["barman.create_slot"](name)
+    if "start_receive_wal" in actions:
+        if "replication_slot" in failed and "receive_wal_running" not in failed:
+            # receive-wal runs but not on this slot: it streams from the server's former
+            # primary (the conninfo changed, e.g. after a switchover). Start it again.
+            __salt__["barman.receive_wal_stop"](name)
+        __salt__["barman.cron"]()
+        if not __utils__["pg_replication_poll.until"](lambda: __salt__["barman.receive_wal_running"](name), timeout):
+            return f"receive-wal for {name} did not start"
+    if "switch_wal" in actions:
+        # Not ``switch-wal --archive``: it waits for the closed segment, which Barman
+        # holds back until the next one has data (up to 15 s on an idle primary).
+        __salt__["barman.close_segment"](name)
+
+    def fixed():
+        if "switch_wal" in actions:
+            __salt__["barman.archive_wal"](name)  # what barman cron does, now
+        return not failing()
+
+    if not __utils__["pg_replication_poll.until"](fixed, timeout, interval=0.5):
+        return f"barman check {name} still failing: {', '.join(failing())}"
+    return None
 
 
 def _verify(ret, name, ignore):
