@@ -37,6 +37,15 @@ def test_every_public_function_is_documented_with_an_example():
                         assert "CLI Example" in doc, f"{path.stem}.{node.name} has no CLI example"
 
 
+def test_a_module_split_over_files_loads_as_one():
+    """docs/build.py documents ``<name>_*.py`` under module ``<name>``: Salt must merge them too."""
+    for kind in ("_modules", "_states", "_runners"):
+        stems = {path.stem for path in (REPO_ROOT / kind).glob("*.py")}
+        for path in (REPO_ROOT / kind).glob("*.py"):
+            for module in (stem for stem in stems if path.stem.startswith(f"{stem}_")):
+                assert f'__virtualname__ = "{module}"' in path.read_text(), f"{kind}/{path.name} is not {module}"
+
+
 def test_every_default_setting_is_documented():
     doc = (REPO_ROOT / "docs/pillar.md").read_text()
 
