@@ -10,6 +10,10 @@ the new roles given as pillar on the command line, and the runner ends with the 
 change to make, so that the next highstate agrees with the running cluster (until then,
 the highstate of a host whose role changed refuses to run: it never promotes or demotes).
 
+This file talks to the minions; what it decides from their answers is pure code in
+``_utils``: the cluster model and the pillar change (``pg_replication_cluster``), each
+operation's checks, steps and returns and the status rows (``pg_replication_checks``),
+the shape of a member's answer (``pg_replication_member``).
 Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_all``.
 """
 
@@ -20,12 +24,16 @@ from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
 
-SERVER_ROLES = ("primary", "standby")
 FORMULA = "pg_replication"
 
 
 def __virtual__():
     return __virtualname__
+
+
+def _pure(name):
+    """A function of the pure side in ``_utils``: ``_pure("checks.preflight")``."""
+    return __utils__[f"pg_replication_{name}"]
 
 
 # --------------------------------------------------------------------------- minions
@@ -48,9 +56,20 @@ def _call(minion, fun, *args, timeout=120, **kwargs):
     return answer["ret"]
 
 
+def _member(minion, problems, **kwargs):
+    """``minion``'s answer to ``pg_replication.member`` (``kwargs``: its ``change``), checked
+    with ``problems`` (``pg_replication_member.problems``: taken from ``__utils__`` by the
+    caller, since a poll runs this where ``__utils__`` is not packed)."""
+    record = _call(minion, "pg_replication.member", **kwargs)
+    wrong = problems(record)
+    if wrong:
+        raise CommandExecutionError(f"{minion}: pg_replication.member gave no member record: {'; '.join(wrong)}")
+    return record
+
+
 def _apply(minion, change, timeout=900):
-    """state.apply the formula on ``minion`` with ``change`` (:func:`_change`) as pillar; the
-    states it changed."""
+    """state.apply the formula on ``minion`` with ``change`` (``pg_replication_cluster.change``)
+    as pillar; the states it changed."""
     answers = _client().cmd(
         minion, "state.apply", arg=[FORMULA], kwarg={"pillar": {"pg_replication": change}}, timeout=timeout,
         full_return=True,
@@ -72,140 +91,24 @@ def _lsn(text):
 # --------------------------------------------------------------------------- the cluster
 
 
-class Cluster:
-    """Every member's answer to ``pg_replication.member``: the pillar's hosts and roles, and
-    where each server stands."""
-
-    def __init__(self, tgt, timeout=20, ping_timeout=5):
-        # Ask only the minions that answer: a dead primary's must not make every call wait.
-        alive = sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=ping_timeout).items() if ok is True)
-        # Each member answers from its own pillar: the one on the master now, not a cached one.
-        _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
-        answers = _client().cmd(alive, "pg_replication.member", timeout=timeout, full_return=True, tgt_type="list")
-        self.members = {
-            minion: answer["ret"]
-            for minion, answer in answers.items()
-            if isinstance(answer, dict) and not answer.get("retcode") and isinstance(answer.get("ret"), dict)
-        }
-        if not self.members:
-            raise CommandExecutionError(f"no minion matching {tgt!r} answered with a pg_replication pillar")
-        self.plan = next(iter(self.members.values()))["plan"]
-        self.hosts = self.plan["hosts"]
-
-    def plan_of(self, host):
-        member = self.members.get(host)
-        return member["plan"] if member else None
-
-    def server(self, host):
-        """The running state of ``host``'s server: None if its minion did not answer."""
-        member = self.members.get(host)
-        return member.get("server") if member else None
-
-    def role(self, host):
-        return (self.hosts.get(host) or {}).get("role")
-
-    def upstream(self, host, primary):
-        """The server standby ``host`` streams from once ``primary`` leads: the upstream the
-        pillar names (cascading), or ``primary``."""
-        return (self.hosts.get(host) or {}).get("upstream") or primary
-
-    def cascading_from(self, host):
-        """The standbys whose pillar names ``host`` as their upstream."""
-        return sorted(h for h, spec in self.hosts.items() if spec.get("upstream") == host)
-
-    def pillar_primary(self):
-        return next(host for host, spec in self.hosts.items() if spec["role"] == "primary")
-
-    def servers(self):
-        return sorted(host for host, spec in self.hosts.items() if spec["role"] in SERVER_ROLES)
-
-    def backup_hosts(self):
-        return sorted(host for host, spec in self.hosts.items() if spec["role"] == "barman")
-
-    def running_primaries(self):
-        return [
-            h for h in self.servers() if (self.server(h) or {}).get("running") and not self.server(h)["in_recovery"]
-        ]
-
-    def barman_server_name(self):
-        """The name of Barman's server for this cluster's primary (None without Barman)."""
-        for host in self.backup_hosts():
-            for server in (self.plan_of(host) or {}).get("barman_servers") or ():
-                if not server.get("external"):
-                    return server["name"]
-        return None
-
-    def conn(self, host):
-        """Keyword arguments that reach ``host``'s server over its local socket."""
-        plan = self.plan_of(host) or self.plan
-        return {"host": plan["socket_dir"], "port": plan["port"]}
+def _cluster(tgt, timeout=20, ping_timeout=5):
+    """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
+    answer with a member record."""
+    # Ask only the minions that answer: a dead primary's must not make every call wait.
+    alive = sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=ping_timeout).items() if ok is True)
+    # Each member answers from its own pillar: the one on the master now, not a cached one.
+    _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
+    answers = _client().cmd(alive, "pg_replication.member", timeout=timeout, full_return=True, tgt_type="list")
+    cluster = _pure("cluster.from_answers")(answers)
+    if cluster is None:
+        raise CommandExecutionError(f"no minion matching {tgt!r} answered with a pg_replication pillar")
+    return cluster
 
 
 def _start(tgt):
-    """What every operation starts from: the cluster, the pillar's primary, no check yet."""
-    cluster = Cluster(tgt)
-    return cluster, cluster.pillar_primary(), []
-
-
-def _check(checks, name, ok, detail=""):
-    checks.append({"check": name, "ok": bool(ok), "detail": detail})
-
-
-def _refused(operation, checks, steps):
-    failed = [f"{c['check']} ({c['detail']})" for c in checks if not c["ok"]]
-    return {
-        "result": False,
-        "retcode": 1,  # salt-run's exit code
-        "comment": f"{operation} refused, nothing changed: " + "; ".join(failed),
-        "checks": checks,
-        "steps": steps,
-    }
-
-
-def _preflight(operation, checks, steps, test, would):
-    """What an operation returns before changing anything: refused when a check failed, the
-    checks and steps with ``test=True``; None when it goes on."""
-    if not all(c["ok"] for c in checks):
-        return _refused(operation, checks, steps)
-    if test:
-        return {"result": None, "comment": would, "checks": checks, "steps": steps}
-    return None
-
-
-def _succeeded(comment, checks, done, **more):
-    return {"result": True, "comment": comment, "checks": checks, "done": done, **more}
-
-
-def _failed(operation, exc, done):
-    return {"result": False, "retcode": 1, "comment": f"{operation} failed: {exc}", "done": done}
-
-
-def _change(cluster, roles):
-    """The ``pg_replication`` pillar after a change of roles (``{minion id: role}``): the
-    roles, and what the barman section must say so that Barman keeps its server (the same
-    name, the same archive) and backs up the new primary."""
-    change = {"hosts": {host: {"role": role} for host, role in sorted(roles.items())}}
-    new_primary = next((host for host, role in roles.items() if role == "primary"), None)
-    pinned, barman = cluster.plan.get("barman_pillar") or {}, {}
-    if pinned.get("primary") and roles.get(pinned["primary"]) == "standby" and new_primary:
-        barman["primary"] = new_primary
-    name = cluster.barman_server_name()
-    if name and not pinned.get("server_name") and new_primary:  # it defaults to <primary>-streaming
-        barman["server_name"] = name
-    if barman:
-        change["barman"] = barman
-    return change
-
-
-def _pillar_change(change):
-    """The change as lines an operator copies into the pillar."""
-    return [
-        f"{FORMULA}:{section}:{key}:role: {value['role']}"
-        if section == "hosts"
-        else f"{FORMULA}:{section}:{key}: {value}"
-        for section in sorted(change)
-        for key, value in sorted(change[section].items())
-    ]
+    """What every operation starts from: the cluster and the pillar's primary."""
+    cluster = _cluster(tgt)
+    return cluster, cluster.pillar_primary()
 
 
 # --------------------------------------------------------------------------- status
@@ -225,124 +128,22 @@ def cluster_status(tgt="*"):
         salt-run pg_replication.cluster_status
         salt-run pg_replication.cluster_status --out=json
     """
-    cluster = Cluster(tgt)
-    primaries = cluster.running_primaries()
-    primary_lsn = _lsn(cluster.server(primaries[0])["lsn"]) if len(primaries) == 1 else None
-    members = {}
-    for host in sorted(cluster.hosts):
-        row = {"pillar_role": cluster.role(host), "address": cluster.hosts[host]["address"]}
-        if host not in cluster.members:
-            row["state"] = "no answer"
-        elif cluster.role(host) in SERVER_ROLES:
-            row.update(_server_row(cluster.server(host), primary_lsn))
-        else:
-            row.update(_barman_row(host, cluster.plan_of(host)))
-        members[host] = row
-    return {"members": members, "table": _table(members)}
-
-
-def _server_row(server, primary_lsn):
-    if not server["running"]:
-        return {"state": f"down ({server.get('state')})", "timeline": server.get("timeline")}
-    row = {
-        "state": "standby" if server["in_recovery"] else "primary",
-        "timeline": server["timeline"],
-        "lsn": server["lsn"],
-        "slots": {
-            name: {"active": slot["active"], "retained_bytes": slot["retained_bytes"]}
-            for name, slot in server["slots"].items()
-        },
-    }
-    if server["in_recovery"]:
-        receiver = server.get("receiver") or {}
-        row["upstream"] = receiver.get("sender_host") if receiver.get("status") == "streaming" else None
-        row["lag_bytes"] = primary_lsn - _lsn(server["lsn"]) if primary_lsn is not None else None
-        row["lag_seconds"] = (server.get("lag") or {}).get("seconds")
-    return row
+    cluster = _cluster(tgt)
+    barman_rows = {host: _barman_row(host, cluster.plan_of(host)) for host in cluster.without_server()}
+    return _pure("checks.status")(cluster, barman_rows)
 
 
 def _barman_row(host, plan):
     checks = {}
     for server in plan["barman_servers"] or ():
         try:
-            failed = _call(host, "barman.failed_checks", server["name"])
-            checks[server["name"]] = "all OK" if not failed else "FAILED: " + ", ".join(failed)
+            checks[server["name"]] = _call(host, "barman.failed_checks", server["name"])
         except CommandExecutionError as exc:
-            checks[server["name"]] = f"unknown ({exc})"
-    return {"state": "barman", "barman_check": checks}
-
-
-def _table(members):
-    lines = [f"{'member':<16} {'pillar':<8} {'running':<22} {'tl':>3} {'lsn':<14} {'lag':>10}  slots / barman"]
-    for host, row in members.items():
-        extra = row.get("barman_check") or {
-            name: f"{'active' if slot['active'] else 'inactive'} {slot['retained_bytes']}B"
-            for name, slot in (row.get("slots") or {}).items()
-        }
-        lag = row.get("lag_bytes")
-        lines.append(
-            f"{host:<16} {row['pillar_role']:<8} {row.get('state', ''):<22} {row.get('timeline') or '':>3} "
-            f"{row.get('lsn') or '':<14} {'' if lag is None else f'{lag}B':>10}  "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(extra.items()))
-        )
-    return lines
+            checks[server["name"]] = exc
+    return _pure("checks.barman_row")(checks)
 
 
 # --------------------------------------------------------------------------- switchover
-
-
-def _switchover_checks(cluster, old, to, max_lag):
-    checks = []
-    running = cluster.running_primaries()
-    _check(checks, f"exactly one primary runs, the pillar's ({old})", running == [old], f"running: {running or 'none'}")
-    _check(checks, f"{to} is a standby in the pillar", cluster.role(to) == "standby", f"{to}: {cluster.role(to)}")
-    target = cluster.server(to) or {}
-    receiver = target.get("receiver") or {}
-    streaming = (
-        target.get("running")
-        and target.get("in_recovery")
-        and receiver.get("status") == "streaming"
-        and receiver.get("sender_host") == cluster.hosts[old]["address"]
-        and receiver.get("slot_name") == (cluster.hosts.get(to) or {}).get("slot")
-    )
-    _check(checks, f"{to} streams from {old} on its slot", streaming, f"receiver: {receiver or 'none'}")
-    lag = None
-    if streaming and old in running:
-        # What it has still to replay before it can be promoted (received or not).
-        lag = _lsn(cluster.server(old)["lsn"]) - _lsn(target["replay_lsn"] or target["lsn"])
-    _check(checks, f"{to} is at most {max_lag} bytes behind (WAL not replayed)",
-           lag is not None and lag <= max_lag, f"{lag} bytes behind")  # fmt: skip
-    primary = cluster.server(old) or {}
-    _check(
-        checks,
-        f"pg_rewind can rejoin {old} (wal_log_hints or data checksums)",
-        "on" in (primary.get("wal_log_hints"), primary.get("data_checksums")),
-        f"wal_log_hints={primary.get('wal_log_hints')} data_checksums={primary.get('data_checksums')}",
-    )
-    _check_capacity(checks, cluster, to, target)
-    _check_no_cascade_from(checks, cluster, old)
-    return checks
-
-
-def _check_no_cascade_from(checks, cluster, old):
-    """A standby that names the old primary as its upstream would cascade from it while it
-    rejoins (or forever, if it is gone): the pillar must stop naming it first."""
-    cascading = cluster.cascading_from(old)
-    fix = f"remove {FORMULA}:hosts:<host>:upstream: {old} from {', '.join(cascading)} first" if cascading else ""
-    _check(checks, f"no standby names {old} as its upstream", not cascading, fix)
-
-
-def _check_capacity(checks, cluster, to, target):
-    """The new primary serves every other server and each Barman server (two connections)."""
-    others = len(cluster.servers()) - 1
-    backups = len(cluster.backup_hosts())
-    senders, slots = others + 2 * backups, others + backups
-    _check(
-        checks,
-        f"{to} has the WAL senders and slots the new topology needs ({senders} and {slots})",
-        (target.get("max_wal_senders") or 0) >= senders and (target.get("max_replication_slots") or 0) >= slots,
-        f"max_wal_senders={target.get('max_wal_senders')} max_replication_slots={target.get('max_replication_slots')}",
-    )
 
 
 def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
@@ -371,14 +172,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         salt-run pg_replication.switchover to=standby test=True
         salt-run pg_replication.switchover to=standby
     """
-    cluster, old, _ = _start(tgt)
-    max_lag = int(
-        max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
-    )
-    checks = _switchover_checks(cluster, old, to, max_lag)
-    change = _change(cluster, {old: "standby", to: "primary"})
-    steps = _switchover_steps(cluster, old, to, change)
-    stop = _preflight("switchover", checks, steps, test, f"switchover {old} -> {to} would run")
+    cluster, old = _start(tgt)
+    checks, change, steps = _pure("checks.switchover")(cluster, old, to, max_lag)
+    stop = _pure("checks.preflight")("switchover", checks, steps, test, f"switchover {old} -> {to} would run")
     if stop:
         return stop
     done = []
@@ -393,28 +189,14 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
         done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
         _follow(cluster, to, change, done, rejoin=[old])
     except CommandExecutionError as exc:
-        return _failed("switchover", exc, done)
+        return _pure("checks.failure")("switchover", exc, done)
     comment = f"{to} is the primary; {old} and the other members follow it"
-    return _succeeded(comment, checks, done, pillar_change=_pillar_change(change))
-
-
-def _switchover_steps(cluster, old, to, change):
-    standbys = [h for h in cluster.servers() if h not in (old, to)]
-    return [
-        f"create on {to} the slots of {', '.join(sorted(set(cluster.servers()) - {to}) + cluster.backup_hosts())}",
-        f"stop {old} cleanly and wait until {to} has received its shutdown checkpoint",
-        f"promote {to}",
-        f"apply {FORMULA} on {to} as primary",
-        *[f"apply {FORMULA} on {h}: it follows {to}" for h in standbys],
-        f"pg_rewind {old} from {to}, apply {FORMULA} on it as a standby, drop its old slots",
-        *[f"stop receive-wal on {h}, apply {FORMULA}: Barman streams from {to}" for h in cluster.backup_hosts()],
-        "then change the pillar: " + ", ".join(_pillar_change(change)),
-    ]
+    return _pure("checks.succeeded")(comment, checks, done, pillar_change=_pure("cluster.pillar_change")(change))
 
 
 def _create_member_slots(cluster, primary, change, done):
     """Before ``primary`` is promoted: the slots its future standbys and Barman stream from."""
-    plan = _call(primary, "pg_replication.member", change=change)["plan"]
+    plan = _member(primary, _pure("member.problems"), change=change)["plan"]
     existing = set(_call(primary, "pg_replication.slots", **cluster.conn(primary)))
     created = []
     for slot in sorted(set(plan["served_slots"]) - existing):
@@ -475,10 +257,11 @@ def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
     """Until ``host`` streams from ``source``, its upstream (and has replayed up to LSN
     ``replayed``)."""
     address = cluster.hosts[source]["address"]
-    lsn = __utils__["pg_replication_postgres.lsn_bytes"]  # the poll runs streaming() where __utils__ is not packed
+    # The poll runs streaming() where __utils__ is not packed.
+    lsn, problems = __utils__["pg_replication_postgres.lsn_bytes"], _pure("member.problems")
 
     def streaming():
-        server = _call(host, "pg_replication.member")["server"]
+        server = _member(host, problems)["server"]
         receiver = server.get("receiver") or {}
         caught_up = replayed is None or lsn(server.get("replay_lsn") or "0/0") >= replayed
         return receiver.get("status") == "streaming" and receiver.get("sender_host") == address and caught_up
@@ -491,7 +274,7 @@ def _rejoin(cluster, host, primary, change):
     """Stop ``host`` if it runs, pg_rewind it from ``primary``, apply the formula as a standby,
     wait until it streams, drop the slots it kept from its time as a primary."""
     plan = cluster.plan_of(host)
-    server = _call(host, "pg_replication.member", change=change)["server"]
+    server = _member(host, _pure("member.problems"), change=change)["server"]
     end = server.get("lsn") if server.get("running") else server.get("checkpoint")
     if server.get("running"):
         _call(host, "service.stop", plan["service_name"])
@@ -510,11 +293,7 @@ def _rejoin(cluster, host, primary, change):
         if not slot["active"]:
             _call(host, "pg_replication.slot_drop", name, **cluster.conn(host))
             dropped.append(name)
-    report = {"rewound": rewind["rewound"], "diverged_at": rewind["diverged_at"], "dropped_slots": dropped,
-              "discarded_bytes": 0, "pg_rewind": rewind["output"]}  # fmt: skip
-    if rewind["diverged_at"] and end:
-        report["discarded_bytes"] = max(0, _lsn(end) - _lsn(rewind["diverged_at"].split()[0]))
-    return report
+    return _pure("checks.rejoin_report")(rewind, end, dropped)
 
 
 # --------------------------------------------------------------------------- failover
@@ -538,36 +317,9 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         salt-run pg_replication.failover to=standby2 fence=True
     """
     started = time.monotonic()
-    cluster, old, checks = _start(tgt)
-    alive = old in cluster.running_primaries()
-    _check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
-           "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
-    # The old primary's own standbys (a cascading standby is behind its upstream).
-    candidates = {
-        h: _lsn(cluster.server(h)["lsn"])
-        for h in cluster.servers()
-        if h != old
-        and cluster.upstream(h, old) == old
-        and (cluster.server(h) or {}).get("running")
-        and cluster.server(h)["in_recovery"]
-    }
-    chosen = to or (max(candidates, key=candidates.get) if candidates else None)
-    _check(checks, "a running standby to promote", chosen in candidates,
-           f"candidates (received WAL): {candidates}; chosen: {chosen}")  # fmt: skip
-    others = [h for h in cluster.running_primaries() if h != old]
-    _check(checks, "no other primary runs", not others, f"running primaries: {others}")
-    _check_no_cascade_from(checks, cluster, old)
-    if chosen in candidates:
-        _check_capacity(checks, cluster, chosen, cluster.server(chosen))
-    change = _change(cluster, {old: "standby", chosen: "primary"} if chosen else {})
-    steps = [
-        *([f"stop {old} (fence)"] if alive else []),
-        f"create on {chosen} the slots of every other member",
-        f"promote {chosen}",
-        f"apply {FORMULA} with the new roles on {chosen}, the other standbys and the backup hosts",
-        f"later, when {old} is back: salt-run pg_replication.rejoin host={old}",
-    ]
-    stop = _preflight("failover", checks, steps, test, f"failover to {chosen} would run")
+    cluster, old = _start(tgt)
+    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence)
+    stop = _pure("checks.preflight")("failover", checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
     done = []
@@ -583,11 +335,12 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
         _follow(cluster, chosen, change, done)
     except CommandExecutionError as exc:
-        return _failed("failover", exc, done)
+        return _pure("checks.failure")("failover", exc, done)
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
-    return _succeeded(
-        comment, checks, done, seconds_to_writable_primary=round(writable, 1), pillar_change=_pillar_change(change)
-    )
+    return _pure("checks.succeeded")(
+        comment, checks, done, seconds_to_writable_primary=round(writable, 1),
+        pillar_change=_pure("cluster.pillar_change")(change),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- rejoin
@@ -607,28 +360,15 @@ def rejoin(host, test=False, tgt="*"):
         salt-run pg_replication.rejoin host=master test=True
         salt-run pg_replication.rejoin host=master
     """
-    cluster, primary, checks = _start(tgt)
-    _check(checks, f"{host} is a standby in the pillar", cluster.role(host) == "standby",
-           f"{host}: {cluster.role(host)}; change the pillar first")  # fmt: skip
-    _check(checks, f"{host}'s minion answers", host in cluster.members, "" if host in cluster.members else "no answer")
-    running = cluster.running_primaries()
-    _check(checks, f"the pillar's primary {primary} runs as a primary", primary in running, f"running: {running}")
-    target = cluster.server(host) or {}
-    streaming = (
-        target.get("running")
-        and target.get("in_recovery")
-        and (target.get("receiver") or {}).get("status") == "streaming"
-    )
-    _check(checks, f"{host} is not already a streaming standby", not streaming, "it streams" if streaming else "")
-    steps = [f"stop {host} if it runs", f"pg_rewind {host} from {primary}", f"apply {FORMULA} on {host}",
-             f"drop the slots {host} kept"]  # fmt: skip
-    stop = _preflight("rejoin", checks, steps, test, f"{host} would rejoin as a standby of {primary}")
+    cluster, primary = _start(tgt)
+    checks, steps = _pure("checks.rejoin")(cluster, host, primary)
+    stop = _pure("checks.preflight")("rejoin", checks, steps, test, f"{host} would rejoin as a standby of {primary}")
     if stop:
         return stop
     try:
         report = _rejoin(cluster, host, primary, {})
     except CommandExecutionError as exc:
-        return _failed("rejoin", exc, [])
+        return _pure("checks.failure")("rejoin", exc, [])
     return {"result": True, "comment": f"{host} streams from {primary}", "rejoin": report}
 
 
@@ -652,23 +392,12 @@ def rolling_restart(test=False, tgt="*", timeout=120):
         salt-run pg_replication.rolling_restart test=True
         salt-run pg_replication.rolling_restart
     """
-    cluster, primary, checks = _start(tgt)
-    running = cluster.running_primaries()
-    _check(checks, f"exactly one primary runs, the pillar's ({primary})", running == [primary],
-           f"running: {running or 'none'}")  # fmt: skip
-    up = [h for h in cluster.servers() if (cluster.server(h) or {}).get("running")]
-    _check(checks, "every server runs", set(up) == set(cluster.servers()), f"running: {up}")
+    cluster, primary = _start(tgt)
+    checks, up = _pure("checks.rolling_restart_checks")(cluster, primary)
     pending = {h: _call(h, "pg_replication.pending_restart", **cluster.conn(h)) for h in up}
     lowered = _call(primary, "pg_replication.lowered_minimums", **cluster.conn(primary)) if primary in up else {}
-    standbys = [h for h in cluster.servers() if h != primary]
-    order = [primary, *standbys] if lowered else [*standbys, primary]
-    order = [h for h in order if pending.get(h)]
-    steps = [f"restart {h} ({', '.join(pending[h])})" for h in order] or ["nothing waits for a restart"]
-    if primary in order:
-        steps += [f"apply {FORMULA} on {h}: Barman streams again" for h in cluster.backup_hosts()]
-    if lowered:
-        steps.insert(0, f"primary first: it lowers {', '.join(sorted(lowered))}")
-    stop = _preflight("rolling_restart", checks, steps, test, "rolling restart would run")
+    order, steps = _pure("checks.restart_order")(cluster, primary, pending, lowered)
+    stop = _pure("checks.preflight")("rolling_restart", checks, steps, test, "rolling restart would run")
     if stop:
         return stop
     done = []
@@ -676,8 +405,8 @@ def rolling_restart(test=False, tgt="*", timeout=120):
         for host in order:
             _restart_member(cluster, host, primary, timeout, done)
     except CommandExecutionError as exc:
-        return _failed("rolling_restart", exc, done)
-    return _succeeded(f"restarted {', '.join(order) or 'nothing'}", checks, done)
+        return _pure("checks.failure")("rolling_restart", exc, done)
+    return _pure("checks.succeeded")(f"restarted {', '.join(order) or 'nothing'}", checks, done)
 
 
 def _restart_member(cluster, host, primary, timeout, done):

@@ -1,4 +1,5 @@
-"""The runners' preflight logic on made-up member answers (pure: no minion is asked)."""
+"""The runners' preflight logic on made-up member answers (pure: no minion is asked):
+_utils/pg_replication_checks.py over the model of _utils/pg_replication_cluster.py."""
 
 import copy
 
@@ -28,45 +29,55 @@ def runner():
     return module
 
 
-def cluster(runner, master=PRIMARY, standby=STANDBY):
-    made = object.__new__(runner.Cluster)
-    made.hosts = copy.deepcopy(HOSTS)
-    made.plan = {"hosts": made.hosts}
-    made.members = {"master": {"server": dict(master)}, "standby": {"server": dict(standby)}, "backup": {}}
-    return made
+@pytest.fixture(scope="module")
+def ops():
+    return load_util("pg_replication_checks")
 
 
-def failed(checks):
-    return [c["check"] for c in checks if not c["ok"]]
+@pytest.fixture(scope="module")
+def model():
+    return load_util("pg_replication_cluster")
 
 
-def test_a_healthy_pair_passes_every_check(runner):
-    assert failed(runner._switchover_checks(cluster(runner), "master", "standby", 16 << 20)) == []
+def cluster(model, master=PRIMARY, standby=STANDBY):
+    hosts = copy.deepcopy(HOSTS)
+    plan = {"hosts": hosts}
+    members = {"master": {"plan": plan, "server": dict(master)}, "standby": {"plan": plan, "server": dict(standby)},
+               "backup": {"plan": plan}}  # fmt: skip
+    return model.Cluster(members)
 
 
-def test_rewind_needs_wal_log_hints_or_checksums(runner):
-    checks = runner._switchover_checks(
-        cluster(runner, master=dict(PRIMARY, wal_log_hints="off")), "master", "standby", 16 << 20
+def failed(made):
+    return [c["check"] for c in made if not c["ok"]]
+
+
+def test_a_healthy_pair_passes_every_check(ops, model):
+    assert failed(ops.switchover_checks(cluster(model), "master", "standby", 16 << 20)) == []
+
+
+def test_rewind_needs_wal_log_hints_or_checksums(ops, model):
+    checks = ops.switchover_checks(
+        cluster(model, master=dict(PRIMARY, wal_log_hints="off")), "master", "standby", 16 << 20
     )
     assert failed(checks) == ["pg_rewind can rejoin master (wal_log_hints or data checksums)"]
 
 
-def test_lag_counts_what_is_not_replayed(runner):
+def test_lag_counts_what_is_not_replayed(ops, model):
     lagging = dict(STANDBY, replay_lsn="0/3000000")  # received everything, replayed 32 MiB less
-    checks = runner._switchover_checks(cluster(runner, standby=lagging), "master", "standby", 16 << 20)
+    checks = ops.switchover_checks(cluster(model, standby=lagging), "master", "standby", 16 << 20)
     assert failed(checks) == ["standby is at most 16777216 bytes behind (WAL not replayed)"]
 
 
-def test_two_primaries_or_a_target_streaming_elsewhere_are_refused(runner):
+def test_two_primaries_or_a_target_streaming_elsewhere_are_refused(ops, model):
     promoted = dict(STANDBY, in_recovery=False, receiver=None)
-    checks = runner._switchover_checks(cluster(runner, standby=promoted), "master", "standby", 16 << 20)
+    checks = ops.switchover_checks(cluster(model, standby=promoted), "master", "standby", 16 << 20)
     assert "exactly one primary runs, the pillar's (master)" in failed(checks)
     assert "standby streams from master on its slot" in failed(checks)
 
 
-def test_a_target_too_small_for_its_new_standbys(runner):
+def test_a_target_too_small_for_its_new_standbys(ops, model):
     small = dict(STANDBY, max_wal_senders=2)
-    checks = runner._switchover_checks(cluster(runner, standby=small), "master", "standby", 16 << 20)
+    checks = ops.switchover_checks(cluster(model, standby=small), "master", "standby", 16 << 20)
     assert failed(checks) == ["standby has the WAL senders and slots the new topology needs (3 and 2)"]
 
 
@@ -81,32 +92,32 @@ def with_barman(made, primary=None, server_name=None, name="master-streaming"):
     return made
 
 
-def test_a_switchover_keeps_barman_server_name_when_the_pillar_leaves_it_unset(runner):
-    change = runner._change(with_barman(cluster(runner)), {"master": "standby", "standby": "primary"})
-    assert runner._pillar_change(change) == [
+def test_a_switchover_keeps_barman_server_name_when_the_pillar_leaves_it_unset(model):
+    change = model.change(with_barman(cluster(model)), {"master": "standby", "standby": "primary"})
+    assert model.pillar_change(change) == [
         "pg_replication:barman:server_name: master-streaming",  # not standby-streaming: the same archive
         "pg_replication:hosts:master:role: standby",
         "pg_replication:hosts:standby:role: primary",
     ]
 
 
-def test_a_switchover_moves_an_explicit_barman_primary(runner):
-    made = with_barman(cluster(runner), primary="master", server_name="main")
-    change = runner._change(made, {"master": "standby", "standby": "primary"})
+def test_a_switchover_moves_an_explicit_barman_primary(model):
+    made = with_barman(cluster(model), primary="master", server_name="main")
+    change = model.change(made, {"master": "standby", "standby": "primary"})
     assert change == {"hosts": {"master": {"role": "standby"}, "standby": {"role": "primary"}},
                       "barman": {"primary": "standby"}}  # fmt: skip
 
 
-def test_without_barman_only_roles_change(runner):
-    change = runner._change(cluster(runner), {"master": "standby", "standby": "primary"})
+def test_without_barman_only_roles_change(model):
+    change = model.change(cluster(model), {"master": "standby", "standby": "primary"})
     assert list(change) == ["hosts"]
 
 
-def test_a_standby_naming_the_old_primary_as_upstream_blocks_switchover_and_failover_candidacy(runner):
-    made = cluster(runner)
+def test_a_standby_naming_the_old_primary_as_upstream_blocks_switchover_and_failover_candidacy(ops, model):
+    made = cluster(model)
     made.hosts["standby2"] = {"id": "standby2", "role": "standby", "address": "10.0.0.4", "upstream": "master"}
     made.hosts["standby3"] = {"id": "standby3", "role": "standby", "address": "10.0.0.5", "upstream": "standby"}
-    checks = runner._switchover_checks(made, "master", "standby", 16 << 20)
+    checks = ops.switchover_checks(made, "master", "standby", 16 << 20)
     assert "no standby names master as its upstream" in failed(checks)
     assert "remove pg_replication:hosts:<host>:upstream: master from standby2 first" in str(checks)
     # Where each standby streams from once standby leads: its own upstream, else the primary.

@@ -1,0 +1,270 @@
+"""The runners' pure side on made-up member answers: the member record's shape
+(_utils/pg_replication_member.py), the cluster model (_utils/pg_replication_cluster.py),
+each operation's checks, steps and returns and the status rows (_utils/pg_replication_checks.py);
+and the runner's wiring of them over a fake salt client (no minion is asked)."""
+
+import copy
+
+import pytest
+
+from tests.conftest import REPO_ROOT, load_file, load_util
+
+HOSTS = {
+    "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
+    "standby": {"id": "standby", "role": "standby", "address": "10.0.0.2", "slot": "standby_slot"},
+    "standby2": {"id": "standby2", "role": "standby", "address": "10.0.0.4", "slot": "standby2_slot"},
+    "backup": {"id": "backup", "role": "barman", "address": "10.0.0.3"},
+}
+PRIMARY = {"running": True, "in_recovery": False, "lsn": "0/5000000", "timeline": 1, "wal_log_hints": "on",
+           "data_checksums": "off", "slots": {"standby_slot": {"active": True, "retained_bytes": 0}}}  # fmt: skip
+DOWN = {"running": False, "error": "no socket", "state": "shut down", "timeline": 1, "checkpoint": "0/4000000"}
+
+
+def standby(lsn="0/5000000", sender="10.0.0.1", slot="standby_slot"):
+    return {"running": True, "in_recovery": True, "lsn": lsn, "replay_lsn": lsn, "timeline": 1, "slots": {},
+            "max_wal_senders": 10, "max_replication_slots": 10, "lag": {"bytes": 0, "seconds": 1.5},
+            "receiver": {"status": "streaming", "sender_host": sender, "slot_name": slot}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shape():
+    return load_util("pg_replication_member")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_util("pg_replication_cluster")
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return load_util("pg_replication_checks")
+
+
+def plan(host, hosts=HOSTS):
+    keys = load_util("pg_replication_member").PLAN_KEYS
+    out = dict.fromkeys(keys)
+    out.update(minion_id=host, role=hosts[host]["role"], hosts=hosts, socket_dir="/run/pg", port=5432,
+               service_name="postgresql@15-main", barman_pillar={"primary": None, "server_name": None})  # fmt: skip
+    if host == "backup":
+        out["barman_servers"] = [{"name": "master-streaming", "external": False}]
+    return out
+
+
+def records(servers, hosts=HOSTS):
+    hosts = copy.deepcopy(hosts)
+    out = {h: {"plan": plan(h, hosts)} for h in hosts}
+    for host, server in servers.items():
+        out[host]["server"] = copy.deepcopy(server)
+    return out
+
+
+def make(model, **servers):
+    servers = {"master": PRIMARY, "standby": standby(), "standby2": standby(slot="standby2_slot"), **servers}
+    return model.Cluster(records({h: s for h, s in servers.items() if s is not None}))
+
+
+def failed(checks):
+    return [c["check"] for c in checks if not c["ok"]]
+
+
+# --------------------------------------------------------------------------- the member record
+
+
+def test_a_record_of_a_running_server_a_down_one_and_a_backup_host(shape):
+    full = dict(plan("standby"), barman={"primary": "master", "server_name": None, "other": 1}, secret="x")
+    status = {"slots": {}, "wal_receiver": {"status": "streaming"}, "lag": {"bytes": 0}, "replication": []}
+    running = shape.record(full, {"in_recovery": True, "lsn": "0/1"}, status)
+    assert set(running["plan"]) == {*shape.PLAN_KEYS, "barman_pillar"}  # no secret, nothing else
+    assert running["plan"]["barman_pillar"] == {"primary": "master", "server_name": None}
+    assert running["server"] == {"in_recovery": True, "lsn": "0/1", "running": True, "slots": {},
+                                 "receiver": {"status": "streaming"}, "lag": {"bytes": 0}}  # fmt: skip
+    control = {"Database cluster state": "shut down", "Latest checkpoint's TimeLineID": "3",
+               "Latest checkpoint location": "0/4000000"}  # fmt: skip
+    down = shape.record(full, control=control, error="no socket")
+    assert down["server"] == dict(DOWN, timeline=3)
+    assert shape.record(full, control={}, error="gone")["server"]["timeline"] is None
+    assert "server" not in shape.record(plan("backup"))
+    assert all(shape.problems(r) == [] for r in (running, down, shape.record(plan("backup"))))
+
+
+def test_what_is_not_a_member_record(shape):
+    assert shape.problems(None) == ["no plan"]
+    assert shape.problems({"plan": "x"}) == ["no plan"]
+    assert shape.problems({"plan": dict(plan("backup"), peer_tls=None)}) == []
+    without = {k: v for k, v in plan("backup").items() if k != "served_slots"}
+    assert shape.problems({"plan": without}) == ["no plan key served_slots"]
+    assert shape.problems({"plan": plan("standby")}) == ["no server for a standby"]
+
+
+def test_the_model_keeps_only_the_members_that_answered_with_a_record(model):
+    answers = {h: {"ret": r, "retcode": 0} for h, r in records({"master": PRIMARY}).items()}
+    answers["standby"] = {"ret": "pillar render error", "retcode": 1}
+    answers["standby2"] = {"ret": {"plan": plan("standby2")}, "retcode": 0}  # a server with no server
+    made = model.from_answers(answers)
+    assert sorted(made.members) == ["backup", "master"]
+    assert made.hosts == HOSTS
+    assert made.servers() == ["master", "standby", "standby2"]
+    assert made.without_server() == ["backup"]
+    assert made.backup_hosts() == ["backup"]
+    assert made.server("standby") is None
+    assert made.conn("standby") == {"host": "/run/pg", "port": 5432}
+    assert model.from_answers({"standby": {"ret": "down", "retcode": 1}}) is None
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def test_failover_promotes_the_standby_that_received_the_most_wal(model, ops):
+    made = make(model, master=None, standby2=standby(lsn="0/6000000", slot="standby2_slot"))
+    checks, chosen, alive, change, steps = ops.failover(made, "master")
+    assert (failed(checks), chosen, alive) == ([], "standby2", False)
+    assert change["hosts"] == {"master": {"role": "standby"}, "standby2": {"role": "primary"}}
+    assert steps[0] == "create on standby2 the slots of every other member"
+    assert (
+        checks[1]["detail"]
+        == "candidates (received WAL): {'standby': 83886080, 'standby2': 100663296}; chosen: standby2"
+    )
+
+
+def test_failover_refuses_a_running_primary_unless_fenced_and_skips_cascading_standbys(model, ops):
+    checks, chosen, alive, _, steps = ops.failover(make(model), "master")
+    assert failed(checks) == ["the old primary master does not run as a primary"]
+    assert alive
+    checks, _, _, _, steps = ops.failover(make(model), "master", to="standby", fence=True)
+    assert failed(checks) == []
+    assert steps[0] == "stop master (fence)"
+    hosts = copy.deepcopy(HOSTS)
+    hosts["standby2"]["upstream"] = "standby"
+    made = model.Cluster(records({"standby": standby(), "standby2": standby(lsn="0/9000000")}, hosts))
+    checks, chosen, _, _, _ = ops.failover(made, "master")
+    assert chosen == "standby"  # standby2 is further ahead, but streams from standby
+    assert ops.failover(made, "master", to="backup")[0][1]["ok"] is False
+
+
+def test_rejoin_wants_a_standby_in_the_pillar_that_does_not_stream_yet(model, ops):
+    checks, steps = ops.rejoin(make(model), "standby", "master")
+    assert failed(checks) == ["standby is not already a streaming standby"]
+    checks, _ = ops.rejoin(make(model), "master", "master")
+    assert failed(checks) == ["master is a standby in the pillar"]
+    assert steps == ["stop standby if it runs", "pg_rewind standby from master", "apply pg_replication on standby",
+                     "drop the slots standby kept"]  # fmt: skip
+
+
+def test_rejoin_reports_the_wal_the_former_primary_discards(ops):
+    rewind = {"rewound": True, "diverged_at": "0/5000000 on timeline 1", "output": ["done"]}
+    report = ops.rejoin_report(rewind, "0/5000100", ["old_slot"])
+    assert report == {"rewound": True, "diverged_at": "0/5000000 on timeline 1", "dropped_slots": ["old_slot"],
+                      "discarded_bytes": 0x100, "pg_rewind": ["done"]}  # fmt: skip
+    assert ops.rejoin_report(dict(rewind, diverged_at=None), "0/1", [])["discarded_bytes"] == 0
+
+
+def test_a_rolling_restart_takes_the_standbys_first_unless_the_primary_lowers_a_minimum(model, ops):
+    made = make(model)
+    checks, up = ops.rolling_restart_checks(made, "master")
+    assert failed(checks) == []
+    assert up == ["master", "standby", "standby2"]
+    pending = {"master": ["shared_buffers"], "standby": ["shared_buffers"], "standby2": []}
+    assert ops.restart_order(made, "master", pending, {}) == (
+        ["standby", "master"],
+        ["restart standby (shared_buffers)", "restart master (shared_buffers)",
+         "apply pg_replication on backup: Barman streams again"],
+    )  # fmt: skip
+    order, steps = ops.restart_order(made, "master", pending, {"max_connections": (100, 50)})
+    assert order == ["master", "standby"]
+    assert steps[0] == "primary first: it lowers max_connections"
+    assert ops.restart_order(made, "master", {}, {}) == ([], ["nothing waits for a restart"])
+    checks, up = ops.rolling_restart_checks(make(model, standby2=DOWN), "master")
+    assert failed(checks) == ["every server runs"]
+    assert up == ["master", "standby"]
+
+
+def test_what_an_operation_returns(ops):
+    checks = []
+    ops.check(checks, "one", True)
+    ops.check(checks, "two", 0, "why")
+    assert ops.preflight("op", checks[:1], ["s"], False, "would") is None
+    assert ops.preflight("op", checks[:1], ["s"], True, "would") == {"result": None, "comment": "would",
+                                                                      "checks": checks[:1], "steps": ["s"]}  # fmt: skip
+    assert ops.preflight("op", checks, [], True, "would")["comment"] == "op refused, nothing changed: two (why)"
+    assert ops.failure("op", RuntimeError("boom"), ["a"]) == {"result": False, "retcode": 1,
+                                                              "comment": "op failed: boom", "done": ["a"]}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_rows_and_table(model, ops):
+    made = make(model, standby2=DOWN, standby=standby(lsn="0/4000000"))
+    rows = {"backup": ops.barman_row({"master-streaming": ["wal_archive"], "other": [], "x": RuntimeError("gone")})}
+    status = ops.status(made, rows)
+    assert status["members"]["backup"] == {"pillar_role": "barman", "address": "10.0.0.3", "state": "barman",
+                                           "barman_check": {"master-streaming": "FAILED: wal_archive",
+                                                            "other": "all OK", "x": "unknown (gone)"}}  # fmt: skip
+    assert status["members"]["standby"]["lag_bytes"] == 0x1000000
+    assert status["members"]["standby"]["upstream"] == "10.0.0.1"
+    assert status["members"]["standby2"] == {"pillar_role": "standby", "address": "10.0.0.4",
+                                             "state": "down (shut down)", "timeline": 1}  # fmt: skip
+    assert status["table"][0].startswith("member           pillar   running")
+    assert status["table"][2].split()[:5] == ["master", "primary", "primary", "1", "0/5000000"]
+    assert status["table"][3].endswith("16777216B  ")
+
+
+# --------------------------------------------------------------------------- the runner's wiring
+
+
+class Utils(dict):
+    """What Salt's loader gives the runner as ``__utils__``: ``"file.function"``."""
+
+    def __missing__(self, key):
+        name, function = key.split(".")
+        return getattr(load_util(name), function)
+
+
+class FakeClient:
+    """salt.client.LocalClient's ``cmd`` over made-up member records; every call logged."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
+        self.calls.append((fun, tgt))
+        if fun == "test.ping":
+            return {m: True for m in self.answers}
+        out = {}
+        for minion in tgt if isinstance(tgt, list) else [tgt]:
+            ret = {"pg_replication.member": self.answers[minion], "barman.failed_checks": []}.get(fun, True)
+            out[minion] = {"ret": ret, "retcode": 0} if full_return else ret
+        return out
+
+
+@pytest.fixture
+def run():
+    def run(fun, answers, **kwargs):
+        runner = load_file("pg_replication_runner_wired", REPO_ROOT / "_runners/pg_replication.py")
+        client = FakeClient(answers)
+        runner.__utils__, runner.__context__ = Utils(), {"pg_replication.client": client}
+        return getattr(runner, fun)(**kwargs), client.calls
+
+    return run
+
+
+def test_the_runner_previews_a_switchover_without_changing_anything(run):
+    ret, calls = run("switchover", records({"master": PRIMARY, "standby": standby(), "standby2": standby()}),
+                     to="standby", test=True)  # fmt: skip
+    assert ret["result"] is None
+    assert ret["comment"] == "switchover master -> standby would run"
+    assert failed(ret["checks"]) == []
+    assert ret["steps"][-1] == (
+        "then change the pillar: pg_replication:barman:server_name: master-streaming, "
+        "pg_replication:hosts:master:role: standby, pg_replication:hosts:standby:role: primary"
+    )
+    assert [fun for fun, _ in calls] == ["test.ping", "saltutil.refresh_pillar", "pg_replication.member"]
+
+
+def test_the_runner_reports_status_and_asks_barman(run):
+    ret, calls = run("cluster_status", records({"master": PRIMARY, "standby": standby(), "standby2": DOWN}))
+    assert ret["members"]["backup"]["barman_check"] == {"master-streaming": "all OK"}
+    assert ("barman.failed_checks", "backup") in calls
+    with pytest.raises(Exception, match="no minion matching '\\*' answered with a pg_replication pillar"):
+        run("cluster_status", {"master": {"plan": None}})
