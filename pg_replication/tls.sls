@@ -22,7 +22,7 @@ pg_replication-peer-ca:
     - order: 1
 {%- elif pg.role == 'barman' and pg.tls %}
 include:
-  - {{ tplroot }}.barman.install
+  - {{ tplroot }}.barman.dirs
 
 # A backup host's: the CA that signs the servers' certificates, in Barman's configuration
 # directory (its server files' conninfo names it).
@@ -34,5 +34,5 @@ pg_replication-barman-tls-ca:
     - group: barman
     - mode: '0644'
     - require:
-      - sls: {{ tplroot }}.barman.install
+      - sls: {{ tplroot }}.barman.dirs
 {%- endif %}

@@ -6,8 +6,8 @@
 
 include:
   - {{ tplroot }}.psycopg2
-  # Barman, its user and its directories.
   - .install
+  - .dirs
   # TLS: the CA its conninfo verifies the servers with.
   - {{ tplroot }}.tls
 
@@ -37,7 +37,7 @@ pg_replication-barman-pgpass:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - sls: {{ tplroot }}.barman.install
+      - sls: {{ tplroot }}.barman.dirs
       # A server leaving the pillar is stopped (its slot dropped) with its password still here.
       - barman: pg_replication-barman-servers-follow-the-pillar
 
@@ -72,7 +72,7 @@ pg_replication-barman-cloud-credentials:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - sls: {{ tplroot }}.barman.install
+      - sls: {{ tplroot }}.barman.dirs
     - require_in:
 {%-   for server in pg.barman_servers %}
       - file: pg_replication-barman-server-{{ server.name }}
@@ -121,7 +121,7 @@ pg_replication-barman-server-{{ server.name }}:
         tplroot: {{ tplroot }}
         server_name: {{ server.name | json }}
     - require:
-      - sls: {{ tplroot }}.barman.install
+      - sls: {{ tplroot }}.barman.dirs
 {%- if pg.tls %}
       - sls: {{ tplroot }}.tls
 {%- endif %}

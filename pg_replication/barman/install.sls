@@ -1,8 +1,7 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# Barman itself (the distribution's package, or PyPI into a virtualenv), the PostgreSQL
-# client binaries of every backed-up primary's major version (path_prefix points at them),
-# and Barman's directories.
+# Barman itself (the distribution's package, or PyPI into a virtualenv) and the PostgreSQL
+# client binaries of every backed-up primary's major version (path_prefix points at them).
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 {%- set install = pg.barman.install %}
@@ -76,30 +75,3 @@ pg_replication-barman-packages:
     - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs + pg.cloud_pkgs) | json }}
     - require:
       - sls: {{ tplroot }}.repo
-
-# Barman's home (every base backup and WAL segment) and its logs are private to the barman
-# user and group (Debian's 0750), never widened; the configuration directory holds no secret.
-# After every other state of this file (the packages or the PyPI install and its user).
-pg_replication-barman-dirs:
-  file.directory:
-    - names:
-      - {{ pg.barman.config_dir }}:
-        - user: root
-        - mode: '0755'
-      - {{ pg.barman.home }}:
-        - user: barman
-        - mode: '0750'
-      - {{ pg.barman.log_dir }}:
-        - user: barman
-        - mode: '0750'
-    - group: barman
-    - require:
-      - pkg: pg_replication-barman-packages
-{%- if install.method == 'pip' %}
-      - pkg: pg_replication-barman-build-packages
-      - group: pg_replication-barman-group
-      - user: pg_replication-barman-user
-      - cmd: pg_replication-barman-venv
-      - pg_replication-barman-pip
-      - file: pg_replication-barman-link
-{%- endif %}
