@@ -2,7 +2,8 @@
 # vim: ft=sls
 # TLS, the client's side: the CA this host's own connections verify the PostgreSQL servers
 # with (conninfo: sslmode=verify-full). A server's own certificate, key and CA are in
-# server/tls.sls; what clean removes, in server/clean.sls and barman/clean.sls.
+# server/tls.sls. server/clean.sls removes a server's files of both; barman/clean.sls leaves the
+# backup host's CA (as before).
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
