@@ -2,17 +2,13 @@
 
 import contextlib
 import copy
-import importlib.util
 import json
-import pathlib
 import time
 
+from lab.pyfile import load_util
+
 SERVER = "master-streaming"
-_POLL_SPEC = importlib.util.spec_from_file_location(
-    "pg_replication_poll", pathlib.Path(__file__).resolve().parents[1] / "_utils" / "pg_replication_poll.py"
-)
-_POLL = importlib.util.module_from_spec(_POLL_SPEC)
-_POLL_SPEC.loader.exec_module(_POLL)
+_POLL = load_util("pg_replication_poll")
 
 
 def pg_ctl(salt_lab):

@@ -1,6 +1,5 @@
 """Shared pytest configuration."""
 
-import importlib.util
 import logging
 import pathlib
 import sys
@@ -16,20 +15,9 @@ if str(REPO_ROOT) not in sys.path:
 logging.raiseExceptions = False
 
 
-# Tests of pure logic import the modules of _utils/ directly (no Salt loader).
-UTILS = REPO_ROOT / "_utils"
-
-
-def load_util(name):
-    return load_file(name, UTILS / f"{name}.py")
-
-
-def load_file(name, path):
-    """The Python file ``path`` as module ``name`` (outside Salt's loader: pure logic only)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Tests of pure logic load the files of _utils/ (and _modules/, _runners/) by their path, no
+# Salt loader: lab/pyfile.py, which the lab uses too.
+from lab.pyfile import load_file, load_util  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,9 @@
 include:
   - {{ tplroot }}.psycopg2
   - .install
+  - .dirs
+  # TLS: the CA its conninfo verifies the servers with.
+  - {{ tplroot }}.tls
 
 pg_replication-barman-conf:
   file.managed:
@@ -18,24 +21,6 @@ pg_replication-barman-conf:
     - mode: '0644'
     - context:
         tplroot: {{ tplroot }}
-    - require:
-      - sls: {{ tplroot }}.barman.install
-
-# Barman's home (every base backup and WAL segment) and its logs are private to the barman
-# user and group (Debian's 0750), never widened; the configuration directory holds no secret.
-pg_replication-barman-dirs:
-  file.directory:
-    - names:
-      - {{ pg.barman.config_dir }}:
-        - user: root
-        - mode: '0755'
-      - {{ pg.barman.home }}:
-        - user: barman
-        - mode: '0750'
-      - {{ pg.barman.log_dir }}:
-        - user: barman
-        - mode: '0750'
-    - group: barman
     - require:
       - sls: {{ tplroot }}.barman.install
 
@@ -52,7 +37,7 @@ pg_replication-barman-pgpass:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - file: pg_replication-barman-dirs
+      - sls: {{ tplroot }}.barman.dirs
       # A server leaving the pillar is stopped (its slot dropped) with its password still here.
       - barman: pg_replication-barman-servers-follow-the-pillar
 
@@ -87,7 +72,7 @@ pg_replication-barman-cloud-credentials:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - file: pg_replication-barman-dirs
+      - sls: {{ tplroot }}.barman.dirs
     - require_in:
 {%-   for server in pg.barman_servers %}
       - file: pg_replication-barman-server-{{ server.name }}
@@ -114,20 +99,6 @@ pg_replication-barman-cloud-backup-hook:
 {%-   endfor %}
 {%- endif %}
 
-{%- if pg.tls %}
-
-# TLS: the CA that signs the servers' certificates (conninfo: sslmode=verify-full).
-pg_replication-barman-tls-ca:
-  file.managed:
-    - name: {{ pg.tls.ca_file }}
-    - contents_pillar: pg_replication:tls:ca_cert
-    - user: root
-    - group: barman
-    - mode: '0644'
-    - require:
-      - file: pg_replication-barman-dirs
-{%- endif %}
-
 # Servers gone from the pillar: receive-wal stopped, slot dropped, file removed (backups stay).
 pg_replication-barman-servers-follow-the-pillar:
   barman.servers_follow:
@@ -150,9 +121,9 @@ pg_replication-barman-server-{{ server.name }}:
         tplroot: {{ tplroot }}
         server_name: {{ server.name | json }}
     - require:
-      - file: pg_replication-barman-dirs
+      - sls: {{ tplroot }}.barman.dirs
 {%- if pg.tls %}
-      - file: pg_replication-barman-tls-ca
+      - sls: {{ tplroot }}.tls
 {%- endif %}
 
 # A changed server file (its primary's address, TLS...) takes effect on receive-wal's next
@@ -175,7 +146,7 @@ pg_replication-barman-ready-{{ server.name }}:
       - backup_maximum_age
     - timeout: {{ pg.barman.check_timeout }}
     - require:
-      - pg_replication-salt-psycopg2
+      - sls: {{ tplroot }}.psycopg2
       - file: pg_replication-barman-server-{{ server.name }}
       - barman: pg_replication-barman-reconnect-{{ server.name }}
       - file: pg_replication-barman-pgpass

@@ -74,4 +74,4 @@ pg_replication-barman-packages:
   pkg.installed:
     - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs + pg.cloud_pkgs) | json }}
     - require:
-      - pg_replication-upstream-repo
+      - sls: {{ tplroot }}.repo

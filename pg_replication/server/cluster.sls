@@ -6,6 +6,7 @@
 
 include:
   - {{ tplroot }}.psycopg2
+  - {{ tplroot }}.tls
   - .guard
   - .package
 
@@ -18,7 +19,7 @@ pg_replication-conf-dir:
     - mode: '0755'
     - makedirs: True
     - require:
-      - pkg: pg_replication-packages
+      - sls: {{ tplroot }}.server.package
 {%- endif %}
 
 # The replication role's password for every other server of the cluster (streaming, and
@@ -36,7 +37,7 @@ pg_replication-pgpass:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - pkg: pg_replication-packages
+      - sls: {{ tplroot }}.server.package
 
 {%- if pg.cloud_credentials %}
 
@@ -54,7 +55,7 @@ pg_replication-cloud-credentials:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - pkg: pg_replication-packages
+      - sls: {{ tplroot }}.server.package
 {%- endif %}
 
 {%- if pg.role == 'primary' %}
@@ -66,7 +67,7 @@ pg_replication-data-dir:
     - mode: '0700'
     - makedirs: True
     - require:
-      - pkg: pg_replication-packages
+      - sls: {{ tplroot }}.server.package
 
 pg_replication-initdb:
   pg_replication.cluster_initialized:
@@ -97,7 +98,7 @@ pg_replication-standby-bootstrap:
     - require:
       - file: pg_replication-pgpass
 {%- if pg.peer_tls %}
-      - file: pg_replication-peer-ca
+      - sls: {{ tplroot }}.tls
 {%- endif %}
-      - pg_replication-salt-psycopg2
+      - sls: {{ tplroot }}.psycopg2
 {%- endif %}

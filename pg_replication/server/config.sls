@@ -6,9 +6,7 @@
 
 include:
   - .cluster
-
-{%- set cluster_state = 'pg_replication: pg_replication-initdb' if pg.role == 'primary'
-                        else 'pg_replication: pg_replication-standby-bootstrap' %}
+  - .tls
 {%- set files = {
       'postgresql.conf': 'postgresql.conf.jinja',
       'pg_hba.conf': 'pg_hba.conf.jinja',
@@ -32,34 +30,13 @@ pg_replication-config-{{ filename }}:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - {{ cluster_state }}
+      # The data directory: initialised, or the standby's copy made.
+      - sls: {{ tplroot }}.server.cluster
+{%-   if pg.tls and filename == 'postgresql.conf' %}
+      # The TLS files its settings name.
+      - sls: {{ tplroot }}.server.tls
+{%-   endif %}
 {%- endfor %}
-
-{%- if pg.tls %}
-{#- TLS: the CA's certificate, this server's certificate and key, written from the pillar on
-    the minion (contents_pillar: the key never is a state argument), before the settings that
-    name them; a renewed certificate reloads the server. #}
-{%-   set tls_files = {
-        'ca_file': ('pg_replication:tls:ca_cert', '0644'),
-        'cert_file': ('pg_replication:tls:hosts:' ~ pg.minion_id ~ ':cert', '0644'),
-        'key_file': ('pg_replication:tls:hosts:' ~ pg.minion_id ~ ':key', '0600'),
-      } %}
-{%-   for name, spec in tls_files | dictsort %}
-
-pg_replication-tls-{{ name }}:
-  file.managed:
-    - name: {{ pg.tls[name] }}
-    - contents_pillar: {{ spec[0] }}
-    - user: postgres
-    - group: postgres
-    - mode: '{{ spec[1] }}'
-    - show_changes: False
-    - require:
-      - {{ cluster_state }}
-    - require_in:
-      - file: pg_replication-config-postgresql.conf
-{%-   endfor %}
-{%- endif %}
 
 {%- if pg.role == 'standby' and not pg.standby_signal %}
 
@@ -74,5 +51,5 @@ pg_replication-config-recovery.conf:
     - context:
         tplroot: {{ tplroot }}
     - require:
-      - {{ cluster_state }}
+      - sls: {{ tplroot }}.server.cluster
 {%- endif %}

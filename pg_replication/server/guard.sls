@@ -11,20 +11,9 @@
 {%-   endfor %}
 {%- endif %}
 
-{%- if pg.peer_tls %}
-# TLS: the CA this server's own connections to the others verify them with (this check, the
-# bootstrap, slots, rejoin): first, as nothing else is there before the bootstrap.
-pg_replication-peer-ca:
-  file.managed:
-    - name: {{ pg.peer_tls.sslrootcert }}
-    - contents_pillar: pg_replication:tls:ca_cert
-    - user: root
-    - group: root
-    - mode: '0644'
-    - makedirs: True
-    - show_changes: False
-    - order: 1
-{%- endif %}
+include:
+  # TLS: the CA this check connects to the others with.
+  - {{ tplroot }}.tls
 
 pg_replication-roles-agree:
   pg_replication.role_agrees:
@@ -41,5 +30,5 @@ pg_replication-roles-agree:
     - failhard: True
 {%- if pg.peer_tls %}
     - require:
-      - file: pg_replication-peer-ca
+      - sls: {{ tplroot }}.tls
 {%- endif %}

@@ -8,6 +8,7 @@ include:
   - .guard
   - .package
   - .cluster
+  - .tls
   - .config
   - .service
   - .slots

@@ -28,4 +28,4 @@ pg_replication-packages:
       - {{ pkg }}
 {%- endfor %}
     - require:
-      - pg_replication-upstream-repo
+      - sls: {{ tplroot }}.repo

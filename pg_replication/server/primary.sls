@@ -21,7 +21,7 @@ pg_replication-replication-role:
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:
-      - pg_replication: pg_replication-restart-if-pending
+      - sls: {{ tplroot }}.server.service
 
 {%- if pg.backup_hosts %}
 
@@ -37,7 +37,7 @@ pg_replication-barman-role:
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:
-      - pg_replication: pg_replication-restart-if-pending
+      - sls: {{ tplroot }}.server.service
 
 pg_replication-barman-streaming-role:
   pg_replication.role_present:
@@ -49,5 +49,5 @@ pg_replication-barman-streaming-role:
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:
-      - pg_replication: pg_replication-restart-if-pending
+      - sls: {{ tplroot }}.server.service
 {%- endif %}

@@ -9,6 +9,7 @@
 include:
   - {{ tplroot }}.psycopg2
   - .config
+  - .tls
 
 pg_replication-service:
   service.running:
@@ -17,6 +18,10 @@ pg_replication-service:
     - reload: True
     - watch:
       - sls: {{ tplroot }}.server.config
+{%- if pg.tls %}
+      # A renewed certificate reloads the server.
+      - sls: {{ tplroot }}.server.tls
+{%- endif %}
 
 pg_replication-restart-if-pending:
   pg_replication.restarted_if_pending:
@@ -30,4 +35,4 @@ pg_replication-restart-if-pending:
     - host: {{ pg.socket_dir }}
     - require:
       - service: pg_replication-service
-      - pg_replication-salt-psycopg2
+      - sls: {{ tplroot }}.psycopg2

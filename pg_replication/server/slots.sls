@@ -17,10 +17,12 @@ pg_replication-slot-{{ standby.slot }}:
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:
-      - pg_replication: pg_replication-restart-if-pending
+      - sls: {{ tplroot }}.server.service
     - require_in:
       - pg_replication: pg_replication-slots-follow-the-pillar
 {%-   if pg.role == 'primary' %}
+      # primary.sls: a standby that can log in finds its slot. By ID: the role must not wait
+      # on slots-follow-the-pillar below, which fails while a gone host still streams.
       - pg_replication: pg_replication-replication-role
 {%-   endif %}
 {%- endfor %}
@@ -32,4 +34,4 @@ pg_replication-slots-follow-the-pillar:
     - port: {{ pg.port }}
     - host: {{ pg.socket_dir }}
     - require:
-      - pg_replication: pg_replication-restart-if-pending
+      - sls: {{ tplroot }}.server.service

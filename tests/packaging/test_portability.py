@@ -137,9 +137,7 @@ def test_upstream_repo(formula, example_pillar, family):
     else:
         assert repo["baseurl"] == "https://download.postgresql.org/pub/repos/yum/16/redhat/rhel-$releasever-$basearch"
         assert "pg_replication-disable-postgresql-module" in upstream.states
-    assert {"id": "pg_replication-upstream-repo"} in [
-        {"id": r} if isinstance(r, str) else r for r in upstream.args("pg_replication-packages")["require"]
-    ]
+    assert {"sls": "pg_replication.repo"} in upstream.args("pg_replication-packages")["require"]
 
 
 @pytest.mark.parametrize(
