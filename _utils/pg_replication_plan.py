@@ -22,6 +22,7 @@ syntax = _sibling("pg_replication_syntax")
 schema = _sibling("pg_replication_schema")
 topology = _sibling("pg_replication_topology")
 tls = _sibling("pg_replication_tls")
+certs = _sibling("pg_replication_certs")
 barman = _sibling("pg_replication_barman")
 render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
@@ -94,7 +95,9 @@ def _cluster(config, hosts, errors):
             errors, f"{KEY}:replication:password", replication.get("user"), replication.get("password")
         )
     # Barman servers first: each expands the version templates with its own version.
-    tls_on = tls.enabled(config, hosts, errors)
+    tls_on, warnings = tls.enabled(config, hosts, errors), []
+    if tls_on:
+        certs.check(config["tls"], hosts, errors, warnings)
     backup, barman_servers = barman.plan_barman(config, hosts, primary, errors, tls_on)
     topology.check_slots(hosts, barman_servers, errors)
     restore_command = barman.restore_command(config, backup, barman_servers, errors)
@@ -103,7 +106,8 @@ def _cluster(config, hosts, errors):
     schema.expand_paths(config, errors)
     return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
-            "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names}  # fmt: skip
+            "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names,
+            "warnings": warnings}  # fmt: skip
 
 
 def _minion_plan(config, cluster, minion_id):
@@ -134,6 +138,8 @@ def _minion_plan(config, cluster, minion_id):
             "settings": render.settings(config),
             "synchronous_standby_names": cluster["synchronous_standby_names"],
             "restore_command": cluster["restore_command"],
+            # What the pillar does that works but will not for long (a certificate near expiry).
+            "warnings": cluster["warnings"],
             # With TLS: where this host's TLS files go (a backup host has the CA's only).
             "tls": tls.files(cluster["tls"], me, plan, cluster["barman"]),
             "hba": render.hba(

@@ -318,6 +318,7 @@ SCHEMA = {
     # address in subjectAltName) and key.
     "tls": {
         "ca_cert": _nullable(_certificate),
+        "expiry_warning_days": _int(0, 3650),
         "hosts": _mapping_of(
             _minion_id, _record({"cert": _certificate, "key": _private_key}, required=("cert", "key"))
         ),

@@ -34,7 +34,7 @@ class CertificateAuthority:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=7))
+            .not_valid_after(now + datetime.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -57,8 +57,9 @@ class CertificateAuthority:
     def pem(self):
         return _pem_cert(self.cert)
 
-    def server(self, name, address):
-        """``{"cert": PEM, "key": PEM}`` for server ``name`` at IP ``address``."""
+    def server(self, name, address, valid=(-1 / 24, 365), purpose=ExtendedKeyUsageOID.SERVER_AUTH):
+        """``{"cert": PEM, "key": PEM}`` for server ``name`` at IP ``address``, valid from
+        ``valid[0]`` to ``valid[1]`` days from now, for ``purpose``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         alt = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(name)])
@@ -68,10 +69,10 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=7))
+            .not_valid_before(now + datetime.timedelta(days=valid[0]))
+            .not_valid_after(now + datetime.timedelta(days=valid[1]))
             .add_extension(alt, critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         return {"cert": _pem_cert(cert), "key": _pem_key(key)}

@@ -9,6 +9,7 @@ import yaml
 from tests.invalid_pillars import CASES, mutate
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+ADDRESSES = {"master": "192.168.11.101", "standby": "192.168.11.102"}
 
 
 @pytest.fixture
@@ -434,6 +435,72 @@ def test_bad_tls_names_the_key(plan_mod, config, lab_ca, change, message):
     change(config["tls"])
     with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
         plan_mod.build(config, "master")
+
+
+def _other_ca_signs_standby(config, tls):
+    tls["hosts"]["standby"] = _other_ca().server("standby", config["hosts"]["standby"]["address"])
+
+
+def _other_ca():
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    return CertificateAuthority("a pasted wrong CA")
+
+
+CERTIFICATE_FAULTS = {
+    "signed by another CA": (
+        _other_ca_signs_standby,
+        "pg_replication:tls:hosts:standby:cert: is not signed by pg_replication:tls:ca_cert"
+        " (issuer CN=a pasted wrong CA",
+    ),
+    "the key of another certificate": (
+        lambda config, tls: tls["hosts"]["standby"].update(key=tls["hosts"]["master"]["key"]),
+        "pg_replication:tls:hosts:standby:key: does not match its certificate (pg_replication:tls:hosts:standby:cert)",
+    ),
+    "another host's certificate": (
+        lambda config, tls: tls["hosts"].update(standby=tls["hosts"]["master"]),
+        f"pg_replication:tls:hosts:standby:cert: does not name {ADDRESSES['standby']} in subjectAltName",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
+def test_a_certificate_libpq_would_refuse_is_refused_at_render(plan_mod, config, lab_ca, fault):
+    change, message = CERTIFICATE_FAULTS[fault]
+    config = _with_tls(config, lab_ca)
+    change(config, config["tls"])
+    for minion in ("master", "standby", "backup"):  # every host's render fails: nothing runs anywhere
+        with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
+            plan_mod.build(config, minion)
+
+
+@pytest.mark.parametrize(
+    ("valid", "purpose", "message"),
+    [
+        ((-10, -1), None, "pg_replication:tls:hosts:standby:cert: expired on "),
+        ((1, 10), None, "pg_replication:tls:hosts:standby:cert: is not valid before "),
+        ((-1, 7), "CLIENT_AUTH", "pg_replication:tls:hosts:standby:cert: extended key usage does not include"),
+    ],
+)  # fmt: skip
+def test_a_certificate_out_of_date_or_for_clients_is_refused(plan_mod, config, lab_ca, valid, purpose, message):
+    from cryptography.x509.oid import ExtendedKeyUsageOID  # pylint: disable=import-outside-toplevel
+
+    config = _with_tls(config, lab_ca)
+    purpose = getattr(ExtendedKeyUsageOID, purpose or "SERVER_AUTH")
+    config["tls"]["hosts"]["standby"] = lab_ca.server("standby", ADDRESSES["standby"], valid=valid, purpose=purpose)
+    with pytest.raises(plan_mod.PlanError, match=re.escape(message)):
+        plan_mod.build(config, "master")
+
+
+def test_a_certificate_near_its_expiry_warns(plan_mod, config, lab_ca):
+    config = _with_tls(config, lab_ca)
+    assert plan_mod.build(config, "master")["warnings"] == []
+    config["tls"]["hosts"]["standby"] = lab_ca.server("standby", ADDRESSES["standby"], valid=(-1, 3.5))
+    (warning,) = plan_mod.build(config, "master")["warnings"]
+    assert warning.startswith("pg_replication:tls:hosts:standby:cert: expires on ")
+    assert warning.endswith("in 3 day(s)")
+    config["tls"]["expiry_warning_days"] = 2
+    assert plan_mod.build(config, "master")["warnings"] == []
 
 
 def test_tls_settings_are_the_formulas(plan_mod, config):
