@@ -369,7 +369,13 @@ def redact(value):
     return value
 
 
+# Names that look like secrets' but hold none (a setting's value the file shows anyway).
+NOT_SECRET_KEYS = ("password_encryption",)
+
+
 def _is_secret_key(name):
+    if str(name) in NOT_SECRET_KEYS:
+        return False
     return any(word in str(name) for word in ("password", "pgpass", "secret")) or str(name) == "key"
 
 
