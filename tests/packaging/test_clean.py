@@ -54,3 +54,16 @@ def test_clean_removes_the_tls_files_it_wrote(formula, example_pillar, os_family
     conf_dir = "/etc/postgresql/15/main" if os_family == "Debian" else "/var/lib/pgsql/15/data"
     want = {f"{conf_dir}/{name}" for name in FORMULA_FILES - {"postgresql.conf", "pg_hba.conf", "pg_ident.conf"}}
     assert want | {"/etc/pg_replication"} <= set(removed(rendering))
+
+
+def test_a_certificate_near_its_expiry_is_a_warning_that_changes_nothing(formula, example_pillar):
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    ca, hosts = CertificateAuthority(), example_pillar["hosts"]
+    tls = {"ca_cert": ca.pem, "hosts": {h: ca.server(h, hosts[h]["address"]) for h in ("master", "standby")}}
+    assert "pg_replication-tls-warnings" not in formula("master", dict(example_pillar, tls=tls)).states
+    tls["hosts"]["standby"] = ca.server("standby", hosts["standby"]["address"], valid=(-1, 10))
+    args = formula("master", dict(example_pillar, tls=tls)).args("pg_replication-tls-warnings")
+    assert args["changes"] is False
+    (warning,) = args["warnings"]
+    assert warning.startswith("pg_replication:tls:hosts:standby:cert: expires on ")
