@@ -1049,6 +1049,9 @@ def member(change=None, tplroot="pg_replication"):
 
         salt '*' pg_replication.member
     """
+    # map.jinja exports ``merged`` only when it builds the plan, not when it remembers one
+    # (a second call in the same loader): let it build.
+    __context__.pop(_REMEMBERED_PLAN, None)
     plan = __salt__["slsutil.renderer"](
         string=MEMBER_TEMPLATE, default_renderer="jinja|json", tplroot=tplroot, change=dict(change or {})
     )
