@@ -116,13 +116,6 @@ def _mine_addresses(config):
     return __salt__["mine.get"](",".join(minion_ids), function, tgt_type="list") or {}
 
 
-# The plan as map.jinja makes it (defaults, OS family, pillar), without its secrets.
-MEMBER_TEMPLATE = (
-    '{%- from tplroot ~ "/map.jinja" import merged with context -%}'
-    '{%- for host, spec in change.get("hosts", {}).items() %}{%- do merged.hosts[host].update(spec) %}{%- endfor -%}'
-    '{%- do merged.barman.update(change.get("barman", {})) -%}'
-    '{{ salt["pg_replication.plan"](merged, grains["id"]) | json }}'
-)
 MEMBER_PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
                     "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover",
                     "served_slots", "peer_tls")  # fmt: skip
@@ -145,9 +138,13 @@ def member(change=None, tplroot="pg_replication"):
     # map.jinja exports ``merged`` only when it builds the plan, not when it remembers one
     # (a second call in the same loader): let it build.
     __context__.pop(_REMEMBERED_PLAN, None)
+    # The formula's own template, from the fileserver (the master, or file_roots masterless).
+    template = f"salt://{tplroot}/files/member.jinja"
     plan = __salt__["slsutil.renderer"](
-        string=MEMBER_TEMPLATE, default_renderer="jinja|json", tplroot=tplroot, change=dict(change or {})
+        path=template, default_renderer="jinja|json", tplroot=tplroot, change=dict(change or {})
     )
+    if not plan:
+        raise CommandExecutionError(f"{template} did not render (is the formula on the fileserver?)")
     out = {"plan": {key: plan.get(key) for key in MEMBER_PLAN_KEYS}}
     # What the pillar itself says (not what the plan derives from it): a change must keep it.
     out["plan"]["barman_pillar"] = {key: (plan.get("barman") or {}).get(key) for key in ("primary", "server_name")}
