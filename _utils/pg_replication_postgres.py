@@ -1,6 +1,7 @@
 """What the formula knows of PostgreSQL itself, shared by its modules, states, runner and
-plan: WAL positions, the standby marker of each version, where its commands are, what
-pg_controldata and pg_rewind print, and the functions pg_rewind's source role must run.
+plan: WAL positions and the statements that read them, the standby marker of each version,
+where its commands are, what pg_controldata and pg_rewind print, and the functions
+pg_rewind's source role must run.
 
 Pure logic; runs on the minion's Python (3.9 on Debian 11).
 """
@@ -18,6 +19,36 @@ REWIND_GRANTS = [
     "pg_read_binary_file(text)",
     "pg_read_binary_file(text, bigint, bigint, boolean)",
 ]
+
+# The server's end of WAL: a standby's received position, a primary's current one.
+WAL_END_SQL = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END"
+
+# Where a server stands (role, timeline, WAL position, what a switchover depends on): asked
+# of this server (pg_replication.position) and of a peer (pg_replication.peer_position).
+POSITION_SQL = (
+    "SELECT pg_is_in_recovery() AS in_recovery,"
+    " CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+    "   ELSE pg_current_wal_lsn() END::text AS lsn,"
+    " pg_last_wal_replay_lsn()::text AS replay_lsn,"
+    " CASE WHEN pg_is_in_recovery()"
+    "   THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
+    "                 (SELECT timeline_id FROM pg_control_checkpoint()))"
+    "   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,"
+    " current_setting('wal_log_hints') AS wal_log_hints, current_setting('data_checksums') AS data_checksums,"
+    " current_setting('max_wal_senders')::int AS max_wal_senders,"
+    " current_setting('max_replication_slots')::int AS max_replication_slots,"
+    " pg_postmaster_start_time()::text AS started"
+)
+
+
+def wal_end_sql():
+    """:data:`WAL_END_SQL`, for a statement of the execution module."""
+    return WAL_END_SQL
+
+
+def position_sql():
+    """:data:`POSITION_SQL`, for the execution module."""
+    return POSITION_SQL
 
 
 def conn_kwargs(kwargs):

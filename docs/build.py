@@ -70,6 +70,14 @@ def pillar_doc():
     return "".join(out)
 
 
+def _virtualname(tree, default):
+    """The module's ``__virtualname__`` (the name Salt loads it under), else ``default``."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__virtualname__" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return default
+
+
 def _functions(path):
     tree = ast.parse(path.read_text())
     module_doc = ast.get_docstring(tree) or ""
@@ -84,26 +92,23 @@ def _functions(path):
             if node.args.kwarg:
                 sig += f", **{node.args.kwarg.arg}"
             funcs.append((node.name, sig.lstrip(", "), ast.get_docstring(node) or ""))
-    return module_doc, funcs
-
-
-def _module_files(kind):
-    """{module: its files}: ``<kind>/<module>.py`` first, then each ``<module>_*.py`` beside it
-    (a module split by concern: Salt's loader merges files that share a virtual name)."""
-    paths = sorted((ROOT / kind).glob("*.py"))
-    parts = {p for p in paths for q in paths if p.stem.startswith(f"{q.stem}_")}
-    return {m.stem: [m, *(p for p in paths if p.stem.startswith(f"{m.stem}_"))] for m in paths if m not in parts}
+    return _virtualname(tree, path.stem), module_doc, funcs
 
 
 def api_doc(kind):
     title = {"_modules": "Execution modules", "_states": "State modules", "_runners": "Runners (salt-run)"}[kind]
     out = [HEADER.format(source=f"{kind}/*.py"), f"# {title}\n"]
-    for module, paths in _module_files(kind).items():
-        module_doc, funcs = _functions(paths[0])
-        funcs += [func for part in paths[1:] for func in _functions(part)[1]]
-        out.append(f"\n## `{module}`\n\n```text\n{module_doc}\n```\n")
+    # Salt merges the files that share a virtual name (pg_replication.py, pg_replication_slots.py,
+    # ...) into one module: one heading, with the docstring of the file named after it (first
+    # in name order), then the functions of each file in that order.
+    modules = {}
+    for path in sorted((ROOT / kind).glob("*.py")):
+        virtualname, module_doc, funcs = _functions(path)
+        modules.setdefault(virtualname, (module_doc, []))[1].extend(funcs)
+    for virtualname, (module_doc, funcs) in sorted(modules.items()):
+        out.append(f"\n## `{virtualname}`\n\n```text\n{module_doc}\n```\n")
         for name, sig, doc in funcs:
-            out.append(f"\n### `{module}.{name}({sig})`\n\n```text\n{doc}\n```\n")
+            out.append(f"\n### `{virtualname}.{name}({sig})`\n\n```text\n{doc}\n```\n")
     return "".join(out)
 
 

@@ -150,3 +150,27 @@ def test_one_cached_connection_per_loader(modules, loaders):
     modules.pg_replication.status()
     conns = [k for k in loaders.context if str(k).startswith("pg_replication.conn")]
     assert len(conns) == 1
+
+
+def test_one_connection_per_state_run_when_utils_have_their_own_context(minion_opts, postgres):
+    """A state run loads its utils without the modules' ``__context__`` (salt/state.py): the
+    connection is still one, kept in the modules' context, whichever file of the module asks."""
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    context = {}
+    utils = salt.loader.utils(minion_opts)
+    mods = salt.loader.minion_mods(minion_opts, context=context, utils=utils)
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'salt-pg_replication'"
+    before = postgres.fetch_one(sessions)
+    try:
+        mods["pg_replication.slots"]()
+        mods["pg_replication.role_get"]("postgres")
+        mods["pg_replication.function_privileges"]("postgres", ["pg_switch_wal()"])
+        mods["pg_replication.status"]()
+        mods["pg_replication.pending_restart"]()
+        assert len([k for k in context if str(k).startswith("pg_replication.conn")]) == 1
+        assert not [k for k in utils.pack["__context__"] if str(k).startswith("pg_replication.conn")]
+        assert postgres.fetch_one(sessions) == before + 1
+    finally:
+        for key in [k for k in context if str(k).startswith("pg_replication.conn")]:
+            context.pop(key).close()
