@@ -238,3 +238,41 @@ def _mark_standby(datadir, version):
     marker, contents = __utils__["pg_replication_postgres.standby_marker"](datadir, version)
     __salt__["file.write"](marker, contents)
     __salt__["file.chown"](marker, "postgres", "postgres")
+
+
+def conninfo_works(conninfo, replication=False, os_user=None, passfile=None, timeout=10):
+    """
+    Connect with ``conninfo`` exactly as a client of this host will (its TLS options and
+    address included), as ``os_user`` would (its ``~/.pgpass``, unless ``passfile``): over a
+    physical replication connection (IDENTIFY_SYSTEM) with ``replication=True``, else to
+    its database (``SELECT 1``). Returns ``{"connected": True, ...}`` with the server's
+    system identifier or version; CommandExecutionError says why it could not.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup pg_replication.conninfo_works 'host=192.168.11.102 user=barman' os_user=barman
+    """
+    __utils__["pg_replication_connection.require_driver"]()
+    from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel
+
+    if passfile is None and os_user:
+        import pwd  # pylint: disable=import-outside-toplevel
+
+        passfile = f"{pwd.getpwnam(os_user).pw_dir}/.pgpass"
+    kind = {"connection_factory": PhysicalReplicationConnection} if replication else {}
+    extra = {"passfile": passfile} if passfile else {}
+    try:
+        conn = psycopg2.connect(conninfo, connect_timeout=int(timeout), **extra, **kind)
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(__utils__["pg_replication_connection.pg_message"](exc)) from exc
+    try:
+        with conn.cursor() as cur:
+            if replication:
+                cur.execute("IDENTIFY_SYSTEM")
+                return {"connected": True, "system_identifier": str(cur.fetchone()[0])}
+            cur.execute("SELECT current_setting('server_version_num')::int")
+            return {"connected": True, "server_version": cur.fetchone()[0]}
+    finally:
+        conn.close()

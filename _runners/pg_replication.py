@@ -155,15 +155,21 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     ``to`` streams from it on its slot, with at most ``max_lag`` bytes of WAL not replayed (default
     ``pg_replication:switchover:max_lag_bytes``, 16 MiB); the primary has wal_log_hints or
     data checksums; ``to`` has the WAL senders and slots its new standbys need; no standby
-    names the primary as its ``upstream``. A cascading standby keeps its upstream (when
-    ``to`` is that upstream, it follows the promotion on the same slot).
+    names the primary as its ``upstream``; every connection the new topology needs works,
+    tried as it will be made (each server that will stream from ``to``, the old primary
+    included, and each Barman server, with their TLS, roles, .pgpass and ``to``'s pg_hba). A
+    cascading standby keeps its upstream (when ``to`` is that upstream, it follows the
+    promotion on the same slot).
 
     Steps: create the slots of every other member on ``to`` (before anyone connects); stop
     the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
     start it again and stop); promote ``to``; apply the formula with the new roles on ``to``,
     the old primary (after pg_rewind), the other standbys and the backup hosts (Barman's
     conninfo follows, receive-wal streams from the new primary's slot); drop the old
-    primary's slots. ``test=True`` runs the checks and lists the steps only.
+    primary's slots. ``test=True`` runs the checks and lists the steps only. Once ``to`` is
+    promoted, a step that fails does not stop the others: ``to`` stays the writable primary,
+    and the return lists what is ``left`` and the command that finishes it
+    (``salt-run pg_replication.follow primary=<to>``).
 
     CLI Example:
 
@@ -174,6 +180,8 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     """
     cluster, old = _start(tgt)
     checks, change, steps = _pure("checks.switchover")(cluster, old, to, max_lag)
+    if all(c["ok"] for c in checks):
+        checks += _new_paths(cluster, to, change)
     stop = _pure("checks.preflight")("switchover", checks, steps, test, f"switchover {old} -> {to} would run")
     if stop:
         return stop
@@ -187,11 +195,12 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
                 _call(to, "pg_replication.slot_drop", slot, **cluster.conn(to))
             raise
         done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
-        _follow(cluster, to, change, done, rejoin=[old])
     except CommandExecutionError as exc:
         return _pure("checks.failure")("switchover", exc, done)
+    # Past the point of no return: a step that fails no longer stops the others.
+    left = _follow(cluster, to, change, done, rejoin=[old])
     comment = f"{to} is the primary; {old} and the other members follow it"
-    return _pure("checks.succeeded")(comment, checks, done, pillar_change=_pure("cluster.pillar_change")(change))
+    return _pure("checks.finished")("switchover", to, comment, checks, done, left, change)
 
 
 def _create_member_slots(cluster, primary, change, done):
@@ -233,24 +242,80 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done):
 
 def _follow(cluster, primary, change, done, rejoin=()):
     """After ``primary``'s promotion: the formula with the pillar ``change`` on it, then on
-    each other standby, each backup host, each former primary in ``rejoin`` (pg_rewind first)."""
-    done.append(f"applied on {primary}: {_apply(primary, change) or 'no change'}")
+    each other standby, each backup host, each former primary in ``rejoin`` (pg_rewind first).
+    A step that fails does not stop the others: the steps left, each with its error."""
+    left = []
+
+    def step(host, what, action):
+        if host not in cluster.members:
+            left.append(f"{host}: {what}: its minion did not answer")
+            return
+        try:
+            done.append(f"{what}: {action()}")
+        except CommandExecutionError as exc:
+            left.append(f"{host}: {what}: {exc}")
+
+    step(primary, f"applied on {primary}", lambda: _apply(primary, change) or "no change")
     # The other standbys first: they must not cascade from a former primary while it rejoins.
     for host in cluster.servers():
-        if host not in (primary, *rejoin) and host in cluster.members:
-            done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
-            _wait_streaming(cluster, host, cluster.upstream(host, primary))
+        if host not in (primary, *rejoin):
+            step(host, f"applied on {host}", lambda h=host: _apply_and_wait(cluster, h, primary, change))
     # Barman before the former primaries: while its configuration still names one, `barman
     # cron` starts receive-wal again on that server's slot as soon as it runs as a standby,
     # and the rejoin cannot drop an active slot (seen on Debian 11, Barman 2.12).
     for host in cluster.backup_hosts():
-        for server in cluster.plan_of(host)["barman_servers"] or ():
-            if not server.get("external"):
-                _call(host, "barman.receive_wal_stop", server["name"])
-        done.append(f"applied on {host}: {_apply(host, change) or 'no change'}")
+        step(host, f"applied on {host}", lambda h=host: _barman_follows(cluster, h, change))
     for host in rejoin:
-        report = _rejoin(cluster, host, primary, change)
-        done.append(f"{host} rejoined as a standby of {primary}: {report}")
+        step(host, f"{host} rejoined as a standby of {primary}", lambda h=host: _rejoin(cluster, h, primary, change))
+    return left
+
+
+def _apply_and_wait(cluster, host, primary, change):
+    applied = _apply(host, change) or "no change"
+    _wait_streaming(cluster, host, cluster.upstream(host, primary))
+    return applied
+
+
+def _barman_follows(cluster, host, change):
+    for server in cluster.plan_of(host)["barman_servers"] or ():
+        if not server.get("external"):
+            _call(host, "barman.receive_wal_stop", server["name"])
+    return _apply(host, change) or "no change"
+
+
+def _new_paths(cluster, to, change):
+    """Each connection the topology after the change needs, tried as it will be made before
+    anything changes: every server that will stream from ``to`` (its replication role, its
+    .pgpass, TLS as it verifies servers, ``to``'s pg_hba line) and each Barman server of
+    each backup host (its conninfo and streaming conninfo, as the barman user)."""
+    checks, target = [], cluster.plan_of(to)
+    for host in cluster.servers():
+        if host == to or host not in cluster.members or cluster.upstream(host, to) != to:
+            continue
+        plan = cluster.plan_of(host)
+        _try(checks, f"{host} reaches {to} as its standby will", host, "pg_replication.primary_system_identifier",
+             cluster.hosts[to]["address"], port=target["port"], user=plan["replication"]["user"],
+             passfile=f"{plan['home']}/.pgpass", tls=plan.get("peer_tls"), timeout=10)  # fmt: skip
+    for host in cluster.backup_hosts():
+        if host not in cluster.members:
+            continue
+        plan = _member(host, _pure("member.problems"), change=change)["plan"]
+        for server in plan["barman_servers"] or ():
+            if server.get("external"):
+                continue
+            for which, replication in (("conninfo", False), ("streaming_conninfo", True)):
+                name = f"{host} reaches {to} with Barman's {server['name']} {which}"
+                _try(checks, name, host, "pg_replication.conninfo_works", server[which], replication=replication,
+                     os_user="barman")  # fmt: skip
+    return checks
+
+
+def _try(checks, name, minion, fun, *args, **kwargs):
+    try:
+        _call(minion, fun, *args, **kwargs)
+        _pure("checks.check")(checks, name, True)
+    except CommandExecutionError as exc:
+        _pure("checks.check")(checks, name, False, str(exc))
 
 
 def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
@@ -288,12 +353,18 @@ def _rejoin(cluster, host, primary, change):
     )  # fmt: skip
     _apply(host, change)
     _wait_streaming(cluster, host, cluster.upstream(host, primary))
+    return _pure("checks.rejoin_report")(rewind, end, _drop_inactive_slots(cluster, host))
+
+
+def _drop_inactive_slots(cluster, host):
+    """The slots former primary ``host`` kept from its time as a primary, once nothing
+    streams from them (they would hold WAL forever): dropped; their names."""
     dropped = []
     for name, slot in _call(host, "pg_replication.slots", **cluster.conn(host)).items():
         if not slot["active"]:
             _call(host, "pg_replication.slot_drop", name, **cluster.conn(host))
             dropped.append(name)
-    return _pure("checks.rejoin_report")(rewind, end, dropped)
+    return dropped
 
 
 # --------------------------------------------------------------------------- failover
@@ -306,7 +377,10 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     (a cascading standby is behind its upstream). Refused while the old primary still runs as a
     primary, unless ``fence=True``: then it is stopped first. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
-    makes it a standby (after the pillar change this runner prints).
+    makes it a standby (after the pillar change this runner prints). Before the promotion,
+    every connection to the chosen standby that the new topology needs is tried, as with
+    the switchover; after it, a failing step leaves the rest to
+    ``salt-run pg_replication.follow``.
 
     CLI Example:
 
@@ -319,6 +393,8 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     started = time.monotonic()
     cluster, old = _start(tgt)
     checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence)
+    if all(c["ok"] for c in checks):
+        checks += _new_paths(cluster, chosen, change)
     stop = _pure("checks.preflight")("failover", checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
@@ -332,15 +408,13 @@ def failover(to=None, fence=False, test=False, tgt="*"):
             f"promoted {chosen}: timeline {_call(chosen, 'pg_replication.promote', **cluster.conn(chosen))['timeline']}"
         )
         writable = time.monotonic() - started
-        cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
-        _follow(cluster, chosen, change, done)
     except CommandExecutionError as exc:
         return _pure("checks.failure")("failover", exc, done)
+    cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
+    left = [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
-    return _pure("checks.succeeded")(
-        comment, checks, done, seconds_to_writable_primary=round(writable, 1),
-        pillar_change=_pure("cluster.pillar_change")(change),
-    )  # fmt: skip
+    out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
+    return dict(out, seconds_to_writable_primary=round(writable, 1))
 
 
 # --------------------------------------------------------------------------- rejoin
@@ -370,6 +444,34 @@ def rejoin(host, test=False, tgt="*"):
     except CommandExecutionError as exc:
         return _pure("checks.failure")("rejoin", exc, [])
     return {"result": True, "comment": f"{host} streams from {primary}", "rejoin": report}
+
+
+def follow(primary, test=False, tgt="*"):
+    """
+    Finish what a switchover or failover left undone: every member follows ``primary``,
+    which must be the one server running as a primary. Each standby and backup host gets
+    the formula with the new roles and streams from its upstream; a former primary that
+    does not stream from ``primary`` yet is rewound and rejoins. Rerunning it after a
+    partial run is safe: what already follows is only checked again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.follow primary=standby2 test=True
+        salt-run pg_replication.follow primary=standby2
+    """
+    cluster = _cluster(tgt)
+    checks, change, rejoining, steps = _pure("checks.follow")(cluster, primary)
+    stop = _pure("checks.preflight")("follow", checks, steps, test, f"every member would follow {primary}")
+    if stop:
+        return stop
+    done = []
+    left = _follow(cluster, primary, change, done, rejoin=rejoining)
+    for host in _pure("checks.former_primaries")(cluster, primary):
+        if host not in rejoining and host in cluster.members and not any(s.startswith(f"{host}:") for s in left):
+            done.append(f"dropped on {host} the slots nothing streams from: {_drop_inactive_slots(cluster, host)}")
+    return _pure("checks.finished")("follow", primary, f"every member follows {primary}", checks, done, left, change)
 
 
 # --------------------------------------------------------------------------- rolling restart

@@ -50,6 +50,29 @@ def succeeded(comment, checks, done, **more):
     return {"result": True, "comment": comment, "checks": checks, "done": done, **more}
 
 
+def finished(operation, primary, comment, checks, done, left, change):
+    """What an operation returns once ``primary`` was promoted: succeeded, or, with steps
+    ``left`` (each with its error), failed with the new primary writable and the command
+    that finishes the rest once they are fixed."""
+    lines = cluster_model.pillar_change(change)
+    if not left:
+        return succeeded(comment, checks, done, pillar_change=lines)
+    return {
+        "result": False,
+        "retcode": 1,
+        "comment": (
+            f"{operation}: {primary} is the primary and takes writes, but {len(left)} step(s) failed: "
+            + "; ".join(left)
+            + f". Fix them, then run `salt-run pg_replication.follow primary={primary}` to finish."
+        ),
+        "checks": checks,
+        "done": done,
+        "left": left,
+        "finish": f"salt-run pg_replication.follow primary={primary}",
+        "pillar_change": lines,
+    }
+
+
 def failure(operation, exc, done):
     """What an operation returns when step ``exc`` (an exception) failed after ``done``."""
     return {"result": False, "retcode": 1, "comment": f"{operation} failed: {exc}", "done": done}
@@ -183,6 +206,37 @@ def failover_candidates(cluster, old):
     }
 
 
+def follow(cluster, primary):
+    """Every member follows ``primary``, the one running primary: ``(checks, change,
+    rejoining, steps)``; ``rejoining``: the pillar's former primaries that do not stream
+    from it yet (pg_rewind first)."""
+    checks, running = [], cluster.running_primaries()
+    check(checks, f"{primary} is the one server running as a primary", running == [primary],
+          f"running: {running or 'none'}")  # fmt: skip
+    roles = dict.fromkeys(former_primaries(cluster, primary), "standby")
+    change = cluster_model.change(cluster, {**roles, primary: "primary"})
+    rejoining = [h for h in sorted(roles) if not streams_from(cluster, h, cluster.hosts[primary]["address"])]
+    steps = [
+        f"apply {FORMULA} with the new roles on {primary}, each other standby and each backup host",
+        *[f"pg_rewind {h} from {primary}, apply {FORMULA} on it as a standby" for h in rejoining],
+        "then change the pillar: " + ", ".join(cluster_model.pillar_change(change)),
+    ]
+    return checks, change, rejoining, steps
+
+
+def former_primaries(cluster, primary):
+    """The servers the pillar still makes the primary, other than ``primary``."""
+    return [h for h in cluster.servers() if cluster.role(h) == "primary" and h != primary]
+
+
+def streams_from(cluster, host, address):
+    """Whether standby ``host`` streams from the server at ``address``."""
+    server = cluster.server(host) or {}
+    receiver = server.get("receiver") or {}
+    return bool(server.get("running") and server.get("in_recovery") and receiver.get("status") == "streaming"
+                and receiver.get("sender_host") == address)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- rejoin
 
 
@@ -263,7 +317,30 @@ def status(cluster, barman_rows):
         else:
             row.update(barman_rows[host])
         members[host] = row
-    return {"members": members, "table": table(members)}
+    problems = status_problems(cluster, members)
+    return {"problems": problems, "members": members, "table": [f"! {line}" for line in problems] + table(members)}
+
+
+def status_problems(cluster, members):
+    """What an operator must see first: not exactly one server running as a primary, each
+    server that does not stream from where it should, each member that did not answer,
+    each Barman server whose check fails."""
+    primaries, out = cluster.running_primaries(), []
+    if len(primaries) != 1:
+        out.append(f"{len(primaries)} servers run as a primary: {', '.join(primaries) or 'none'}")
+    lead = primaries[0] if len(primaries) == 1 else None
+    for host, row in members.items():
+        if row.get("state") == "no answer":
+            out.append(f"{host}: its minion did not answer")
+        elif row.get("barman_check"):
+            out.extend(
+                f"{host}: Barman {name}: {check}" for name, check in row["barman_check"].items() if check != "all OK"
+            )
+        elif lead and host not in primaries:
+            source = cluster.upstream(host, lead)
+            if not streams_from(cluster, host, cluster.hosts[source]["address"]):
+                out.append(f"{host} does not stream from {source} ({row['state']}, upstream {row.get('upstream')})")
+    return out
 
 
 def server_row(server, primary_lsn):

@@ -46,8 +46,11 @@ def plan(host, hosts=HOSTS):
     out = dict.fromkeys(keys)
     out.update(minion_id=host, role=hosts[host]["role"], hosts=hosts, socket_dir="/run/pg", port=5432,
                service_name="postgresql@15-main", barman_pillar={"primary": None, "server_name": None})  # fmt: skip
+    out.update(replication={"user": "replicator"}, home="/var/lib/postgresql", peer_tls={})
     if host == "backup":
-        out["barman_servers"] = [{"name": "master-streaming", "external": False}]
+        out["barman_servers"] = [{"name": "master-streaming", "external": False,
+                                  "conninfo": "host=10.0.0.1 user=barman",
+                                  "streaming_conninfo": "host=10.0.0.1 user=streaming_barman"}]  # fmt: skip
     return out
 
 
@@ -205,9 +208,27 @@ def test_status_rows_and_table(model, ops):
     assert status["members"]["standby"]["upstream"] == "10.0.0.1"
     assert status["members"]["standby2"] == {"pillar_role": "standby", "address": "10.0.0.4",
                                              "state": "down (shut down)", "timeline": 1}  # fmt: skip
-    assert status["table"][0].startswith("member           pillar   running")
-    assert status["table"][2].split()[:5] == ["master", "primary", "primary", "1", "0/5000000"]
-    assert status["table"][3].endswith("16777216B  ")
+    assert status["problems"] == [
+        "backup: Barman master-streaming: FAILED: wal_archive",
+        "backup: Barman x: unknown (gone)",
+        "standby2 does not stream from master (down (shut down), upstream None)",
+    ]
+    table = status["table"][len(status["problems"]) :]
+    assert status["table"][0] == "! backup: Barman master-streaming: FAILED: wal_archive"
+    assert table[0].startswith("member           pillar   running")
+    assert table[2].split()[:5] == ["master", "primary", "primary", "1", "0/5000000"]
+    assert table[3].endswith("16777216B  ")
+
+
+def test_status_names_two_primaries_and_who_streams_from_the_wrong_one_first(model, ops):
+    made = make(model, standby=dict(PRIMARY, timeline=2), standby2=standby(sender="10.0.0.1", slot="standby2_slot"))
+    rows = {"backup": ops.barman_row({"master-streaming": []})}
+    assert ops.status(made, rows)["problems"] == ["2 servers run as a primary: master, standby"]
+    made = make(model, master=DOWN, standby=dict(PRIMARY, timeline=2), standby2=standby(slot="standby2_slot"))
+    assert ops.status(made, rows)["problems"] == [
+        "master does not stream from standby (down (shut down), upstream None)",
+        "standby2 does not stream from standby (standby, upstream 10.0.0.1)",
+    ]
 
 
 # --------------------------------------------------------------------------- the runner's wiring
@@ -224,8 +245,8 @@ class Utils(dict):
 class FakeClient:
     """salt.client.LocalClient's ``cmd`` over made-up member records; every call logged."""
 
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
+    def __init__(self, answers, failing=None):
+        self.answers, self.calls, self.failing = answers, [], failing or {}
 
     def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
         self.calls.append((fun, tgt))
@@ -234,15 +255,16 @@ class FakeClient:
         out = {}
         for minion in tgt if isinstance(tgt, list) else [tgt]:
             ret = {"pg_replication.member": self.answers[minion], "barman.failed_checks": []}.get(fun, True)
-            out[minion] = {"ret": ret, "retcode": 0} if full_return else ret
+            failing = self.failing.get((fun, minion))
+            out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
         return out
 
 
 @pytest.fixture
 def run():
-    def run(fun, answers, **kwargs):
+    def run(fun, answers, failing=None, **kwargs):
         runner = load_file("pg_replication_runner_wired", REPO_ROOT / "_runners/pg_replication.py")
-        client = FakeClient(answers)
+        client = FakeClient(answers, failing)
         runner.__utils__, runner.__context__ = Utils(), {"pg_replication.client": client}
         return getattr(runner, fun)(**kwargs), client.calls
 
@@ -259,7 +281,46 @@ def test_the_runner_previews_a_switchover_without_changing_anything(run):
         "then change the pillar: pg_replication:barman:server_name: master-streaming, "
         "pg_replication:hosts:master:role: standby, pg_replication:hosts:standby:role: primary"
     )
-    assert [fun for fun, _ in calls] == ["test.ping", "saltutil.refresh_pillar", "pg_replication.member"]
+    assert calls == [
+        ("test.ping", "*"), ("saltutil.refresh_pillar", ["backup", "master", "standby", "standby2"]),
+        ("pg_replication.member", ["backup", "master", "standby", "standby2"]),
+        # every connection the new topology needs, tried as it will be made
+        ("pg_replication.primary_system_identifier", "master"),
+        ("pg_replication.primary_system_identifier", "standby2"),
+        ("pg_replication.member", "backup"),
+        ("pg_replication.conninfo_works", "backup"), ("pg_replication.conninfo_works", "backup"),
+    ]  # fmt: skip
+
+
+def test_a_connection_the_new_topology_needs_that_fails_refuses_the_switchover(run):
+    answers = records({"master": PRIMARY, "standby": standby(), "standby2": standby()})
+    failing = {("pg_replication.primary_system_identifier", "standby2"): "SSL error: certificate verify failed"}
+    ret, calls = run("switchover", answers, failing=failing, to="standby")
+    assert ret["result"] is False
+    assert ret["comment"].startswith(
+        "switchover refused, nothing changed: standby2 reaches standby as its standby will"
+    )
+    assert "certificate verify failed" in ret["comment"]
+    assert not {fun for fun, _ in calls} & {"service.stop", "pg_replication.promote", "pg_replication.slot_create"}
+
+
+def test_an_operation_past_its_promotion_reports_what_is_left_and_how_to_finish(ops, model):
+    change = {"hosts": {"master": {"role": "standby"}, "standby": {"role": "primary"}}}
+    ret = ops.finished("switchover", "standby", "done", [], ["promoted standby"], ["standby2: applied: boom"], change)
+    assert (ret["result"], ret["retcode"], ret["left"]) == (False, 1, ["standby2: applied: boom"])
+    assert ret["finish"] == "salt-run pg_replication.follow primary=standby"
+    assert "standby is the primary and takes writes, but 1 step(s) failed: standby2: applied: boom" in ret["comment"]
+    assert ops.finished("switchover", "standby", "done", [], [], [], change)["result"] is True
+
+
+def test_follow_rejoins_the_former_primary_unless_it_streams_already(ops, model):
+    made = make(model, master=DOWN, standby=dict(PRIMARY, timeline=2), standby2=standby(sender="10.0.0.2"))
+    checks, change, rejoining, _ = ops.follow(made, "standby")
+    assert (failed(checks), rejoining) == ([], ["master"])
+    assert change["hosts"] == {"master": {"role": "standby"}, "standby": {"role": "primary"}}
+    made = make(model, master=standby(sender="10.0.0.2"), standby=dict(PRIMARY, timeline=2))
+    assert ops.follow(made, "standby")[2] == []
+    assert failed(ops.follow(made, "standby2")[0]) == ["standby2 is the one server running as a primary"]
 
 
 def test_the_runner_reports_status_and_asks_barman(run):
