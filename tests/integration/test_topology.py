@@ -1,10 +1,13 @@
 """Topology changes on one lab of booted hosts: a primary, three standbys (standby3 cascading
 from standby2) and a Barman host. A fourth standby is added and removed without restarting
 any server; then a switchover to the cascade's upstream keeps its cascading standby, with a
-client committing throughout ("nothing lost" is counted)."""
+client committing throughout ("nothing lost" is counted). On TLS last: certificates libpq
+would refuse fail at render, one gone bad on disk makes the switchover refuse, and a step
+failing after a promotion leaves a writable primary that `follow` finishes."""
 
 import copy
 import secrets
+import threading
 import time
 
 import pytest
@@ -22,7 +25,7 @@ from lab.scenario import (
     unchanged_snapshot,
     wait_for,
 )
-from lab.tls import tls_pillar
+from lab.tls import CertificateAuthority, tls_pillar
 from tests.invalid_pillars import CASES, mutate
 
 pytestmark = pytest.mark.integration
@@ -221,7 +224,7 @@ def ssl_clients(host):
 
 
 def test_turning_tls_on_for_the_running_cluster_restarts_no_server_and_every_client_reconnects_over_tls(cluster):
-    """Last (the cluster stays on TLS): pg_replication:tls added to the running cluster's
+    """The cluster stays on TLS for the tests after this one: pg_replication:tls added to the running cluster's
     pillar. test=True predicts no restart and Barman's reconnection; the highstate restarts
     no server, every streaming client (standbys, the cascaded one, Barman's receive-wal)
     connects again over TLS, and the next highstate changes nothing."""
@@ -249,3 +252,107 @@ def _clients(cluster, primary):
     """What streams from ``primary``: Barman's receive-wal and every standby (the cascade's
     upstream is the primary now)."""
     return ["barman_receive_wal", *(h for h in SERVERS if h != primary)]
+
+
+# On TLS from here: the primary is standby2 (the switchover above), standby3 cascades from it.
+CERT = "/etc/postgresql/15/main/pg_replication-server.crt"
+KEY = "/etc/postgresql/15/main/pg_replication-server.key"
+
+
+def _certificate_faults(pillar):
+    """Certificates libpq would refuse, as an operator pastes them: (what, pillar, key)."""
+    other = CertificateAuthority("a pasted wrong CA")
+    faults = []
+    for what, change in (
+        ("signed by another CA", lambda tls: tls["hosts"].update(master=other.server("master", _address(pillar)))),
+        ("another certificate's key", lambda tls: tls["hosts"]["master"].update(key=tls["hosts"]["standby"]["key"])),
+        ("another host's certificate", lambda tls: tls["hosts"].update(master=tls["hosts"]["standby"])),
+    ):
+        bad = copy.deepcopy(pillar)
+        change(bad["tls"])
+        faults.append((what, bad))
+    return faults
+
+
+def _address(pillar):
+    return pillar["hosts"]["master"]["address"]
+
+
+def test_a_certificate_libpq_would_refuse_fails_at_render_on_every_host_and_changes_nothing(cluster):
+    good, before = cluster.pillar, unchanged_snapshot(cluster, cluster.lab.hosts)
+    for what, bad in _certificate_faults(good):
+        cluster.set_pillar(bad)
+        try:
+            returns = cluster.call("state.apply")
+        finally:
+            cluster.set_pillar(good)
+        for host, returned in returns.items():
+            assert returned["retcode"] != 0, (what, host)
+            assert isinstance(returned["ret"], list), (what, host, str(returned["ret"])[:2000])  # no state ran
+            assert "pg_replication:tls:hosts:master:" in str(returned["ret"]), (what, host, str(returned["ret"])[:500])
+    assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
+
+
+def test_a_certificate_gone_bad_on_disk_makes_the_switchover_refuse_and_change_nothing(cluster):
+    """master's certificate turns bad after the render check (its CA rotated under it): the
+    switchover to it refuses before anything changes, naming each pair that cannot connect."""
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    del pillar["hosts"]["standby3"]["upstream"]  # a switchover away from standby2 may not leave a cascade on it
+    cluster.set_pillar(pillar)
+    assert state_errors(cluster.highstate().data) == {}
+    other = CertificateAuthority("a rotated CA").server("master", lab["master"].address)
+    saved = {path: lab["master"].run(["cat", path]).stdout for path in (CERT, KEY)}
+    before = start_times(lab)
+    for path, text in ((CERT, other["cert"]), (KEY, other["key"])):
+        lab["master"].run(["sh", "-c", f"cat > {path}"], input=text)
+    lab["master"].psql("SELECT pg_reload_conf()")
+    try:
+        ret = cluster.run("pg_replication.switchover", "to=master")
+        assert ret.returncode != 0, ret.stdout[-3000:]
+        assert ret.data["comment"].startswith("switchover refused, nothing changed"), ret.data["comment"]
+        failed = {c["check"]: c["detail"] for c in ret.data["checks"] if not c["ok"]}
+        assert "standby2 reaches master as its standby will" in failed, failed
+        assert "certificate verify failed" in failed["standby2 reaches master as its standby will"], failed
+        assert any(check.startswith("backup reaches master with Barman's") for check in failed), failed
+        assert start_times(lab) == before
+        assert lab["standby2"].psql("SELECT pg_is_in_recovery()") == "f"
+    finally:
+        for path, text in saved.items():
+            lab["master"].run(["sh", "-c", f"cat > {path}"], input=text)
+        lab["master"].psql("SELECT pg_reload_conf()")
+    assert changed_states(cluster.highstate().data) == {}
+
+
+def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow_finishes(cluster):
+    """Switchover standby2 -> standby with master's minion stopped right after the promotion:
+    standby keeps taking writes, the runner goes on with the others and names what is left;
+    once the minion is back, `follow` finishes: every member streams, Barman all OK, every
+    acknowledged commit everywhere, the next highstate changes nothing."""
+    lab = cluster.lab
+    writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(ret=cluster.run("pg_replication.switchover", "to=standby")))
+    runner.start()
+    try:
+        assert wait_for(lambda: lab["standby"].psql("SELECT pg_is_in_recovery()") == "f", 300, 0.2)
+        lab["master"].run(["systemctl", "stop", "salt-minion"])
+        runner.join(900)
+        ret = result["ret"]
+        assert ret.returncode != 0, ret.stdout[-3000:]
+        assert [step.split(":")[0] for step in ret.data["left"]] == ["master"], ret.data["left"]
+        assert ret.data["finish"] == "salt-run pg_replication.follow primary=standby"
+        committed = len(writer.committed)
+        assert wait_for(lambda: len(writer.committed) > committed, 20), "the new primary takes no writes"
+    finally:
+        lab["master"].run(["systemctl", "start", "salt-minion"])
+    assert wait_for(lambda: cluster.call("test.ping", target="master").get("master", {}).get("ret") is True, 120, 2)
+    done = cluster.run("pg_replication.follow", "primary=standby")
+    writer.stop()
+    assert done.returncode == 0, done.stdout[-3000:]
+    apply_pillar_change(cluster, done.data["pillar_change"])
+    members = following(cluster, "standby", SERVERS)
+    assert members, "not every server follows standby"
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    for host in SERVERS:  # every acknowledged commit, once replayed
+        assert wait_for(lambda h=host: not writer.missing_on(lab[h]), 30), (host, writer.missing_on(lab[host]))
+    assert changed_states(cluster.highstate().data) == {}
