@@ -139,7 +139,8 @@ def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing
         for host, (case, _path, _value, key) in batch.items():
             result = (returns.get(host) or {}).get("ret")
             if not (isinstance(result, list) and key in str(result) and "Traceback" not in str(result)):
-                wrong[case] = str(result)[:500]
+                text = str(result)
+                wrong[case] = text[:500] + " ... " + text[max(0, text.find("Traceback") - 300) :][:3000]
             elif returns[host]["retcode"] == 0:
                 wrong[case] = "exit code 0"
     assert wrong == {}
