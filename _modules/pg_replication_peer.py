@@ -252,7 +252,7 @@ def conninfo_works(conninfo, replication=False, os_user=None, passfile=None, tim
 
     .. code-block:: bash
 
-        salt backup pg_replication.conninfo_works 'host=192.168.11.102 user=barman' os_user=barman
+        salt backup pg_replication.conninfo_works conninfo='host=192.168.11.102 user=barman' os_user=barman
     """
     __utils__["pg_replication_connection.require_driver"]()
     from psycopg2.extras import PhysicalReplicationConnection  # pylint: disable=import-outside-toplevel

@@ -305,8 +305,9 @@ def _new_paths(cluster, to, change):
                 continue
             for which, replication in (("conninfo", False), ("streaming_conninfo", True)):
                 name = f"{host} reaches {to} with Barman's {server['name']} {which}"
-                _try(checks, name, host, "pg_replication.conninfo_works", server[which], replication=replication,
-                     os_user="barman")  # fmt: skip
+                # conninfo as a keyword: a positional argument with "=" in it is parsed as one
+                _try(checks, name, host, "pg_replication.conninfo_works", conninfo=server[which],
+                     replication=replication, os_user="barman")  # fmt: skip
     return checks
 
 
