@@ -122,10 +122,14 @@ def pgpass(plan):
             if host["id"] != plan["minion_id"]:
                 lines.append(syntax.pgpass_line(host["address"], plan["port"], "*", rep["user"], rep["password"]))
     if plan["role"] == "barman":
+        # The cluster's own server at every server's address: after a switchover or a failover
+        # the new primary is one of them, and the runner tries that path before it promotes.
+        servers = sorted({h["address"] for h in [plan["primary"], *plan["standbys"]] if h})
         for server in plan["barman_servers"]:
-            for user, password in ((server["user"], server["password"]),
-                                   (server["streaming_user"], server["streaming_password"])):  # fmt: skip
-                lines.append(syntax.pgpass_line(server["address"], server["port"], "*", user, password))
+            for address in [server["address"]] if server["external"] else sorted({server["address"], *servers}):
+                for user, password in ((server["user"], server["password"]),
+                                       (server["streaming_user"], server["streaming_password"])):  # fmt: skip
+                    lines.append(syntax.pgpass_line(address, server["port"], "*", user, password))
     return lines
 
 

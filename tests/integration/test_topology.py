@@ -261,12 +261,13 @@ CERT = "/etc/postgresql/15/main/pg_replication-server.crt"
 KEY = "/etc/postgresql/15/main/pg_replication-server.key"
 
 
-def _certificate_faults(pillar):
-    """Certificates libpq would refuse, as an operator pastes them: (what, pillar, key)."""
+def _certificate_faults(pillar, address):
+    """Certificates libpq would refuse, as an operator pastes them: (what, pillar); master's
+    certificate, master being at ``address``."""
     other = CertificateAuthority("a pasted wrong CA")
     faults = []
     for what, change in (
-        ("signed by another CA", lambda tls: tls["hosts"].update(master=other.server("master", _address(pillar)))),
+        ("signed by another CA", lambda tls: tls["hosts"].update(master=other.server("master", address))),
         ("another certificate's key", lambda tls: tls["hosts"]["master"].update(key=tls["hosts"]["standby"]["key"])),
         ("another host's certificate", lambda tls: tls["hosts"].update(master=tls["hosts"]["standby"])),
     ):
@@ -276,13 +277,9 @@ def _certificate_faults(pillar):
     return faults
 
 
-def _address(pillar):
-    return pillar["hosts"]["master"]["address"]
-
-
 def test_a_certificate_libpq_would_refuse_fails_at_render_on_every_host_and_changes_nothing(cluster):
     good, before = cluster.pillar, unchanged_snapshot(cluster, cluster.lab.hosts)
-    for what, bad in _certificate_faults(good):
+    for what, bad in _certificate_faults(good, cluster.lab["master"].address):
         cluster.set_pillar(bad)
         try:
             returns = cluster.call("state.apply")

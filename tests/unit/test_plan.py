@@ -569,3 +569,12 @@ def test_cloud_needs_barmans_package(plan_mod, config):
     config["barman"]["install"] = {"method": "pip", "venv": "/opt/barman", "link": "/usr/local/bin/barman"}
     with pytest.raises(plan_mod.PlanError, match="pg_replication:barman:cloud: needs pg_replication:barman:install"):
         plan_mod.build(config, "backup")
+
+
+def test_barmans_pgpass_reaches_the_cluster_at_every_servers_address(plan_mod, config):
+    """After a switchover Barman connects to the new primary before its own highstate has
+    run: its .pgpass already names every server of the cluster."""
+    plan = plan_mod.build(config, "backup")
+    addresses = {line.split(":")[0] for line in plan["pgpass_lines"]}
+    servers = {h["address"] for h in plan["hosts"].values() if h["role"] in ("primary", "standby")}
+    assert servers <= addresses
