@@ -371,15 +371,12 @@ def _drop_inactive_slots(cluster, host):
 # --------------------------------------------------------------------------- failover
 
 
-def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
+def failover(to=None, fence=False, test=False, tgt="*"):
     """
     The primary is gone: promote the standby that received the most WAL (or ``to``), then
     the other standbys and Barman follow it. Only the primary's own standbys are candidates
     (a cascading standby is behind its upstream). Refused while the old primary still runs as a
-    primary, unless ``fence=True``: then it is stopped first. An old primary whose minion
-    does not answer may be cut off and still take writes: refused while any standby reaches
-    its PostgreSQL port, and unless the operator says it is stopped or powered off
-    (``fenced=True``); an unanswering minion alone never promotes. The old primary, when it comes
+    primary, unless ``fence=True``: then it is stopped first. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
@@ -393,12 +390,10 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         salt-run pg_replication.failover test=True
         salt-run pg_replication.failover
         salt-run pg_replication.failover to=standby2 fence=True
-        salt-run pg_replication.failover fenced=True
     """
     started = time.monotonic()
     cluster, old = _start(tgt)
-    reachable = _reaches(cluster, old) if old not in cluster.members else None
-    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable)
+    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence)
     if all(c["ok"] for c in checks):
         checks += _new_paths(cluster, chosen, change)
     stop = _pure("checks.preflight")("failover", checks, steps, test, f"failover to {chosen} would run")
@@ -421,20 +416,6 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
     out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
     return dict(out, seconds_to_writable_primary=round(writable, 1))
-
-
-def _reaches(cluster, host):
-    """``{standby: whether it reaches host's PostgreSQL port}`` for each answering standby (a
-    probe that fails counts as reached: it cannot say the port is closed)."""
-    address, port = cluster.hosts[host]["address"], cluster.plan["port"]
-    out = {}
-    for standby in cluster.servers():
-        if standby != host and standby in cluster.members:
-            try:
-                out[standby] = bool(_call(standby, "network.connect", address, port, timeout=3)["result"])
-            except (CommandExecutionError, KeyError, TypeError):
-                out[standby] = True
-    return out
 
 
 # --------------------------------------------------------------------------- rejoin
