@@ -26,6 +26,18 @@ def plan_mod():
 
 
 @pytest.fixture(scope="session")
+def ops():
+    """The runners' checks, steps and returns (pure)."""
+    return load_util("pg_replication_checks")
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The runners' cluster model (pure)."""
+    return load_util("pg_replication_cluster")
+
+
+@pytest.fixture(scope="session")
 def scram():
     return load_util("pg_replication_scram")
 

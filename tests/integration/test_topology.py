@@ -108,10 +108,12 @@ def test_a_row_written_on_the_primary_reaches_every_standby_the_cascaded_one_inc
     assert row_everywhere(cluster, "master", SERVERS[1:]) == ["standby", "standby2", "standby3"]
 
 
-def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster):
+def assert_refused_at_render(cluster, cases):
+    """Each ``(what, pillar, key)`` of ``cases``: every host's highstate fails at render
+    naming ``key`` and runs no state; afterwards nothing changed on any host."""
     good, before = cluster.pillar, unchanged_snapshot(cluster, cluster.lab.hosts)
-    for what, path, value, key in BAD_TOPOLOGIES:
-        cluster.set_pillar(mutate(good, path, value))
+    for what, bad, key in cases:
+        cluster.set_pillar(bad)
         try:
             returns = cluster.call("state.apply")
         finally:
@@ -119,8 +121,15 @@ def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster
         for host, returned in returns.items():
             assert returned["retcode"] != 0, (what, host)
             assert isinstance(returned["ret"], list), (what, host, str(returned["ret"])[:2000])  # no state ran
-            assert key in str(returned["ret"]), (what, host)
+            assert key in str(returned["ret"]), (what, host, str(returned["ret"])[:500])
     assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
+
+
+def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster):
+    good = cluster.pillar
+    assert_refused_at_render(
+        cluster, [(what, mutate(good, path, value), key) for what, path, value, key in BAD_TOPOLOGIES]
+    )
 
 
 def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
@@ -278,18 +287,8 @@ def _certificate_faults(pillar, address):
 
 
 def test_a_certificate_libpq_would_refuse_fails_at_render_on_every_host_and_changes_nothing(cluster):
-    good, before = cluster.pillar, unchanged_snapshot(cluster, cluster.lab.hosts)
-    for what, bad in _certificate_faults(good, cluster.lab["master"].address):
-        cluster.set_pillar(bad)
-        try:
-            returns = cluster.call("state.apply")
-        finally:
-            cluster.set_pillar(good)
-        for host, returned in returns.items():
-            assert returned["retcode"] != 0, (what, host)
-            assert isinstance(returned["ret"], list), (what, host, str(returned["ret"])[:2000])  # no state ran
-            assert "pg_replication:tls:hosts:master:" in str(returned["ret"]), (what, host, str(returned["ret"])[:500])
-    assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
+    faults = _certificate_faults(cluster.pillar, cluster.lab["master"].address)
+    assert_refused_at_render(cluster, [(what, bad, "pg_replication:tls:hosts:master:") for what, bad in faults])
 
 
 def test_a_certificate_gone_bad_on_disk_makes_the_switchover_refuse_and_change_nothing(cluster):

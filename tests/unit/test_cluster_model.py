@@ -31,16 +31,6 @@ def shape():
     return load_util("pg_replication_member")
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_util("pg_replication_cluster")
-
-
-@pytest.fixture(scope="module")
-def ops():
-    return load_util("pg_replication_checks")
-
-
 def plan(host, hosts=HOSTS):
     keys = load_util("pg_replication_member").PLAN_KEYS
     out = dict.fromkeys(keys)

@@ -29,16 +29,6 @@ def runner():
     return module
 
 
-@pytest.fixture(scope="module")
-def ops():
-    return load_util("pg_replication_checks")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_util("pg_replication_cluster")
-
-
 def cluster(model, master=PRIMARY, standby=STANDBY):
     hosts = copy.deepcopy(HOSTS)
     plan = {"hosts": hosts}
