@@ -324,13 +324,16 @@ def _wait_streaming(cluster, host, source, timeout=120, replayed=None):
     ``replayed``)."""
     address = cluster.hosts[source]["address"]
     # The poll runs streaming() where __utils__ is not packed.
-    lsn, problems = __utils__["pg_replication_postgres.lsn_bytes"], _pure("member.problems")
+    lsn, problems, streams_from = (
+        __utils__["pg_replication_postgres.lsn_bytes"],
+        _pure("member.problems"),
+        _pure("member.streams_from"),
+    )
 
     def streaming():
         server = _member(host, problems)["server"]
-        receiver = server.get("receiver") or {}
         caught_up = replayed is None or lsn(server.get("replay_lsn") or "0/0") >= replayed
-        return receiver.get("status") == "streaming" and receiver.get("sender_host") == address and caught_up
+        return streams_from(server, address) and caught_up
 
     if not __utils__["pg_replication_poll.until"](streaming, timeout, interval=2):
         raise CommandExecutionError(f"{host} does not stream from {source} after {timeout}s")

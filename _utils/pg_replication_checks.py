@@ -123,13 +123,8 @@ def switchover_checks(cluster, old, to, max_lag):
     check(checks, f"{to} is a standby in the pillar", cluster.role(to) == "standby", f"{to}: {cluster.role(to)}")
     target = cluster.server(to) or {}
     receiver = target.get("receiver") or {}
-    streaming = (
-        target.get("running")
-        and target.get("in_recovery")
-        and receiver.get("status") == "streaming"
-        and receiver.get("sender_host") == cluster.hosts[old]["address"]
-        and receiver.get("slot_name") == (cluster.hosts.get(to) or {}).get("slot")
-    )
+    slot = (cluster.hosts.get(to) or {}).get("slot")
+    streaming = member.streams_from(target, cluster.hosts[old]["address"]) and receiver.get("slot_name") == slot
     check(checks, f"{to} streams from {old} on its slot", streaming, f"receiver: {receiver or 'none'}")
     lag = None
     if streaming and old in running:
@@ -215,7 +210,9 @@ def follow(cluster, primary):
           f"running: {running or 'none'}")  # fmt: skip
     roles = dict.fromkeys(former_primaries(cluster, primary), "standby")
     change = cluster_model.change(cluster, {**roles, primary: "primary"})
-    rejoining = [h for h in sorted(roles) if not streams_from(cluster, h, cluster.hosts[primary]["address"])]
+    rejoining = [
+        h for h in sorted(roles) if not member.streams_from(cluster.server(h), cluster.hosts[primary]["address"])
+    ]
     steps = [
         f"apply {FORMULA} with the new roles on {primary}, each other standby and each backup host",
         *[f"pg_rewind {h} from {primary}, apply {FORMULA} on it as a standby" for h in rejoining],
@@ -229,14 +226,6 @@ def former_primaries(cluster, primary):
     return [h for h in cluster.servers() if cluster.role(h) == "primary" and h != primary]
 
 
-def streams_from(cluster, host, address):
-    """Whether standby ``host`` streams from the server at ``address``."""
-    server = cluster.server(host) or {}
-    receiver = server.get("receiver") or {}
-    return bool(server.get("running") and server.get("in_recovery") and receiver.get("status") == "streaming"
-                and receiver.get("sender_host") == address)  # fmt: skip
-
-
 # --------------------------------------------------------------------------- rejoin
 
 
@@ -248,12 +237,7 @@ def rejoin(cluster, host, primary):
     check(checks, f"{host}'s minion answers", host in cluster.members, "" if host in cluster.members else "no answer")
     running = cluster.running_primaries()
     check(checks, f"the pillar's primary {primary} runs as a primary", primary in running, f"running: {running}")
-    target = cluster.server(host) or {}
-    streaming = (
-        target.get("running")
-        and target.get("in_recovery")
-        and (target.get("receiver") or {}).get("status") == "streaming"
-    )
+    streaming = member.streams_from(cluster.server(host))
     check(checks, f"{host} is not already a streaming standby", not streaming, "it streams" if streaming else "")
     steps = [f"stop {host} if it runs", f"pg_rewind {host} from {primary}", f"apply {FORMULA} on {host}",
              f"drop the slots {host} kept"]  # fmt: skip
@@ -338,7 +322,7 @@ def status_problems(cluster, members):
             )
         elif lead and host not in primaries:
             source = cluster.upstream(host, lead)
-            if not streams_from(cluster, host, cluster.hosts[source]["address"]):
+            if not member.streams_from(cluster.server(host), cluster.hosts[source]["address"]):
                 out.append(f"{host} does not stream from {source} ({row['state']}, upstream {row.get('upstream')})")
     return out
 

@@ -63,3 +63,12 @@ def problems(answer):
     if has_server(plan) and not (isinstance(answer.get("server"), dict) and "running" in answer["server"]):
         out.append(f"no server for a {plan['role']}")
     return out
+
+
+def streams_from(server, address=None):
+    """Whether the running standby of ``server`` (a record's ``server``) streams, from the
+    server at ``address`` when given."""
+    server = server or {}
+    receiver = server.get("receiver") or {}
+    streaming = server.get("running") and server.get("in_recovery") and receiver.get("status") == "streaming"
+    return bool(streaming and (address is None or receiver.get("sender_host") == address))
