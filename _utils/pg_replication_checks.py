@@ -57,18 +57,19 @@ def finished(operation, primary, comment, checks, done, left, change):
     lines = cluster_model.pillar_change(change)
     if not left:
         return succeeded(comment, checks, done, pillar_change=lines)
+    finish = f"salt-run pg_replication.follow primary={primary}"
     return {
         "result": False,
         "retcode": 1,
         "comment": (
             f"{operation}: {primary} is the primary and takes writes, but {len(left)} step(s) failed: "
             + "; ".join(left)
-            + f". Fix them, then run `salt-run pg_replication.follow primary={primary}` to finish."
+            + f". Fix them, then run `{finish}` to finish."
         ),
         "checks": checks,
         "done": done,
         "left": left,
-        "finish": f"salt-run pg_replication.follow primary={primary}",
+        "finish": finish,
         "pillar_change": lines,
     }
 
