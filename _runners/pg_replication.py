@@ -105,6 +105,11 @@ def _cluster(tgt, timeout=20, ping_timeout=5):
     return cluster
 
 
+def _answers(minion, timeout=5):
+    """Whether ``minion`` answers ``test.ping`` within ``timeout`` seconds."""
+    return _client().cmd(minion, "test.ping", timeout=timeout).get(minion) is True
+
+
 def _start(tgt):
     """What every operation starts from: the cluster and the pillar's primary."""
     cluster = _cluster(tgt)
@@ -247,7 +252,9 @@ def _follow(cluster, primary, change, done, rejoin=()):
     left = []
 
     def step(host, what, action):
-        if host not in cluster.members:
+        # Asked again just before: a minion that stopped answering since the start would
+        # otherwise hold the whole runner for the apply's timeout.
+        if host not in cluster.members or not _answers(host):
             left.append(f"{host}: {what}: its minion did not answer")
             return
         try:

@@ -322,7 +322,7 @@ def test_a_certificate_gone_bad_on_disk_makes_the_switchover_refuse_and_change_n
 
 
 def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow_finishes(cluster):
-    """Switchover standby2 -> standby with master's minion stopped right after the promotion:
+    """Switchover standby2 -> standby with master's minion frozen right after the promotion:
     standby keeps taking writes, the runner goes on with the others and names what is left;
     once the minion is back, `follow` finishes: every member streams, Barman all OK, every
     acknowledged commit everywhere, the next highstate changes nothing."""
@@ -333,7 +333,9 @@ def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow
     runner.start()
     try:
         assert wait_for(lambda: lab["standby"].psql("SELECT pg_is_in_recovery()") == "f", 300, 0.2)
-        lab["master"].run(["systemctl", "stop", "salt-minion"])
+        # Frozen at once (a graceful stop can take longer than the new primary's highstate):
+        # it takes no job and answers nothing until it is killed and started again below.
+        lab["master"].run(["systemctl", "kill", "--signal=SIGSTOP", "salt-minion"])
         runner.join(900)
         ret = result["ret"]
         assert ret.returncode != 0, ret.stdout[-3000:]
@@ -342,7 +344,9 @@ def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow
         committed = len(writer.committed)
         assert wait_for(lambda: len(writer.committed) > committed, 20), "the new primary takes no writes"
     finally:
-        lab["master"].run(["systemctl", "start", "salt-minion"])
+        # Killed, so the job published while it was frozen dies with it.
+        lab["master"].run(["systemctl", "kill", "--signal=SIGKILL", "salt-minion"])
+        lab["master"].run(["systemctl", "restart", "salt-minion"])
     assert wait_for(lambda: cluster.call("test.ping", target="master").get("master", {}).get("ret") is True, 120, 2)
     done = cluster.run("pg_replication.follow", "primary=standby")
     writer.stop()
