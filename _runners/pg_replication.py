@@ -185,9 +185,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     """
     cluster, old = _start(tgt)
     checks, change, steps = _pure("checks.switchover")(cluster, old, to, max_lag)
-    if all(c["ok"] for c in checks):
-        checks += _new_paths(cluster, to, change)
-    stop = _pure("checks.preflight")("switchover", checks, steps, test, f"switchover {old} -> {to} would run")
+    stop = _preflight("switchover", cluster, to, change, checks, steps, test, f"switchover {old} -> {to} would run")
     if stop:
         return stop
     done = []
@@ -288,6 +286,15 @@ def _barman_follows(cluster, host, change):
         if not server.get("external"):
             _call(host, "barman.receive_wal_stop", server["name"])
     return _apply(host, change) or "no change"
+
+
+def _preflight(operation, cluster, to, change, checks, steps, test, would):
+    """The return that stops ``operation`` before it changes anything (its ``checks`` failed,
+    or ``test``), or None. Once the checks on the model pass, the connections the new
+    topology needs are tried too and added to ``checks``."""
+    if all(c["ok"] for c in checks):
+        checks.extend(_new_paths(cluster, to, change))
+    return _pure("checks.preflight")(operation, checks, steps, test, would)
 
 
 def _new_paths(cluster, to, change):
@@ -404,9 +411,7 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     started = time.monotonic()
     cluster, old = _start(tgt)
     checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence)
-    if all(c["ok"] for c in checks):
-        checks += _new_paths(cluster, chosen, change)
-    stop = _pure("checks.preflight")("failover", checks, steps, test, f"failover to {chosen} would run")
+    stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
     done = []

@@ -200,6 +200,17 @@ def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
     assert following(cluster, "master", SERVERS, upstreams=CASCADE)
 
 
+def assert_every_member_follows(cluster, ret, primary):
+    """The runner's ``ret`` succeeded; once its pillar change is made, every server follows
+    ``primary`` and Barman's check is all OK. The members."""
+    assert ret.returncode == 0, ret.stdout[-3000:]
+    apply_pillar_change(cluster, ret.data["pillar_change"])
+    members = following(cluster, primary, SERVERS)
+    assert members, f"not every server follows {primary}"
+    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    return members
+
+
 def test_switchover_to_the_cascades_upstream_keeps_the_cascade_and_loses_nothing(cluster):
     """standby2, upstream of standby3, becomes the primary: standby3 follows it on the same
     slot without a new base backup; the old primary rejoins; every acknowledged commit is on
@@ -211,11 +222,7 @@ def test_switchover_to_the_cascades_upstream_keeps_the_cascade_and_loses_nothing
     ret = cluster.run("pg_replication.switchover", "to=standby2")
     time.sleep(1)
     writer.stop()
-    assert ret.returncode == 0, ret.stdout[-3000:]
-    apply_pillar_change(cluster, ret.data["pillar_change"])
-    members = following(cluster, "standby2", SERVERS)
-    assert members, "not every server follows standby2"
-    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    assert_every_member_follows(cluster, ret, "standby2")
     assert streaming_clients(lab["standby2"]).split(",") == [
         "barman_receive_wal:barman_slot", "master:master_slot", "standby3:standby3_slot", "standby:standby_slot",
     ]  # fmt: skip
@@ -350,11 +357,7 @@ def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow
     assert wait_for(lambda: cluster.call("test.ping", target="master").get("master", {}).get("ret") is True, 120, 2)
     done = cluster.run("pg_replication.follow", "primary=standby")
     writer.stop()
-    assert done.returncode == 0, done.stdout[-3000:]
-    apply_pillar_change(cluster, done.data["pillar_change"])
-    members = following(cluster, "standby", SERVERS)
-    assert members, "not every server follows standby"
-    assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    assert_every_member_follows(cluster, done, "standby")
     for host in SERVERS:  # every acknowledged commit, once replayed
         assert wait_for(lambda h=host: not writer.missing_on(lab[h]), 30), (host, writer.missing_on(lab[host]))
     assert changed_states(cluster.highstate().data) == {}
