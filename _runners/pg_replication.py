@@ -95,7 +95,7 @@ def _cluster(tgt, timeout=20, ping_timeout=5):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
-    alive = sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=ping_timeout).items() if ok is True)
+    alive = _answering(tgt, ping_timeout)
     # Each member answers from its own pillar: the one on the master now, not a cached one.
     _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
     answers = _client().cmd(alive, "pg_replication.member", timeout=timeout, full_return=True, tgt_type="list")
@@ -105,9 +105,9 @@ def _cluster(tgt, timeout=20, ping_timeout=5):
     return cluster
 
 
-def _answers(minion, timeout=5):
-    """Whether ``minion`` answers ``test.ping`` within ``timeout`` seconds."""
-    return _client().cmd(minion, "test.ping", timeout=timeout).get(minion) is True
+def _answering(tgt, timeout=5):
+    """The minions of ``tgt`` that answer ``test.ping`` within ``timeout`` seconds, sorted."""
+    return sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=timeout).items() if ok is True)
 
 
 def _start(tgt):
@@ -252,7 +252,7 @@ def _follow(cluster, primary, change, done, rejoin=()):
     def step(host, what, action):
         # Asked again just before: a minion that stopped answering since the start would
         # otherwise hold the whole runner for the apply's timeout.
-        if host not in cluster.members or not _answers(host):
+        if host not in cluster.members or not _answering(host):
             left.append(f"{host}: {what}: its minion did not answer")
             return
         try:
