@@ -388,12 +388,15 @@ def _drop_inactive_slots(cluster, host):
 # --------------------------------------------------------------------------- failover
 
 
-def failover(to=None, fence=False, test=False, tgt="*"):
+def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     """
     The primary is gone: promote the standby that received the most WAL (or ``to``), then
     the other standbys and Barman follow it. Only the primary's own standbys are candidates
     (a cascading standby is behind its upstream). Refused while the old primary still runs as a
-    primary, unless ``fence=True``: then it is stopped first. The old primary, when it comes
+    primary, unless ``fence=True``: then it is stopped first. An old primary whose minion
+    does not answer may be cut off and still take writes: refused while any standby reaches
+    its PostgreSQL port, and unless the operator says it is stopped or powered off
+    (``fenced=True``); an unanswering minion alone never promotes. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
@@ -407,10 +410,12 @@ def failover(to=None, fence=False, test=False, tgt="*"):
         salt-run pg_replication.failover test=True
         salt-run pg_replication.failover
         salt-run pg_replication.failover to=standby2 fence=True
+        salt-run pg_replication.failover fenced=True
     """
     started = time.monotonic()
     cluster, old = _start(tgt)
-    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence)
+    reachable = _reaches(cluster, old) if old not in cluster.members else None
+    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable)
     stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
@@ -431,6 +436,19 @@ def failover(to=None, fence=False, test=False, tgt="*"):
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
     out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
     return dict(out, seconds_to_writable_primary=round(writable, 1))
+
+
+def _reaches(cluster, host):
+    """``{standby: whether it reaches host's PostgreSQL port}`` for each answering standby,
+    asked at once through Salt's ``network.connect`` (its own socket timeout 3 s)."""
+    address, port = cluster.hosts[host]["address"], cluster.plan["port"]
+    standbys = [s for s in cluster.servers() if s != host and s in cluster.members]
+    answers = _client().cmd(
+        standbys, "network.connect", arg=[address, port], kwarg={"timeout": 3},
+        timeout=15, full_return=True, tgt_type="list",
+    )  # fmt: skip
+    reached = _pure("checks.port_reached")
+    return {standby: reached(answers.get(standby)) for standby in standbys}
 
 
 # --------------------------------------------------------------------------- rejoin

@@ -162,13 +162,17 @@ def switchover_steps(cluster, old, to, change):
 # --------------------------------------------------------------------------- failover
 
 
-def failover(cluster, old, to=None, fence=False):
+def failover(cluster, old, to=None, fence=False, fenced=False, reachable=None):
     """A failover away from ``old`` (to ``to``, or the candidate that received the most WAL):
-    ``(checks, chosen, alive, change, steps)``; ``alive``: ``old`` still runs as a primary."""
+    ``(checks, chosen, alive, change, steps)``; ``alive``: ``old`` still runs as a primary.
+    ``reachable``, when ``old``'s minion did not answer: ``{standby: whether it reached
+    old's PostgreSQL port}``; ``fenced``: the operator says ``old`` is stopped or off."""
     checks = []
     alive = old in cluster.running_primaries()
     check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
           "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
+    if old not in cluster.members:
+        unreachable(checks, old, fenced, reachable or {})
     candidates = failover_candidates(cluster, old)
     chosen = to or (max(candidates, key=candidates.get) if candidates else None)
     check(checks, "a running standby to promote", chosen in candidates,
@@ -187,6 +191,26 @@ def failover(cluster, old, to=None, fence=False):
         f"later, when {old} is back: salt-run pg_replication.rejoin host={old}",
     ]
     return checks, chosen, alive, change, steps
+
+
+def port_reached(answer):
+    """Whether a minion's full answer to ``network.connect`` says the port was reached. A
+    closed or silent port is ``result: False`` (which Salt also gives retcode 1); no answer,
+    or any other, counts as reached: it cannot say the port is closed."""
+    ret = answer.get("ret") if isinstance(answer, dict) else None
+    return not (isinstance(ret, dict) and ret.get("result") is False)
+
+
+def unreachable(checks, old, fenced, reachable):
+    """An old primary whose minion does not answer may be cut off and still take writes:
+    no standby may reach its PostgreSQL port, and the operator must say it is fenced."""
+    reached = sorted(h for h, ok in reachable.items() if ok)
+    check(checks, f"no standby reaches {old}'s PostgreSQL port", reachable and not reached,
+          f"reached from {', '.join(reached)}: it runs" if reached else
+          ("no standby answered" if not reachable else f"tried from {', '.join(sorted(reachable))}"))  # fmt: skip
+    check(checks, f"{old} is fenced (its minion does not answer)", fenced,
+          "the operator says so (fenced=True)" if fenced else
+          f"cut off, it may still take writes: stop or power off {old}, then pass fenced=True")  # fmt: skip
 
 
 def failover_candidates(cluster, old):

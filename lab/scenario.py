@@ -279,6 +279,43 @@ class Writer:
         return sorted(set(self.committed) - present)
 
 
+class WritableProbe:
+    """Asks every server, every ``interval`` seconds, over its local socket (so that a host
+    cut off from the network is asked too), whether it accepts writes; remembers each round
+    in which more than one did. "Never two primaries" is ``probe.two_writable == []``."""
+
+    def __init__(self, hosts, interval=0.2):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self.hosts, self.interval = hosts, interval
+        self.rounds, self.two_writable = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _writable(self, host):
+        try:
+            return host.psql("SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::bool")
+        except Exception:  # noqa: BLE001 - down, starting or cut off from its socket: not writable
+            return "f"
+
+    def _loop(self):
+        while not self._stop.is_set():
+            writable = [host.name for host in self.hosts if self._writable(host) == "t"]
+            self.rounds += 1
+            if len(writable) > 1:
+                self.two_writable.append((time.monotonic(), writable))
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self
+
+
 # Files the formula writes (owner, mode, checksum), Barman's backups, and where PostgreSQL
 # runs: its roles with their verifiers, slots, settings and start time.
 UNCHANGED_SCRIPT = r"""

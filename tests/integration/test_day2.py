@@ -19,6 +19,7 @@ from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
 from lab.scenario import (
     SERVER,
+    WritableProbe,
     Writer,
     apply_pillar_change,
     barman,
@@ -346,22 +347,33 @@ def test_switch_back(cluster):
 
 
 def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_primary_back(cluster):
+    """The primary cut off but running (its link down): the failover refuses, since an
+    unanswering minion is not a dead primary; once it is stopped (as an operator powers it
+    off) the failover with fenced=True promotes. A probe asking every server five times a
+    second never sees two writable primaries."""
     lab = cluster.lab
     w = writer(cluster)
+    probe = WritableProbe([lab[h] for h in SERVERS]).start()
     time.sleep(3)
-    postmaster = lab["master"].run(["head", "-1", "/var/lib/postgresql/15/main/postmaster.pid"]).stdout.strip()
-    lab["master"].run(["kill", "-9", postmaster])
     lab["master"].run(["ip", "link", "set", "eth0", "down"])
     failed_at = time.monotonic()
     try:
+        refused = cluster.run("pg_replication.failover")
+        assert refused.returncode != 0, refused.stdout
+        failed = [c["check"] for c in refused.data["checks"] if not c["ok"]]
+        assert failed == ["master is fenced (its minion does not answer)"], refused.data["checks"]
+        assert lab["master"].psql("SELECT pg_is_in_recovery()") == "f"  # still a primary, on its side
+        assert {lab[h].psql("SELECT pg_is_in_recovery()") for h in ("standby", "standby2")} == {"t"}
+        postmaster = lab["master"].run(["head", "-1", "/var/lib/postgresql/15/main/postmaster.pid"]).stdout.strip()
+        lab["master"].run(["kill", "-9", postmaster])  # the operator powers it off
         # test=True with the primary gone: every check passes, the plan is shown, nobody is promoted.
-        predicted = cluster.run("pg_replication.failover", "test=True")
+        predicted = cluster.run("pg_replication.failover", "fenced=True", "test=True")
         assert predicted.returncode == 0, predicted.stdout
         assert predicted.data["result"] is None
         assert all(check["ok"] for check in predicted.data["checks"]), predicted.data["checks"]
         assert {lab[h].psql("SELECT pg_is_in_recovery()") for h in ("standby", "standby2")} == {"t"}
         previewed = time.monotonic() - failed_at
-        ret = cluster.run("pg_replication.failover")
+        ret = cluster.run("pg_replication.failover", "fenced=True")
         print(json.dumps(ret.data, indent=1))
         assert ret.returncode == 0, ret.stdout + ret.stderr
         new = next(
@@ -371,6 +383,9 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
         time.sleep(3)
     finally:
         w.stop()
+        probe.stop()
+    assert probe.rounds > 10
+    assert probe.two_writable == []
     apply_pillar_change(cluster, ret.data["pillar_change"])
     missing = w.missing_on(lab[new])
     assert w.resumed, "the writer never committed on the new primary"

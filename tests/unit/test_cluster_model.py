@@ -135,6 +135,35 @@ def test_failover_refuses_a_running_primary_unless_fenced_and_skips_cascading_st
     assert ops.failover(made, "master", to="backup")[0][1]["ok"] is False
 
 
+def test_a_port_counts_as_closed_only_when_network_connect_says_so(ops):
+    """Salt's network.connect answers result False, with retcode 1, for a closed or silent
+    port: that answer is "not reached"; no answer or any other counts as reached."""
+    closed = {
+        "ret": {"result": False, "comment": "Unable to connect to 10.0.0.1 (10.0.0.1) on tcp port 5432"},
+        "retcode": 1,
+    }
+    assert ops.port_reached(closed) is False
+    assert ops.port_reached({"ret": {"result": True, "comment": "Successfully connected"}, "retcode": 0}) is True
+    for unknown in (None, {}, {"ret": "Minion did not return."}, {"ret": {"comment": "?"}, "retcode": 1}):
+        assert ops.port_reached(unknown) is True, unknown
+
+
+def test_failover_from_a_silent_minion_wants_its_port_closed_and_the_operator_to_say_it_is_fenced(model, ops):
+    made = make(model, master=None, standby2=standby(slot="standby2_slot"))
+    made.members.pop("master")  # its minion does not answer: cut off, or gone
+    closed = {"standby": False, "standby2": False}
+    assert failed(ops.failover(made, "master", reachable=closed)[0]) == [
+        "master is fenced (its minion does not answer)"
+    ]
+    checks = ops.failover(made, "master", reachable={"standby": True, "standby2": False}, fenced=True)[0]
+    assert failed(checks) == ["no standby reaches master's PostgreSQL port"]
+    assert next(c["detail"] for c in checks if not c["ok"]) == "reached from standby: it runs"
+    assert failed(ops.failover(made, "master", reachable={}, fenced=True)[0]) == [
+        "no standby reaches master's PostgreSQL port"
+    ]
+    assert failed(ops.failover(made, "master", reachable=closed, fenced=True)[0]) == []
+
+
 def test_rejoin_wants_a_standby_in_the_pillar_that_does_not_stream_yet(model, ops):
     checks, steps = ops.rejoin(make(model), "standby", "master")
     assert failed(checks) == ["standby is not already a streaming standby"]
