@@ -17,8 +17,9 @@ PREFIX = "SCRAM-SHA-256$"
 
 
 def _saslprep(password):
-    """SASLprep (RFC 4013) as PostgreSQL applies it; like PostgreSQL, fall back to the raw
-    bytes when the password is not valid UTF-8 or contains prohibited characters."""
+    """SASLprep (RFC 4013) as PostgreSQL and libpq apply it (src/common/saslprep.c); like
+    them, fall back to the raw bytes when the password holds prohibited characters or code
+    points unassigned in Unicode 3.2 (table A.1, e.g. emoji)."""
     chars = []
     for ch in password:
         if stringprep.in_table_c12(ch):
@@ -36,6 +37,7 @@ def _saslprep(password):
         stringprep.in_table_c7,
         stringprep.in_table_c8,
         stringprep.in_table_c9,
+        stringprep.in_table_a1,
     )
     if any(check(ch) for ch in prepared for check in prohibited):
         return password.encode("utf-8")

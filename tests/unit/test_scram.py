@@ -2,6 +2,8 @@
 
 import base64
 
+import pytest
+
 # Verifiers PostgreSQL makes itself are cross-checked in tests/functional/test_roles.py.
 
 
@@ -37,3 +39,27 @@ def test_md5_and_null_never_match(scram):
     assert not scram.matches("pw", None)
     assert not scram.matches("pw", "md5" + "0" * 32)
     assert scram.parse("SCRAM-SHA-256$notanumber:xx$yy:zz") is None
+
+
+@pytest.mark.parametrize(
+    ("password", "same_as"),
+    [
+        # ASCII, controls included, is used as it is.
+        ("plain ascii", "plain ascii"),
+        ("tab\tand\x7f", "tab\tand\x7f"),
+        # Mapped: a non-ASCII space becomes a space, a soft hyphen disappears; NFKC.
+        ("no\u00a0break", "no break"),
+        ("soft\u00adhyphen", "softhyphen"),
+        ("\ufb01ne", "fine"),
+        ("e\u0301", "\u00e9"),
+        # Unassigned in Unicode 3.2 (table A.1): the raw text, not its NFKC form.
+        ("\ufb01\U0001f418", "\ufb01\U0001f418"),
+    ],
+)
+def test_saslprep_like_postgresql(scram, password, same_as):
+    assert scram._saslprep(password) == same_as.encode("utf-8")
+
+
+def test_saslprep_unassigned_code_point_keeps_raw_bytes(scram):
+    # NFKC would turn the ligature into "fi"; PostgreSQL and libpq give up on SASLprep instead.
+    assert scram._saslprep("\ufb01\U0001f418") != scram._saslprep("fi\U0001f418")
