@@ -51,14 +51,14 @@ RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-
 
 def check_pattern(value, pattern, what):
     """A message if ``value`` is not a string matching ``pattern`` (``what`` it should be)."""
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         return f"{value!r} is not {what}"
     return None
 
 
 def check_path(value):
     """Absolute path of safe characters, with no '.' or '..' segment."""
-    if not isinstance(value, str) or not PATH_RE.match(value):
+    if not isinstance(value, str) or not PATH_RE.fullmatch(value):
         return f"{value!r} is not an absolute path of letters, digits and _ . @ + - /"
     if any(part in (".", "..") for part in value.split("/")):
         return f"{value!r} must not contain '.' or '..' segments"
@@ -110,7 +110,7 @@ def check_host(value):
     """An IP address or a DNS host name (not something that merely looks like an IP)."""
     if check_ip(value) is None:
         return None
-    if isinstance(value, str) and HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
+    if isinstance(value, str) and HOSTNAME_RE.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
         return None
     return f"{value!r} is not an IP address or host name"
 
