@@ -1,6 +1,6 @@
 """The pg_replication execution module: roles (attributes, memberships, SCRAM-SHA-256
-passwords computed here and never returned or logged) and function privileges. Part of
-``pg_replication`` (see pg_replication.py).
+passwords: new verifiers made by libpq on this minion, never returned or logged) and function
+privileges. Part of ``pg_replication`` (see pg_replication.py).
 """
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -77,7 +77,7 @@ def role_password_matches(name, password, **kwargs):
     return __utils__["pg_replication_scram.matches"](password, rows[0]["rolpassword"])
 
 
-def _role_options(attrs, password, connlimit):
+def _role_options(name, attrs, password, connlimit, kwargs):
     opts = []
     for attr, value in attrs.items():
         if value is None:
@@ -88,7 +88,7 @@ def _role_options(attrs, password, connlimit):
     if connlimit is not None:
         opts.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(int(connlimit))))
     if password is not None:
-        verifier = __utils__["pg_replication_scram.verifier"](password)
+        verifier = _encrypt_password(name, password, **kwargs)
         opts.append(sql.SQL("PASSWORD {}").format(sql.Literal(verifier)))
     return sql.SQL(" ").join(opts)
 
@@ -97,7 +97,7 @@ def role_create(name, password=None, connlimit=None, groups=None, **kwargs):
     """
     Create a role. Attributes are keyword arguments (login, replication, superuser,
     createdb, createrole, inherit, bypassrls); the password is stored as a SCRAM-SHA-256
-    verifier computed here.
+    verifier that libpq makes here (the plain password never reaches the server).
 
     CLI Example:
 
@@ -107,7 +107,9 @@ def role_create(name, password=None, connlimit=None, groups=None, **kwargs):
     """
     attrs = {k: kwargs.pop(k) for k in list(kwargs) if k in ROLE_ATTRS}
     _query(
-        sql.SQL("CREATE ROLE {} WITH {}").format(sql.Identifier(name), _role_options(attrs, password, connlimit)),
+        sql.SQL("CREATE ROLE {} WITH {}").format(
+            sql.Identifier(name), _role_options(name, attrs, password, connlimit, kwargs)
+        ),
         fetch=False,
         **kwargs,
     )
@@ -118,7 +120,8 @@ def role_create(name, password=None, connlimit=None, groups=None, **kwargs):
 
 def role_alter(name, password=None, connlimit=None, **kwargs):
     """
-    Change a role's attributes, connection limit or password (as a SCRAM verifier).
+    Change a role's attributes, connection limit or password (as a SCRAM verifier that
+    libpq makes here).
 
     CLI Example:
 
@@ -127,7 +130,7 @@ def role_alter(name, password=None, connlimit=None, **kwargs):
         salt '*' pg_replication.role_alter replicator createdb=False password='new secret'
     """
     attrs = {k: kwargs.pop(k) for k in list(kwargs) if k in ROLE_ATTRS}
-    options = _role_options(attrs, password, connlimit)
+    options = _role_options(name, attrs, password, connlimit, kwargs)
     if options.seq:
         _query(sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(name), options), fetch=False, **kwargs)
     return True
@@ -224,6 +227,15 @@ def function_grant(name, signature, **kwargs):
         **kwargs,
     )
     return True
+
+
+def _encrypt_password(name, password, **kwargs):
+    """A new SCRAM verifier of ``password`` from libpq, on the connection the statement
+    that stores it will run on (pg_replication_connection.encrypt_password)."""
+    configured = __salt__["config.option"]("pg_replication.connection", {})
+    return __utils__["pg_replication_connection.encrypt_password"](
+        __context__.value(), configured, str(password), name, **kwargs
+    )
 
 
 def _query(statement, *args, **kwargs):

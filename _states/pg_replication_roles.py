@@ -71,8 +71,10 @@ def role_present(
     else unless asked.
 
     password
-        Plain password; stored as a SCRAM-SHA-256 verifier computed on the minion. An
-        unchanged password is detected by recomputing the stored verifier with its salt.
+        Plain password; stored as a SCRAM-SHA-256 verifier that libpq makes on the minion
+        (the server only ever sees the verifier). An unchanged password is detected by
+        recomputing the stored verifier with its salt and iteration count, and never set
+        again; an md5-stored one is replaced.
     password_pillar
         The pillar key (``a:b:c``) that holds the password, read on the minion: the
         password then never appears in the state's arguments (show_sls, show_lowstate, the

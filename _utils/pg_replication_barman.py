@@ -56,7 +56,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     elif target:
         spec = {"primary": target, "address": hosts[target]["address"]}
         name = barman.get("server_name") or f"{target}-streaming"
-        if not syntax.SERVER_RE.match(name):
+        if not syntax.SERVER_RE.fullmatch(name):
             errors.append(f"{KEY}:barman:server_name: {name!r} is not a valid Barman server name")
         tls_ca = tls.paths(barman["config_dir"])["ca_file"] if tls_on else None
         servers.append(_server(config, barman, errors, f"{KEY}:barman", name, spec, tls_ca))

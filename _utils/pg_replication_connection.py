@@ -17,6 +17,7 @@ from salt.exceptions import CommandExecutionError
 
 try:
     import psycopg2
+    import psycopg2.extensions
     import psycopg2.extras
 
     HAS_PSYCOPG2 = True
@@ -98,6 +99,25 @@ def query(context, configured, statement, params=None, fetch=True, **kwargs):
         except psycopg2.Error as exc:
             raise CommandExecutionError(pg_message(exc)) from exc
     return None  # pragma: no cover
+
+
+def encrypt_password(context, configured, password, role, **kwargs):
+    """A new SCRAM-SHA-256 verifier of ``password`` for ``role``, made by libpq on the
+    connection cached in ``context`` (PQencryptPasswordConn: its salt, and on PostgreSQL 16+
+    the server's ``scram_iterations``). SCRAM whatever the server's ``password_encryption``:
+    the formula never stores md5. The password stays in this process; the verifier is what
+    goes into the SQL. Needs psycopg2 2.8+ built with libpq 10+."""
+    conn, _key = _connection(context, configured, kwargs)
+    encrypt = getattr(psycopg2.extensions, "encrypt_password", None)
+    if encrypt is None:
+        raise CommandExecutionError(
+            f"psycopg2 {psycopg2.__version__} cannot make SCRAM verifiers: it needs psycopg2 2.8 or later"
+        )
+    try:
+        return encrypt(password, role, conn, "scram-sha-256")
+    except psycopg2.Error as exc:
+        # NotSupportedError: psycopg2 built with libpq < 10. Neither message holds the password.
+        raise CommandExecutionError(f"libpq cannot make a SCRAM verifier: {pg_message(exc)}") from exc
 
 
 def server_version(context, configured, **kwargs):

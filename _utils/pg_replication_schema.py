@@ -199,7 +199,7 @@ def _secret_pattern(regex, what):
     """A secret matching ``regex``; the message never quotes it."""
 
     def check(value, key, errors):
-        if not isinstance(value, str) or not regex.match(value):
+        if not isinstance(value, str) or not regex.fullmatch(value):
             errors.append(f"{key}: is not {what}")
 
     return check
@@ -210,7 +210,7 @@ _private_key = _pem("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 
 
 def _setting(name, value, key, errors):
-    if not isinstance(name, str) or not syntax.SETTING_RE.match(name):
+    if not isinstance(name, str) or not syntax.SETTING_RE.fullmatch(name):
         errors.append(f"{key}: {name!r} is not a valid setting name (lower-case letters, digits, _, one dot)")
     elif name in RESERVED_SETTINGS:
         owner = RESERVED_SETTINGS[name]

@@ -1,24 +1,28 @@
-"""SCRAM-SHA-256 verifiers as PostgreSQL stores them in ``pg_authid.rolpassword``.
+"""SCRAM-SHA-256 verifiers as PostgreSQL stores them in ``pg_authid.rolpassword``, re-derived
+to COMPARE a stored one with a password.
 
-``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (RFC 5802 / RFC 7677), computed
-on the minion so that the plain password never reaches the server, a log or a command line.
+``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (RFC 5802 / RFC 7677). New
+verifiers are not made here: libpq makes them on the minion's connection
+(``pg_replication_connection.encrypt_password``), with the salt and iteration count it and
+the server choose. Here a stored verifier is recomputed from the password with the stored
+salt and iteration count, so that an unchanged password is never set again; the plain
+password never reaches the server, a log or a command line.
 """
 
 import base64
+import binascii
 import hashlib
 import hmac
-import os
 import stringprep
 import unicodedata
 
-ITERATIONS = 4096  # PostgreSQL's scram_iterations default
-SALT_BYTES = 16
 PREFIX = "SCRAM-SHA-256$"
 
 
 def _saslprep(password):
-    """SASLprep (RFC 4013) as PostgreSQL applies it; like PostgreSQL, fall back to the raw
-    bytes when the password is not valid UTF-8 or contains prohibited characters."""
+    """SASLprep (RFC 4013) as PostgreSQL and libpq apply it (src/common/saslprep.c); like
+    them, fall back to the raw bytes when the password holds prohibited characters or code
+    points unassigned in Unicode 3.2 (table A.1, e.g. emoji)."""
     chars = []
     for ch in password:
         if stringprep.in_table_c12(ch):
@@ -36,6 +40,7 @@ def _saslprep(password):
         stringprep.in_table_c7,
         stringprep.in_table_c8,
         stringprep.in_table_c9,
+        stringprep.in_table_a1,
     )
     if any(check(ch) for ch in prepared for check in prohibited):
         return password.encode("utf-8")
@@ -52,33 +57,47 @@ def _b64(data):
     return base64.b64encode(data).decode("ascii")
 
 
-def verifier(password, salt=None, iterations=ITERATIONS):
-    """Return the SCRAM-SHA-256 verifier of ``password`` (random salt unless given)."""
-    salt = os.urandom(SALT_BYTES) if salt is None else salt
+def _keys(password, salt, iterations):
+    """(StoredKey, ServerKey) of ``password`` with this salt and iteration count."""
     salted = hashlib.pbkdf2_hmac("sha256", _saslprep(str(password)), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return stored_key, server_key
+
+
+def verifier(password, salt, iterations):
+    """The SCRAM-SHA-256 verifier of ``password`` with a given salt and iteration count (those
+    of a stored verifier: this re-derives, it never makes a new one)."""
+    stored_key, server_key = _keys(password, salt, iterations)
     return f"{PREFIX}{iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
 
 
 def parse(stored):
-    """Split a stored verifier into (iterations, salt bytes); None if it is not SCRAM."""
-    if not stored or not stored.startswith(PREFIX):
+    """Split a stored verifier into (iterations, salt, StoredKey, ServerKey), the last three as
+    bytes; None if it is not a well-formed SCRAM-SHA-256 verifier."""
+    if not isinstance(stored, str) or not stored.startswith(PREFIX):
         return None
     try:
-        params, _keys = stored[len(PREFIX) :].split("$", 1)
+        params, keys = stored[len(PREFIX) :].split("$", 1)
         iterations, salt = params.split(":", 1)
-        return int(iterations), base64.b64decode(salt, validate=True)
-    except ValueError:
+        stored_key, server_key = keys.split(":", 1)
+        iterations = int(iterations)
+        decoded = [base64.b64decode(part, validate=True) for part in (salt, stored_key, server_key)]
+    except (ValueError, binascii.Error):
         return None
+    if iterations < 1 or not decoded[0] or any(len(key) != hashlib.sha256().digest_size for key in decoded[1:]):
+        return None
+    return (iterations, *decoded)
 
 
 def matches(password, stored):
-    """True if ``stored`` is a SCRAM verifier of ``password`` (recomputed with its own salt
-    and iteration count); False for md5 hashes, NULL, or another password."""
+    """True if ``stored`` is a SCRAM verifier of ``password`` (its keys recomputed with the
+    stored salt and iteration count, whoever made it: libpq, the server, another tool);
+    False for md5 hashes, NULL, a malformed verifier, or another password."""
     parsed = parse(stored)
     if parsed is None:
         return False
-    iterations, salt = parsed
-    return hmac.compare_digest(verifier(password, salt=salt, iterations=iterations), stored)
+    iterations, salt, stored_key, server_key = parsed
+    derived = b"".join(_keys(password, salt, iterations))
+    return hmac.compare_digest(derived, stored_key + server_key)

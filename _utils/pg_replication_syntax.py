@@ -51,14 +51,14 @@ RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-
 
 def check_pattern(value, pattern, what):
     """A message if ``value`` is not a string matching ``pattern`` (``what`` it should be)."""
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         return f"{value!r} is not {what}"
     return None
 
 
 def check_path(value):
     """Absolute path of safe characters, with no '.' or '..' segment."""
-    if not isinstance(value, str) or not PATH_RE.match(value):
+    if not isinstance(value, str) or not PATH_RE.fullmatch(value):
         return f"{value!r} is not an absolute path of letters, digits and _ . @ + - /"
     if any(part in (".", "..") for part in value.split("/")):
         return f"{value!r} must not contain '.' or '..' segments"
@@ -110,7 +110,7 @@ def check_host(value):
     """An IP address or a DNS host name (not something that merely looks like an IP)."""
     if check_ip(value) is None:
         return None
-    if isinstance(value, str) and HOSTNAME_RE.match(value) and not re.fullmatch(r"[0-9.]+", value):
+    if isinstance(value, str) and HOSTNAME_RE.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
         return None
     return f"{value!r} is not an IP address or host name"
 
@@ -153,16 +153,33 @@ def conf_value(value):
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+CONNINFO_KEY_RE = re.compile(r"^[a-z][a-z_]*$")
+
+
 def conninfo(**params):
     """A libpq key=value connection string. A value of plain characters stays bare; any other
     is single-quoted with ``\\`` and ``'`` backslash-escaped, so spaces or quotes in a value
-    cannot start another keyword."""
+    cannot start another keyword (libpq reads it back to the same value: tests/unit/
+    test_conninfo_libpq.py). A value libpq cannot hold (a NUL character, text that is not
+    Unicode, a boolean or another non-scalar) raises ValueError: refused, never mangled."""
     parts = []
     for key, value in params.items():
         if value is None:
             continue
+        if not CONNINFO_KEY_RE.fullmatch(key):
+            raise ValueError(f"{key!r} is not a libpq connection keyword")
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(
+                f"{key}: a connection string value is a string or a whole number, not {type(value).__name__}"
+            )
         value = str(value)
-        if not BARE_CONNINFO_RE.match(value):
+        if "\x00" in value:
+            raise ValueError(f"{key}: a connection string value cannot hold a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{key}: the value is not valid Unicode text ({exc.reason})") from None
+        if not BARE_CONNINFO_RE.fullmatch(value):
             value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         parts.append(f"{key}={value}")
     return " ".join(parts)
