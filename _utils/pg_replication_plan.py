@@ -40,6 +40,7 @@ DISTRIBUTION_VERSIONS = {
     ("Debian", 11): 13,
     ("Debian", 12): 15,
     ("Debian", 13): 17,
+    ("Debian", 14): 18,
     ("Ubuntu", 22): 14,
     ("Ubuntu", 24): 16,
 }

@@ -18,6 +18,7 @@ import threading
 import time
 
 from lab.hosts import Host
+from lab.image import UNIFIED_CGROUP_RELEASES
 
 REPO_PORT = 8873
 
@@ -50,6 +51,14 @@ class BootedHost(Host):
         )
         self.boot()
 
+    def _nspawn_env(self):
+        """systemd 258+ (forky's) boots only on a unified cgroup hierarchy: on a machine with
+        the legacy or hybrid one, nspawn gives the container a unified hierarchy of its own."""
+        env = dict(os.environ)
+        if self.lab.image[0] in UNIFIED_CGROUP_RELEASES:
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+        return env
+
     def boot(self, timeout=90):
         """Start the container and wait until systemd reports the system up."""
         log = open(self.root / "console.log", "ab")  # noqa: SIM115 - the container keeps it
@@ -58,6 +67,7 @@ class BootedHost(Host):
              f"--network-namespace-path=/run/netns/{self.netns}", f"--machine={self.netns}",
              f"--hostname={self.name}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self._nspawn_env(),
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + timeout
