@@ -196,20 +196,40 @@ def restore_check(
         master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
 
 
-class Writer:
+class _Background:
+    """A daemon thread that runs ``self._loop`` from :meth:`start` until :meth:`stop`
+    (``self._stop`` is set)."""
+
+    def __init__(self):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        raise NotImplementedError
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self
+
+
+class Writer(_Background):
     """A client that commits one row at a time, as fast as it can, to whichever of
     ``addresses`` is the writable primary, and remembers every id whose COMMIT returned.
     Used to count what a switchover or failover loses (it must be nothing acknowledged)."""
 
     def __init__(self, addresses, password, user="writer", dbname="otus", table="writes"):
-        import threading  # pylint: disable=import-outside-toplevel
-
+        super().__init__()
         self.addresses, self.user, self.password, self.dbname, self.table = addresses, user, password, dbname, table
         self.committed, self.errors = [], 0
         self.start_id = int(time.time() * 1000) * 1000  # ids of earlier writers stay below
         self.first_error = self.resumed = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     @staticmethod
     def prepare(primary, password, user="writer", dbname="otus", table="writes"):
@@ -263,15 +283,6 @@ class Writer:
             next_id += 1  # an id whose COMMIT did not return is never reused
             time.sleep(0.01)
 
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self
-
     def missing_on(self, host):
         """Ids whose COMMIT returned to the writer but that ``host`` does not hold."""
         rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname)
@@ -279,18 +290,15 @@ class Writer:
         return sorted(set(self.committed) - present)
 
 
-class WritableProbe:
+class WritableProbe(_Background):
     """Asks every server, every ``interval`` seconds, over its local socket (so that a host
     cut off from the network is asked too), whether it accepts writes; remembers each round
     in which more than one did. "Never two primaries" is ``probe.two_writable == []``."""
 
     def __init__(self, hosts, interval=0.2):
-        import threading  # pylint: disable=import-outside-toplevel
-
+        super().__init__()
         self.hosts, self.interval = hosts, interval
         self.rounds, self.two_writable = 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _writable(self, host):
         try:
@@ -305,15 +313,6 @@ class WritableProbe:
             if len(writable) > 1:
                 self.two_writable.append((time.monotonic(), writable))
             self._stop.wait(self.interval)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self
 
 
 # Files the formula writes (owner, mode, checksum), Barman's backups, and where PostgreSQL
