@@ -58,8 +58,9 @@ def _binary():
     return binary
 
 
-def _base():
-    return [_binary(), "-c", _setting("barman.config_file", "config_file", "/etc/barman.conf"), "-f", "json"]
+def _base(json_output=True):
+    base = [_binary(), "-c", _setting("barman.config_file", "config_file", "/etc/barman.conf")]
+    return base + ["-f", "json"] if json_output else base
 
 
 # barman commands that only read: any other may change what `barman check` reports.
@@ -67,19 +68,23 @@ READ_ONLY_COMMANDS = ("check", "list-backup", "list-backups", "show-backup", "sh
                       "replication-status", "--version")  # fmt: skip
 
 
-def _run(*args, parse=True, timeout=None):
-    """Run one barman command; return its parsed JSON output."""
+def _run_all(args, timeout=None, json_output=True):
+    """Run one barman command as the barman user: ``cmd.run_all``'s answer."""
     if args[0] not in READ_ONLY_COMMANDS:
         __context__.pop("barman.last_checks", None)
-    cmd = _base() + [str(a) for a in args]
-    res = __salt__["cmd.run_all"](
-        cmd,
+    return __salt__["cmd.run_all"](
+        _base(json_output) + [str(a) for a in args],
         runas=__salt__["config.option"]("barman.user", "barman"),
         python_shell=False,
         ignore_retcode=True,
         timeout=timeout,
         cwd="/",
     )
+
+
+def _run(*args, parse=True, timeout=None):
+    """Run one barman command; return its parsed JSON output."""
+    res = _run_all(args, timeout=timeout)
     out = res["stdout"].strip()
     data = None
     if parse and out:
@@ -152,18 +157,19 @@ def failed_checks(server, reuse=False):
     return sorted(item for item, res in check(server, reuse=reuse).items() if res.get("status") != "OK")
 
 
-# Failed checks that make a server's health WARNING, not CRITICAL: it still streams and
-# archives WAL, but a backup is due, too few are kept, or one failed.
-WARNING_CHECKS = ("backup_maximum_age", "minimum_redundancy_requirements", "failed_backups")
-NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
+# The Nagios plugin exit codes, by the status word that starts the plugin's line.
+NAGIOS_STATUS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+NAGIOS_LINE_RE = re.compile(r"^BARMAN (OK|WARNING|CRITICAL|UNKNOWN) - ")
 
 
 def health(server):
     """
-    ``barman check`` for monitoring: ``checks`` (``{item: {"status", "hint"}}``), ``status``
-    OK, WARNING (only :data:`WARNING_CHECKS` failed) or CRITICAL (anything else failed, or
-    Barman could not run), its Nagios exit ``code`` (0, 1, 2), and ``line``, a one-line
-    summary in the Nagios plugin format (``BARMAN <STATUS> - <server>: ...``).
+    ``barman check`` for monitoring: Barman's own Nagios plugin answer (``barman check
+    --nagios``): its exit ``code`` (0 OK, 2 CRITICAL: something failed), ``status`` (the
+    code's name) and ``line``, the first line of its output (``BARMAN OK - Ready to serve the
+    Espresso backup for <server>``, or ``BARMAN CRITICAL - server <server> has issues * ...``
+    naming the failed checks); and ``checks`` (``{item: {"status", "hint"}}``, from ``barman
+    -f json check``). CRITICAL (code 2) with the reason in ``line`` when Barman could not run.
 
     CLI Example:
 
@@ -172,26 +178,32 @@ def health(server):
         salt backup barman.health master-streaming
         salt backup barman.health master-streaming --out=newline_values_only
     """
+    failure = None
     try:
         checks = check(server)
     except CommandExecutionError as exc:
-        return {"server": server, "status": "CRITICAL", "code": 2, "line": f"BARMAN CRITICAL - {server}: {exc}",
-                "checks": {}}  # fmt: skip
-    return _summarize_health(server, checks)
+        checks, failure = {}, str(exc)
+    try:
+        nagios = _run_all(["check", "--nagios", server], json_output=False)
+    except CommandExecutionError as exc:  # no barman command
+        nagios, failure = None, failure or str(exc)
+    return _nagios_health(server, nagios, checks, failure)
 
 
-def _summarize_health(server, checks):
-    """The :func:`health` of ``server`` from its ``barman check`` result (no command run)."""
-    failed = sorted(item for item, result in checks.items() if result.get("status") != "OK")
-    status = "CRITICAL" if set(failed) - set(WARNING_CHECKS) else "WARNING" if failed else "OK"
-    if failed:
-        detail = ", ".join(
-            f"{item} FAILED" + (f" ({checks[item]['hint']})" if checks[item].get("hint") else "") for item in failed
-        )
-    else:
-        detail = f"{len(checks)} checks OK"
-    line = f"BARMAN {status} - {server}: {detail}"
-    return {"server": server, "status": status, "code": NAGIOS_CODES[status], "line": line, "checks": checks}
+def _nagios_health(server, nagios, checks, failure=None):
+    """The :func:`health` of ``server`` from the answer of ``barman check --nagios`` (``{"stdout",
+    "stderr", "retcode"}``, None if it could not run) and its ``barman check`` items (pure)."""
+    lines = (nagios or {}).get("stdout", "").strip().splitlines()
+    if lines and NAGIOS_LINE_RE.match(lines[0]):
+        code = nagios["retcode"]
+        return {"server": server, "status": NAGIOS_STATUS.get(code, "UNKNOWN"), "code": code, "line": lines[0],
+                "checks": checks}  # fmt: skip
+    # Not Barman's plugin line (it could not run, or failed before its check).
+    if not failure:
+        said = ((nagios or {}).get("stderr") or "").strip() or "\n".join(lines) or "no output"
+        failure = f"barman check --nagios failed ({(nagios or {}).get('retcode')}): {said}"
+    line = f"BARMAN CRITICAL - {server}: {failure}".splitlines()[0]
+    return {"server": server, "status": "CRITICAL", "code": 2, "line": line, "checks": checks}
 
 
 def switch_wal(server, force=False, archive=False, archive_timeout=60):

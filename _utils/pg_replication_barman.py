@@ -23,6 +23,8 @@ CLOUD_PROFILE = "pg_replication"
 CLOUD_CREDENTIALS = ".pg_replication-cloud-credentials"
 # The backup host's post-backup hook that runs barman-cloud-backup once a backup is DONE.
 CLOUD_BACKUP_HOOK = "/usr/local/lib/pg_replication/barman-cloud-backup-when-done"
+CRON_FILE = "/etc/cron.d/pg_replication-barman"
+PACKAGE_CRON_FILE = "/etc/cron.d/barman"
 # The package (same name on both families) with the tool Barman runs for a compression.
 COMPRESSION_PKGS = {"bzip2": "bzip2", "pigz": "pigz", "lz4": "lz4", "zstd": "zstd"}
 
@@ -44,6 +46,10 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     barman["bin"] = install.get("link") if method == "pip" else "/usr/bin/barman"
     barman["cron_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "cron"])
     barman["cron_test"] = syntax.shell_words(["test", "-x", barman["bin"]])
+    # The formula's cron.d file (no dot in the name: Debian's cron skips those), and the one
+    # Barman's package ships (a conffile on Debian), which the formula leaves to the package.
+    barman["cron_file"] = CRON_FILE
+    barman["package_cron_file"] = PACKAGE_CRON_FILE
     # Scheduled base backups of every server (Barman's own `backup all`), from cron.
     barman["backup_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "backup", "all"])
     # barman check's "backup maximum age", in Barman's whole days.

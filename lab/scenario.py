@@ -319,6 +319,7 @@ class WritableProbe(_Background):
 # runs: its roles with their verifiers, slots, settings and start time.
 UNCHANGED_SCRIPT = r"""
 for path in /etc/postgresql /etc/postgresql-common /etc/barman.conf /etc/barman.d /etc/cron.d/barman \
+            /etc/cron.d/pg_replication-barman \
             /var/lib/postgresql/.pgpass /var/lib/barman/.pgpass; do
   [ -e "$path" ] && find "$path" -type f -exec stat -c '%n %U %a' {} \; -exec sha256sum {} \;
 done

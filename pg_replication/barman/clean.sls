@@ -1,14 +1,27 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# A backup host's clean: cron no longer runs `barman cron`, receive-wal stopped, the
-# formula's Barman configuration and .pgpass removed. Barman's home (backups, WAL archive)
-# and log directory stay.
+# A backup host's clean: the formula's cron no longer runs `barman cron`, receive-wal stopped,
+# the formula's Barman configuration and .pgpass removed. Barman's home (backups, WAL archive)
+# and log directory stay, and so do the files of Barman's package: on Debian, the package's
+# conffiles the formula had written over are the package's again (its cron file then runs
+# `barman cron` over no server).
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
+{%- from tplroot ~ "/barman/conffiles.jinja" import restore_conffiles, barman_installed with context %}
+{%- set marker = 'Managed by Salt (pg_replication)' %}
 
 pg_replication-barman-cron-clean:
   file.absent:
-    - name: /etc/cron.d/barman
+    - name: {{ pg.barman.cron_file }}
+
+# What the formula once wrote into the package's cron file (a host never migrated).
+pg_replication-barman-cron-legacy-clean:
+  file.absent:
+    - name: {{ pg.barman.package_cron_file }}
+    - onlyif:
+      - fun: file.contains
+        path: {{ pg.barman.package_cron_file }}
+        text: {{ marker | json }}
 
 {%- for server in pg.barman_servers %}
 
@@ -17,6 +30,7 @@ pg_replication-barman-receive-wal-clean-{{ server.name }}:
     - name: {{ server.name }}
     - require:
       - file: pg_replication-barman-cron-clean
+      - file: pg_replication-barman-cron-legacy-clean
     - require_in:
       - file: pg_replication-barman-config-clean
 {%- endfor %}
@@ -27,9 +41,34 @@ pg_replication-barman-config-clean:
 {%- for server in pg.barman_servers %}
       - {{ pg.barman.config_dir }}/{{ server.name }}.conf
 {%- endfor %}
-      - {{ pg.barman.config_file }}
       - {{ pg.barman.home }}/.pgpass
 {%- if pg.cloud_credentials %}
       - {{ pg.cloud_credentials }}
       - {{ pg.barman.cloud.backup_hook }}
+{%- endif %}
+
+# Barman's configuration file while it holds the formula's content (a second clean leaves the
+# package's alone).
+pg_replication-barman-config-file-clean:
+  file.absent:
+    - name: {{ pg.barman.config_file }}
+    - onlyif:
+      - fun: file.contains
+        path: {{ pg.barman.config_file }}
+        text: {{ marker | json }}
+    - require:
+      - file: pg_replication-barman-config-clean
+
+{%- if pg.barman.install.method == 'pkg' and grains['os_family'] == 'Debian' %}
+
+# The package's conffiles the formula removed are put back (see conffiles.jinja).
+pg_replication-barman-package-files-clean:
+  cmd.run:
+    - name: {{ restore_conffiles | json }}
+    - env:
+        DEBIAN_FRONTEND: noninteractive
+    - onlyif: {{ barman_installed | json }}
+    - onchanges:
+      - file: pg_replication-barman-cron-legacy-clean
+      - file: pg_replication-barman-config-file-clean
 {%- endif %}

@@ -3,6 +3,8 @@
 # A Barman backup server streaming from the primary: configured, checked, backed up.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
+{%- set install = pg.barman.install %}
+{%- from tplroot ~ "/barman/conffiles.jinja" import restore_conffiles, conffile_restorable with context %}
 
 include:
   - {{ tplroot }}.psycopg2
@@ -42,10 +44,15 @@ pg_replication-barman-pgpass:
       - barman: pg_replication-barman-servers-follow-the-pillar
 
 # `barman cron` every minute as the barman user (starts receive-wal, applies retention), and
-# base backups of every server on the pillar's schedule.
+# base backups of every server on the pillar's schedule, in a file of the formula's own:
+# /etc/cron.d/barman is a conffile of Debian's barman package, left to the package. (A cron.d
+# file name has no dot: Debian's cron skips such files.) Debian's file runs `barman -q cron`
+# every minute too; the two runs are harmless: each server's `barman cron` holds Barman's
+# server cron lock, and a second one finds it taken and skips the server, quietly (-q), as
+# it does when starting archive-wal or receive-wal that already run (their own locks).
 pg_replication-barman-cron:
   file.managed:
-    - name: /etc/cron.d/barman
+    - name: {{ pg.barman.cron_file }}
     - mode: '0644'
     - contents: |
         # Managed by Salt (pg_replication)
@@ -56,6 +63,33 @@ pg_replication-barman-cron:
 {%- endif %}
     - require:
       - sls: {{ tplroot }}.barman.install
+
+# Up to now the formula wrote its lines into /etc/cron.d/barman: that content goes once the
+# formula's own file is in place (cron runs `barman cron` in every minute across the change).
+pg_replication-barman-cron-legacy:
+  file.absent:
+    - name: {{ pg.barman.package_cron_file }}
+    - onlyif:
+      - fun: file.contains
+        path: {{ pg.barman.package_cron_file }}
+        text: '# Managed by Salt (pg_replication)'
+    - require:
+      - file: pg_replication-barman-cron
+
+{%- if install.method == 'pkg' and grains['os_family'] == 'Debian' %}
+
+# ...and Barman's package gets its conffile back (dpkg --force-confmiss on a reinstall of the
+# version installed, from the package repository) when the formula's old content was there,
+# or the file is missing (the formula's old clean removed it). An admin's own change stays.
+pg_replication-barman-cron-package-file:
+  cmd.run:
+    - name: {{ restore_conffiles | json }}
+    - env:
+        DEBIAN_FRONTEND: noninteractive
+    - onlyif: {{ conffile_restorable(pg.barman.package_cron_file) | json }}
+    - require:
+      - file: pg_replication-barman-cron-legacy
+{%- endif %}
 
 {%- if pg.cloud_credentials %}
 

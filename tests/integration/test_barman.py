@@ -199,10 +199,11 @@ def test_unknown_primary_or_bad_slot_fails_validation(converged):
             converged.set_pillar(good)
 
 
-def test_health_is_ok_with_a_nagios_line(converged):
+def test_health_is_ok_with_barmans_nagios_line(converged):
     health = barman(converged, "health", SERVER)
     assert (health["status"], health["code"]) == ("OK", 0), health["line"]
-    assert health["line"].startswith(f"BARMAN OK - {SERVER}: ")
+    # Barman's own (`barman check --nagios`), with its performance data after the "|".
+    assert health["line"].startswith(f"BARMAN OK - Ready to serve the Espresso backup for {SERVER}")
     assert len(health["checks"]) > 10
     assert {item for item, check in health["checks"].items() if check["status"] != "OK"} == set()
 

@@ -2,10 +2,13 @@
 bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. Then what only an
 init system shows: units enabled, a stopped server started again by the highstate, cron
 restarting receive-wal, a power-off and boot bringing the cluster back with no highstate,
-cron taking base backups on the pillar's schedule, and the clean states (services stopped,
-the formula's files removed, no data)."""
+cron taking base backups on the pillar's schedule, `barman cron` every minute from the
+formula's own cron file (Barman's package keeps its own, even on a host the old formula wrote
+it over), and the clean states (services stopped, the formula's files removed, no data)."""
 
 import datetime
+import json
+import time
 
 import pytest
 
@@ -15,6 +18,12 @@ from lab.scenario import SERVER, barman, converge, row_on_standby, wait_for
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "bare")
 UNIT = "postgresql@15-main"
+CRON_FILE, PACKAGE_CRON_FILE = "/etc/cron.d/pg_replication-barman", "/etc/cron.d/barman"
+# The lines cron runs `barman cron` with: the formula's, and Barman's Debian package's.
+BARMAN_CRON = "test -x /usr/bin/barman && /usr/bin/barman -c /etc/barman.conf -q cron"
+PACKAGE_BARMAN_CRON = "[ -x /usr/bin/barman ] && /usr/bin/barman -q cron"
+# What the formula wrote into the package's cron file before it had its own.
+OLD_FORMULA_CRON = f"# Managed by Salt (pg_replication)\nMAILTO=root\n* * * * * barman {BARMAN_CRON}\n"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +122,91 @@ def test_cron_restarts_a_killed_receive_wal(converged):
     assert wait_for(lambda: receive_wal_pid(converged) not in ("", before), timeout=120, interval=5)
 
 
+def cron_runs(host, since):
+    """``{epoch minute: {command, ...}}``: what cron ran as the barman user since ``since``
+    (epoch seconds), from the journal (cron's syslog lines ``(barman) CMD (...)``)."""
+    out = host.run(["journalctl", "-q", "-o", "json", "-t", "CRON", "--since", f"@{int(since)}"]).stdout
+    runs = {}
+    for line in out.splitlines():
+        entry = json.loads(line)
+        message = entry.get("MESSAGE")
+        if isinstance(message, str) and message.startswith("(barman) CMD (") and message.endswith(")"):
+            minute = int(entry["__REALTIME_TIMESTAMP"]) // 60_000_000
+            runs.setdefault(minute, set()).add(message[len("(barman) CMD (") : -1])
+    return runs
+
+
+def host_time(host):
+    return float(host.run(["date", "+%s.%N"]).stdout)
+
+
+def wait_for_minute_after(host, when, seconds=10):
+    """Sleep until ``seconds`` into the minute after ``when`` (epoch seconds, host's clock):
+    cron has run that minute's jobs and logged them."""
+    target = (int(when) // 60 + 1) * 60 + seconds
+    time.sleep(max(0.0, target - host_time(host)))
+    return target // 60
+
+
+def changed_cron_conffiles(host):
+    """``dpkg --verify barman``'s lines about the package's cron file (none: as shipped)."""
+    out = host.run(["dpkg", "--verify", "barman"], check=False).stdout
+    return [line for line in out.splitlines() if line.endswith(f" {PACKAGE_CRON_FILE}")]
+
+
+def test_an_install_of_the_old_formula_moves_to_its_own_cron_file_without_a_gap(converged):
+    """A backup host as the formula left it before it had its own cron file: its lines in the
+    package's /etc/cron.d/barman. test=True predicts the highstate, which writes the formula's
+    file, then gives the package its file back; `barman cron` ran in every minute across the
+    change, from both files after it. A second highstate changes nothing."""
+    backup = converged.lab["backup"]
+    backup.run(["rm", CRON_FILE])
+    backup.run(["sh", "-c", f"cat > {PACKAGE_CRON_FILE}"], input=OLD_FORMULA_CRON)
+    assert len(changed_cron_conffiles(backup)) == 1
+    # One minute that cron ran with the old install's files only.
+    old_minute = wait_for_minute_after(backup, host_time(backup))
+    assert cron_runs(backup, old_minute * 60).get(old_minute) == {BARMAN_CRON}
+
+    predicted = converged.highstate("test=True", target="backup")
+    assert state_errors(predicted.data) == {}
+    assert backup.run(["cat", PACKAGE_CRON_FILE]).stdout == OLD_FORMULA_CRON
+    ret = converged.highstate(target="backup")
+    assert state_errors(ret.data) == {}, ret.stdout[-3000:]
+    changed = ["pg_replication-barman-cron", "pg_replication-barman-cron-legacy",
+               "pg_replication-barman-cron-package-file"]  # fmt: skip
+    assert state_ids(ret.data) == {"backup": changed}
+    assert state_ids(predicted.data, test=True) == {"backup": changed}
+
+    assert changed_cron_conffiles(backup) == []
+    assert f"* * * * * barman {BARMAN_CRON}\n" in backup.run(["cat", CRON_FILE]).stdout
+    # Every minute from the old install's to the first after the change ran `barman cron`;
+    # that last one from both files.
+    new_minute = wait_for_minute_after(backup, host_time(backup))
+    runs = cron_runs(backup, old_minute * 60)
+    assert [m for m in range(old_minute, new_minute + 1) if not runs.get(m, set()) & {BARMAN_CRON}] == []
+    assert runs[new_minute] == {BARMAN_CRON, PACKAGE_BARMAN_CRON}
+
+    again = converged.highstate(target="backup")
+    assert state_errors(again.data) == {}
+    assert changed_states(again.data) == {}
+
+
+def test_barman_cron_runs_every_minute_from_the_formulas_file(converged):
+    """Since the first highstate wrote it (the journal since boot), the formula's cron line
+    ran `barman cron` in every minute, across the move above too; Barman's package keeps its
+    cron file as shipped."""
+    backup = converged.lab["backup"]
+    assert changed_cron_conffiles(backup) == []
+    assert backup.run(["grep", "-c", "Managed by Salt", PACKAGE_CRON_FILE], check=False).stdout.strip() == "0"
+    runs = cron_runs(backup, 0)
+    ran = sorted(m for m, commands in runs.items() if BARMAN_CRON in commands)
+    # Up to the last minute whose jobs have surely been logged.
+    last = int(host_time(backup) - 5) // 60 - 1
+    minutes = range(ran[0], last + 1)
+    assert len(minutes) >= 3
+    assert [m for m in minutes if BARMAN_CRON not in runs.get(m, ())] == []
+
+
 def test_power_off_and_boot_brings_the_cluster_back_without_a_highstate(converged):
     lab = converged.lab
     for name in ("backup", "standby", "master"):
@@ -150,7 +244,7 @@ def test_cron_takes_a_base_backup_on_the_pillars_schedule(converged):
     try:
         ret = converged.highstate(target="backup")
         assert state_errors(ret.data) == {}
-        cron = lab["backup"].run(["cat", "/etc/cron.d/barman"]).stdout
+        cron = lab["backup"].run(["cat", CRON_FILE]).stdout
         assert f"\n{minute} {hour} * * * barman test -x /usr/bin/barman && /usr/bin/barman" in cron
         assert wait_for(lambda: len(done()) > len(before), timeout=180, interval=5)
     finally:
@@ -161,13 +255,14 @@ CLEANED = {
     "master": ["/etc/postgresql/15/main/postgresql.conf", "/etc/postgresql/15/main/pg_hba.conf",
                "/var/lib/postgresql/.pgpass", "/var/lib/postgresql/.pg_replication-slots-15-main.json"],
     "standby": ["/etc/postgresql/15/main/postgresql.conf", "/var/lib/postgresql/.pgpass"],
-    "backup": ["/etc/cron.d/barman", f"/etc/barman.d/{SERVER}.conf", "/etc/barman.conf", "/var/lib/barman/.pgpass"],
+    "backup": [CRON_FILE, f"/etc/barman.d/{SERVER}.conf", "/var/lib/barman/.pgpass"],
 }  # fmt: skip
 KEPT = {
     "master": ["/var/lib/postgresql/15/main/PG_VERSION"],
     "standby": ["/var/lib/postgresql/15/main/PG_VERSION", "/var/lib/postgresql/15/main/standby.signal"],
-    "backup": [f"/var/lib/barman/{SERVER}/base", f"/var/lib/barman/{SERVER}/wals"],
-}
+    "backup": [f"/var/lib/barman/{SERVER}/base", f"/var/lib/barman/{SERVER}/wals", PACKAGE_CRON_FILE,
+               "/etc/barman.conf"],
+}  # fmt: skip
 
 
 def exists(host, path):
@@ -177,7 +272,8 @@ def exists(host, path):
 def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(converged):
     """pg_replication.clean on every host: test=True predicts it and changes nothing; the real
     run stops and disables PostgreSQL, stops cron's `barman cron` and receive-wal, removes the
-    formula's files; data directories and Barman's backups and WAL stay. A second clean
+    formula's files; data directories and Barman's backups and WAL stay, and Barman's package
+    has its files as shipped (its configuration file is the package's again). A second clean
     changes nothing."""
     lab = converged.lab
     backups = lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout
@@ -201,6 +297,7 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
         name: [] for name in KEPT
     }
     assert lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout == backups
+    assert lab["backup"].run(["dpkg", "--verify", "barman"], check=False).stdout == ""
 
     again = converged.salt("state.apply", "pg_replication.clean")
     assert state_errors(again.data) == {}

@@ -36,7 +36,15 @@ def test_clean_removes_only_the_formulas_files(formula, example_pillar, minion_i
             assert path == "/var/lib/barman/.pgpass", path
     functions = {f for state_id in rendering.states for f in rendering.state(state_id)}
     if ROLES[minion_id] == "barman":
-        assert "/etc/cron.d/barman" in paths
+        # The formula's own cron file; the package's only if it holds what the formula once
+        # wrote there.
+        assert "/etc/cron.d/pg_replication-barman" in paths
+        legacy = rendering.args("pg_replication-barman-cron-legacy-clean")
+        assert legacy["name"] == "/etc/cron.d/barman"
+        assert legacy["onlyif"] == [{"fun": "file.contains", "path": "/etc/cron.d/barman",
+                                     "text": "Managed by Salt (pg_replication)"}]  # fmt: skip
+        restore = "pg_replication-barman-package-files-clean"
+        assert (restore in rendering.states) == (os_family == "Debian")
         assert "barman.receive_wal_stopped" in functions
     else:
         assert "service.dead" in functions

@@ -1,4 +1,5 @@
-"""barman.health's classification of `barman check` results (pure: no Barman is run)."""
+"""barman.health from Barman's own Nagios answer (`barman check --nagios`) and its JSON
+check items (pure: no Barman is run; the answers are as Barman 3.4 prints them)."""
 
 import pytest
 
@@ -16,21 +17,77 @@ def checks(**failed):
             for item in items}  # fmt: skip
 
 
-def test_all_ok(barman_module):
-    health = barman_module._summarize_health("db", checks())
-    assert (health["status"], health["code"], health["line"]) == ("OK", 0, "BARMAN OK - db: 4 checks OK")
+def nagios(stdout, retcode, stderr=""):
+    return {"stdout": stdout, "stderr": stderr, "retcode": retcode}
 
 
-def test_only_a_backup_due_is_a_warning(barman_module):
-    health = barman_module._summarize_health("db", checks(backup_maximum_age="interval provided: 1 day"))
-    assert (health["status"], health["code"]) == ("WARNING", 1)
-    assert health["line"] == "BARMAN WARNING - db: backup_maximum_age FAILED (interval provided: 1 day)"
+def test_all_ok_is_barmans_line_and_code(barman_module):
+    answer = nagios("BARMAN OK - Ready to serve the Espresso backup for db\n", 0)
+    health = barman_module._nagios_health("db", answer, checks())
+    assert health == {"server": "db", "status": "OK", "code": 0, "checks": checks(),
+                      "line": "BARMAN OK - Ready to serve the Espresso backup for db"}  # fmt: skip
 
 
-def test_anything_else_is_critical_and_named(barman_module):
-    health = barman_module._summarize_health("db", checks(wal_archive="", minimum_redundancy_requirements="have 0"))
+def test_a_failed_check_is_barmans_first_line_and_code(barman_module):
+    """Barman's answer names the failed checks on its first line, one per line after it."""
+    answer = nagios(
+        "BARMAN CRITICAL - server db has issues * db FAILED: backup maximum age, minimum redundancy requirements\n"
+        "db.backup maximum age: FAILED (interval provided: 1 day, latest backup age: No available backups)\n"
+        "db.minimum redundancy requirements: FAILED (have 0 backups, expected at least 1)\n",
+        2,
+    )
+    failed = checks(backup_maximum_age="interval provided: 1 day", minimum_redundancy_requirements="have 0")
+    health = barman_module._nagios_health("db", answer, failed)
+    assert (health["status"], health["code"], health["checks"]) == ("CRITICAL", 2, failed)
+    assert health["line"] == (
+        "BARMAN CRITICAL - server db has issues * db FAILED: backup maximum age, minimum redundancy requirements"
+    )
+
+
+def test_the_status_is_the_name_of_barmans_exit_code(barman_module):
+    for code, status in ((0, "OK"), (1, "WARNING"), (2, "CRITICAL"), (3, "UNKNOWN"), (4, "UNKNOWN")):
+        health = barman_module._nagios_health("db", nagios(f"BARMAN {status} - db\n", code), {})
+        assert (health["status"], health["code"]) == (status, code)
+
+
+def test_barman_that_could_not_run_is_critical_with_the_reason(barman_module):
+    missing = "barman: the barman command is not installed (not on the PATH)"
+    health = barman_module._nagios_health("db", None, {}, missing)
+    assert health == {"server": "db", "status": "CRITICAL", "code": 2, "checks": {},
+                      "line": f"BARMAN CRITICAL - db: {missing}"}  # fmt: skip
+    # Not the plugin's line (a crash): its first line of stderr, and the exit code.
+    crash = nagios("", 1, stderr="Traceback (most recent call last):\n  File ...")
+    health = barman_module._nagios_health("db", crash, {})
     assert (health["status"], health["code"]) == ("CRITICAL", 2)
-    assert health["line"] == "BARMAN CRITICAL - db: minimum_redundancy_requirements FAILED (have 0), wal_archive FAILED"
+    assert (
+        health["line"] == "BARMAN CRITICAL - db: barman check --nagios failed (1): Traceback (most recent call last):"
+    )
+
+
+def test_health_runs_barmans_nagios_check_besides_the_json_one(barman_module, monkeypatch):
+    calls = []
+
+    def run_all(cmd, **kwargs):
+        calls.append(cmd[1:])
+        if "--nagios" in cmd:
+            return nagios("BARMAN CRITICAL - server db has issues * db FAILED: wal archive\n", 2)
+        return {"stdout": __import__("json").dumps({"db": checks(wal_archive="")}), "stderr": "", "retcode": 1}
+
+    monkeypatch.setattr(barman_module, "_binary", lambda: "barman")
+    barman_module.__context__ = {}
+    barman_module.__salt__ = {"cmd.run_all": run_all, "config.option": lambda key, default=None: default}
+    barman_module.__pillar__ = {}
+    barman_module.__utils__ = {"pg_replication_pillar.lookup": lambda pillar, key, default: default}
+    try:
+        health = barman_module.health("db")
+    finally:
+        for name in ("__context__", "__salt__", "__pillar__", "__utils__"):
+            delattr(barman_module, name)
+    assert calls == [["-c", "/etc/barman.conf", "-f", "json", "check", "db"],
+                     ["-c", "/etc/barman.conf", "check", "--nagios", "db"]]  # fmt: skip
+    assert (health["status"], health["code"]) == ("CRITICAL", 2)
+    assert health["line"] == "BARMAN CRITICAL - server db has issues * db FAILED: wal archive"
+    assert health["checks"]["wal_archive"]["status"] == "FAILED"
 
 
 def test_a_reused_check_is_the_jobs_last_unless_a_command_since_may_have_changed_it(barman_module, monkeypatch):
@@ -43,7 +100,9 @@ def test_a_reused_check_is_the_jobs_last_unless_a_command_since_may_have_changed
         out = {cmd[-1]: checks()} if calls[-1] == "check" else {}
         return {"stdout": __import__("json").dumps(out), "stderr": "", "retcode": 0}
 
-    monkeypatch.setattr(barman_module, "_base", lambda: ["barman", "-c", "/etc/barman.conf", "-f", "json"])
+    monkeypatch.setattr(
+        barman_module, "_base", lambda json_output=True: ["barman", "-c", "/etc/barman.conf", "-f", "json"]
+    )
     barman_module.__context__ = {}
     barman_module.__salt__ = {"cmd.run_all": run_all, "config.option": lambda key, default=None: default}
     try:
