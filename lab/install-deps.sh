@@ -10,6 +10,7 @@ packages=(
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
   systemd-container mmdebstrap apt-utils                  # booted lab hosts: nspawn, images, apt-ftparchive
   python3-venv make
+  git                                                     # the local formula repository that the lab's gitfs serves
   python3-dev libpq-dev gcc                               # barman.install.method pip (psycopg2 build)
   vagrant                                                 # `vagrant validate` of the Vagrantfile
   vagrant-lxc lxc dnsmasq-base rsync                      # `vagrant up --provider=lxc` (tests/integration/test_vagrant.py)

@@ -1,6 +1,7 @@
 """A real salt-master on the lab bridge and one real salt-minion per lab host, started with
 pytest-salt-factories. The formula and ``_modules``/``_states``/``_utils`` are served from
-the checkout; the pillar is the reference pillar with the lab's addresses."""
+the checkout (``file_roots``), or from a tag of a local repository of it (gitfs,
+:mod:`lab.gitfs`); the pillar is the reference pillar with the lab's addresses."""
 
 import contextlib
 import json
@@ -12,11 +13,14 @@ import time
 
 import attr
 import yaml
+from saltfactories.daemons.master import SaltMaster
 from saltfactories.daemons.minion import SaltMinion
 
+from lab import gitfs as lab_gitfs
 from lab.hosts import REPO_ROOT
 
 FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners")
+TOP = "base:\n  '*':\n    - pg_replication\n"
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
 
@@ -85,23 +89,33 @@ class SaltLab:
     _modules_synced = False
     _pillar_changed = True
 
-    def __init__(self, factories, lab, pillar, other_pillars=None):
+    def __init__(self, factories, lab, pillar, other_pillars=None, gitfs=False):
         """``pillar`` is the reference cluster's, for every host; ``other_pillars`` maps a
-        minion id to the pillar of another cluster it belongs to instead."""
+        minion id to the pillar of another cluster it belongs to instead. ``gitfs``: the
+        master serves the formula and the top file from local git repositories through
+        gitfs only (:mod:`lab.gitfs`; their paths in ``self.gitfs``), not from the checkout."""
         self.factories = factories
         self.lab = lab
         self.master = None
         self.minions = {}
         self.state_dir = pathlib.Path(lab.root) / "states"
         self.pillar_dir = pathlib.Path(lab.root) / "pillar"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.pillar_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "top.sls").write_text("base:\n  '*':\n    - pg_replication\n")
-        # Serve the formula and the custom modules from the checkout, and nothing else of it.
-        for name in FORMULA_DIRS:
-            link = self.state_dir / name
-            if not link.is_symlink():
-                link.symlink_to(REPO_ROOT / name)
+        self.gitfs = None
+        if gitfs:
+            repos = pathlib.Path(lab.root) / "git"
+            self.gitfs = {
+                "formula": lab_gitfs.formula_repository(repos / "pg_replication"),
+                "site": lab_gitfs.site_repository(repos / "site", TOP),
+            }
+        else:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / "top.sls").write_text(TOP)
+            # Serve the formula and the custom modules from the checkout, and nothing else of it.
+            for name in FORMULA_DIRS:
+                link = self.state_dir / name
+                if not link.is_symlink():
+                    link.symlink_to(REPO_ROOT / name)
         other_pillars = other_pillars or {}
         self.pillar_top = {
             name: [f"pg_replication_{name}" if name in other_pillars else "pg_replication"] for name in lab.hosts
@@ -144,19 +158,22 @@ class SaltLab:
     @contextlib.contextmanager
     def started(self):
         lab = self.lab
+        overrides = {"interface": lab.master_address, "pillar_roots": {"base": [str(self.pillar_dir)]}, "timeout": 30}
+        factory_class = SaltMaster
+        if self.gitfs:
+            overrides.update(lab_gitfs.master_config(self.gitfs["formula"], self.gitfs["site"]))
+            factory_class = lab_gitfs.GitfsMaster
+        else:
+            overrides["file_roots"] = {"base": [str(self.state_dir)]}
         self.master = self.factories.salt_master_daemon(
-            "pgr-salt-master",
-            overrides={
-                "interface": lab.master_address,
-                "file_roots": {"base": [str(self.state_dir)]},
-                "pillar_roots": {"base": [str(self.pillar_dir)]},
-                "timeout": 30,
-            },
+            "pgr-salt-master", overrides=overrides, factory_class=factory_class
         )
         addr = {"host": lab.master_address}
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.master.started())
             stack.callback(self._close_client)
+            if self.gitfs:
+                self._gitfs_fetched()
             if lab.booted:
                 self._connect_booted_minions()
                 yield self
@@ -175,6 +192,19 @@ class SaltLab:
                 stack.enter_context(minion.started(start_timeout=120))
                 self.minions[host.name] = minion
             yield self
+
+    def _gitfs_fetched(self):
+        """Fetch the gitfs remotes now (what ``salt-run fileserver.update backend=gitfs`` does,
+        in this process: two salt-run commands cost about 20 s on a busy 2-core machine)
+        rather than whenever the master's own update loop gets to it."""
+        import salt.config  # pylint: disable=import-outside-toplevel
+        import salt.fileserver  # pylint: disable=import-outside-toplevel
+
+        fileserver = salt.fileserver.Fileserver(salt.config.master_config(str(self.master.config_file)))
+        fileserver.update(back=["gitfs"])
+        files = fileserver.file_list({"saltenv": "base"})
+        if "pg_replication/init.sls" not in files or "top.sls" not in files:
+            raise RuntimeError(f"gitfs serves no formula or no top file: {files}")
 
     def _connect_booted_minions(self, timeout=180):
         """Booted hosts run their salt-minion under systemd: point it at this master (whose
@@ -234,10 +264,19 @@ class SaltLab:
     def run(self, fun, *args, timeout=900):
         """``salt-run FUN ARGS... --out=json`` on the master (the formula's runners and utils synced
         first): a CompletedProcess whose ``data`` is the runner's parsed return."""
-        if not self._runners_synced:
-            self._salt_run("saltutil.sync_all", timeout=120)
-            self._runners_synced = True
+        self.sync_master()
         return self._salt_run(fun, *args, timeout=timeout)
+
+    def sync_master(self):
+        """``salt-run saltutil.sync_all`` on the master (runners, utils), once per lab: its
+        parsed return, or None when it ran already."""
+        if self._runners_synced:
+            return None
+        ret = self._salt_run("saltutil.sync_all", timeout=120)
+        if ret.returncode:
+            raise RuntimeError(f"salt-run saltutil.sync_all failed: {ret.stdout}{ret.stderr}")
+        self._runners_synced = True
+        return ret.data
 
     def _salt_run(self, *args, timeout):
         script = pathlib.Path(sys.executable).parent / "salt-run"

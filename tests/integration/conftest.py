@@ -48,12 +48,13 @@ def replication_lab(salt_factories, lab):
 def backup_lab(request, salt_factories, lab):
     """The reference scenario: primary, standby and a Barman backup host; with a fourth lab
     host ``other``, the backup host also backs up that host's own one-server cluster; with the
-    module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA)."""
+    module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA); with
+    its ``LAB_GITFS`` true, the master serves the formula from a tag through gitfs only."""
     pillar, others = reference_pillar(lab), {}
     if getattr(request.module, "LAB_TLS", False):
         pillar["tls"] = tls_pillar(lab, ("master", "standby"))
     if "other" in lab.hosts:
         pillar, others["other"] = second_cluster_pillars(lab, pillar)
-    salt_lab = SaltLab(salt_factories, lab, pillar, others)
+    salt_lab = SaltLab(salt_factories, lab, pillar, others, gitfs=getattr(request.module, "LAB_GITFS", False))
     with salt_lab.started():
         yield salt_lab

@@ -1,5 +1,7 @@
 """The reference scenario on hosts that boot like machines (systemd as PID 1, cron), from the
-bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. Then what only an
+bare image: the formula installs PostgreSQL, Barman and psycopg2 itself. The master gets the
+formula as most sites do, from a tag of its git repository through gitfs only (lab/gitfs.py),
+and the minions and the master's runners get that tag's code. Then what only an
 init system shows: units enabled, a stopped server started again by the highstate, cron
 restarting receive-wal, a power-off and boot bringing the cluster back with no highstate,
 cron taking base backups on the pillar's schedule, `barman cron` every minute from the
@@ -7,16 +9,20 @@ formula's own cron file (Barman's package keeps its own, even on a host the old 
 it over), and the clean states (services stopped, the formula's files removed, no data)."""
 
 import datetime
+import hashlib
 import json
+import pathlib
 import time
 
 import pytest
 
+from lab import gitfs
 from lab.results import changed_states, state_errors, state_ids
-from lab.scenario import SERVER, barman, converge, row_on_standby, wait_for
+from lab.scenario import SERVER, barman, converge, following, row_on_standby, wait_for
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "bare")
+LAB_GITFS = True
 UNIT = "postgresql@15-main"
 CRON_FILE, PACKAGE_CRON_FILE = "/etc/cron.d/pg_replication-barman", "/etc/cron.d/barman"
 # The lines cron runs `barman cron` with: the formula's, and Barman's Debian package's.
@@ -80,6 +86,56 @@ def test_reference_scenario(converged):
     assert row_on_standby(converged, "booted-row", timeout=10) == "booted-row"
     assert failed_checks(converged) == []
     assert [b["status"] for b in barman(converged, "list_backups", SERVER)] == ["DONE"]
+
+
+MINION_CACHE = "/var/cache/salt/minion"
+# The formula's directories a minion's saltutil.sync_all copies, and where to.
+SYNCED = {"_modules": "modules", "_states": "states", "_utils": "utils"}
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def tag_files(repo, directory):
+    """``{name: sha256}`` of the Python files of ``directory`` at the pinned tag."""
+    names = [name for name in gitfs.tree(repo, gitfs.TAG, directory) if name.endswith(".py")]
+    return {name: sha256(gitfs.show(repo, gitfs.TAG, f"{directory}/{name}")) for name in names}
+
+
+def host_files(host, directory, names):
+    """``{name: sha256}`` of the files ``names`` of ``directory`` on a lab host (missing ones left out)."""
+    out = host.run(["sha256sum", *(f"{directory}/{name}" for name in names)], check=False).stdout
+    return {line.split()[1].rsplit("/", 1)[1]: line.split()[0] for line in out.splitlines()}
+
+
+def test_the_formula_came_from_the_pinned_tag_through_gitfs_only(converged):
+    """Every minion's synced modules, states and utils, and the map.jinja its states
+    rendered, are the tag's, not the commit after it (nor the checkout's, which file_roots
+    would serve); ``salt-run saltutil.sync_all`` gives the master the tag's runner and utils,
+    and that runner finds the pillar's primary with its standby streaming from it."""
+    repo, lab = converged.gitfs["formula"], converged.lab
+    assert list(converged.master.config["fileserver_backend"]) == ["gitfs"]
+    # The commit after the tag changed these files: a master serving it would show.
+    for path, line in gitfs.AFTER_TAG.items():
+        assert line in gitfs.show(repo, "main", path).decode()
+        assert line not in gitfs.show(repo, gitfs.TAG, path).decode()
+    for name in lab.hosts:
+        for directory, kind in SYNCED.items():
+            expected = tag_files(repo, directory)
+            assert host_files(lab[name], f"{MINION_CACHE}/extmods/{kind}", expected) == expected, (name, directory)
+        rendered = host_files(lab[name], f"{MINION_CACHE}/files/base/pg_replication", ["map.jinja"])
+        assert rendered == {"map.jinja": sha256(gitfs.show(repo, gitfs.TAG, "pg_replication/map.jinja"))}
+
+    synced = converged.sync_master()
+    assert "runners.pg_replication" in synced["runners"], synced
+    extmods = converged.master.config["extension_modules"]
+    for directory, kind in (("_runners", "runners"), ("_utils", "utils")):
+        expected = tag_files(repo, directory)
+        with_master = {name: sha256(pathlib.Path(extmods, kind, name).read_bytes()) for name in expected}
+        assert with_master == expected, directory
+    members = following(converged, "master", ("master", "standby"))
+    assert members, "the tag's runner does not see master as the primary with standby streaming from it"
 
 
 def test_units_are_enabled_and_running(converged):
