@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Barman operations through its JSON output (``barman -f json``), run as the barman user.
 
 Failures raise CommandExecutionError with Barman's own message (its ``_ERROR`` list).

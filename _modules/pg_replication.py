@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PostgreSQL replication management: slots, roles with SCRAM passwords, server status and
 standby bootstrap helpers.
 

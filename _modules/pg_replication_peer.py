@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pg_replication execution module: other servers of the cluster, over connections of
 their own as the replication role (its password from a passfile, never the command line):
 their system identifier, slots and position, pg_basebackup from a primary, pg_rewind onto

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pg_replication execution module: roles (attributes, memberships, SCRAM-SHA-256
 passwords: new verifiers made by libpq on this minion, never returned or logged) and function
 privileges. Part of ``pg_replication`` (see pg_replication.py).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pg_replication execution module: this server's state (recovery, replication status,
 WAL position, pg_control), the settings that wait for a restart, promotion and checkpoint.
 Part of ``pg_replication`` (see pg_replication.py).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pg_replication execution module: replication slots on this server, and the record of
 the slots the formula made. Part of ``pg_replication`` (see pg_replication.py).
 """

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """
 Day-2 operations of a pg_replication cluster, run from the salt-master: the cluster's status,
 a planned switchover, a failover when the primary is gone, and the rejoin of a former primary.

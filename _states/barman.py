@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """States for a Barman backup server: all checks OK, a fresh DONE backup, a restore.
 
 All support ``test=True``.

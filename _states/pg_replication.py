@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """States for PostgreSQL replication: slots, roles with SCRAM passwords, standby bootstrap
 and restarts for settings that need one.
 

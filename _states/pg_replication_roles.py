@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``pg_replication`` states of roles (the module: ``pg_replication.py``): one made or
 brought to its attributes, password, groups and grants; one dropped."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``pg_replication`` states of replication slots (the module: ``pg_replication.py``): one
 made, one dropped, and all of them kept in step with the pillar."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``pg_replication`` state of a standby (the module: ``pg_replication.py``): its data
 directory bootstrapped from the primary with pg_basebackup, rebuilt or its slot renewed when
 the slot lost its WAL, never wiped without leave."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Barman on the backup host and its copy to an object store (barman:cloud): one server
 section per backed-up primary, the commands cron and Barman's hooks run, the roles' grants,
 and a standby's restore_command from the object store's WAL.

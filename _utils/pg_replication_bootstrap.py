@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What ``pg_replication.standby_bootstrapped`` does with a data directory, decided from
 plain facts (what the directory holds, what the primary says, what the pillar allows).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Checking each server's certificate and key at render time, as libpq will check them.
 
 A standby's own certificate is only checked when someone connects to it, which may be the

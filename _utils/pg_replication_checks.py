@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What each day-2 operation of the runners checks before it changes anything, the steps it
 would take, what it returns, and the rows of the cluster's status: all read from the
 cluster model (``pg_replication_cluster``) and the plain answers the runner passes in.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cluster as the master's runners see it: every member's answer to
 ``pg_replication.member`` (its shape: ``pg_replication_member``), the pillar's hosts and
 roles, where each server stands; and the pillar change a change of roles makes.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """This minion's PostgreSQL connection, shared by every file of the pg_replication execution
 module: one psycopg2 connection per loader (a state run), no ``psql`` spawned.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The shape of ``pg_replication.member``'s answer, written once for both sides: the minion
 builds its record with :func:`record`, the master's runners read each answer with
 :func:`problems` (and drop what is not a record).

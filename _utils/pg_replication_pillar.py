@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading the formula's pillar from a minion's execution and state modules."""
 
 import salt.utils.data

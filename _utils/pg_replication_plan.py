@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Validate the ``pg_replication`` pillar and derive what each minion must do.
 
 Pure logic (no Salt, no PostgreSQL): the execution module exposes it as

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Waiting for another process or host to catch up, shared by the formula's modules, states
 and runner: poll a predicate until it holds, or retry an action until it stops failing.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the formula knows of PostgreSQL itself, shared by its modules, states, runner and
 plan: WAL positions and the statements that read them, the standby marker of each version,
 where its commands are, what pg_controldata and pg_rewind print, and the functions

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The files the formula writes from the plan: pg_hba.conf, postgresql.conf, recovery.conf
 (before PostgreSQL 12), .pgpass, and a standby's primary_conninfo, each value escaped for
 its file with ``pg_replication_syntax``. Templates only print these lines.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``pg_replication`` pillar's schema: every key's type and grammar (:data:`SCHEMA`), the
 small language the schema is written in, the settings the formula writes itself, and the
 checks of single values (passwords, secrets, templated paths).

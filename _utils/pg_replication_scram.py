@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SCRAM-SHA-256 verifiers as PostgreSQL stores them in ``pg_authid.rolpassword``, re-derived
 to COMPARE a stored one with a password.
 

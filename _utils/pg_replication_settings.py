@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which configured settings differ from what a running server uses, the way PostgreSQL
 reads them: units (``128MB`` against ``16384`` of ``8kB``), booleans (``on``/``true``/``1``),
 enums without regard to case. Pure functions: the execution module supplies ``pg_settings``.

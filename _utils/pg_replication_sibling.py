@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Loading one file of ``_utils/`` from another.
 
 Salt's loader gives utils no package to import from, and the tests load these files by

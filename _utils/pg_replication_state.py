@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the formula's states share: the return a state starts from, a failure, a change made
 (or in test mode only announced), and whether an error met in test mode is one to predict
 past.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Grammars and escapes for every place a pillar value lands: postgresql.conf, libpq
 connection strings, ``.pgpass``, Barman's INI files, cron lines and shell command lines.
 

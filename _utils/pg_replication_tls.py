@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TLS on every TCP connection of the cluster: where the formula writes the certificate
 files, what a client adds to its connection string, and which options a peer connection
 (one server asking another) may carry.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cluster's topology from the pillar: its hosts and their addresses (the pillar's, or
 the Salt mine's), each standby's upstream, who streams from whom, the replication slots,
 the synchronous standbys and the WAL senders and slots the topology needs.

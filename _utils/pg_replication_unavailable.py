@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The "not there yet" error shared by the pg_replication and barman modules and states.
 
 An execution function raises it when what it needs (psycopg2, a running server, Barman, a

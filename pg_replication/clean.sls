@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # Undo what the highstate set up for this minion's role: stop the services and remove the
 # configuration, cron and repository files the formula wrote. Never data: data
 # directories, WAL, slots, Barman's backups and WAL archive stay, and so do the packages.

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # psycopg2 in the Python that runs Salt, for the pg_replication and barman modules: the
 # distribution's package for a system Python, pip for Salt's onedir or a virtualenv.
 {%- set tplroot = tpldir.split('/')[0] %}

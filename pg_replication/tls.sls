@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # TLS, the client's side: the CA this host's own connections verify the PostgreSQL servers
 # with (conninfo: sslmode=verify-full). A server's own certificate, key and CA are in
 # server/tls.sls. server/clean.sls removes a server's files of both; barman/clean.sls leaves the

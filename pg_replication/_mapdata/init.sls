@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # This minion's validated plan, its secrets redacted, written to
 # /tmp/salt_mapdata_pg_replication_<minion id>.yaml (template-formula's _mapdata): what the
 # formula makes of the pillar, grains and defaults on this minion. Not part of the

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # A backup host's clean: the formula's cron no longer runs `barman cron`, receive-wal stopped,
 # the formula's Barman configuration and .pgpass removed. Barman's home (backups, WAL archive)
 # and log directory stay, and so do the files of Barman's package: on Debian, the package's

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # Barman's directories, once Barman and its user are installed. A file of their own: the
 # backup host's TLS CA (../tls.sls) goes into one of them and the server files (init.sls)
 # need that CA, so `- sls:` on init.sls would loop.

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # Barman itself (the distribution's package, or PyPI into a virtualenv) and the PostgreSQL
 # client binaries of every backed-up primary's major version (path_prefix points at them).
 {%- set tplroot = tpldir.split('/')[0] %}

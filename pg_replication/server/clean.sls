@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # A server's clean: PostgreSQL stopped and disabled, the formula's configuration files
 # (TLS certificates and key included) removed. The data directory (and standby.signal /
 # recovery.conf in it) is left alone.

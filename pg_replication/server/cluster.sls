@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # The data directory: initialised on the primary, a pg_basebackup copy on a standby.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}

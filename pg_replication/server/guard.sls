@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # Before anything is configured: the running cluster agrees with the pillar, or the run stops
 # here with the command that reconciles them (a highstate never promotes, demotes or rewinds).
 {%- set tplroot = tpldir.split('/')[0] %}

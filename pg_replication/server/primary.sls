@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # On the primary: the replication role and Barman's roles. The role comes after the slots
 # (slots.sls), so a standby that can log in always finds its slot.
 {%- set tplroot = tpldir.split('/')[0] %}

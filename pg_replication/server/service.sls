@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # The server runs; configuration changes reload it, and restart it only when a changed
 # setting needs a restart (pg_settings.pending_restart) and pg_replication:restart:<role>
 # is auto (manual: the pending restart is reported; the rolling_restart runner makes it).

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # On every server: a physical slot for each standby that streams from it (the primary's
 # standbys, or a cascading standby's on its upstream), and the slots of hosts gone from the
 # pillar dropped once inactive (only those made here; Barman's own slot is in the list too).

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
+# SPDX-License-Identifier: Apache-2.0
 # TLS, the server's side: the CA's certificate, this server's certificate and key in its
 # conf_dir, written from the pillar on the minion (contents_pillar: the key never is a state
 # argument), once the data directory is there and before the settings that name them

@@ -125,3 +125,15 @@ def test_salt_3008_everywhere_the_formula_is_installed_for_tests():
     assert kitchen["salt_bootstrap_options"].split()[-2:] == ["onedir", "3008"]
     lxc = yaml.safe_load((REPO_ROOT / "kitchen.lxc.yml").read_text())["provisioner"]
     assert lxc["salt_install"] == "none"
+
+
+def _formula_sources():
+    for folder in ("_modules", "_states", "_utils", "_runners"):
+        yield from sorted((REPO_ROOT / folder).glob("*.py"))
+    yield from sorted((REPO_ROOT / "pg_replication").rglob("*.sls"))
+
+
+@pytest.mark.parametrize("path", list(_formula_sources()), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_each_formula_source_names_its_license(path):
+    head = path.read_text().splitlines()[:4]
+    assert "# SPDX-License-Identifier: Apache-2.0" in head
