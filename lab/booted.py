@@ -52,8 +52,9 @@ class BootedHost(Host):
         self.boot()
 
     def _nspawn_env(self):
-        """systemd 258+ (forky's) boots only on a unified cgroup hierarchy: on a machine with
-        the legacy or hybrid one, nspawn gives the container a unified hierarchy of its own."""
+        """systemd 258+ (forky's) boots only on a unified cgroup hierarchy, and trixie's 257
+        misses empty cgroups on a legacy one: on a machine with the legacy or hybrid one,
+        nspawn gives those containers a unified hierarchy of their own."""
         env = dict(os.environ)
         if self.lab.image[0] in UNIFIED_CGROUP_RELEASES:
             env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"

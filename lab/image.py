@@ -146,8 +146,11 @@ def _chroot(root, script):
     subprocess.run(["chroot", str(root), *env, "sh", "-euc", script], check=True)
 
 
-# Releases whose systemd (258+) needs the unified cgroup hierarchy to boot (lab.booted).
-UNIFIED_CGROUP_RELEASES = ("forky",)
+# Releases booted on a unified cgroup hierarchy of their own (lab.booted): systemd 258+
+# (forky) boots only on it, and trixie's systemd 257 on this machine's legacy hierarchy misses
+# that a stopped unit's cgroup went empty: `systemctl stop postgresql@17-main` then waits
+# for TimeoutStopSec (1 h) with every process gone (seen in a switchover, about 1 in 10).
+UNIFIED_CGROUP_RELEASES = ("trixie", "forky")
 # Releases whose Release file in the registry's copy may be past its Valid-Until (testing):
 # apt in the build chroot is told not to check it (mmdebstrap keeps the option in the image).
 UNDATED_RELEASES = ("forky",)
