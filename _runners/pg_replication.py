@@ -46,15 +46,26 @@ def _client():
     return __context__["pg_replication.client"]
 
 
-def _call(minion, fun, *args, timeout=120, **kwargs):
-    """Run one execution function on one minion; its return, or CommandExecutionError."""
-    answer = _client().cmd(minion, fun, arg=list(args), kwarg=kwargs or None, timeout=timeout, full_return=True)
-    answer = answer.get(minion)
-    if not isinstance(answer, dict) or "ret" not in answer:
+# ``pg_replication_jobs.ask``, kept in a plain global: polls run _call in the utils loader,
+# where this module's __utils__ is not packed (the first call is made outside a poll).
+_ASK = []
+
+
+def _ask(*args, **kwargs):
+    if not _ASK:
+        _ASK.append(__utils__["pg_replication_jobs.ask"])
+    return _ASK[0](_client(), *args, **kwargs)
+
+
+def _call(minion, fun, *args, timeout=120, limit=900, **kwargs):
+    """Run one execution function on one minion; its return, or CommandExecutionError (also
+    when it still runs after ``limit`` seconds: ``pg_replication_jobs.ask``)."""
+    answer = _ask(minion, fun, args, kwargs or None, timeout=timeout, limit=limit)
+    if answer is None:
         raise CommandExecutionError(f"{minion} did not answer {fun}")
     if answer.get("retcode"):
-        raise CommandExecutionError(f"{minion}: {fun} failed: {answer['ret']}")
-    return answer["ret"]
+        raise CommandExecutionError(f"{minion}: {fun} failed: {answer['return']}")
+    return answer["return"]
 
 
 def _member(minion, problems, **kwargs):
@@ -68,14 +79,11 @@ def _member(minion, problems, **kwargs):
     return record
 
 
-def _apply(minion, change, timeout=900):
+def _apply(minion, change, limit=1800):
     """state.apply the formula on ``minion`` with ``change`` (``pg_replication_cluster.change``)
     as pillar; the states it changed."""
-    answers = _client().cmd(
-        minion, "state.apply", arg=[FORMULA], kwarg={"pillar": {"pg_replication": change}}, timeout=timeout,
-        full_return=True,
-    )  # fmt: skip
-    states = (answers.get(minion) or {}).get("ret")
+    answer = _ask(minion, "state.apply", [FORMULA], {"pillar": {"pg_replication": change}}, limit=limit)
+    states = (answer or {}).get("return")
     if not isinstance(states, dict):
         raise CommandExecutionError(f"state.apply on {minion} failed: {states}")
     failed = [f"{s.get('__id__')}: {s.get('comment')}" for s in states.values() if s.get("result") is False]
@@ -152,7 +160,7 @@ def _barman_row(host, plan):
 # --------------------------------------------------------------------------- switchover
 
 
-def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
+def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=600):
     """
     Planned switchover: make standby ``to`` the primary, the primary a standby of it (with
     pg_rewind, never a full copy), the other standbys and Barman follow it.
@@ -169,7 +177,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
 
     Steps: create the slots of every other member on ``to`` (before anyone connects); stop
     the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
-    start it again and stop); promote ``to``; apply the formula with the new roles on ``to``,
+    start it again and stop; a unit that the service manager has not finished stopping after
+    ``stop_timeout`` seconds holds nothing up once PostgreSQL's control file says it is shut
+    down); promote ``to``; apply the formula with the new roles on ``to``,
     the old primary (after pg_rewind), the other standbys and the backup hosts (Barman's
     conninfo follows, receive-wal streams from the new primary's slot); drop the old
     primary's slots. ``test=True`` runs the checks and lists the steps only. Once ``to`` is
@@ -193,7 +203,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     try:
         created = _create_member_slots(cluster, to, change, done)
         try:
-            _stop_primary_cleanly(cluster, old, to, timeout, done)
+            _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout)
         except CommandExecutionError:
             for slot in created:  # the primary runs again: leave the standby as it was
                 _call(to, "pg_replication.slot_drop", slot, **cluster.conn(to))
@@ -219,17 +229,28 @@ def _create_member_slots(cluster, primary, change, done):
     return created
 
 
-def _stop_primary_cleanly(cluster, old, to, timeout, done):
+def _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout=600):
     """Stop the primary, then make sure ``to`` has every WAL record it wrote (its shutdown
-    checkpoint included); if not, start it again and give up."""
+    checkpoint included); if not, start it again and give up. A service manager that has
+    not finished stopping the unit after ``stop_timeout`` seconds is only reported when
+    PostgreSQL itself is shut down (its control file says so: it writes nothing more)."""
     plan = cluster.plan_of(old)
-    _call(old, "service.stop", plan["service_name"])
+    try:
+        _call(old, "service.stop", plan["service_name"], limit=stop_timeout)
+        unfinished = None
+    except CommandExecutionError as exc:
+        unfinished = str(exc)
     control = _call(old, "pg_replication.controldata", plan["data_dir"], plan["bin_dir"])
     if control.get("Database cluster state") != "shut down":
         _call(old, "service.start", plan["service_name"])
-        raise CommandExecutionError(f"{old} did not shut down cleanly ({control.get('Database cluster state')})")
+        state = control.get("Database cluster state")
+        raise CommandExecutionError(
+            f"{old} did not shut down cleanly ({state}){'; ' + unfinished if unfinished else ''}"
+        )
     checkpoint = _lsn(control["Latest checkpoint location"])
     done.append(f"stopped {old}: shutdown checkpoint at {control['Latest checkpoint location']}")
+    if unfinished:
+        done.append(f"{old}'s {plan['service_name']} had not finished stopping ({unfinished}); PostgreSQL is shut down")
 
     lsn = __utils__["pg_replication_postgres.lsn_bytes"]  # the poll runs received() where __utils__ is not packed
 
@@ -368,7 +389,7 @@ def _rejoin(cluster, host, primary, change):
     rewind = _call(
         host, "pg_replication.rewind", plan["data_dir"], cluster.hosts[primary]["address"], port=plan["port"],
         user=plan["replication"]["user"], passfile=f"{plan['home']}/.pgpass", bin_dir=plan["bin_dir"],
-        config_file=config_file, version=plan["version"], tls=plan.get("peer_tls"), timeout=600,
+        config_file=config_file, version=plan["version"], tls=plan.get("peer_tls"), timeout=600, limit=3600,
     )  # fmt: skip
     _apply(host, change)
     _wait_streaming(cluster, host, cluster.upstream(host, primary))

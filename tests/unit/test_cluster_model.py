@@ -4,6 +4,7 @@ each operation's checks, steps and returns and the status rows (_utils/pg_replic
 and the runner's wiring of them over a fake salt client (no minion is asked)."""
 
 import copy
+import types
 
 import pytest
 
@@ -262,10 +263,12 @@ class Utils(dict):
 
 
 class FakeClient:
-    """salt.client.LocalClient's ``cmd`` over made-up member records; every call logged."""
+    """salt.client.LocalClient's ``cmd`` and ``run_job`` over made-up member records; every
+    call logged."""
 
     def __init__(self, answers, failing=None):
         self.answers, self.calls, self.failing = answers, [], failing or {}
+        self.jobs, self.event = {}, types.SimpleNamespace(unsubscribe=lambda tag: None)
 
     def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
         self.calls.append((fun, tgt))
@@ -277,6 +280,15 @@ class FakeClient:
             failing = self.failing.get((fun, minion))
             out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
         return out
+
+    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False):
+        jid = str(len(self.jobs) + 1)
+        self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)[tgt]
+        return {"jid": jid, "minions": [tgt]}
+
+    def get_returns_no_block(self, tag):
+        answer = self.jobs[tag.split("/")[2]]
+        yield {"data": {"return": answer["ret"], "retcode": answer["retcode"]}}
 
 
 @pytest.fixture

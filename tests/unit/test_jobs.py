@@ -1,0 +1,59 @@
+"""_utils/pg_replication_jobs.py: one job on one minion, with a bound on the whole wait, over
+a client that plays the salt-master's side (what the minion answers is made up)."""
+
+import types
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.conftest import load_util
+
+JOBS = load_util("pg_replication_jobs")
+
+
+class Client:
+    """The parts of salt.client.LocalClient that ``ask`` uses. ``returns_after``: polls before
+    the job's return arrives (None: never); ``running``: what find_job says meanwhile."""
+
+    def __init__(self, returns_after=None, running=True, connected=True):
+        self.returns_after, self.running, self.connected = returns_after, running, connected
+        self.calls, self.unsubscribed = [], []
+        self.event = types.SimpleNamespace(unsubscribe=self.unsubscribed.append)
+
+    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False):
+        self.calls.append((fun, tgt))
+        return {"jid": "42", "minions": [tgt] if self.connected else []}
+
+    def get_returns_no_block(self, tag):
+        assert tag == "salt/job/42/ret/master"
+        polls = 0
+        while True:
+            polls += 1
+            ready = self.returns_after is not None and polls > self.returns_after
+            yield {"data": {"return": "stopped", "retcode": 0}} if ready else None
+
+    def cmd(self, tgt, fun, arg=None, timeout=None):
+        self.calls.append((fun, tgt))
+        return {tgt: {"jid": arg[0]} if fun == "saltutil.find_job" and self.running else {}}
+
+
+def test_a_return_is_the_minions_return_event():
+    client = Client(returns_after=3)
+    assert JOBS.ask(client, "master", "service.stop", ["postgresql"]) == {"return": "stopped", "retcode": 0}
+    assert client.calls == [("service.stop", "master")]
+    assert client.unsubscribed == ["salt/job/42"]
+
+
+def test_a_job_that_still_runs_at_the_limit_is_stopped_and_named():
+    client = Client(returns_after=None, running=True)
+    with pytest.raises(CommandExecutionError, match=r"master: service.stop still ran after 0.3s: the job \(42\)"):
+        JOBS.ask(client, "master", "service.stop", timeout=0.1, limit=0.3)
+    assert ("saltutil.find_job", "master") in client.calls
+    assert client.calls[-1] == ("saltutil.term_job", "master")
+    assert client.unsubscribed == ["salt/job/42"]
+
+
+def test_a_job_that_ended_without_a_return_or_a_minion_not_connected_is_no_answer(monkeypatch):
+    monkeypatch.setattr(JOBS, "LATE_RETURN_GRACE", 0.1)
+    assert JOBS.ask(Client(returns_after=None, running=False), "master", "test.ping", timeout=0.1, limit=60) is None
+    assert JOBS.ask(Client(connected=False), "master", "test.ping") is None
