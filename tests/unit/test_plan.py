@@ -592,7 +592,8 @@ def test_application_objects_reach_the_primarys_plan_and_hba_rules_every_server(
         # The formula's own lines first: the application's rule cannot override them.
         assert plan["hba"][-1] == rule
         assert plan["hba"][0]["user"] == "postgres"
-    assert "databases" not in master and "roles" not in master
+    assert "databases" not in master
+    assert "roles" not in master
 
 
 def test_a_hosts_own_settings_are_merged_over_the_clusters(plan_mod, config):
