@@ -238,7 +238,7 @@ def privileges(role, database, on, schema=None, objects=None, default_for=None, 
     if default_for is not None:
         return _default_privileges(grantee, on, schema, default_for, database, **kwargs)
     statement, params = _acl_query(on, database, schema, objects, **kwargs)
-    rows = _query(statement, (grantee, *params), dbname=database, **kwargs)
+    rows = _query(statement, (grantee, *params), **_in(database, on), **kwargs)
     out = {r["object"]: sorted(r["privs"]) for r in rows}
     for name in objects or ():
         if not any(label == f"{schema}.{name}" or label.endswith(f".{name}") for label in out):
@@ -343,8 +343,14 @@ def privileges_change(role, database, on, obj, grant=(), revoke=(), schema=None,
             if schema:
                 prefix += sql.SQL("IN SCHEMA {} ").format(sql.Identifier(schema))
             statement = prefix + statement
-        _query(statement, fetch=False, dbname=database, **kwargs)
+        _query(statement, fetch=False, **_in(database, on if default_for is None else "default"), **kwargs)
     return True
+
+
+def _in(database, on):
+    """The connection keywords of a statement on ``on`` objects of ``database``: a
+    database's own privileges are read and granted from the default connection."""
+    return {} if on == "database" else {"dbname": database}
 
 
 def _target(on, database, obj, schema, default_for):

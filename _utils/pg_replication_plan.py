@@ -94,6 +94,7 @@ def _cluster(config, hosts, errors):
     servers, slots, synchronous standbys; and the pillar's paths expanded."""
     primary, primaries, standbys, backup_hosts = topology.by_role(hosts, errors)
     topology.check_upstreams(hosts, primary, errors)
+    topology.check_host_settings(hosts, errors)
     replication = config.setdefault("replication", {})
     if standbys:
         schema.check_password(

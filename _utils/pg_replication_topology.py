@@ -71,6 +71,17 @@ def mine_address(minion_id, mine_addresses, errors):
     return first
 
 
+def check_host_settings(hosts, errors):
+    """A host's own settings may not set what a hot standby needs at least as high as its
+    primary's (any server may become the primary): those stay cluster-wide."""
+    for host in hosts.values():
+        for name in sorted(set(host.get("settings") or {}) & set(settings_util.HOT_STANDBY_MINIMUMS)):
+            errors.append(
+                f"{KEY}:hosts:{host['id']}:settings:{name}: a standby needs it at least as high as its primary's;"
+                f" set {KEY}:settings:{name} for every server"
+            )
+
+
 def check_upstreams(hosts, primary, errors):
     """Each standby's ``upstream`` (the server it streams from: the primary unless the pillar
     names another standby). Refused: an upstream that is not a server of the pillar, on a

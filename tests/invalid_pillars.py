@@ -152,6 +152,8 @@ CASES = [
      "pg_replication:hosts:standby:settings:primary_slot_name"),
     ("host-setting-newline", ("hosts", "standby", "settings"), {"work_mem": "4MB'\narchive_command = 'x"},
      "pg_replication:hosts:standby:settings:work_mem"),
+    ("host-setting-hot-standby-minimum", ("hosts", "standby", "settings"), {"max_connections": 50},
+     "pg_replication:hosts:standby:settings:max_connections: a standby needs it at least as high"),
     # application objects: databases
     ("database-name-injection", ("databases",), {'x"; DROP DATABASE postgres; --': {}},
      'pg_replication:databases:x"; DROP DATABASE postgres; --'),
