@@ -27,7 +27,8 @@ from lab.scenario import (
     wait_for,
 )
 from lab.tls import CertificateAuthority, tls_pillar
-from tests.invalid_pillars import CASES, mutate
+from tests.invalid_pillars import RENDER_CASES as CASES
+from tests.invalid_pillars import mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -160,7 +161,7 @@ def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster
 
 
 def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
-    """Every case of tests/invalid_pillars.py (injections through each file format and
+    """Every case of tests/invalid_pillars.py but PLAN_ONLY (injections through each file format and
     command line, wrong types at every level, impossible topologies), through the real
     salt-master: each minion gets a different invalid pillar, so one state.apply tries six.
     Each fails at render on its minion, naming the key, without a traceback and running no
