@@ -38,7 +38,7 @@ SERVERS = ("master", "standby", "standby2", "standby3")
 CASCADE = {"standby3": "standby2"}
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # standby4 is a delayed standby: it replays each commit this many seconds late.
-DELAY = 20
+DELAY = 12
 APP_PASSWORD = secrets.token_urlsafe(18)
 # Topologies the plan refuses: (what, path, value, the key its error names).
 BAD_TOPOLOGIES = [
