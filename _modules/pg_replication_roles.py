@@ -78,8 +78,30 @@ def role_password_matches(name, password, **kwargs):
     return __utils__["pg_replication_scram.matches"](password, rows[0]["rolpassword"])
 
 
+def role_valid_until_matches(name, valid_until, **kwargs):
+    """
+    True if the role's VALID UNTIL is ``valid_until`` (a timestamp as PostgreSQL reads it,
+    or ``infinity``), compared by the server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pg_replication.role_valid_until_matches otus '2027-01-01'
+    """
+    rows = _query(
+        "SELECT rolvaliduntil IS NOT DISTINCT FROM %s::timestamptz AS same FROM pg_roles WHERE rolname = %s",
+        (str(valid_until), name),
+        **kwargs,
+    )
+    return bool(rows and rows[0]["same"])
+
+
 def _role_options(name, attrs, password, connlimit, kwargs):
     opts = []
+    valid_until = kwargs.pop("valid_until", None)
+    if valid_until is not None:
+        opts.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(str(valid_until))))
     for attr, value in attrs.items():
         if value is None:
             continue

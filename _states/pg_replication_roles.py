@@ -15,8 +15,11 @@ def __virtual__():
 
 def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
     """What would change to bring ``role`` (None: missing) to the desired state."""
+    valid_until = conn.pop("valid_until", None)
     if role is None:
         changes = {"created": True, **attrs, "connlimit": connlimit}
+        if valid_until is not None:
+            changes["valid_until"] = str(valid_until)
         if password is not None:
             changes["password"] = "set"  # noqa: S105 - what changed, not the password
         if groups:
@@ -27,6 +30,8 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
     changes = {attr: {"old": role[attr], "new": value} for attr, value in attrs.items() if role[attr] != value}
     if role["connlimit"] != connlimit:
         changes["connlimit"] = {"old": role["connlimit"], "new": connlimit}
+    if valid_until is not None and not __salt__["pg_replication.role_valid_until_matches"](name, valid_until, **conn):
+        changes["valid_until"] = str(valid_until)
     if password is not None and not __salt__["pg_replication.role_password_matches"](name, password, **conn):
         changes["password"] = "changed"  # noqa: S105 - what changed, not the password
     if groups is not None:
@@ -44,6 +49,8 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
 
 def _role_apply(name, role, attrs, password, connlimit, changes, conn):
     """Make ``changes`` (what _role_diff found) to ``role`` (None: create it)."""
+    if "valid_until" in changes:
+        attrs = dict(attrs, valid_until=changes["valid_until"])
     if role is None:
         __salt__["pg_replication.role_create"](name, password=password, connlimit=connlimit, **attrs, **conn)
     else:
@@ -65,7 +72,8 @@ def _role_apply(name, role, attrs, password, connlimit, changes, conn):
 
 def role_present(
     name, password=None, login=True, replication=False, superuser=False, createdb=False, createrole=False,
-    inherit=True, bypassrls=False, connlimit=-1, groups=None, execute=None, password_pillar=None, **kwargs,
+    inherit=True, bypassrls=False, connlimit=-1, groups=None, execute=None, password_pillar=None, valid_until=None,
+    **kwargs,
 ):  # fmt: skip
     """
     Ensure a role exists with exactly these attributes. Secure defaults: LOGIN and nothing
@@ -85,6 +93,8 @@ def role_present(
     execute
         Function signatures this role must be allowed to EXECUTE, e.g.
         ``pg_backup_start(text, boolean)`` (grants are added, never revoked).
+    valid_until
+        When its password stops working (a timestamp, or ``infinity``); None: left alone.
     """
     ret = __utils__["pg_replication_state.ret"](name)
     conn = __utils__["pg_replication_postgres.conn_kwargs"](kwargs)
@@ -102,9 +112,10 @@ def role_present(
         "bypassrls": bypassrls,
     }
     connlimit = int(connlimit)
+    conn_until = dict(conn, valid_until=valid_until)
     try:
         role = __salt__["pg_replication.role_get"](name, **conn)
-        changes = _role_diff(name, role, attrs, password, connlimit, groups, execute, conn)
+        changes = _role_diff(name, role, attrs, password, connlimit, groups, execute, dict(conn_until))
         if not changes:
             ret["comment"] = f"Role {name} is in the desired state"
             return ret
@@ -115,7 +126,7 @@ def role_present(
         )  # fmt: skip
     except CommandExecutionError as exc:
         if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
-            changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, conn)
+            changes = _role_diff(name, None, attrs, password, connlimit, groups, execute, dict(conn_until))
             return __utils__["pg_replication_state.predict"](ret, exc, changes, f"Role {name} would be created")
         return __utils__["pg_replication_state.fail"](ret, exc)
 

@@ -14,6 +14,7 @@ _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)
 postgres = _sibling("pg_replication_postgres")
 member = _sibling("pg_replication_member")
 cluster_model = _sibling("pg_replication_cluster")
+settings_util = _sibling("pg_replication_settings")
 
 FORMULA = cluster_model.FORMULA
 lsn = postgres.lsn_bytes
@@ -83,6 +84,20 @@ def failure(operation, exc, done):
 # --------------------------------------------------------------------------- shared checks
 
 
+def apply_delay(cluster, host):
+    """The seconds ``host`` (a delayed standby) waits before it replays a commit: its
+    ``hosts:<id>:settings:recovery_min_apply_delay``; 0 for none, None unreadable."""
+    return settings_util.apply_delay_seconds((cluster.hosts.get(host) or {}).get("settings"))
+
+
+def not_delayed(checks, cluster, host):
+    """A delayed standby is never promoted: it lags by design (its delay protects against a
+    bad write, which a promotion would replay once it is due)."""
+    delay = apply_delay(cluster, host)
+    check(checks, f"{host} is not a delayed standby", delay == 0,
+          f"recovery_min_apply_delay: {delay} s" if delay != 0 else "no apply delay")  # fmt: skip
+
+
 def no_cascade_from(checks, cluster, old):
     """A standby that names the old primary as its upstream would cascade from it while it
     rejoins (or forever, if it is gone): the pillar must stop naming it first."""
@@ -123,6 +138,7 @@ def switchover_checks(cluster, old, to, max_lag):
     running = cluster.running_primaries()
     check(checks, f"exactly one primary runs, the pillar's ({old})", running == [old], f"running: {running or 'none'}")
     check(checks, f"{to} is a standby in the pillar", cluster.role(to) == "standby", f"{to}: {cluster.role(to)}")
+    not_delayed(checks, cluster, to)
     target = cluster.server(to) or {}
     receiver = target.get("receiver") or {}
     slot = (cluster.hosts.get(to) or {}).get("slot")
@@ -183,6 +199,8 @@ def failover(cluster, old, to=None, fence=False, fenced=False, reachable=None):
     no_cascade_from(checks, cluster, old)
     if chosen in candidates:
         capacity(checks, cluster, chosen, cluster.server(chosen))
+    if chosen:
+        not_delayed(checks, cluster, chosen)
     change = cluster_model.change(cluster, {old: "standby", chosen: "primary"} if chosen else {})
     steps = [
         *([f"stop {old} (fence)"] if alive else []),
@@ -215,13 +233,14 @@ def unreachable(checks, old, fenced, reachable):
 
 
 def failover_candidates(cluster, old):
-    """The old primary's own running standbys (a cascading standby is behind its upstream),
-    each with the WAL it received, in bytes."""
+    """The old primary's own running standbys (a cascading standby is behind its upstream;
+    a delayed standby lags by design), each with the WAL it received, in bytes."""
     return {
         h: lsn(cluster.server(h)["lsn"])
         for h in cluster.servers()
         if h != old
         and cluster.upstream(h, old) == old
+        and apply_delay(cluster, h) == 0
         and (cluster.server(h) or {}).get("running")
         and cluster.server(h)["in_recovery"]
     }
@@ -324,6 +343,8 @@ def status(cluster, barman_rows):
             row["state"] = "no answer"
         elif cluster.role(host) in member.SERVER_ROLES:
             row.update(server_row(cluster.server(host), primary_lsn))
+            if apply_delay(cluster, host):
+                row["apply_delay_seconds"] = apply_delay(cluster, host)
         else:
             row.update(barman_rows[host])
         members[host] = row
@@ -393,6 +414,8 @@ def table(members):
             for name, slot in (row.get("slots") or {}).items()
         }
         lag = row.get("lag_bytes")
+        if row.get("apply_delay_seconds"):
+            extra = dict(extra, delayed=f"{row['apply_delay_seconds']:g} s")
         lines.append(
             f"{host:<16} {row['pillar_role']:<8} {row.get('state', ''):<22} {row.get('timeline') or '':>3} "
             f"{row.get('lsn') or '':<14} {'' if lag is None else f'{lag}B':>10}  "

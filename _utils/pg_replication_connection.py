@@ -84,6 +84,15 @@ def _connection(context, configured, kwargs):
     return conn, key
 
 
+def close_database(context, dbname):
+    """Close the connections cached in ``context`` to database ``dbname`` (before it is
+    dropped: PostgreSQL refuses while anyone is connected)."""
+    for key in [k for k in context if str(k).startswith("pg_replication.conn:") and str(k).endswith(f":{dbname}")]:
+        conn = context.pop(key)
+        if not conn.closed:
+            conn.close()
+
+
 def query(context, configured, statement, params=None, fetch=True, **kwargs):
     """Run one statement on the connection cached in ``context`` (the execution modules'
     ``__context__``); reconnect once if the server went away. Rows as dicts."""

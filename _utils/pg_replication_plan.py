@@ -27,6 +27,7 @@ certs = _sibling("pg_replication_certs")
 barman = _sibling("pg_replication_barman")
 render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
+apps = _sibling("pg_replication_apps")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -34,6 +35,8 @@ redact, validate = schema.redact, schema.validate
 MINE_FUNCTION, mine_request = topology.MINE_FUNCTION, topology.mine_request
 cloud_command, barman_grants = barman.cloud_command, barman.barman_grants
 REWIND_GRANTS = postgres.REWIND_GRANTS
+# The pillar's application keys: the plan holds them checked, under "apps" and "hba".
+APP_KEYS = ("databases", "roles", "privileges", "absent")
 
 # The PostgreSQL major version each distribution release ships; other versions need
 # pg_replication:upstream_repo. (os grain, osmajorrelease grain) -> version.
@@ -91,6 +94,7 @@ def _cluster(config, hosts, errors):
     servers, slots, synchronous standbys; and the pillar's paths expanded."""
     primary, primaries, standbys, backup_hosts = topology.by_role(hosts, errors)
     topology.check_upstreams(hosts, primary, errors)
+    topology.check_host_settings(hosts, errors)
     replication = config.setdefault("replication", {})
     if standbys:
         schema.check_password(
@@ -105,18 +109,19 @@ def _cluster(config, hosts, errors):
     restore_command = barman.restore_command(config, backup, barman_servers, errors)
     topology.check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
+    app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
     schema.expand_paths(config, errors)
     return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
             "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names,
-            "warnings": warnings}  # fmt: skip
+            "warnings": warnings, "apps": app_objects, "app_hba": app_hba}  # fmt: skip
 
 
 def _minion_plan(config, cluster, minion_id):
     """The cluster as ``minion_id`` sees it: its role, its upstream and downstream, its slots."""
     hosts, primary, barman_servers = cluster["hosts"], cluster["primary"], cluster["barman_servers"]
     version = config["version"]
-    plan = {k: v for k, v in config.items() if k not in ("settings", "hosts")}
+    plan = {k: v for k, v in config.items() if k not in ("settings", "hosts", *APP_KEYS)}
     me = hosts.get(minion_id)
     server = bool(me) and me["role"] in ("primary", "standby")
     downstream = topology.downstream(hosts, primary, minion_id) if server else []
@@ -137,16 +142,21 @@ def _minion_plan(config, cluster, minion_id):
             "barman": cluster["barman"],
             "barman_servers": barman_servers,
             "barman_grants": barman.barman_grants(version),
-            "settings": render.settings(config),
+            # The cluster's settings, and this host's own over them.
+            "settings": render.settings(config, (me or {}).get("settings")),
+            # Databases, roles, privileges (made on the primary) and the absent lists.
+            "apps": cluster["apps"],
             "synchronous_standby_names": cluster["synchronous_standby_names"],
             "restore_command": cluster["restore_command"],
             # What the pillar does that works but will not for long (a certificate near expiry).
             "warnings": cluster["warnings"],
             # With TLS: where this host's TLS files go (a backup host has the CA's only).
             "tls": tls.files(cluster["tls"], me, plan, cluster["barman"]),
+            # The formula's own lines first: the applications' rules cannot override them.
             "hba": render.hba(
                 config, cluster["primaries"] + cluster["standbys"], cluster["backup_hosts"], cluster["tls"]
-            ),  # fmt: skip
+            )
+            + cluster["app_hba"],  # fmt: skip
             "rewind_grants": REWIND_GRANTS,
             "standby_signal": postgres.uses_standby_signal(version),
             "initdb_command": render.initdb_command(plan, config["initdb_options"]),

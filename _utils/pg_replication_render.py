@@ -14,9 +14,10 @@ _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)
 syntax = _sibling("pg_replication_syntax")
 
 
-def settings(config):
-    """The pillar's settings this version knows."""
+def settings(config, host_settings=None):
+    """The pillar's settings this version knows: the cluster's, and a host's own over them."""
     settings = dict(config.get("settings") or {})
+    settings.update(host_settings or {})
     if int(config["version"]) < 13:
         settings.pop("max_slot_wal_keep_size", None)
     return settings

@@ -231,6 +231,84 @@ def _settings(value, key, errors):
 
 # --------------------------------------------------------------------------- the schema
 
+# Application objects: every name also goes through psycopg2's sql.Identifier; these
+# patterns keep them printable in pg_hba.conf and in messages.
+HBA_TYPES = ("local", "host", "hostssl")
+HBA_METHODS = ("scram-sha-256", "md5", "peer", "cert", "reject")
+PRIVILEGE_ON = ("database", "schema", "tables", "sequences", "functions")
+_database_name = _pattern(syntax.APP_RE["database"], "a valid database name (letters, digits, _ -)")
+_ident = _pattern(syntax.APP_RE["ident"], "a valid name (letters, digits, _)")
+
+
+def _database(name, key, errors):
+    _database_name(name, key, errors)
+
+
+def _role_name(name, key, errors):
+    _role(name, key, errors)
+
+
+def _name_list(spec):
+    return _nullable(_list_of(spec))
+
+
+DATABASE_SPEC = {
+    "owner": _role,
+    "encoding": _pattern(syntax.APP_RE["encoding"], "an encoding name (e.g. UTF8)"),
+    "locale": _pattern(syntax.APP_RE["locale"], "a locale name (e.g. C.UTF-8)"),
+    "lc_collate": _pattern(syntax.APP_RE["locale"], "a locale name (e.g. C.UTF-8)"),
+    "lc_ctype": _pattern(syntax.APP_RE["locale"], "a locale name (e.g. C.UTF-8)"),
+    "template": _database_name,
+    "connlimit": _int(-1, 100000),
+    # {name: {version: X, schema: S}} (or null: the default version, in public).
+    "extensions": _mapping_of(
+        _pattern(syntax.APP_RE["extension"], "a valid extension name"),
+        _nullable(
+            _record(
+                {
+                    "version": _nullable(_pattern(syntax.APP_RE["extension_version"], "an extension version")),
+                    "schema": _nullable(_ident),
+                }
+            )
+        ),
+    ),  # fmt: skip
+    "schemas": _mapping_of(_ident, _nullable(_record({"owner": _nullable(_role)}))),
+}
+APP_ROLE_SPEC = {
+    "login": _bool,
+    "password": _secret,
+    "superuser": _bool,
+    "createdb": _bool,
+    "createrole": _bool,
+    "inherit": _bool,
+    "replication": _bool,
+    "bypassrls": _bool,
+    "connlimit": _int(-1, 100000),
+    "valid_until": _nullable(
+        _pattern(syntax.APP_RE["valid_until"], "a date (YYYY-MM-DD[ HH:MM[:SS]][+TZ]) or infinity")
+    ),
+    "member_of": _name_list(_role),
+}
+PRIVILEGE_SPEC = {
+    "role": _role,
+    "database": _database_name,
+    "on": _enum(*PRIVILEGE_ON),
+    "schema": _nullable(_ident),
+    # tables, sequences, functions: these only (function signatures: name(type, ...)); none
+    # given: every one in the schema.
+    "objects": _name_list(_pattern(syntax.APP_RE["object"], "a table, sequence or function(args) name")),
+    # Default privileges of the objects this role creates (ALTER DEFAULT PRIVILEGES).
+    "default_for": _nullable(_role),
+    "privileges": _list_of(_pattern(syntax.APP_RE["privilege"], "a privilege keyword (e.g. SELECT)")),
+}
+HBA_SPEC = {
+    "type": _enum(*HBA_TYPES),
+    "database": _pattern(syntax.APP_RE["hba_name"], "a database name, all, or +role"),
+    "user": _pattern(syntax.APP_RE["hba_name"], "a role name, all, or +role"),
+    "address": _nullable(_message(lambda v: None if network(v) else f"{v!r} is not a CIDR network")),
+    "method": _enum(*HBA_METHODS),
+}
+
 HOST_SPEC = {
     "role": _enum(*ROLES),
     "address": _ip,
@@ -238,6 +316,9 @@ HOST_SPEC = {
     "application_name": _pattern(syntax.APPLICATION_NAME_RE, "a valid application name (letters, digits, _ . -)"),
     # A standby streams from the primary, or from this other server (cascading).
     "upstream": _nullable(_minion_id),
+    # postgresql.conf settings of this host, merged over the cluster's (e.g. a delayed
+    # standby's recovery_min_apply_delay, a reporting standby's work_mem).
+    "settings": _settings,
 }
 # What the barman section sets for every server, and a barman:servers entry may override.
 BARMAN_SERVER_DEFAULTS = {
@@ -324,6 +405,13 @@ SCHEMA = {
             _minion_id, _record({"cert": _certificate, "key": _private_key}, required=("cert", "key"))
         ),
     },
+    # Application objects, made on the primary (standbys get them by replication): see
+    # pg_replication_apps for the checks across them.
+    "databases": _mapping_of(_database, _record(DATABASE_SPEC)),
+    "roles": _mapping_of(_role_name, _record(APP_ROLE_SPEC)),
+    "privileges": _list_of(_record(PRIVILEGE_SPEC, required=("role", "database", "on", "privileges"))),
+    "hba": _list_of(_record(HBA_SPEC, required=("type", "database", "user", "method"))),
+    "absent": {"databases": _list_of(_database_name), "roles": _list_of(_role)},
     "synchronous": {"method": _enum(*SYNC_METHODS), "count": _int(1, 100), "standbys": _list_of(_minion_id)},
     "spare_wal_senders": _int(0, 100),
     "spare_replication_slots": _int(0, 100),

@@ -98,3 +98,13 @@ def lowered_minimums(wanted, running):
             if new < old:
                 lowered[name] = (old, new)
     return lowered
+
+
+def apply_delay_seconds(settings):
+    """A standby's ``recovery_min_apply_delay`` (milliseconds without a unit) in seconds: 0
+    for none; None when it cannot be read (the schema lets any setting value through)."""
+    value = (settings or {}).get("recovery_min_apply_delay")
+    if value in (None, ""):
+        return 0
+    number = normalize(value, {"vartype": "integer", "unit": "ms"})
+    return None if number is None else number / 1000

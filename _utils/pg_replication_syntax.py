@@ -21,6 +21,25 @@ SETTING_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 # Physical slot names (Barman insists on ^[0-9a-z_]+$); role names kept to plain identifiers.
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Application objects (databases, schemas, extensions, grants, pg_hba.conf rules), by what
+# each names; every name also goes into SQL through psycopg2's sql.Identifier.
+APP_RE = {
+    what: re.compile(pattern)
+    for what, pattern in {
+        "database": r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
+        "ident": ROLE_RE.pattern,
+        "extension": r"^[a-z_][a-z0-9_-]{0,62}$",
+        "extension_version": r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$",
+        "encoding": r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
+        "locale": r"^[A-Za-z][A-Za-z0-9_.@-]{0,63}$",
+        "valid_until": r"^(infinity|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+        r"([ T][0-9]{2}:[0-9]{2}(:[0-9]{2})?)?([+-][0-9]{2}(:?[0-9]{2})?|Z)?)$",
+        "object": r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\([A-Za-z0-9_ ,\[\]]*\))?$",
+        "privilege": r"^(ALL|SELECT|INSERT|UPDATE|DELETE|TRUNCATE|REFERENCES|TRIGGER"
+        r"|USAGE|CREATE|CONNECT|TEMPORARY|EXECUTE)$",
+        "hba_name": r"^\+?[A-Za-z_][A-Za-z0-9_-]{0,62}$",
+    }.items()
+}
 # Salt minion ids, Barman server names, application names, cluster names.
 MINION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -15,6 +15,7 @@ import runpy
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
 syntax = _sibling("pg_replication_syntax")
 KEY = _sibling("pg_replication_schema").KEY
+settings_util = _sibling("pg_replication_settings")
 # The Salt mine function whose first address stands for a host the pillar gives no address.
 MINE_FUNCTION = "pg_replication_address"
 
@@ -68,6 +69,17 @@ def mine_address(minion_id, mine_addresses, errors):
         errors.append(f"{key}: the Salt mine's {MINE_FUNCTION} for {minion_id}: {message}")
         return None
     return first
+
+
+def check_host_settings(hosts, errors):
+    """A host's own settings may not set what a hot standby needs at least as high as its
+    primary's (any server may become the primary): those stay cluster-wide."""
+    for host in hosts.values():
+        for name in sorted(set(host.get("settings") or {}) & set(settings_util.HOT_STANDBY_MINIMUMS)):
+            errors.append(
+                f"{KEY}:hosts:{host['id']}:settings:{name}: a standby needs it at least as high as its primary's;"
+                f" set {KEY}:settings:{name} for every server"
+            )
 
 
 def check_upstreams(hosts, primary, errors):
@@ -167,6 +179,11 @@ def synchronous(config, hosts, errors):
             errors.append(
                 f"{key}:standbys:{i}: {name!r} streams from {host['upstream']}, not from the primary;"
                 " only the primary's own standbys can be synchronous"
+            )
+        elif host["role"] == "standby" and settings_util.apply_delay_seconds(host.get("settings")) != 0:
+            errors.append(
+                f"{key}:standbys:{i}: {name!r} is a delayed standby ({KEY}:hosts:{name}:settings:"
+                "recovery_min_apply_delay): a commit would wait for its delay"
             )
         elif host["role"] == "standby":
             other = seen_application_names.setdefault(host["application_name"], host["id"])

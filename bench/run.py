@@ -52,6 +52,13 @@ BENCHES = [
         "Role/slot re-check vs Salt core, Ansible and the floor",
         r"^(re-check median Ansible.*|floor .*|speedup: .*)$",
     ),
+    Bench(
+        "apps",
+        "Application objects re-check (roles, databases, extensions, grants) vs Salt core and Ansible",
+        r"^(apps re-check median Ansible.*|apps ratio: .*)$",
+        goal=30,
+        higher_is_better=True,
+    ),
     Bench("reapply", "Re-apply (0 changes) vs an empty highstate", r"^re-apply (median|ratio).*$", goal=1.25),
     Bench("cold_converge", "Cold converge vs the same steps by shell", r"^cold converge (median|ratio).*$", goal=2),
     Bench(

@@ -15,4 +15,5 @@ include:
   - .slots
 {%- if pg.role == 'primary' %}
   - .primary
+  - .apps
 {%- endif %}

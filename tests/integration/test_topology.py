@@ -1,6 +1,7 @@
 """Topology changes on one lab of booted hosts: a primary, three standbys (standby3 cascading
-from standby2) and a Barman host. A fourth standby is added and removed without restarting
-any server; then a switchover to the cascade's upstream keeps its cascading standby, with a
+from standby2) and a Barman host. A fourth standby, a delayed one, is added and removed
+without restarting any server; the applications' databases, roles, privileges and pg_hba
+rules come and go with the pillar; then a switchover to the cascade's upstream keeps its cascading standby, with a
 client committing throughout ("nothing lost" is counted). On TLS last: certificates libpq
 would refuse fail at render, one gone bad on disk makes the switchover refuse, and a step
 failing after a promotion leaves a writable primary that `follow` finishes."""
@@ -26,7 +27,8 @@ from lab.scenario import (
     wait_for,
 )
 from lab.tls import CertificateAuthority, tls_pillar
-from tests.invalid_pillars import CASES, mutate
+from tests.invalid_pillars import RENDER_CASES as CASES
+from tests.invalid_pillars import mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -35,6 +37,9 @@ ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "stan
 SERVERS = ("master", "standby", "standby2", "standby3")
 CASCADE = {"standby3": "standby2"}
 WRITER_PASSWORD = secrets.token_urlsafe(18)
+# standby4 is a delayed standby: it replays each commit this many seconds late.
+DELAY = 12
+APP_PASSWORD = secrets.token_urlsafe(18)
 # Topologies the plan refuses: (what, path, value, the key its error names).
 BAD_TOPOLOGIES = [
     ("cycle", ("hosts", "standby2", "upstream"), "standby3", "pg_replication:hosts:standby2:upstream: the chain"),
@@ -85,6 +90,29 @@ def row_everywhere(cluster, primary, standbys, timeout=20):
     return sorted(h for h in standbys if wait_for(lambda h=h: read(h), timeout))
 
 
+def seconds_until_visible(cluster, primary, standbys, timeout):
+    """A row committed on ``primary``: the seconds each of ``standbys`` took to show it
+    (None: not within ``timeout``)."""
+    lab, note = cluster.lab, f"row-{time.time_ns()}"
+    ensure_otus(lab[primary])
+    lab[primary].psql("CREATE TABLE IF NOT EXISTS homework (id serial PRIMARY KEY, note text)", dbname="otus")
+    lab[primary].psql(f"INSERT INTO homework (note) VALUES ('{note}')", dbname="otus")
+    started, seen = time.monotonic(), {}
+
+    def read_all():
+        for host in standbys:
+            if host not in seen:
+                try:
+                    if lab[host].psql(f"SELECT note FROM homework WHERE note = '{note}'", dbname="otus") == note:
+                        seen[host] = time.monotonic() - started
+                except RuntimeError:  # not replayed yet
+                    pass
+        return len(seen) == len(standbys)
+
+    wait_for(read_all, timeout)
+    return {h: seen.get(h) for h in standbys}
+
+
 def restart_changes(ret):
     """Per host, the changes of the restart state (empty: no restart)."""
     return {
@@ -133,7 +161,7 @@ def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster
 
 
 def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
-    """Every case of tests/invalid_pillars.py (injections through each file format and
+    """Every case of tests/invalid_pillars.py but PLAN_ONLY (injections through each file format and
     command line, wrong types at every level, impossible topologies), through the real
     salt-master: each minion gets a different invalid pillar, so one state.apply tries six.
     Each fails at render on its minion, naming the key, without a traceback and running no
@@ -159,9 +187,12 @@ def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing
 
 
 def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
+    """standby4 joins as a delayed standby (recovery_min_apply_delay): it lags by its delay,
+    cluster_status shows it, and a switchover to it is refused."""
     lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
     before = start_times(lab)
-    pillar["hosts"]["standby4"] = {"role": "standby", "address": lab["standby4"].address}
+    pillar["hosts"]["standby4"] = {"role": "standby", "address": lab["standby4"].address,
+                                   "settings": {"recovery_min_apply_delay": f"{DELAY}s"}}  # fmt: skip
     cluster.set_pillar(pillar)
     predicted = cluster.highstate("test=True")
     assert predicted.returncode == 0, predicted.stdout[-3000:]
@@ -171,7 +202,15 @@ def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
     assert state_errors(ret.data) == {}
     assert start_times(lab) == before
     assert "standby4:standby4_slot" in streaming_clients(lab["master"])
-    assert row_everywhere(cluster, "master", ["standby3", "standby4"]) == ["standby3", "standby4"]
+    seconds = seconds_until_visible(cluster, "master", ["standby3", "standby4"], DELAY + 30)
+    assert seconds["standby3"] is not None, seconds
+    assert seconds["standby3"] < 10, seconds
+    assert seconds["standby4"] is not None, seconds
+    assert DELAY - 1 <= seconds["standby4"] <= DELAY + 20, seconds
+    assert cluster_status(cluster)["standby4"]["apply_delay_seconds"] == DELAY
+    refused = cluster.run("pg_replication.switchover", "to=standby4", "test=True")
+    failed = {c["check"]: c["detail"] for c in refused.data["checks"] if not c["ok"]}
+    assert failed["standby4 is not a delayed standby"] == f"recovery_min_apply_delay: {DELAY:.1f} s", failed
     again = cluster.highstate()
     assert changed_states(again.data) == {}
 
@@ -198,6 +237,78 @@ def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
     assert slots["by_hand_slot"]["retained_bytes"] >= 0
     assert start_times(lab) == before
     assert following(cluster, "master", SERVERS, upstreams=CASCADE)
+
+
+def app_connects(cluster, user, dbname, password=APP_PASSWORD):
+    """A client on the lab network (the backup host) connects to the primary over TCP with
+    SCRAM: the error when it cannot, '' when it can."""
+    lab = cluster.lab
+    res = lab["backup"].run(
+        ["psql", "-XAtq", "-h", lab["master"].address, "-U", user, "-d", dbname, "-c", "SELECT current_user"],
+        check=False, env={"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    return "" if res.returncode == 0 and res.stdout.strip() == user else res.stderr.strip() or res.stdout
+
+
+def has_extension(host, dbname, name):
+    try:
+        return host.psql(f"SELECT extname FROM pg_extension WHERE extname = '{name}'", dbname=dbname) == name
+    except RuntimeError:  # the database not replayed yet
+        return False
+
+
+def highstate_then_nothing(cluster, pillar, target="*"):
+    """The pillar set, a highstate without errors, then another that changes nothing."""
+    cluster.set_pillar(pillar)
+    ret = cluster.highstate(target=target)
+    assert state_errors(ret.data) == {}
+    assert changed_states(cluster.highstate(target=target).data) == {}
+    return ret
+
+
+def test_application_objects_follow_the_pillar_and_leave_only_through_absent(cluster):
+    """Databases (an extension), roles with SCRAM passwords, privileges (default ones, then
+    one revoked) and pg_hba rules from the pillar: a role connects from the lab network to
+    its database and is refused on another; the extension is on every standby; a role
+    removed from the pillar stays until absent lists it."""
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    network = pillar["network"]
+    pillar["network"] = None  # every role to every database: only the rules below now
+    pillar["roles"] = {"app_owner": {"password": APP_PASSWORD}, "app_reader": {"password": APP_PASSWORD}}
+    pillar["databases"] = {"appdb": {"owner": "app_owner", "extensions": {"pg_trgm": None}},
+                           "otherdb": {"owner": "app_owner"}}  # fmt: skip
+    reader_default = {"role": "app_reader", "database": "appdb", "on": "tables", "schema": "public",
+                      "default_for": "app_owner", "privileges": ["INSERT", "SELECT"]}  # fmt: skip
+    reader_tables = {"role": "app_reader", "database": "appdb", "on": "tables", "schema": "public",
+                     "privileges": ["INSERT", "SELECT"]}  # fmt: skip
+    pillar["privileges"] = [reader_default, reader_tables]
+    pillar["hba"] = [{"type": "host", "database": "appdb", "user": user, "address": network,
+                      "method": "scram-sha-256"} for user in ("app_owner", "app_reader")]  # fmt: skip
+    highstate_then_nothing(cluster, pillar)
+    assert app_connects(cluster, "app_owner", "appdb") == ""
+    assert "no pg_hba.conf entry" in app_connects(cluster, "app_owner", "otherdb")
+    assert "password authentication failed" in app_connects(cluster, "app_reader", "appdb", password="wrong-1234")
+    assert [h for h in SERVERS[1:] if wait_for(lambda h=h: has_extension(lab[h], "appdb", "pg_trgm"), 20)] == list(
+        SERVERS[1:]
+    )
+    # A table app_owner makes gets the default privileges; then INSERT is revoked.
+    lab["master"].psql("SET ROLE app_owner; CREATE TABLE orders (id int)", dbname="appdb")
+    has_insert = "SELECT has_table_privilege('app_reader', 'public.orders', 'INSERT')"
+    assert lab["master"].psql(has_insert, dbname="appdb") == "t"
+    reader_tables["privileges"] = ["SELECT"]
+    highstate_then_nothing(cluster, pillar, target="master")
+    assert lab["master"].psql(has_insert, dbname="appdb") == "f"
+    # app_reader leaves the pillar: it stays (and still connects) until absent lists it.
+    del pillar["roles"]["app_reader"]
+    pillar["privileges"], pillar["hba"] = [], pillar["hba"][:1]
+    highstate_then_nothing(cluster, pillar, target="master")
+    assert lab["master"].psql("SELECT count(*) FROM pg_roles WHERE rolname = 'app_reader'") == "1"
+    del pillar["databases"]["otherdb"]
+    pillar["absent"] = {"roles": ["app_reader"], "databases": ["otherdb"]}
+    pillar["network"] = network
+    highstate_then_nothing(cluster, pillar)
+    assert lab["master"].psql("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_reader', 'app_owner')") == "1"
+    assert lab["master"].psql("SELECT count(*) FROM pg_database WHERE datname = 'otherdb'") == "0"
 
 
 def assert_every_member_follows(cluster, ret, primary):

@@ -360,3 +360,36 @@ def test_the_runner_reports_status_and_asks_barman(run):
     assert ("barman.failed_checks", "backup") in calls
     with pytest.raises(Exception, match="no minion matching '\\*' answered with a pg_replication pillar"):
         run("cluster_status", {"master": {"plan": None}})
+
+
+# --------------------------------------------------------------------------- delayed standbys
+
+
+def _delayed_hosts(delay="5min"):
+    hosts = copy.deepcopy(HOSTS)
+    hosts["standby2"]["settings"] = {"recovery_min_apply_delay": delay}
+    return hosts
+
+
+def test_a_delayed_standby_is_refused_as_a_switchover_target_and_never_a_failover_candidate(model, ops):
+    servers = {"master": PRIMARY, "standby": standby(), "standby2": standby(lsn="0/6000000", slot="standby2_slot")}
+    made = model.Cluster(records(servers, hosts=_delayed_hosts()))
+    checks, _change, _steps = ops.switchover(made, "master", "standby2")
+    assert failed(checks) == ["standby2 is not a delayed standby"]
+    assert next(c for c in checks if c["check"] == "standby2 is not a delayed standby")["detail"] == (
+        "recovery_min_apply_delay: 300.0 s"
+    )
+    assert failed(ops.switchover(made, "master", "standby")[0]) == []
+    down = model.Cluster(records({**servers, "master": DOWN}, hosts=_delayed_hosts()))
+    # standby2 received more WAL, but lags by design: standby is chosen.
+    assert ops.failover(down, "master")[1] == "standby"
+    assert "standby2 is not a delayed standby" in failed(ops.failover(down, "master", to="standby2")[0])
+
+
+def test_cluster_status_shows_a_delayed_standbys_delay(model, ops):
+    servers = {"master": PRIMARY, "standby": standby(), "standby2": standby(slot="standby2_slot")}
+    made = model.Cluster(records(servers, hosts=_delayed_hosts("1500ms")))
+    status = ops.status(made, {"backup": {"state": "barman", "barman_check": {}}})
+    assert status["members"]["standby2"]["apply_delay_seconds"] == 1.5
+    assert "apply_delay_seconds" not in status["members"]["standby"]
+    assert "delayed: 1.5 s" in next(line for line in status["table"] if line.startswith("standby2"))

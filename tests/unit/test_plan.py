@@ -578,3 +578,51 @@ def test_barmans_pgpass_reaches_the_cluster_at_every_servers_address(plan_mod, c
     addresses = {line.split(":")[0] for line in plan["pgpass_lines"]}
     servers = {h["address"] for h in plan["hosts"].values() if h["role"] in ("primary", "standby")}
     assert servers <= addresses
+
+
+def test_application_objects_reach_the_primarys_plan_and_hba_rules_every_server(plan_mod, config):
+    master, standby = plan_mod.build(config, "master"), plan_mod.build(config, "standby")
+    assert master["apps"]["databases"]["otus"]["owner"] == "otus"
+    assert master["apps"]["databases"]["otus"]["lc_collate"] == "C.UTF-8"
+    assert master["apps"]["roles"]["otus"]["has_password"] is True
+    assert "password" not in str(master["apps"]).replace("has_password", "")
+    rule = {"type": "host", "database": "otus", "user": "otus", "address": "192.168.11.0/24",
+            "method": "scram-sha-256"}  # fmt: skip
+    for plan in (master, standby):
+        # The formula's own lines first: the application's rule cannot override them.
+        assert plan["hba"][-1] == rule
+        assert plan["hba"][0]["user"] == "postgres"
+    assert "databases" not in master
+    assert "roles" not in master
+
+
+def test_a_hosts_own_settings_are_merged_over_the_clusters(plan_mod, config):
+    config["hosts"]["standby"]["settings"] = {"work_mem": "64MB", "recovery_min_apply_delay": "1h"}
+    standby, master = plan_mod.build(config, "standby"), plan_mod.build(config, "master")
+    assert standby["conf_settings"]["work_mem"] == "64MB"
+    assert standby["conf_settings"]["recovery_min_apply_delay"] == "1h"
+    assert standby["conf_settings"]["shared_buffers"] == "128MB"
+    assert master["conf_settings"]["work_mem"] == "4MB"
+    assert "recovery_min_apply_delay" not in master["conf_settings"]
+
+
+def test_a_delayed_standby_cannot_be_synchronous(plan_mod, config):
+    config["hosts"]["standby"]["settings"] = {"recovery_min_apply_delay": "1h"}
+    config["synchronous"] = {"method": "any", "count": 1, "standbys": ["standby"]}
+    with pytest.raises(plan_mod.PlanError, match=r"pg_replication:synchronous:standbys:0: 'standby' is a delayed"):
+        plan_mod.build(config, "master")
+    config["hosts"]["standby"]["settings"] = {"recovery_min_apply_delay": 0}
+    assert plan_mod.build(config, "master")["synchronous_standby_names"] == 'ANY 1 ("standby")'
+
+
+def test_a_role_both_declared_and_absent_is_refused(plan_mod, config):
+    config["absent"] = {"roles": ["otus"], "databases": ["otus"]}
+    with pytest.raises(plan_mod.PlanError) as exc:
+        plan_mod.build(config, "master")
+    assert "pg_replication:roles:otus: otus is also in pg_replication:absent:roles" in str(exc.value)
+    assert "pg_replication:databases:otus: otus is also in pg_replication:absent:databases" in str(exc.value)
+
+
+def test_tls_makes_the_applications_host_rules_hostssl(plan_mod, config):
+    rules = plan_mod.apps.hba(config, True, [])
+    assert [r["type"] for r in rules] == ["hostssl"]
