@@ -47,6 +47,8 @@ REGION_RE = re.compile(r"^[a-z0-9-]{1,32}$")
 BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
 # A cron schedule: five fields of digits, *, /, - and , (or one of cron's @ names).
 CRON_SCHEDULE_RE = re.compile(r"^([0-9*/,-]+( [0-9*/,-]+){4}|@(hourly|daily|weekly|monthly))$")
+# A Prometheus duration: 30s, 2m, 1h30m (0s: at once).
+DURATION_RE = re.compile(r"^([0-9]+(ms|[smhdwy]))+$")
 RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-9]* (DAY|WEEK|MONTH)S?)$", re.I)
 
 
