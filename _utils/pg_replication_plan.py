@@ -27,6 +27,7 @@ certs = _sibling("pg_replication_certs")
 barman = _sibling("pg_replication_barman")
 render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
+monitoring = _sibling("pg_replication_monitoring")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -105,6 +106,7 @@ def _cluster(config, hosts, errors):
     restore_command = barman.restore_command(config, backup, barman_servers, errors)
     topology.check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
+    monitoring.check(config, hosts, errors)
     schema.expand_paths(config, errors)
     return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
@@ -148,6 +150,8 @@ def _minion_plan(config, cluster, minion_id):
                 config, cluster["primaries"] + cluster["standbys"], cluster["backup_hosts"], cluster["tls"]
             ),  # fmt: skip
             "rewind_grants": REWIND_GRANTS,
+            # Prometheus' exporters, queries, scrape jobs and alerts on this host (or off).
+            "monitoring": monitoring.minion(config, hosts, me, downstream, barman_servers),
             "standby_signal": postgres.uses_standby_signal(version),
             "initdb_command": render.initdb_command(plan, config["initdb_options"]),
         }
