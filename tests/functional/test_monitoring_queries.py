@@ -53,7 +53,7 @@ def test_every_query_runs_as_a_pg_monitor_role_and_returns_its_metrics(monitor):
         columns, results[name] = rows(monitor, query)
         assert columns == [next(iter(metric)) for metric in query["metrics"]], name
     # A primary: no standby row; its expected standby does not stream, its slot keeps WAL.
-    (server,) = results["pg_replication"]
+    (server,) = results["pg_replication_server"]
     assert (server["is_primary"], server["timeline"], server["pending_restart_settings"]) == (1, 1, 0)
     assert results["pg_replication_standby"] == []
     (downstream,) = results["pg_replication_downstream"]
