@@ -20,7 +20,8 @@ PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+/-]*$")
 SETTING_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 # Physical slot names (Barman insists on ^[0-9a-z_]+$); role names kept to plain identifiers.
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
-ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Names starting with pg_ are PostgreSQL's own (CREATE ROLE refuses them).
+ROLE_RE = re.compile(r"^(?!pg_)[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Salt minion ids, Barman server names, application names, cluster names.
 MINION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -147,6 +147,12 @@ CASES = [
     ("upstream-is-a-list", ("hosts", "standby", "upstream"), ["master"], "pg_replication:hosts:standby:upstream"),
     ("minion-id-space", ("hosts", "ma ster"), {"role": "standby", "address": "10.0.0.9"},
      "pg_replication:hosts:ma ster"),
+    # monitoring
+    ("monitoring-reserved-role", ("monitoring",), {"enabled": True, "user": "pg_exporter"},
+     "pg_replication:monitoring:user: 'pg_exporter' is not a valid role name"),
+    ("monitoring-prometheus-host-unknown", ("monitoring",), {"enabled": True, "prometheus": {"host": "prom9"}},
+     "pg_replication:monitoring:prometheus:host: 'prom9' is not in pg_replication:hosts"),
+    ("monitoring-duration", ("monitoring", "alerts"), {"for": "2 minutes"}, "pg_replication:monitoring:alerts:for"),
 ]  # fmt: skip
 
 

@@ -107,9 +107,7 @@ def test_every_server_runs_the_exporter_as_a_peer_authenticated_role(formula, ex
     rendering = formula(minion_id, monitored(example_pillar))
     defaults = rendering.template("monitoring/files/postgres-exporter-defaults.jinja")
     address = example_pillar["hosts"][minion_id]["address"]
-    assert (
-        "DATA_SOURCE_NAME='host=/var/run/postgresql port=5432 user=pg_replication_monitor dbname=postgres" in defaults
-    )
+    assert "DATA_SOURCE_NAME='host=/var/run/postgresql port=5432 user=replication_monitor dbname=postgres" in defaults
     assert f"--web.listen-address={address}:9187 " in defaults
     assert "password=" not in defaults
     assert "PGPASSWORD" not in defaults
@@ -127,7 +125,7 @@ def test_every_server_runs_the_exporter_as_a_peer_authenticated_role(formula, ex
     )
     assert set(queries) & EXPORTER_NAMESPACES == set()
     ident = rendering.template("server/files/pg_ident.conf.jinja")
-    assert "pg_replication   prometheus  pg_replication_monitor" in ident
+    assert "pg_replication   prometheus  replication_monitor" in ident
     role = "pg_replication-monitoring-role"
     if minion_id == "master":
         assert rendering.args(role)["groups"] == ["pg_monitor"]
