@@ -15,6 +15,21 @@ include:
 pg_replication-monitoring-postgres-exporter-pkg:
   pkg.installed:
     - name: {{ m.pkgs.postgres_exporter }}
+{%- if grains['init'] == 'systemd' %}
+
+# Debian's package starts the exporter before it has a data source: it fails until systemd's
+# start limit stops it, and would refuse the start below. Once, after the install.
+pg_replication-monitoring-postgres-exporter-reset-failed:
+  cmd.run:
+    - name: systemctl reset-failed {{ m.pkgs.postgres_exporter }}.service || true
+    - onchanges:
+      - pkg: pg_replication-monitoring-postgres-exporter-pkg
+    - require:
+      - file: pg_replication-monitoring-postgres-exporter-queries
+      - file: pg_replication-monitoring-postgres-exporter-defaults
+    - require_in:
+      - service: pg_replication-monitoring-postgres-exporter
+{%- endif %}
 
 {%- if pg.role == 'primary' %}
 
