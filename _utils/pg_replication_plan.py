@@ -28,6 +28,7 @@ barman = _sibling("pg_replication_barman")
 render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
 apps = _sibling("pg_replication_apps")
+monitoring = _sibling("pg_replication_monitoring")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -110,6 +111,7 @@ def _cluster(config, hosts, errors):
     topology.check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
     app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
+    monitoring.check(config, hosts, errors)
     schema.expand_paths(config, errors)
     return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
@@ -158,6 +160,8 @@ def _minion_plan(config, cluster, minion_id):
             )
             + cluster["app_hba"],  # fmt: skip
             "rewind_grants": REWIND_GRANTS,
+            # Prometheus' exporters, queries, scrape jobs and alerts on this host (or off).
+            "monitoring": monitoring.minion(config, hosts, me, downstream, barman_servers),
             "standby_signal": postgres.uses_standby_signal(version),
             "initdb_command": render.initdb_command(plan, config["initdb_options"]),
         }

@@ -30,6 +30,10 @@ def hba(config, servers, backup_hosts, tls=False):
     lines = [
         ("local", "all", "postgres", "", "peer map=pg_replication"),
     ]
+    monitoring = config.get("monitoring") or {}
+    if monitoring.get("enabled"):
+        # The exporter's role, for its OS user only (pg_ident.conf maps it).
+        lines.append(("local", "all", monitoring["user"], "", "peer map=pg_replication"))
     repl_user = config["replication"]["user"]
     # Every server may stream from (and pg_rewind against) every other: a switchover changes
     # roles, never this file.

@@ -158,12 +158,13 @@ _path = _message(syntax.check_path)
 _ip = _message(syntax.check_ip)
 _host = _message(syntax.check_host)
 _package = _pattern(syntax.PACKAGE_RE, "a package name")
-_role = _pattern(syntax.ROLE_RE, "a valid role name (letters, digits, _)")
+_role = _pattern(syntax.ROLE_RE, "a valid role name (letters, digits, _; not pg_...)")
 _slot = _pattern(syntax.SLOT_RE, "a valid slot name (lower-case letters, digits, _)")
 _minion_id = _pattern(syntax.MINION_ID_RE, "a valid minion id (letters, digits, _ . -)")
 _server_name = _pattern(syntax.SERVER_RE, "a valid Barman server name (letters, digits, _ . -)")
 _port = _int(1, 65535)
 _version = _int(MIN_VERSION, MAX_VERSION)
+_duration = _pattern(syntax.DURATION_RE, "a Prometheus duration (e.g. 30s, 2m, 1h)")
 _retention = _pattern(syntax.RETENTION_RE, "a retention policy (REDUNDANCY n or RECOVERY WINDOW OF n DAYS)")
 
 
@@ -352,6 +353,12 @@ BARMAN_SERVER_SPEC = {
     "primary": _nullable(_host),
     **BARMAN_SERVER_DEFAULTS,
 }
+# A Prometheus exporter's address, port and options file (monitoring).
+EXPORTER_SPEC = {
+    "listen_address": _nullable(_ip),
+    "port": _port,
+    "defaults_file": _path,
+}
 SCHEMA = {
     "version": _version,
     "cluster": _pattern(syntax.CLUSTER_RE, "a valid cluster name (lower-case letters, digits, _ -)"),
@@ -417,6 +424,31 @@ SCHEMA = {
     "spare_replication_slots": _int(0, 100),
     "restart": {"primary": _enum(*RESTART_MODES), "standby": _enum(*RESTART_MODES)},
     "service": {"enable": _bool},
+    "monitoring": {
+        "enabled": _bool,
+        "user": _role,
+        "os_user": _role,
+        "postgres_exporter": {**EXPORTER_SPEC, "queries_file": _path},
+        "node_exporter": {**EXPORTER_SPEC, "textfile_dir": _path},
+        "barman_interval": _int(1, 59),
+        "cron_file": _path,
+        "salt_call": _nullable(_path),
+        "prometheus": {
+            "host": _nullable(_minion_id),
+            "scrape_interval": _duration,
+            "evaluation_interval": _duration,
+            "config_file": _path,
+            "rules_file": _path,
+        },
+        "alerts": {
+            "for": _duration,
+            "lag_max_bytes": _int(0),
+            "lag_max_seconds": _int(0),
+            "slot_retained_max_bytes": _int(0),
+            "archive_max_bytes": _int(0),
+        },
+        "pkgs": {"postgres_exporter": _package, "node_exporter": _package, "prometheus": _package},
+    },
     # OS family values (osfamilymap.yaml), which a pillar may override.
     "pkgs": {"server": _templated(_package), "client": _templated(_package)},
     "service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),

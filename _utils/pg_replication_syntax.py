@@ -20,7 +20,8 @@ PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+/-]*$")
 SETTING_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 # Physical slot names (Barman insists on ^[0-9a-z_]+$); role names kept to plain identifiers.
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
-ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Names starting with pg_ are PostgreSQL's own (CREATE ROLE refuses them).
+ROLE_RE = re.compile(r"^(?!pg_)[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Application objects (databases, schemas, extensions, grants, pg_hba.conf rules), by what
 # each names; every name also goes into SQL through psycopg2's sql.Identifier.
 APP_RE = {
@@ -66,6 +67,8 @@ REGION_RE = re.compile(r"^[a-z0-9-]{1,32}$")
 BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
 # A cron schedule: five fields of digits, *, /, - and , (or one of cron's @ names).
 CRON_SCHEDULE_RE = re.compile(r"^([0-9*/,-]+( [0-9*/,-]+){4}|@(hourly|daily|weekly|monthly))$")
+# A Prometheus duration: 30s, 2m, 1h30m (0s: at once).
+DURATION_RE = re.compile(r"^([0-9]+(ms|[smhdwy]))+$")
 RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-9]* (DAY|WEEK|MONTH)S?)$", re.I)
 
 

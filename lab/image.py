@@ -101,6 +101,8 @@ def formula_packages(release):
     """What the formula installs on the lab's hosts of ``release``."""
     version = RELEASES[release]
     packages = [f"postgresql-{version}", f"postgresql-client-{version}", "barman", "barman-cli"]
+    # monitoring: the exporters on every host, Prometheus on the one the pillar names.
+    packages += ["prometheus-postgres-exporter", "prometheus-node-exporter", "prometheus"]
     if release in CLOUD_RELEASES:
         packages += ["barman-cli-cloud", "python3-boto3"]
     return packages

@@ -7,6 +7,7 @@ packages=(
   barman barman-cli                                       # the backup host
   barman-cli-cloud python3-boto3                          # barman:cloud (barman-cloud-*)
   cron                                                    # crontab for `barman cron`
+  prometheus                                              # promtool: check and test the alert rules
   iproute2 util-linux procps                              # ip netns, nsenter/unshare, ps
   systemd-container mmdebstrap apt-utils                  # booted lab hosts: nspawn, images, apt-ftparchive
   python3-venv make

@@ -5,12 +5,16 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-{%- if pg.role in ('primary', 'standby') %}
+{%- if pg.role in ('primary', 'standby', 'barman') %}
 include:
-  - {{ tplroot }}.server
-{%- elif pg.role == 'barman' %}
-include:
+{%-   if pg.role == 'barman' %}
   - {{ tplroot }}.barman
+{%-   else %}
+  - {{ tplroot }}.server
+{%-   endif %}
+{%-   if pg.monitoring.enabled %}
+  - {{ tplroot }}.monitoring
+{%-   endif %}
 {%- else %}
 pg_replication-no-role:
   test.nop:

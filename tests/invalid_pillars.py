@@ -237,6 +237,12 @@ CASES = [
     ("absent-postgres", ("absent", "roles"), ["postgres"], "pg_replication:absent:roles:0"),
     ("absent-system-database", ("absent", "databases"), ["template0"], "pg_replication:absent:databases:0"),
     ("absent-typo", ("absent", "role"), ["x"], "pg_replication:absent:role: unknown key"),
+    # monitoring
+    ("monitoring-reserved-role", ("monitoring",), {"enabled": True, "user": "pg_exporter"},
+     "pg_replication:monitoring:user: 'pg_exporter' is not a valid role name"),
+    ("monitoring-prometheus-host-unknown", ("monitoring",), {"enabled": True, "prometheus": {"host": "prom9"}},
+     "pg_replication:monitoring:prometheus:host: 'prom9' is not in pg_replication:hosts"),
+    ("monitoring-duration", ("monitoring", "alerts"), {"for": "2 minutes"}, "pg_replication:monitoring:alerts:for"),
 ]  # fmt: skip
 
 # Cases the integration test leaves to the unit test (the same render path, through the same

@@ -49,8 +49,11 @@ def backup_lab(request, salt_factories, lab):
     """The reference scenario: primary, standby and a Barman backup host; with a fourth lab
     host ``other``, the backup host also backs up that host's own one-server cluster; with the
     module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA); with
-    its ``LAB_GITFS`` true, the master serves the formula from a tag through gitfs only."""
+    its ``LAB_GITFS`` true, the master serves the formula from a tag through gitfs only; the
+    module's ``LAB_MONITORING`` is the pillar's ``monitoring`` section (default: off)."""
     pillar, others = reference_pillar(lab), {}
+    if getattr(request.module, "LAB_MONITORING", None):
+        pillar["monitoring"] = request.module.LAB_MONITORING
     if getattr(request.module, "LAB_TLS", False):
         pillar["tls"] = tls_pillar(lab, ("master", "standby"))
     if "other" in lab.hosts:

@@ -6,13 +6,18 @@ init system shows: units enabled, a stopped server started again by the highstat
 restarting receive-wal, a power-off and boot bringing the cluster back with no highstate,
 cron taking base backups on the pillar's schedule, `barman cron` every minute from the
 formula's own cron file (Barman's package keeps its own, even on a host the old formula wrote
-it over), and the clean states (services stopped, the formula's files removed, no data)."""
+it over), and the clean states (services stopped, the formula's files removed, no data).
+Monitoring is on: Debian's Prometheus on the backup host scrapes every server's
+postgres_exporter and the backup host's node_exporter (Barman's metrics from cron), and
+evaluates the formula's alert rules: a killed standby shows in its metrics and fires its alert."""
 
 import datetime
 import hashlib
 import json
+import os
 import pathlib
 import time
+import urllib.parse
 
 import pytest
 
@@ -30,6 +35,12 @@ BARMAN_CRON = "test -x /usr/bin/barman && /usr/bin/barman -c /etc/barman.conf -q
 PACKAGE_BARMAN_CRON = "[ -x /usr/bin/barman ] && /usr/bin/barman -q cron"
 # What the formula wrote into the package's cron file before it had its own.
 OLD_FORMULA_CRON = f"# Managed by Salt (pg_replication)\nMAILTO=root\n* * * * * barman {BARMAN_CRON}\n"
+# Prometheus on the backup host, scraping and evaluating every 5 s; alerts after 10 s.
+LAB_MONITORING = {
+    "enabled": True,
+    "prometheus": {"host": "backup", "scrape_interval": "5s", "evaluation_interval": "5s"},
+    "alerts": {"for": "10s"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +163,114 @@ def test_second_highstate_changes_nothing(converged):
     assert changed_states(ret.data) == {}
 
 
+FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+
+
+def http_get(salt_lab, url):
+    """``url``'s body, fetched from the backup host (Prometheus' host)."""
+    return salt_lab.lab["backup"].run(["python3", "-c", FETCH, url]).stdout
+
+
+def labelled(labels):
+    """What a series is about: its Barman server (job node), else its minion (postgres_exporter
+    labels its own series server="<socket>:<port>", which is not)."""
+    return (labels.get("server") if labels.get("job") == "node" else None) or labels.get("minion")
+
+
+def promql(salt_lab, query):
+    """``{minion or Barman server: value}`` of an instant PromQL query through Prometheus' HTTP API."""
+    answer = json.loads(
+        http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+    )
+    assert answer["status"] == "success", answer
+    return {labelled(r["metric"]): float(r["value"][1]) for r in answer["data"]["result"]}
+
+
+def firing(salt_lab):
+    """``{(alertname, minion or Barman server)}`` of the alerts Prometheus fires now."""
+    alerts = json.loads(http_get(salt_lab, "http://127.0.0.1:9090/api/v1/alerts"))["data"]["alerts"]
+    return {(a["labels"]["alertname"], labelled(a["labels"])) for a in alerts if a["state"] == "firing"}
+
+
+# The series of the killed standby test, for the README's plot (docs/plot_monitoring.py).
+PLOTTED = {
+    "pg_up": "pg_up",
+    "streaming": 'pg_replication_downstream_streaming{application_name="standby"}',
+    "lag_bytes": 'pg_replication_downstream_lag_bytes{application_name="standby"}',
+    "alerts": 'ALERTS{alertstate="firing", alertname=~"PostgreSQLStandby.*"}',
+}
+
+
+def dump_series(salt_lab, since, path):
+    """Write ``PLOTTED``'s series from ``since`` (epoch seconds) to now, every 2 s, as JSON."""
+    series = {}
+    for name, query in PLOTTED.items():
+        params = {"query": query, "start": f"{since:.0f}", "end": f"{time.time():.0f}", "step": "2"}
+        answer = json.loads(
+            http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query_range?" + urllib.parse.urlencode(params))
+        )
+        series[name] = answer["data"]["result"]
+    pathlib.Path(path).write_text(json.dumps({"since": since, "series": series}, indent=1))
+
+
+def test_prometheus_scrapes_every_exporter_and_barmans_metrics(converged):
+    """pg_up is 1 on each server, the standby's lag series exist (on the primary, per standby,
+    and on the standby itself), Barman's last backup is younger than the pillar's maximum;
+    no secret in the exporters' command lines, options files (0640 root:prometheus) or metrics."""
+    lab, started = converged.lab, time.monotonic()
+    assert wait_for(lambda: promql(converged, "pg_up == 1") == {"master": 1, "standby": 1}, timeout=60, interval=2)
+    assert wait_for(lambda: "standby" in promql(converged, "pg_replication_standby_replay_lag_bytes"), timeout=30)
+    lag = promql(converged, 'pg_replication_downstream_lag_bytes{application_name="standby"}')
+    assert set(lag) == {"master"}
+    assert promql(converged, 'pg_replication_downstream_streaming{application_name="standby"}') == {"master": 1}
+    assert promql(converged, "pg_replication_server_is_primary") == {"master": 1, "standby": 0}
+    # Cron writes Barman's metrics every minute.
+    young = "barman_last_backup_age_seconds < barman_backup_max_age_seconds"
+    assert wait_for(lambda: SERVER in promql(converged, young), timeout=150, interval=5)
+    assert promql(converged, "barman_backup_max_age_seconds") == {SERVER: 86400}
+    assert promql(converged, "barman_receive_wal_running") == {SERVER: 1}
+    print(f"monitoring: every series in Prometheus after {time.monotonic() - started:.0f} s")
+
+    secrets = [converged.pillar["replication"]["password"], converged.pillar["barman"]["password"],
+               converged.pillar["barman"]["streaming_password"]]  # fmt: skip
+    for name, exporter, port in (("master", "prometheus-postgres-exporter", 9187),
+                                 ("standby", "prometheus-postgres-exporter", 9187),
+                                 ("backup", "prometheus-node-exporter", 9100)):  # fmt: skip
+        host = lab[name]
+        processes = host.run(["ps", "-eo", "args="]).stdout.splitlines()
+        argv = "\n".join(line for line in processes if line.startswith(f"/usr/bin/{exporter} "))
+        assert "--web.listen-address=" in argv, processes
+        assert host.run(["stat", "-c", "%U:%G %a", f"/etc/default/{exporter}"]).stdout.strip() == "root:prometheus 640"
+        texts = (argv, host.run(["cat", f"/etc/default/{exporter}"]).stdout,
+                 http_get(converged, f"http://{host.address}:{port}/metrics"))  # fmt: skip
+        assert [secret for secret in secrets for text in texts if secret in text] == [], name
+
+
 def test_highstate_starts_a_killed_standby_server(converged):
     standby = converged.lab["standby"]
     # The unit has no Restart=: a killed postmaster stays down until something starts it.
     standby.run(["sh", "-c", "kill -KILL $(head -n1 /run/postgresql/15-main.pid)"])
     assert wait_for(lambda: standby.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active")
+    # Prometheus sees it: the primary's streaming metric for it drops, its alert fires.
+    started, killed = time.monotonic(), time.time() - 60
+    streaming = 'pg_replication_downstream_streaming{application_name="standby"}'
+    assert wait_for(lambda: promql(converged, streaming) == {"master": 0}, timeout=60, interval=2)
+    assert wait_for(lambda: ("PostgreSQLStandbyDown", "standby") in firing(converged), timeout=90, interval=2)
+    assert ("PostgreSQLStandbyNotStreaming", "master") in firing(converged)
+    assert ("PostgreSQLPrimaryDown", "master") not in firing(converged)
+    # WAL written meanwhile: the standby's lag (from its slot) grows on the primary.
+    converged.lab["master"].psql("CREATE TABLE monitoring_lag AS SELECT generate_series(1, 100000) AS i")
+    lag = 'pg_replication_downstream_lag_bytes{application_name="standby"}'
+    assert wait_for(lambda: promql(converged, lag).get("master", 0) > 2_000_000, timeout=30, interval=2)
+    print(f"monitoring: standby-down alert firing {time.monotonic() - started:.0f} s after the kill")
     ret = converged.highstate()
     assert ret.returncode == 0, ret.stdout[-3000:]
     assert standby.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
     assert wait_for(lambda: "standby:standby_slot" in streaming_clients(converged), timeout=30)
+    assert wait_for(lambda: promql(converged, streaming) == {"master": 1}, timeout=30, interval=2)
+    if os.environ.get("PGR_LAB_MONITORING_SERIES"):
+        time.sleep(20)
+        dump_series(converged, killed, os.environ["PGR_LAB_MONITORING_SERIES"])
 
 
 def receive_wal_pid(salt_lab):

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Barman's metrics for Prometheus (``pg_replication:monitoring``), from ``barman -f json``:
+per server, each ``barman check`` item, the backups by status, the last DONE backup's age
+and size, receive-wal running. A cron job of the backup host writes them to the node
+exporter's textfile directory (``salt-call --local barman.write_metrics``). Part of the
+``barman`` execution module.
+
+:depends: barman
+"""
+
+import logging
+import os
+import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "barman"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _answer(function, server):
+    """``barman.<function>(server)``, or None when Barman cannot answer (logged)."""
+    try:
+        return __salt__[f"barman.{function}"](server)
+    except CommandExecutionError as exc:
+        log.warning("barman metrics: %s %s: %s", function, server, exc)
+        return None
+
+
+def metrics(max_ages):
+    """
+    Barman's metrics in Prometheus' text format for the servers of ``max_ages``
+    (``{server: the maximum age of its last DONE backup, in seconds}``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.metrics '{"master-streaming": 86400}'
+    """
+    utils = __utils__
+    samples = []
+    now = time.time()
+    for server, max_age in sorted((max_ages or {}).items()):
+        checks = _answer("check", server)
+        backups = _answer("list_backups", server) if checks is not None else None
+        samples += utils["pg_replication_monitoring.server_samples"](server, checks, backups, int(max_age), now)
+    return utils["pg_replication_monitoring.barman_metrics"](samples, now)
+
+
+def write_metrics(path, max_ages):
+    """
+    Write :func:`metrics` to ``path`` atomically (a file beside it, renamed over it: the
+    node exporter's textfile collector never reads half a file), mode 0644. Returns the
+    number of samples written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local barman.write_metrics /tmp/barman.prom '{"master-streaming": 86400}'
+    """
+    text = metrics(max_ages)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pg_replication-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Monitoring (``pg_replication:monitoring``): what each host runs and what Prometheus
+scrapes, derived from the plan; and Barman's metrics in Prometheus' text format, from
+``barman -f json``'s answers.
+
+Every server runs postgres_exporter with the formula's queries (``pg_replication_*``
+metrics, scraped live); a backup host runs node_exporter, whose textfile collector reads
+the ``barman_*`` metrics a cron job writes (:func:`barman_metrics`). The host named by
+``monitoring:prometheus:host`` runs Prometheus with a scrape job per exporter kind.
+
+Pure logic; runs on the minion's Python (3.9 on Debian 11).
+"""
+
+import os
+import runpy
+
+_sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
+schema = _sibling("pg_replication_schema")
+
+KEY = f"{schema.KEY}:monitoring"
+# Barman's metrics file, in the node exporter's textfile directory.
+BARMAN_METRICS_FILE = "pg_replication-barman.prom"
+
+
+def check(config, hosts, errors):
+    """The Prometheus host, when there is one, is a host of the pillar."""
+    monitoring = config.get("monitoring") or {}
+    host = (monitoring.get("prometheus") or {}).get("host")
+    if monitoring.get("enabled") and host is not None and host not in hosts:
+        errors.append(f"{KEY}:prometheus:host: {host!r} is not in {schema.KEY}:hosts")
+
+
+def _listen(exporter, host):
+    return f"{exporter.get('listen_address') or host['address']}:{exporter['port']}"
+
+
+def targets(config, hosts):
+    """Prometheus' scrape jobs: every server's postgres_exporter and every backup host's
+    node_exporter, labelled with the minion id, its role in the pillar and the cluster."""
+    monitoring, cluster = config["monitoring"], config.get("cluster", "main")
+    jobs = {"postgres": [], "node": []}
+    for host in sorted(hosts.values(), key=lambda h: h["id"]):
+        kind = "postgres" if host["role"] in ("primary", "standby") else "node"
+        exporter = monitoring["postgres_exporter" if kind == "postgres" else "node_exporter"]
+        labels = {"minion": host["id"], "pg_replication_role": host["role"], "cluster": cluster}
+        jobs[kind].append({"targets": [_listen(exporter, host)], "labels": labels})
+    return [{"job_name": name, "static_configs": configs} for name, configs in jobs.items() if configs]
+
+
+def minion(config, hosts, me, downstream, barman_servers):
+    """What this minion runs for monitoring (``{"enabled": False}`` when it is off)."""
+    monitoring = dict(config.get("monitoring") or {})
+    if not monitoring.get("enabled") or not me:
+        return {"enabled": False}
+    prometheus = dict(monitoring["prometheus"])
+    prometheus["here"] = prometheus.get("host") == me["id"]
+    prometheus["scrape_configs"] = targets(config, hosts) if prometheus["here"] else []
+    server = me["role"] in ("primary", "standby")
+    monitoring.update(
+        {
+            "prometheus": prometheus,
+            "postgres_exporter": dict(
+                monitoring["postgres_exporter"], listen=_listen(monitoring["postgres_exporter"], me)
+            ),
+            "node_exporter": dict(monitoring["node_exporter"], listen=_listen(monitoring["node_exporter"], me)),
+            # This host's exporters.
+            "server": server,
+            "backup": me["role"] == "barman",
+            # The standbys streaming from this server, with their slots (downstream metrics).
+            "downstream": [{"application_name": h["application_name"], "slot": h["slot"]} for h in downstream],
+            # Barman's slots of this cluster (their slot metrics say kind="barman").
+            "barman_slots": sorted({s["slot_name"] for s in barman_servers if not s["external"]}),
+            # On a backup host: each Barman server's maximum backup age (seconds).
+            "barman_max_ages": {s["name"]: config["barman"]["backup_max_age"] for s in barman_servers}
+            if me["role"] == "barman"
+            else {},
+            "barman_metrics_file": BARMAN_METRICS_FILE,
+        }
+    )
+    return monitoring
+
+
+# --------------------------------------------------------------------------- Barman's metrics
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _sample(name, labels, value):
+    pairs = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
+    return f"{name}{{{pairs}}} {float(value):.17g}" if pairs else f"{name} {float(value):.17g}"
+
+
+BARMAN_HELP = {
+    "barman_up": "1 if barman answered for the server (its check ran).",
+    "barman_check_ok": "1 if the barman check item passes, 0 if it fails.",
+    "barman_checks_failed": "Number of failed barman check items.",
+    "barman_backups": "Number of the server's backups in each status.",
+    "barman_last_backup_age_seconds": "Seconds since the end of the last DONE backup.",
+    "barman_last_backup_size_bytes": "Size of the last DONE backup.",
+    "barman_backup_max_age_seconds": "The pillar's backup_max_age: the last DONE backup must be younger.",
+    "barman_receive_wal_running": "1 if receive-wal runs for the server.",
+    "barman_metrics_timestamp_seconds": "When these metrics were written.",
+}
+
+
+def _end_time(backup):
+    """A backup's end as a timestamp (Barman's JSON ``end_time_timestamp``), or None."""
+    try:
+        return float(backup["end_time_timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def server_samples(server, checks, backups, max_age, now):
+    """One Barman server's samples ``[(name, labels, value)]`` from ``barman check``'s
+    items (None: barman did not answer) and ``list-backups``' entries."""
+    labels = {"server": server}
+    samples = [("barman_up", labels, 0 if checks is None else 1), ("barman_backup_max_age_seconds", labels, max_age)]
+    if checks is not None:
+        for item, result in sorted(checks.items()):
+            ok = 1 if (result or {}).get("status") == "OK" else 0
+            samples.append(("barman_check_ok", dict(labels, check=item), ok))
+        samples.append(("barman_checks_failed", labels, sum(1 for _, _, v in samples[2:] if v == 0)))
+        running = (checks.get("receive_wal_running") or {}).get("status") == "OK"
+        samples.append(("barman_receive_wal_running", labels, 1 if running else 0))
+    statuses = {}
+    for backup in backups or []:
+        statuses[backup.get("status", "UNKNOWN")] = statuses.get(backup.get("status", "UNKNOWN"), 0) + 1
+    for status in sorted(set(statuses) | {"DONE"}):
+        samples.append(("barman_backups", dict(labels, status=status), statuses.get(status, 0)))
+    done = [(_end_time(b), b) for b in backups or [] if b.get("status") == "DONE"]
+    done = [(end, b) for end, b in done if end is not None]
+    if done:
+        end, last = max(done, key=lambda pair: pair[0])
+        samples.append(("barman_last_backup_age_seconds", labels, max(0.0, now - end)))
+        samples.append(("barman_last_backup_size_bytes", labels, last.get("size_bytes") or 0))
+    return samples
+
+
+def barman_metrics(samples, now):
+    """The text a textfile collector reads: ``# HELP``/``# TYPE`` and samples per metric."""
+    lines, by_name = [], {}
+    for name, labels, value in samples + [("barman_metrics_timestamp_seconds", {}, now)]:
+        by_name.setdefault(name, []).append(_sample(name, labels, value))
+    for name in sorted(by_name):
+        lines += [f"# HELP {name} {BARMAN_HELP.get(name, name)}", f"# TYPE {name} gauge", *by_name[name]]
+    return "\n".join(lines) + "\n"
