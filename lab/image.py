@@ -101,6 +101,8 @@ def formula_packages(release):
     """What the formula installs on the lab's hosts of ``release``."""
     version = RELEASES[release]
     packages = [f"postgresql-{version}", f"postgresql-client-{version}", "barman", "barman-cli"]
+    # The pooler role's PgBouncer, and arping for the VIP's gratuitous ARP (issue #29).
+    packages += ["pgbouncer", "iputils-arping"]
     if release in CLOUD_RELEASES:
         packages += ["barman-cli-cloud", "python3-boto3"]
     return packages
