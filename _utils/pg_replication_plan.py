@@ -27,6 +27,7 @@ certs = _sibling("pg_replication_certs")
 barman = _sibling("pg_replication_barman")
 render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
+routing = _sibling("pg_replication_routing")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -106,7 +107,8 @@ def _cluster(config, hosts, errors):
     topology.check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
     schema.expand_paths(config, errors)
-    return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
+    clients = routing.cluster_routing(config, hosts, errors)
+    return {"routing": clients, "hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
             "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names,
             "warnings": warnings}  # fmt: skip
@@ -145,8 +147,14 @@ def _minion_plan(config, cluster, minion_id):
             # With TLS: where this host's TLS files go (a backup host has the CA's only).
             "tls": tls.files(cluster["tls"], me, plan, cluster["barman"]),
             "hba": render.hba(
-                config, cluster["primaries"] + cluster["standbys"], cluster["backup_hosts"], cluster["tls"]
+                config,
+                cluster["primaries"] + cluster["standbys"],
+                cluster["backup_hosts"],
+                cluster["tls"],
+                cluster["routing"]["poolers"],
             ),  # fmt: skip
+            # How clients reach the primary: the VIP, PgBouncer (pg_replication_routing).
+            "routing": routing.minion_routing(cluster["routing"], config, me, primary, cluster["tls"]),
             "rewind_grants": REWIND_GRANTS,
             "standby_signal": postgres.uses_standby_signal(version),
             "initdb_command": render.initdb_command(plan, config["initdb_options"]),
