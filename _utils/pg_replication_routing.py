@@ -23,10 +23,12 @@ KEY = schema.KEY
 LOOKUP_SCHEMA = "pg_replication_pooler"
 LOOKUP_FUNCTION = f"{LOOKUP_SCHEMA}.lookup(text)"
 LOOKUP_BODY = "SELECT usename::text, passwd::text FROM pg_catalog.pg_shadow WHERE usename = $1 AND NOT usesuper"
-AUTH_QUERY = f"SELECT usename, passwd FROM {LOOKUP_SCHEMA}.lookup($1)"
+AUTH_QUERY = "SELECT usename, passwd FROM pg_replication_pooler.lookup($1)"
 # PgBouncer's admin console: root over the local socket, peer authentication (no password).
 ADMIN_USER = "root"
 INI_FILE, HBA_FILE, AUTH_FILE = "pgbouncer.ini", "pg_replication_hba.conf", "userlist.txt"
+# What PgBouncer reads only when it starts (a change restarts it; the rest is reloaded).
+LISTEN_FILE = "pg_replication_listen.ini"
 # Run by systemd after the server stops (ExecStopPost): a server that died drops the VIP.
 VIP_DROP_SCRIPT = "/usr/local/lib/pg_replication/vip-drop"
 
@@ -98,14 +100,18 @@ def minion_routing(routing, config, me, primary, tls_on):
     """What this minion does for the clients: whether it holds the VIP, and as a pooler its
     PgBouncer files (the auth file holds a password: ``auth_file_password_lines``)."""
     out = dict(routing, holds_vip=bool(routing["vip"] and me and me["role"] == "primary"))
-    out["vip_drop"] = bool(routing["vip"] and me and me["role"] in ("primary", "standby"))
+    if routing["vip"]:
+        out.update(
+            vip_drop_script=VIP_DROP_SCRIPT, vip_drop_lines=vip_drop_lines(routing["vip"], routing["vip_prefix"])
+        )
     out["pooler"] = bool(me and me["id"] in {p["id"] for p in routing["poolers"]})
     if not out["pooler"]:
         return out
     pooler = config["pooler"]
     conf_dir = pooler["conf_dir"]
     client_tls = tls_on and bool(((config.get("tls") or {}).get("hosts") or {}).get(me["id"]))
-    files = {"ini": f"{conf_dir}/{INI_FILE}", "hba": f"{conf_dir}/{HBA_FILE}", "auth": f"{conf_dir}/{AUTH_FILE}"}
+    files = {"ini": f"{conf_dir}/{INI_FILE}", "hba": f"{conf_dir}/{HBA_FILE}", "auth": f"{conf_dir}/{AUTH_FILE}",
+             "listen": f"{conf_dir}/{LISTEN_FILE}"}  # fmt: skip
     if tls_on:
         files["ca"] = f"{conf_dir}/pg_replication-ca.crt"
     if client_tls:
@@ -114,6 +120,11 @@ def minion_routing(routing, config, me, primary, tls_on):
         files=files,
         client_tls=client_tls,
         ini_lines=ini_lines(pooler, files, target_address(routing, primary), config["port"], config["socket_dir"]),
+        listen_lines=[
+            "listen_addr = *",
+            f"listen_port = {pooler['port']}",
+            f"unix_socket_dir = {config['socket_dir']}",
+        ],
         hba_lines=hba_lines(client_tls),
         auth_file_password_lines=auth_file_lines(pooler["auth_user"], pooler.get("auth_password") or ""),
         lookup_role=pooler["auth_user"],
@@ -125,9 +136,8 @@ def ini_lines(pooler, files, address, port, socket_dir):
     """pgbouncer.ini: every database on the target; SCRAM through auth_query (hba), the
     admin console for root over the local socket; TLS to the servers with the CA, to the
     clients with this host's certificate."""
-    lines = ["[databases]", database_line(address, port), "", "[pgbouncer]"]
+    lines = ["[databases]", database_line(address, port), "", "[pgbouncer]", f"%include {files['listen']}"]
     settings = [
-        ("listen_addr", "*"), ("listen_port", pooler["port"]), ("unix_socket_dir", socket_dir),
         ("auth_type", "hba"), ("auth_hba_file", files["hba"]), ("auth_file", files["auth"]),
         ("auth_user", pooler["auth_user"]), ("auth_query", AUTH_QUERY), ("admin_users", ADMIN_USER),
         ("pool_mode", pooler["pool_mode"]), ("default_pool_size", pooler["default_pool_size"]),
@@ -182,6 +192,38 @@ def lookup_statements(auth_user):
     ]
 
 
+def lookup_check_sql():
+    """What :func:`lookup_missing` reads of the lookup function, for the role ``%(role)s``."""
+    return (
+        "SELECT p.prosecdef, p.prosrc, o.rolsuper AS owner_is_superuser,"
+        " CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = %(role)s)"
+        "  THEN has_function_privilege(%(role)s, p.oid, 'EXECUTE') END AS role_executes,"
+        " has_function_privilege('public', p.oid, 'EXECUTE') AS public_executes,"
+        " CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = %(role)s)"
+        "  THEN has_schema_privilege(%(role)s, n.oid, 'USAGE') END AS role_uses_schema"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner"
+        " WHERE n.nspname = 'pg_replication_pooler' AND p.proname = 'lookup'"
+    )
+
+
+def lookup_missing(row):
+    """What the lookup function (``row``: :func:`lookup_check_sql`'s, None if it does not exist)
+    lacks; empty: it is as the formula makes it."""
+    if not row:
+        return ["the lookup function"]
+    wanted = {
+        "prosecdef": (True, "SECURITY DEFINER"),
+        "owner_is_superuser": (True, "a superuser owner"),
+        "role_executes": (True, "EXECUTE for the lookup role"),
+        "public_executes": (False, "no EXECUTE for PUBLIC"),
+        "role_uses_schema": (True, "USAGE on its schema for the lookup role"),
+    }
+    out = [what for key, (value, what) in wanted.items() if bool(row.get(key)) != value]
+    if (row.get("prosrc") or "").strip() != LOOKUP_BODY:
+        out.insert(0, "the lookup function's body")
+    return out
+
+
 def connection_strings(routing, hosts, port, dbname="DBNAME", user="USER"):
     """The ways in, as libpq connection strings: the VIP, each pooler, and every server at
     once (libpq tries them in turn and keeps the one that takes writes)."""
@@ -199,3 +241,16 @@ def connection_strings(routing, hosts, port, dbname="DBNAME", user="USER"):
     if routing.get("vip"):
         out["vip"] = syntax.conninfo(host=routing["vip"], port=port, **common)
     return out
+
+
+def vip_drop_lines(vip, prefix):
+    """The script systemd runs after PostgreSQL stops (ExecStopPost): a server that died (not
+    a clean stop, which leaves the VIP to the runner) drops the VIP at once."""
+    return [
+        "#!/bin/sh",
+        "# Written by pg_replication: a primary whose PostgreSQL died drops the floating address.",
+        '[ "$SERVICE_RESULT" = success ] && exit 0',
+        f"dev=$(ip -o addr show to {vip} | awk '{{print $2; exit}}')",
+        f'[ -n "$dev" ] && ip addr del {vip}/{prefix} dev "$dev"',
+        "exit 0",
+    ]

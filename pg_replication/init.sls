@@ -5,12 +5,14 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-{%- if pg.role in ('primary', 'standby') %}
+{%- set includes = {'primary': ['server'], 'standby': ['server'], 'barman': ['barman']}.get(pg.role, []) %}
+{#- PgBouncer: on a host of role pooler, or beside another role (pg_replication:pooler:hosts). #}
+{%- set includes = includes + (['pooler'] if pg.routing.pooler else []) %}
+{%- if includes %}
 include:
-  - {{ tplroot }}.server
-{%- elif pg.role == 'barman' %}
-include:
-  - {{ tplroot }}.barman
+{%-   for sls in includes %}
+  - {{ tplroot }}.{{ sls }}
+{%-   endfor %}
 {%- else %}
 pg_replication-no-role:
   test.nop:

@@ -16,3 +16,9 @@ include:
 {%- if pg.role == 'primary' %}
   - .primary
 {%- endif %}
+{%- if pg.routing.vip %}
+  - .vip
+{%- endif %}
+{%- if pg.role == 'primary' and pg.routing.poolers %}
+  - {{ tplroot }}.pooler.lookup
+{%- endif %}
