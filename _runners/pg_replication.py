@@ -136,7 +136,11 @@ def cluster_status(tgt="*"):
     """
     cluster = _cluster(tgt)
     barman_rows = {host: _barman_row(host, cluster.plan_of(host)) for host in cluster.without_server()}
-    return _pure("checks.status")(cluster, barman_rows)
+    out = _pure("checks.status")(cluster, barman_rows)
+    return dict(
+        out,
+        connect=_pure("routing.connection_strings")(cluster.plan.get("routing"), cluster.hosts, cluster.plan["port"]),
+    )
 
 
 def _barman_row(host, plan):
@@ -193,6 +197,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     try:
         created = _create_member_slots(cluster, to, change, done)
         try:
+            _pure("handover.pause")(cluster, _call, done)  # clients wait in PgBouncer (issue #29)
             _stop_primary_cleanly(cluster, old, to, timeout, done)
         except CommandExecutionError:
             for slot in created:  # the primary runs again: leave the standby as it was
@@ -200,9 +205,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
             raise
         done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
     except CommandExecutionError as exc:
+        _pure("handover.resume")(cluster, _call, done)
         return _pure("checks.failure")("switchover", exc, done)
     # Past the point of no return: a step that fails no longer stops the others.
-    left = _follow(cluster, to, change, done, rejoin=[old])
+    left = _pure("handover.handover")(cluster, _call, old, to, done, "RESUME")
+    left += _follow(cluster, to, change, done, rejoin=[old])
     comment = f"{to} is the primary; {old} and the other members follow it"
     return _pure("checks.finished")("switchover", to, comment, checks, done, left, change)
 
@@ -432,8 +439,9 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         writable = time.monotonic() - started
     except CommandExecutionError as exc:
         return _pure("checks.failure")("failover", exc, done)
-    cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
-    left = [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
+    answers = cluster.members.pop(old, None) is not None  # it is not touched: rejoin brings it back
+    left = _pure("handover.handover")(cluster, _call, old, chosen, done, "RECONNECT", old_answers=answers)
+    left += [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
     out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
     return dict(out, seconds_to_writable_primary=round(writable, 1))

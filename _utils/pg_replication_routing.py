@@ -227,6 +227,7 @@ def lookup_missing(row):
 def connection_strings(routing, hosts, port, dbname="DBNAME", user="USER"):
     """The ways in, as libpq connection strings: the VIP, each pooler, and every server at
     once (libpq tries them in turn and keeps the one that takes writes)."""
+    routing = routing or {}
     servers = sorted((h for h in hosts.values() if h["role"] in ("primary", "standby")), key=lambda h: h["id"])
     common = {"dbname": dbname, "user": user}
     out = {
@@ -236,7 +237,9 @@ def connection_strings(routing, hosts, port, dbname="DBNAME", user="USER"):
             target_session_attrs="read-write",
             **common,
         ),  # fmt: skip
-        "poolers": {p["id"]: syntax.conninfo(host=p["address"], port=p["port"], **common) for p in routing["poolers"]},
+        "poolers": {
+            p["id"]: syntax.conninfo(host=p["address"], port=p["port"], **common) for p in routing.get("poolers") or ()
+        },
     }
     if routing.get("vip"):
         out["vip"] = syntax.conninfo(host=routing["vip"], port=port, **common)

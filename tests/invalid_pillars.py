@@ -166,8 +166,8 @@ CASES = [
     ("max-client-conn-negative", ("pooler", "max_client_conn"), -5, "pg_replication:pooler:max_client_conn"),
     ("pooler-target-unknown", ("pooler", "target"), "haproxy", "pg_replication:pooler:target: 'haproxy'"),
     ("pooler-host-unknown", ("pooler", "hosts"), ["nowhere"], "pg_replication:pooler:hosts:0: 'nowhere'"),
-    ("pooler-target-vip-without-vip", ("pooler",), dict(POOLER, target="vip"),
-     "pg_replication:pooler:target: vip needs pg_replication:vip"),
+    ("pooler-port-is-the-servers", ("pooler",), dict(POOLER, hosts=["standby"], port=5432),
+     "pg_replication:pooler:port: 5432 is the servers' port"),
     ("pooler-without-lookup-password", ("pooler",), {"hosts": ["backup"]},
      "pg_replication:pooler:auth_password: a password is required"),
 ]  # fmt: skip
