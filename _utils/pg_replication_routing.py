@@ -20,10 +20,10 @@ KEY = schema.KEY
 # it), reading pg_shadow for one login role that is not a superuser; EXECUTE for the lookup
 # role only. In every database that takes connections (PgBouncer 1.18 runs auth_query in
 # the client's database), template1 included so that new databases have it.
-LOOKUP_SCHEMA = "pg_replication_pooler"
+LOOKUP_SCHEMA = "pgbouncer_lookup"  # not pg_*: PostgreSQL reserves those names
 LOOKUP_FUNCTION = f"{LOOKUP_SCHEMA}.lookup(text)"
 LOOKUP_BODY = "SELECT usename::text, passwd::text FROM pg_catalog.pg_shadow WHERE usename = $1 AND NOT usesuper"
-AUTH_QUERY = "SELECT usename, passwd FROM pg_replication_pooler.lookup($1)"
+AUTH_QUERY = "SELECT usename, passwd FROM pgbouncer_lookup.lookup($1)"
 # PgBouncer's admin console: root over the local socket, peer authentication (no password).
 ADMIN_USER = "root"
 INI_FILE, HBA_FILE, AUTH_FILE = "pgbouncer.ini", "pg_replication_hba.conf", "userlist.txt"
@@ -202,7 +202,7 @@ def lookup_check_sql():
         " CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = %(role)s)"
         "  THEN has_schema_privilege(%(role)s, n.oid, 'USAGE') END AS role_uses_schema"
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner"
-        " WHERE n.nspname = 'pg_replication_pooler' AND p.proname = 'lookup'"
+        " WHERE n.nspname = 'pgbouncer_lookup' AND p.proname = 'lookup'"
     )
 
 

@@ -142,7 +142,7 @@ def test_the_primary_holds_the_vip_and_pgbouncer_logs_clients_in_with_scram(clus
     grants = lab["master"].psql(
         "SELECT p.prosecdef, pg_get_userbyid(p.proowner), has_function_privilege('public', p.oid, 'EXECUTE'),"
         " has_function_privilege('pgbouncer_auth', p.oid, 'EXECUTE') FROM pg_proc p"
-        " WHERE p.oid = 'pg_replication_pooler.lookup(text)'::regprocedure", dbname="otus",
+        " WHERE p.oid = 'pgbouncer_lookup.lookup(text)'::regprocedure", dbname="otus",
     )  # fmt: skip
     assert grants == "t|postgres|f|t"
     assert lab["backup"].run(["stat", "-c", "%a %U %G", "/etc/pgbouncer/userlist.txt"]).stdout.strip() == (

@@ -28,7 +28,7 @@ def test_only_the_primary_holds_the_vip_and_the_backup_host_runs_pgbouncer(plan_
     assert {h: p["pooler"] for h, p in plans.items()} == {"master": False, "standby": False, "backup": True}
     backup = plans["backup"]
     assert "* = host=192.168.11.101 port=5432" in backup["ini_lines"]
-    assert "auth_query = SELECT usename, passwd FROM pg_replication_pooler.lookup($1)" in backup["ini_lines"]
+    assert "auth_query = SELECT usename, passwd FROM pgbouncer_lookup.lookup($1)" in backup["ini_lines"]
     assert "pool_mode = transaction" in backup["ini_lines"]
     assert backup["hba_lines"][0] == "local pgbouncer root peer"
     assert backup["auth_file_password_lines"][1] == '"pgbouncer_auth" "change-me-to-a-fourth-long-secret"'
@@ -87,7 +87,7 @@ def test_lookup_function_checks(routing):
     assert routing.lookup_missing(dict(good, role_executes=None)) == ["EXECUTE for the lookup role"]
     statements = routing.lookup_statements("pgbouncer_auth")
     assert any("SECURITY DEFINER" in s and "pg_shadow" in s for s in statements)
-    assert 'GRANT EXECUTE ON FUNCTION pg_replication_pooler.lookup(text) TO "pgbouncer_auth"' in statements
+    assert 'GRANT EXECUTE ON FUNCTION pgbouncer_lookup.lookup(text) TO "pgbouncer_auth"' in statements
 
 
 class Recorder:
