@@ -176,9 +176,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60):
     start it again and stop); promote ``to``; apply the formula with the new roles on ``to``,
     the old primary (after pg_rewind), the other standbys and the backup hosts (Barman's
     conninfo follows, receive-wal streams from the new primary's slot); drop the old
-    primary's slots. ``test=True`` runs the checks and lists the steps only. Once ``to`` is
-    promoted, a step that fails does not stop the others: ``to`` stays the writable primary,
-    and the return lists what is ``left`` and the command that finishes it
+    primary's slots. With ``pg_replication:pooler``, every PgBouncer is PAUSEd before the
+    primary stops, and repointed and RESUMEd once ``to`` is promoted; the ``vip`` then moves
+    from the old primary to ``to`` (pg_replication_handover). ``test=True`` runs the checks
+    and lists the steps only. Once ``to`` is promoted, a step that fails does not stop the
+    others: ``to`` stays the writable primary, and the return lists what is ``left`` and the command that finishes it
     (``salt-run pg_replication.follow primary=<to>``).
 
     CLI Example:
@@ -409,7 +411,8 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
     the switchover; after it, a failing step leaves the rest to
-    ``salt-run pg_replication.follow``.
+    ``salt-run pg_replication.follow``. Every PgBouncer is repointed and RECONNECTed, and
+    the ``vip`` added on the new primary (removed first from an old primary that answers).
 
     CLI Example:
 
