@@ -144,7 +144,11 @@ def cluster_status(tgt="*"):
     """
     cluster = _cluster(tgt)
     barman_rows = {host: _barman_row(host, cluster.plan_of(host)) for host in cluster.without_server()}
-    return _pure("checks.status")(cluster, barman_rows)
+    out = _pure("checks.status")(cluster, barman_rows)
+    return dict(
+        out,
+        connect=_pure("routing.connection_strings")(cluster.plan.get("routing"), cluster.hosts, cluster.plan["port"]),
+    )
 
 
 def _barman_row(host, plan):
@@ -182,9 +186,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
     down); promote ``to``; apply the formula with the new roles on ``to``,
     the old primary (after pg_rewind), the other standbys and the backup hosts (Barman's
     conninfo follows, receive-wal streams from the new primary's slot); drop the old
-    primary's slots. ``test=True`` runs the checks and lists the steps only. Once ``to`` is
-    promoted, a step that fails does not stop the others: ``to`` stays the writable primary,
-    and the return lists what is ``left`` and the command that finishes it
+    primary's slots. With ``pg_replication:pooler``, every PgBouncer is PAUSEd before the
+    primary stops, and repointed and RESUMEd once ``to`` is promoted; the ``vip`` then moves
+    from the old primary to ``to`` (pg_replication_handover). ``test=True`` runs the checks
+    and lists the steps only. Once ``to`` is promoted, a step that fails does not stop the
+    others: ``to`` stays the writable primary, and the return lists what is ``left`` and the command that finishes it
     (``salt-run pg_replication.follow primary=<to>``).
 
     CLI Example:
@@ -203,6 +209,7 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
     try:
         created = _create_member_slots(cluster, to, change, done)
         try:
+            _pure("handover.pause")(cluster, _call, done)  # clients wait in PgBouncer (issue #29)
             _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout)
         except CommandExecutionError:
             for slot in created:  # the primary runs again: leave the standby as it was
@@ -210,9 +217,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
             raise
         done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
     except CommandExecutionError as exc:
+        _pure("handover.resume")(cluster, _call, done)
         return _pure("checks.failure")("switchover", exc, done)
     # Past the point of no return: a step that fails no longer stops the others.
-    left = _follow(cluster, to, change, done, rejoin=[old])
+    left = _pure("handover.handover")(cluster, _call, old, to, done, "RESUME")
+    left += _follow(cluster, to, change, done, rejoin=[old])
     comment = f"{to} is the primary; {old} and the other members follow it"
     return _pure("checks.finished")("switchover", to, comment, checks, done, left, change)
 
@@ -423,7 +432,8 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
     the switchover; after it, a failing step leaves the rest to
-    ``salt-run pg_replication.follow``.
+    ``salt-run pg_replication.follow``. Every PgBouncer is repointed and RECONNECTed, and
+    the ``vip`` added on the new primary (removed first from an old primary that answers).
 
     CLI Example:
 
@@ -453,8 +463,9 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         writable = time.monotonic() - started
     except CommandExecutionError as exc:
         return _pure("checks.failure")("failover", exc, done)
-    cluster.members.pop(old, None)  # it is not touched: rejoin brings it back
-    left = [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
+    answers = cluster.members.pop(old, None) is not None  # it is not touched: rejoin brings it back
+    left = _pure("handover.handover")(cluster, _call, old, chosen, done, "RECONNECT", old_answers=answers)
+    left += [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
     out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
     return dict(out, seconds_to_writable_primary=round(writable, 1))

@@ -29,6 +29,7 @@ render = _sibling("pg_replication_render")
 postgres = _sibling("pg_replication_postgres")
 apps = _sibling("pg_replication_apps")
 monitoring = _sibling("pg_replication_monitoring")
+routing = _sibling("pg_replication_routing")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -113,7 +114,8 @@ def _cluster(config, hosts, errors):
     app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
     monitoring.check(config, hosts, errors)
     schema.expand_paths(config, errors)
-    return {"hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
+    clients = routing.cluster_routing(config, hosts, errors)
+    return {"routing": clients, "hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
             "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names,
             "warnings": warnings, "apps": app_objects, "app_hba": app_hba}  # fmt: skip
@@ -156,9 +158,15 @@ def _minion_plan(config, cluster, minion_id):
             "tls": tls.files(cluster["tls"], me, plan, cluster["barman"]),
             # The formula's own lines first: the applications' rules cannot override them.
             "hba": render.hba(
-                config, cluster["primaries"] + cluster["standbys"], cluster["backup_hosts"], cluster["tls"]
+                config,
+                cluster["primaries"] + cluster["standbys"],
+                cluster["backup_hosts"],
+                cluster["tls"],
+                cluster["routing"]["poolers"],
             )
             + cluster["app_hba"],  # fmt: skip
+            # How clients reach the primary: the VIP, PgBouncer (pg_replication_routing).
+            "routing": routing.minion_routing(cluster["routing"], config, me, primary, cluster["tls"]),
             "rewind_grants": REWIND_GRANTS,
             # Prometheus' exporters, queries, scrape jobs and alerts on this host (or off).
             "monitoring": monitoring.minion(config, hosts, me, downstream, barman_servers),

@@ -23,7 +23,7 @@ def settings(config, host_settings=None):
     return settings
 
 
-def hba(config, servers, backup_hosts, tls=False):
+def hba(config, servers, backup_hosts, tls=False, poolers=()):
     """pg_hba.conf lines: local peer for postgres only, scram-sha-256 on every TCP line (with
     TLS, every TCP line is hostssl: a connection in clear text matches none)."""
     method = "scram-sha-256"
@@ -44,6 +44,9 @@ def hba(config, servers, backup_hosts, tls=False):
     for host in backup_hosts:
         lines.append(("host", "replication", barman["streaming_user"], _cidr(host["address"]), method))
         lines.append(("host", "all", barman["user"], _cidr(host["address"]), method))
+    # PgBouncer logs in as its clients (SCRAM pass-through) and as its lookup role.
+    for pooler in sorted(poolers, key=lambda p: p["id"]):
+        lines.append(("host", "all", "all", _cidr(pooler["address"]), method))
     if config.get("network"):
         lines.append(("host", "all", "all", config["network"], method))
     if tls:

@@ -17,10 +17,12 @@ import runpy
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
 syntax = _sibling("pg_replication_syntax")
 
-ROLES = ("primary", "standby", "barman")
+ROLES = ("primary", "standby", "barman", "pooler")
 SYNC_METHODS = ("any", "first")
 RESTART_MODES = ("auto", "manual")
 INSTALL_METHODS = ("pkg", "pip")
+POOLER_TARGETS = ("primary", "vip")
+POOL_MODES = ("transaction", "session", "statement")
 # Barman's WAL `compression` (none: not compressed) and its base backup `backup_compression`
 # (pg_basebackup's client-side compression; lz4 and zstd need pg_basebackup 15+).
 WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
@@ -403,6 +405,21 @@ SCHEMA = {
         "cloud_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
+    # Clients follow the primary: its floating address, and PgBouncer (pg_replication_routing).
+    "vip": _nullable(_ip),
+    "pooler": {
+        "hosts": _list_of(_minion_id),
+        "target": _enum(*POOLER_TARGETS),
+        "port": _port,
+        "pool_mode": _enum(*POOL_MODES),
+        "default_pool_size": _int(1, 10000),
+        "max_client_conn": _int(1, 1000000),
+        "auth_user": _role,
+        "auth_password": _secret,
+        "pkg": _package,
+        "service": _pattern(syntax.SERVICE_RE, "a service name"),
+        "conf_dir": _path,
+    },
     # TLS on every TCP connection: the CA's certificate, and each server's certificate (its
     # address in subjectAltName) and key.
     "tls": {

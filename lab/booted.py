@@ -66,7 +66,9 @@ class BootedHost(Host):
         self.nspawn = subprocess.Popen(  # noqa: S603
             ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--console=pipe", "-D", str(self.fs), "-b",
              f"--network-namespace-path=/run/netns/{self.netns}", f"--machine={self.netns}",
-             f"--hostname={self.name}"],
+             # As root on a machine: the VIP (issue #29) is added to its own interface (its own
+             # network namespace only).
+             "--capability=CAP_NET_ADMIN", f"--hostname={self.name}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=self._nspawn_env(),
         )  # fmt: skip

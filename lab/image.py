@@ -103,6 +103,8 @@ def formula_packages(release):
     packages = [f"postgresql-{version}", f"postgresql-client-{version}", "barman", "barman-cli"]
     # monitoring: the exporters on every host, Prometheus on the one the pillar names.
     packages += ["prometheus-postgres-exporter", "prometheus-node-exporter", "prometheus"]
+    # The pooler role's PgBouncer, and arping for the VIP's gratuitous ARP (issue #29).
+    packages += ["pgbouncer", "iputils-arping"]
     if release in CLOUD_RELEASES:
         packages += ["barman-cli-cloud", "python3-boto3"]
     return packages

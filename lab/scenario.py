@@ -224,12 +224,16 @@ class Writer(_Background):
     ``addresses`` is the writable primary, and remembers every id whose COMMIT returned.
     Used to count what a switchover or failover loses (it must be nothing acknowledged)."""
 
-    def __init__(self, addresses, password, user="writer", dbname="otus", table="writes"):
+    def __init__(self, addresses, password, user="writer", dbname="otus", table="writes", port=5432, start_id=None):
         super().__init__()
         self.addresses, self.user, self.password, self.dbname, self.table = addresses, user, password, dbname, table
+        self.port = port
         self.committed, self.errors = [], 0
-        self.start_id = int(time.time() * 1000) * 1000  # ids of earlier writers stay below
+        # ids of earlier writers stay below (writers started together: give each its own start_id)
+        self.start_id = start_id or int(time.time() * 1000) * 1000
         self.first_error = self.resumed = None
+        # Connections made (the first one included), and the longest wait between two commits.
+        self.connections, self.longest_pause, self._last_commit = 0, 0.0, None
 
     @staticmethod
     def prepare(primary, password, user="writer", dbname="otus", table="writes"):
@@ -245,12 +249,13 @@ class Writer(_Background):
         for address in self.addresses:
             try:
                 # A primary killed with its link down sends no reset: give up on it after 2s.
-                conn = psycopg2.connect(host=address, user=self.user, password=self.password, dbname=self.dbname,
-                                        connect_timeout=2, tcp_user_timeout=2000, keepalives_idle=1,
+                conn = psycopg2.connect(host=address, port=self.port, user=self.user, password=self.password,
+                                        dbname=self.dbname, connect_timeout=2, tcp_user_timeout=2000, keepalives_idle=1,
                                         keepalives_interval=1, keepalives_count=2)  # fmt: skip
                 with conn.cursor() as cur:
                     cur.execute("SELECT pg_is_in_recovery()")
                     if not cur.fetchone()[0]:
+                        self.connections += 1
                         return conn
                 conn.close()
             except psycopg2.Error:
@@ -271,6 +276,10 @@ class Writer(_Background):
                     cur.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (next_id,))
                 conn.commit()
                 self.committed.append(next_id)
+                now = time.monotonic()
+                if self._last_commit is not None:
+                    self.longest_pause = max(self.longest_pause, now - self._last_commit)
+                self._last_commit = now
                 if self.first_error and not self.resumed:
                     self.resumed = time.monotonic()
             except psycopg2.Error:
@@ -313,6 +322,42 @@ class WritableProbe(_Background):
             if len(writable) > 1:
                 self.two_writable.append((time.monotonic(), writable))
             self._stop.wait(self.interval)
+
+
+class VipProbe(_Background):
+    """Asks every host, every ``interval`` seconds, whether it holds ``vip`` (``ip addr`` in
+    its own namespace, so a host cut off from the network is asked too); remembers each
+    round in which more than one did, and who held it over time. "Never on two hosts" is
+    ``probe.two_holders == []``."""
+
+    def __init__(self, hosts, vip, interval=0.2):
+        super().__init__()
+        self.hosts, self.vip, self.interval = hosts, vip, interval
+        self.rounds, self.two_holders, self.holders = 0, [], []
+
+    def _holds(self, host):
+        try:
+            return bool(host.run(["ip", "-o", "addr", "show", "to", self.vip], check=False).stdout.strip())
+        except Exception:  # noqa: BLE001 - a host being restarted: asked again next round
+            return False
+
+    def _loop(self):
+        while not self._stop.is_set():
+            holding = [host.name for host in self.hosts if self._holds(host)]
+            self.rounds += 1
+            if len(holding) > 1:
+                self.two_holders.append((time.monotonic(), holding))
+            if not self.holders or self.holders[-1][1] != holding:
+                self.holders.append((time.monotonic(), holding))
+            self._stop.wait(self.interval)
+
+
+def vip_holders(salt_lab, vip):
+    """The hosts that hold ``vip`` now."""
+    return sorted(
+        name for name, host in salt_lab.lab.hosts.items()
+        if host.run(["ip", "-o", "addr", "show", "to", vip], check=False).stdout.strip()
+    )  # fmt: skip
 
 
 # Files the formula writes (owner, mode, checksum), Barman's backups, and where PostgreSQL

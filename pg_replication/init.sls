@@ -5,16 +5,15 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-{%- if pg.role in ('primary', 'standby', 'barman') %}
+{%- set includes = {'primary': ['server'], 'standby': ['server'], 'barman': ['barman']}.get(pg.role, []) %}
+{#- PgBouncer: on a host of role pooler, or beside another role (pg_replication:pooler:hosts). #}
+{%- set includes = includes + (['pooler'] if pg.routing.pooler else []) %}
+{%- set includes = includes + (['monitoring'] if pg.role in ('primary', 'standby', 'barman') and pg.monitoring.enabled else []) %}
+{%- if includes %}
 include:
-{%-   if pg.role == 'barman' %}
-  - {{ tplroot }}.barman
-{%-   else %}
-  - {{ tplroot }}.server
-{%-   endif %}
-{%-   if pg.monitoring.enabled %}
-  - {{ tplroot }}.monitoring
-{%-   endif %}
+{%-   for sls in includes %}
+  - {{ tplroot }}.{{ sls }}
+{%-   endfor %}
 {%- else %}
 pg_replication-no-role:
   test.nop:

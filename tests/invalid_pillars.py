@@ -3,10 +3,20 @@
 Shared by the unit test of the plan and the integration test (tests/integration/test_topology.py)
 that applies every one through a real salt-master and proves no host changed. Each case is
 (id, path, value, key): ``path`` is where ``value`` goes in the reference pillar (``()``: the whole ``pg_replication``
-pillar; ``DELETE``: remove the key).
+pillar; ``DELETE``: remove the key; ``SameAs(path)``: the value the pillar has at that other path).
 """
 
 DELETE = object()
+
+
+class SameAs:
+    """The value the pillar holds at ``path`` (e.g. a host's address, whatever the lab's)."""
+
+    def __init__(self, path):
+        self.path = path
+
+
+POOLER = {"hosts": ["backup"], "auth_password": "a-lookup-role-secret"}
 
 DB2 = {
     "address": "192.168.12.101",
@@ -243,6 +253,19 @@ CASES = [
     ("monitoring-prometheus-host-unknown", ("monitoring",), {"enabled": True, "prometheus": {"host": "prom9"}},
      "pg_replication:monitoring:prometheus:host: 'prom9' is not in pg_replication:hosts"),
     ("monitoring-duration", ("monitoring", "alerts"), {"for": "2 minutes"}, "pg_replication:monitoring:alerts:for"),
+    # Clients follow the primary (issue #29): the VIP and the poolers.
+    ("vip-outside-the-network", ("vip",), "203.0.113.7", "pg_replication:vip: 203.0.113.7 is outside"),
+    ("vip-is-a-host", ("vip",), SameAs(("hosts", "master", "address")),
+     "is the address of master (pg_replication:hosts:master:address)"),
+    ("vip-not-an-address", ("vip",), "10.0.0.300", "pg_replication:vip: '10.0.0.300' is not an IP address"),
+    ("pool-size-zero", ("pooler", "default_pool_size"), 0, "pg_replication:pooler:default_pool_size"),
+    ("max-client-conn-negative", ("pooler", "max_client_conn"), -5, "pg_replication:pooler:max_client_conn"),
+    ("pooler-target-unknown", ("pooler", "target"), "haproxy", "pg_replication:pooler:target: 'haproxy'"),
+    ("pooler-host-unknown", ("pooler", "hosts"), ["nowhere"], "pg_replication:pooler:hosts:0: 'nowhere'"),
+    ("pooler-port-is-the-servers", ("pooler",), dict(POOLER, hosts=["standby"], port=5432),
+     "pg_replication:pooler:port: 5432 is the servers' port"),
+    ("pooler-without-lookup-password", ("pooler",), {"hosts": ["backup"]},
+     "pg_replication:pooler:auth_password: a password is required"),
 ]  # fmt: skip
 
 # Cases the integration test leaves to the unit test (the same render path, through the same
@@ -311,8 +334,16 @@ def mutate(pillar, path, value):
     node = pillar
     for key in path[:-1]:
         node = node.setdefault(key, {})
+    if isinstance(value, SameAs):
+        value = _at(pillar, value.path)
     if value is DELETE:
         node.pop(path[-1], None)
     else:
         node[path[-1]] = copy.deepcopy(value)
+    return pillar
+
+
+def _at(pillar, path):
+    for key in path:
+        pillar = pillar[key]
     return pillar

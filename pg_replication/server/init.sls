@@ -17,3 +17,9 @@ include:
   - .primary
   - .apps
 {%- endif %}
+{%- if pg.routing.vip %}
+  - .vip
+{%- endif %}
+{%- if pg.role == 'primary' and pg.routing.poolers %}
+  - {{ tplroot }}.pooler.lookup
+{%- endif %}

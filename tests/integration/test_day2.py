@@ -19,6 +19,7 @@ from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
 from lab.scenario import (
     SERVER,
+    VipProbe,
     WritableProbe,
     Writer,
     apply_pillar_change,
@@ -28,6 +29,7 @@ from lab.scenario import (
     following,
     restore_check,
     row_on_standby,
+    vip_holders,
     wait_for,
 )
 
@@ -37,6 +39,10 @@ LAB_HOSTS = ("master", "standby", "standby2", "backup")
 ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "backup": "barman"}
 SERVERS = ("master", "standby", "standby2")
 WRITER_PASSWORD = secrets.token_urlsafe(18)
+# Issue #29: the VIP the primary holds and PgBouncer on the backup host; clients that reach
+# the primary only through one of them.
+POOLER = {"hosts": ["backup"], "auth_password": secrets.token_urlsafe(18)}
+POOLER_PORT = 6432
 # Per server: in recovery, postmaster start, slots, a primary's timeline (its current WAL
 # file's; a standby's control file moves to a new timeline at its next restartpoint, on its
 # own); the formula's files.
@@ -57,7 +63,8 @@ def cluster(salt_factories, lab: Lab):
     # Retention keeps every backup of the module: the WAL archive test restores the oldest
     # (timeline 1) after later tests took more, and barman cron runs every minute.
     barman_pillar = {"primary": "master", "server_name": None, "retention_policy": "REDUNDANCY 10"}
-    pillar = reference_pillar(lab, roles=ROLES, barman=barman_pillar)
+    pillar = reference_pillar(lab, roles=ROLES, barman=barman_pillar, vip=str(lab.network.network_address + 100),
+                              pooler=POOLER)  # fmt: skip
     salt_lab = SaltLab(salt_factories, lab, pillar)
     with salt_lab.started():
         converge(salt_lab)
@@ -71,6 +78,29 @@ def snapshot(salt_lab):
 
 def writer(salt_lab):
     return Writer([salt_lab.lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+
+
+def routed_writers(salt_lab, w):
+    """Two more clients beside ``w``: one through PgBouncer only, one through the VIP only
+    (ids of their own), and a probe of who holds the VIP."""
+    lab, vip = salt_lab.lab, salt_lab.pillar["vip"]
+    pooled = Writer([lab["backup"].address], WRITER_PASSWORD, port=POOLER_PORT, start_id=w.start_id + 10**8)
+    via_vip = Writer([vip], WRITER_PASSWORD, start_id=w.start_id + 2 * 10**8)
+    return pooled.start(), via_vip.start(), VipProbe([lab[h] for h in LAB_HOSTS], vip).start()
+
+
+def connect(host, port=5432):
+    import psycopg2  # pylint: disable=import-outside-toplevel
+
+    return psycopg2.connect(host=host, port=port, user="writer", password=WRITER_PASSWORD, dbname="otus",
+                            connect_timeout=5)  # fmt: skip
+
+
+def server_behind(host, port=5432):
+    """(the address of the server a client of ``host``:``port`` reaches, whether it is a standby)."""
+    with connect(host, port) as conn, conn.cursor() as cur:
+        cur.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()")
+        return cur.fetchone()
 
 
 def assert_follows(salt_lab, primary, timeline):
@@ -99,6 +129,54 @@ def test_standbys_stream_on_their_slots(cluster):
 def test_row_inserted_on_primary_is_read_on_standby(cluster):
     token = f"row-{time.time_ns()}"
     assert row_on_standby(cluster, token, timeout=10) == token
+
+
+def test_the_primary_holds_the_vip_and_pgbouncer_logs_clients_in_with_scram(cluster):
+    """The VIP on the primary only; a client through PgBouncer (SCRAM via auth_query) and
+    one through the VIP both reach the primary; the lookup function runs as its owner for the
+    lookup role only; cluster_status gives the way in of each."""
+    lab, vip = cluster.lab, cluster.pillar["vip"]
+    assert vip_holders(cluster, vip) == ["master"]
+    assert server_behind(vip) == (vip, False)
+    assert server_behind(lab["backup"].address, POOLER_PORT) == (lab["master"].address, False)
+    grants = lab["master"].psql(
+        "SELECT p.prosecdef, pg_get_userbyid(p.proowner), has_function_privilege('public', p.oid, 'EXECUTE'),"
+        " has_function_privilege('pgbouncer_auth', p.oid, 'EXECUTE') FROM pg_proc p"
+        " WHERE p.oid = 'pgbouncer_lookup.lookup(text)'::regprocedure", dbname="otus",
+    )  # fmt: skip
+    assert grants == "t|postgres|f|t"
+    assert lab["backup"].run(["stat", "-c", "%a %U %G", "/etc/pgbouncer/userlist.txt"]).stdout.strip() == (
+        "640 root postgres"
+    )
+    connect_strings = cluster.run("pg_replication.cluster_status").data["connect"]
+    servers = ",".join(lab[h].address for h in SERVERS)
+    assert connect_strings["vip"] == f"host={vip} port=5432 dbname=DBNAME user=USER"
+    assert connect_strings["poolers"] == {"backup": f"host={lab['backup'].address} port=6432 dbname=DBNAME user=USER"}
+    assert f"host='{servers}'" in connect_strings["multi_host"]
+    assert "target_session_attrs=read-write" in connect_strings["multi_host"]
+
+
+def test_test_mode_predicts_the_vip_and_pooler_changes_exactly(cluster):
+    """The VIP gone from the primary and a new pool size: test=True predicts exactly the
+    states the real highstate then changes; back to the pillar, nothing changes."""
+    lab, vip, good = cluster.lab, cluster.pillar["vip"], cluster.pillar
+    prefix = lab.network.prefixlen
+    lab["master"].run(["ip", "addr", "del", f"{vip}/{prefix}", "dev", "eth0"])
+    cluster.set_pillar(dict(good, pooler=dict(good["pooler"], default_pool_size=7)))
+    try:
+        predicted = changed_states(cluster.highstate("test=True").data)
+        applied = changed_states(cluster.highstate().data)
+    finally:
+        cluster.set_pillar(good)
+    print(json.dumps({"predicted": predicted, "applied": applied}, indent=1, default=str))
+    assert {m: sorted(s) for m, s in predicted.items()} == {m: sorted(s) for m, s in applied.items()}
+    assert any("pg_replication-vip" in sid for sid in predicted["master"])
+    assert any("pg_replication-pooler-ini" in sid for sid in predicted["backup"])
+    assert vip_holders(cluster, vip) == ["master"]
+    assert "default_pool_size = 7" in lab["backup"].run(["cat", "/etc/pgbouncer/pgbouncer.ini"]).stdout
+    ret = cluster.highstate()  # back to the pillar's pool size
+    assert state_errors(ret.data) == {}
+    assert changed_states(cluster.highstate().data) == {}
 
 
 def test_test_mode_on_the_converged_cluster_predicts_no_change_with_an_address_from_the_mine(cluster):
@@ -267,12 +345,29 @@ def test_switchover_aborts_and_restarts_the_primary_when_the_target_misses_its_s
 
 def switchover(cluster, old, new, timeline):
     w = writer(cluster)
+    pooled, via_vip, probe = routed_writers(cluster, w)
     time.sleep(2)
+    started = time.monotonic()
     ret = cluster.run("pg_replication.switchover", f"to={new}")
+    took = time.monotonic() - started
     time.sleep(2)
-    w.stop()
+    for background in (w, pooled, via_vip, probe):
+        background.stop()
     print(json.dumps(ret.data, indent=1))
     assert ret.returncode == 0, ret.stdout + ret.stderr
+    print(f"switchover {old} -> {new} in {took:.1f}s. Through PgBouncer: {len(pooled.committed)} commits,"
+          f" {pooled.errors} errors, longest pause {pooled.longest_pause:.2f}s. Through the VIP:"
+          f" {len(via_vip.committed)} commits, {via_vip.connections} connections, {via_vip.errors} errors."
+          f" VIP holders over time: {[h for _, h in probe.holders]} ({probe.rounds} rounds)")  # fmt: skip
+    cluster.pooler_pauses = [*getattr(cluster, "pooler_pauses", []), round(pooled.longest_pause, 2)]
+    assert pooled.errors == 0
+    assert len(pooled.committed) > 20
+    assert pooled.missing_on(cluster.lab[new]) == []
+    assert via_vip.connections == 2  # one reconnection, to the new primary
+    assert via_vip.missing_on(cluster.lab[new]) == []
+    assert probe.rounds > 10
+    assert probe.two_holders == []
+    assert vip_holders(cluster, cluster.pillar["vip"]) == [new]
     change = ret.data["pillar_change"]
     assert [line for line in change if ":hosts:" in line] == [
         f"pg_replication:hosts:{h}:role: {'primary' if h == new else 'standby'}" for h in sorted((old, new))
@@ -354,6 +449,9 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
     lab = cluster.lab
     w = writer(cluster)
     probe = WritableProbe([lab[h] for h in SERVERS]).start()
+    vip = cluster.pillar["vip"]
+    via_vip = Writer([vip], WRITER_PASSWORD, start_id=w.start_id + 2 * 10**8).start()
+    vip_probe = VipProbe([lab[h] for h in LAB_HOSTS], vip).start()
     time.sleep(3)
     lab["master"].run(["ip", "link", "set", "eth0", "down"])
     failed_at = time.monotonic()
@@ -382,10 +480,16 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
         committed_at_promotion = len(w.committed)
         time.sleep(3)
     finally:
-        w.stop()
-        probe.stop()
+        for background in (w, probe, via_vip, vip_probe):
+            background.stop()
     assert probe.rounds > 10
     assert probe.two_writable == []
+    # Issue #29: the VIP left the killed primary (ExecStopPost) before the new one took it.
+    print(f"failover through the VIP: {via_vip.connections} connections, {len(via_vip.committed)} commits;"
+          f" VIP holders over time: {[h for _, h in vip_probe.holders]}")  # fmt: skip
+    assert vip_probe.two_holders == []
+    assert via_vip.connections == 2  # one reconnection, to the new primary
+    assert via_vip.resumed
     apply_pillar_change(cluster, ret.data["pillar_change"])
     missing = w.missing_on(lab[new])
     assert w.resumed, "the writer never committed on the new primary"
@@ -400,6 +504,9 @@ def test_failover_promotes_the_most_advanced_standby_and_rejoin_brings_the_old_p
     other = "standby2" if new == "standby" else "standby"
     assert members[other]["upstream"] == lab[new].address
     assert members["backup"]["barman_check"] == {SERVER: "all OK"}
+    assert vip_holders(cluster, vip) == [new]
+    # PgBouncer was repointed and reconnected: its clients reach the new primary.
+    assert server_behind(lab["backup"].address, POOLER_PORT) == (lab[new].address, False)
 
     # The old primary comes back as a primary (as after a reboot): its highstate refuses.
     lab["master"].run(["ip", "link", "set", "eth0", "up"])

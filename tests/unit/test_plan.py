@@ -280,7 +280,7 @@ def test_an_address_left_out_comes_from_the_salt_mine(plan_mod, config):
 
 def test_ipv6_addresses_reach_pgpass_and_hba(plan_mod, config):
     config["hosts"]["master"]["address"] = "fd00::101"
-    config["network"] = None
+    config["network"] = config["vip"] = None  # pillar.example's VIP needs the network
     plan = plan_mod.build(config, "standby")
     assert plan["pgpass_lines"][0].startswith("fd00\\:\\:101:5432:*:")
     assert "host=fd00::101" in plan["conf_lines"][-2]

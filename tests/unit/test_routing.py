@@ -1,0 +1,135 @@
+"""Clients follow the primary (issue #29): the VIP and the poolers in the plan, and what the
+runners do for them around a change of primary (pure: the runner's call is recorded)."""
+
+import pathlib
+
+import pytest
+import yaml
+from salt.exceptions import CommandExecutionError
+
+from tests.conftest import load_util
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def config(merged_config):
+    return merged_config(yaml.safe_load((REPO / "pillar.example").read_text())["pg_replication"])
+
+
+@pytest.fixture(scope="module")
+def routing():
+    return load_util("pg_replication_routing")
+
+
+def test_only_the_primary_holds_the_vip_and_the_backup_host_runs_pgbouncer(plan_mod, config):
+    plans = {h: plan_mod.build(config, h)["routing"] for h in ("master", "standby", "backup")}
+    assert {h: p["holds_vip"] for h, p in plans.items()} == {"master": True, "standby": False, "backup": False}
+    assert {h: p["pooler"] for h, p in plans.items()} == {"master": False, "standby": False, "backup": True}
+    backup = plans["backup"]
+    assert "* = host=192.168.11.101 port=5432" in backup["ini_lines"]
+    assert "auth_query = SELECT usename, passwd FROM pgbouncer_lookup.lookup($1)" in backup["ini_lines"]
+    assert "pool_mode = transaction" in backup["ini_lines"]
+    assert backup["hba_lines"][0] == "local pgbouncer root peer"
+    assert backup["auth_file_password_lines"][1] == '"pgbouncer_auth" "change-me-to-a-fourth-long-secret"'
+    # Only map.jinja sees the secret: every other caller gets it redacted.
+    redacted = plan_mod.redact(plan_mod.build(config, "backup"))
+    assert "change-me-to-a-fourth-long-secret" not in str(redacted)
+    # The servers let the pooler in with SCRAM.
+    hba = plan_mod.build(config, "master")["hba"]
+    assert {"type": "host", "database": "all", "user": "all", "address": "192.168.11.103/32",
+            "method": "scram-sha-256"} in hba  # fmt: skip
+
+
+def test_target_vip_points_pgbouncer_at_the_vip(plan_mod, config):
+    config["pooler"]["target"] = "vip"
+    assert "* = host=192.168.11.100 port=5432" in plan_mod.build(config, "backup")["routing"]["ini_lines"]
+
+
+def test_target_vip_without_a_vip_is_refused(plan_mod, config):
+    config["vip"], config["pooler"]["target"] = None, "vip"
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:pooler:target: vip needs pg_replication:vip"):
+        plan_mod.build(config, "master")
+
+
+def test_a_vip_needs_the_network(plan_mod, config):
+    config["network"] = None
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:vip: needs pg_replication:network"):
+        plan_mod.build(config, "master")
+
+
+def test_a_host_of_role_pooler_runs_pgbouncer_only(plan_mod, config):
+    config["hosts"]["pgb"] = {"role": "pooler", "address": "192.168.11.105"}
+    plan = plan_mod.build(config, "pgb")
+    assert plan["role"] == "pooler"
+    assert [p["id"] for p in plan["routing"]["poolers"]] == ["backup", "pgb"]
+    assert plan["routing"]["pooler"]
+    assert not plan["routing"]["holds_vip"]
+
+
+def test_connection_strings_of_each_way_in(plan_mod, config, routing):
+    plan = plan_mod.build(config, "master")
+    ways = routing.connection_strings(plan["routing"], plan["hosts"], 5432, dbname="app", user="app")
+    assert ways == {
+        "vip": "host=192.168.11.100 port=5432 dbname=app user=app",
+        "poolers": {"backup": "host=192.168.11.103 port=6432 dbname=app user=app"},
+        "multi_host": "host='192.168.11.101,192.168.11.102' port='5432,5432' target_session_attrs=read-write"
+        " dbname=app user=app",
+    }
+
+
+def test_lookup_function_checks(routing):
+    good = {"prosecdef": True, "prosrc": f" {routing.LOOKUP_BODY} ", "owner_is_superuser": True,
+            "role_executes": True, "public_executes": False, "role_uses_schema": True}  # fmt: skip
+    assert routing.lookup_missing(good) == []
+    assert routing.lookup_missing(None) == ["the lookup function"]
+    assert routing.lookup_missing(dict(good, public_executes=True)) == ["no EXECUTE for PUBLIC"]
+    assert routing.lookup_missing(dict(good, role_executes=None)) == ["EXECUTE for the lookup role"]
+    statements = routing.lookup_statements("pgbouncer_auth")
+    assert any("SECURITY DEFINER" in s and "pg_shadow" in s for s in statements)
+    assert 'GRANT EXECUTE ON FUNCTION pgbouncer_lookup.lookup(text) TO "pgbouncer_auth"' in statements
+
+
+class Recorder:
+    def __init__(self, fail=()):
+        self.calls, self.fail = [], fail
+
+    def __call__(self, minion, fun, *args, **kwargs):
+        self.calls.append((minion, fun, *args))
+        if fun in self.fail:
+            raise CommandExecutionError(f"{fun} failed")
+        return {"interface": "eth0"}
+
+
+def _cluster(plan_mod, config, model):
+    members = {}
+    for host in ("master", "standby", "backup"):
+        members[host] = {"plan": plan_mod.redact(plan_mod.build(config, host))}
+    return model.Cluster(members)
+
+
+def test_switchover_resumes_the_poolers_then_moves_the_vip_off_the_old_primary_first(plan_mod, config, model):
+    handover, cluster, call, done = (
+        load_util("pg_replication_handover"),
+        _cluster(plan_mod, config, model),
+        Recorder(),
+        [],
+    )
+    handover.pause(cluster, call, done)
+    left = handover.handover(cluster, call, "master", "standby", done, "RESUME")
+    assert left == []
+    assert [c[:3] for c in call.calls] == [
+        ("backup", "pg_replication.pooler_admin", "PAUSE"),
+        ("backup", "pg_replication.pooler_repoint", "/etc/pgbouncer/pgbouncer.ini"),
+        ("master", "pg_replication.vip_remove", "192.168.11.100"),
+        ("standby", "pg_replication.vip_add", "192.168.11.100"),
+    ]
+    assert call.calls[1][3] == "192.168.11.102"  # the new primary's address
+
+
+def test_failover_with_the_old_primary_cut_off_adds_the_vip_only_on_the_new_one(plan_mod, config, model):
+    handover, cluster, done = load_util("pg_replication_handover"), _cluster(plan_mod, config, model), []
+    call = Recorder(fail=("pg_replication.pooler_repoint",))
+    left = handover.handover(cluster, call, "master", "standby", done, "RECONNECT", old_answers=False)
+    assert [c[1] for c in call.calls] == ["pg_replication.pooler_repoint", "pg_replication.vip_add"]
+    assert left == ["backup: PgBouncer to 192.168.11.102 and RECONNECT: pg_replication.pooler_repoint failed"]
