@@ -467,7 +467,7 @@ SCHEMA = {
         "pkgs": {"postgres_exporter": _package, "node_exporter": _package, "prometheus": _package},
     },
     # OS family values (osfamilymap.yaml), which a pillar may override.
-    "pkgs": {"server": _templated(_package), "client": _templated(_package)},
+    "pkgs": {"server": _templated(_package), "client": _templated(_package), "arping": _package},
     "service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
     "systemd_service_name": _templated(_pattern(syntax.SERVICE_RE, "a service name")),
     "bin_dir": _templated(_path),

@@ -41,6 +41,11 @@ pg_replication-vip-systemd-reload:
       - file: pg_replication-vip-drop-unit
 {%- endif %}
 
+# arping checks that no other host holds the address before it is added, then announces it.
+pg_replication-vip-arping:
+  pkg.installed:
+    - name: {{ pg.pkgs.arping }}
+
 pg_replication-vip:
   pg_replication.vip:
     - name: {{ pg.routing.vip }}
@@ -48,6 +53,7 @@ pg_replication-vip:
     - beside: {{ pg.me.address }}
     - present: {{ pg.routing.holds_vip }}
     - require:
+      - pkg: pg_replication-vip-arping
       - sls: {{ tplroot }}.server.service
 {%- if pg.role == 'primary' %}
       - sls: {{ tplroot }}.server.primary
