@@ -251,11 +251,8 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout=600):
         unfinished = str(exc)
     control = _call(old, "pg_replication.controldata", plan["data_dir"], plan["bin_dir"])
     if control.get("Database cluster state") != "shut down":
-        _call(old, "service.start", plan["service_name"])
         state = control.get("Database cluster state")
-        raise CommandExecutionError(
-            f"{old} did not shut down cleanly ({state}){'; ' + unfinished if unfinished else ''}"
-        )
+        _start_again(old, plan, f"{old} did not shut down cleanly ({state}){'; ' + unfinished if unfinished else ''}")
     checkpoint = _lsn(control["Latest checkpoint location"])
     done.append(f"stopped {old}: shutdown checkpoint at {control['Latest checkpoint location']}")
     if unfinished:
@@ -267,11 +264,18 @@ def _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout=600):
         return lsn(_call(to, "pg_replication.position", **cluster.conn(to))["lsn"]) > checkpoint
 
     if not __utils__["pg_replication_poll.until"](received, timeout):
-        _call(old, "service.start", plan["service_name"])
-        raise CommandExecutionError(
-            f"{to} did not receive {old}'s shutdown checkpoint within {timeout}s; {old} was started again"
-        )
+        _start_again(old, plan, f"{to} did not receive {old}'s shutdown checkpoint within {timeout}s")
     done.append(f"{to} received {old}'s shutdown checkpoint")
+
+
+def _start_again(old, plan, reason):
+    """Give up a switchover: start the old primary again and refuse with ``reason``, which
+    stays the refusal's first words even when the start itself fails."""
+    try:
+        _call(old, "service.start", plan["service_name"])
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"{reason}; starting {old} again failed too: {exc}") from exc
+    raise CommandExecutionError(f"{reason}; {old} was started again")
 
 
 def _follow(cluster, primary, change, done, rejoin=()):

@@ -266,8 +266,8 @@ class FakeClient:
     """salt.client.LocalClient's ``cmd`` and ``run_job`` over made-up member records; every
     call logged."""
 
-    def __init__(self, answers, failing=None):
-        self.answers, self.calls, self.failing = answers, [], failing or {}
+    def __init__(self, answers, failing=None, returns=None):
+        self.answers, self.calls, self.failing, self.returns = answers, [], failing or {}, returns or {}
         self.jobs, self.event = {}, types.SimpleNamespace(unsubscribe=lambda tag: None)
 
     def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
@@ -277,6 +277,7 @@ class FakeClient:
         out = {}
         for minion in tgt if isinstance(tgt, list) else [tgt]:
             ret = {"pg_replication.member": self.answers[minion], "barman.failed_checks": []}.get(fun, True)
+            ret = self.returns.get((fun, minion), ret)
             failing = self.failing.get((fun, minion))
             out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
         return out
@@ -293,9 +294,9 @@ class FakeClient:
 
 @pytest.fixture
 def run():
-    def run(fun, answers, failing=None, **kwargs):
+    def run(fun, answers, failing=None, returns=None, **kwargs):
         runner = load_file("pg_replication_runner_wired", REPO_ROOT / "_runners/pg_replication.py")
-        client = FakeClient(answers, failing)
+        client = FakeClient(answers, failing, returns)
         runner.__utils__, runner.__context__ = Utils(), {"pg_replication.client": client}
         return getattr(runner, fun)(**kwargs), client.calls
 
@@ -333,6 +334,21 @@ def test_a_connection_the_new_topology_needs_that_fails_refuses_the_switchover(r
     )
     assert "certificate verify failed" in ret["comment"]
     assert not {fun for fun, _ in calls} & {"service.stop", "pg_replication.promote", "pg_replication.slot_create"}
+
+
+def test_a_refused_switchover_keeps_its_reason_when_the_old_primary_does_not_start_again(run):
+    answers = records({"master": PRIMARY, "standby": standby(), "standby2": standby()})
+    answers["standby"]["plan"]["served_slots"] = []
+    control = {"Database cluster state": "shutting down"}
+    ret, calls = run("switchover", answers, to="standby",
+                     failing={("service.start", "master"): "Job for postgresql@15-main.service failed"},
+                     returns={("pg_replication.controldata", "master"): control,
+                              ("pg_replication.slots", "standby"): []})  # fmt: skip
+    assert ret["result"] is False
+    assert "master did not shut down cleanly (shutting down); starting master again failed too" in ret["comment"]
+    assert "Job for postgresql@15-main.service failed" in ret["comment"]
+    assert ("service.start", "master") in calls
+    assert "pg_replication.promote" not in {fun for fun, _ in calls}
 
 
 def test_an_operation_past_its_promotion_reports_what_is_left_and_how_to_finish(ops, model):
