@@ -2,6 +2,8 @@
 salt-master and real salt-minions. Everything is torn down even when a test fails."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -20,7 +22,14 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def salt_factories_config():
-    return {"start_timeout": 120}
+    """The daemons' directories in a short temporary root removed after the session
+    (salt-factories' default root is the system's temporary directory itself, where each
+    master left its pki, cache and logs behind). Short: Salt's unix sockets live there."""
+    root = tempfile.mkdtemp(prefix="pgr-salt-")
+    try:
+        yield {"start_timeout": 120, "root_dir": root}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
