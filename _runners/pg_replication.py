@@ -19,6 +19,7 @@ Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_
 """
 
 import time
+import types
 
 import salt.client
 from salt.exceptions import CommandExecutionError
@@ -201,6 +202,11 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
         salt-run pg_replication.switchover to=standby
     """
     cluster, old = _start(tgt)
+    return _switchover(cluster, old, to, test, max_lag, timeout, stop_timeout)
+
+
+def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_timeout=600):
+    """The switchover from ``old`` to ``to`` in ``cluster`` (as :func:`switchover` does)."""
     checks, change, steps = _pure("checks.switchover")(cluster, old, to, max_lag)
     stop = _preflight("switchover", cluster, to, change, checks, steps, test, f"switchover {old} -> {to} would run")
     if stop:
@@ -599,3 +605,82 @@ def _restart_member(cluster, host, primary, timeout, done):
     left = _call(host, "pg_replication.pending_restart", **cluster.conn(host))
     if left:
         raise CommandExecutionError(f"{host} still waits for a restart for {', '.join(left)}")
+
+
+# --------------------------------------------------------------------------- minor upgrade
+
+
+def upgrade_minor(test=False, tgt="*", to=None, max_lag=None, switch_back=None, refresh=True, timeout=300):
+    """
+    Upgrade every server's PostgreSQL packages (the plan's ``pkgs``: server and client) to
+    the repository's newest build of the same major version, one server at a time, with one
+    switchover's write pause: each standby (``pkg.install`` of that version, restart,
+    streaming again and caught up), then a switchover to an upgraded standby (``to``, or the
+    first standby streaming from the primary that is not delayed), then the old primary
+    (upgraded, restarted, streaming from the new primary), then, with ``switch_back`` (default
+    ``pg_replication:upgrade:switch_back``), a switchover back to it. A server already on the
+    newest build is left alone: after a failed step, fix it and run this again.
+
+    Refused, with nothing changed, unless the cluster is healthy: exactly the pillar's primary
+    runs, every server runs, each standby streams from its upstream with at most ``max_lag``
+    bytes not replayed (default ``pg_replication:switchover:max_lag_bytes``), and the
+    switchover's own checks pass. ``test=True`` lists which host goes from which version to
+    which and the steps, and changes nothing (``refresh``: the package lists are refreshed
+    first, as ``pkg.latest_version`` does). Without the switch back, the return ends with the
+    pillar change to make, as a switchover's.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.upgrade_minor test=True
+        salt-run pg_replication.upgrade_minor
+        salt-run pg_replication.upgrade_minor to=standby2 switch_back=True
+    """
+    cluster, primary = _start(tgt)
+    packages, by_name = _pure("upgrade.packages"), _pure("upgrade.by_name")
+    installed, latest = {}, {}
+    for host in cluster.servers():
+        names = packages(cluster.plan_of(host))
+        if host not in cluster.members or not names:
+            continue
+        installed[host] = by_name(names, _call(host, "pkg.version", *names))
+        latest[host] = by_name(names, _call(host, "pkg.latest_version", *names, refresh=refresh, timeout=300))
+    preflight = _pure("upgrade.preflight")
+    checks, moves, order, steps = preflight(cluster, primary, installed, latest, to, max_lag, switch_back)
+    stop = _pure("checks.preflight")("upgrade_minor", checks, steps, test, "upgrade_minor would run")
+    if stop:
+        return dict(stop, upgrades=moves)
+    if not order:
+        return _pure("checks.succeeded")(steps[0], checks, [], upgrades={})
+    # The switchover tries the connections its new topology needs itself, before it changes anything.
+    # Called as a plain function: it calls back into this runner (``_call``, ``_switchover``),
+    # whose ``__utils__`` is packed in the runner's loader context only, not in the utils'.
+    run = _pure("upgrade.run")
+    run = getattr(run, "func", run)
+    return run(_upgrade_ops(tgt, max_lag), cluster, primary, moves, order, checks, timeout)
+
+
+def _upgrade_ops(tgt, max_lag):
+    """What ``pg_replication_upgrade.run`` does through the minions."""
+
+    def position(cluster, host):
+        return _call(host, "pg_replication.position", **cluster.conn(host))["lsn"]
+
+    def cluster_as(change):
+        answers = _client().cmd(
+            _answering(tgt), "pg_replication.member", kwarg={"change": change}, timeout=20, full_return=True,
+            tgt_type="list",
+        )  # fmt: skip
+        cluster = _pure("cluster.from_answers")(answers)
+        if cluster is None:
+            raise CommandExecutionError(f"no minion matching {tgt!r} answered with a pg_replication pillar")
+        return cluster
+
+    return types.SimpleNamespace(
+        call=_call,
+        position=position,
+        wait_streaming=_wait_streaming,
+        switchover=lambda cluster, old, new: _switchover(cluster, old, new, max_lag=max_lag),
+        cluster=cluster_as,
+    )

@@ -405,6 +405,8 @@ SCHEMA = {
         "cloud_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
+    # salt-run pg_replication.upgrade_minor (pg_replication_upgrade).
+    "upgrade": {"switch_back": _bool},
     # Clients follow the primary: its floating address, and PgBouncer (pg_replication_routing).
     "vip": _nullable(_ip),
     "pooler": {

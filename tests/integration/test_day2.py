@@ -10,10 +10,14 @@ import concurrent.futures
 import copy
 import json
 import secrets
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+from lab.booted import REPO_PORT, RepoServer
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
@@ -747,6 +751,96 @@ def test_a_standby_whose_slot_lost_its_wal_is_rebuilt_by_its_highstate(cluster):
     assert wait_for(lambda: slot_wal_status(lab, primary, slot) == "reserved", 30)
     assert wait_for(lambda: lab[lost].psql("SELECT count(*) FROM lost_probe", dbname="otus") == "4", 30)
     assert following(cluster, primary, SERVERS)
+
+
+# --------------------------------------------------------------------------- minor upgrade (issue #31)
+
+PG_PACKAGE = "postgresql-15"
+UPDATE_PORT = REPO_PORT + 1
+
+
+def installed_build(host, package=PG_PACKAGE):
+    return host.run(["dpkg-query", "-W", "-f", "${Version}", package]).stdout
+
+
+def newer_build(lab, directory, package=PG_PACKAGE, suffix="+pgr1"):
+    """A repository of one package: the lab's build of ``package`` repacked with its version
+    ``suffix``ed (the same binaries, a newer version to apt), as a point release would be;
+    served over HTTP on the bridge like the lab's own. ``(server, version)``."""
+    deb = next(Path(lab.repo).glob(f"{package}_*.deb"))
+    tree = Path(directory) / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN/control"
+    version = next(line for line in control.read_text().splitlines() if line.startswith("Version: "))[9:] + suffix
+    control.write_text("".join(
+        f"Version: {version}\n" if line.startswith("Version: ") else f"{line}\n"
+        for line in control.read_text().splitlines()
+    ))  # fmt: skip
+    repo = Path(directory) / "repo"
+    repo.mkdir()
+    # Uncompressed: the build takes a second, not a minute of xz.
+    subprocess.run(["dpkg-deb", "-Znone", "-b", str(tree), str(repo / f"{package}_{version}_amd64.deb")],
+                   check=True, capture_output=True)  # fmt: skip
+    for what, name in (("packages", "Packages"), ("release", "Release")):
+        data = subprocess.run(["apt-ftparchive", what, "."], cwd=repo, check=True, capture_output=True).stdout
+        (repo / name).write_bytes(data)
+    return RepoServer(repo, lab.master_address, port=UPDATE_PORT).start(), version
+
+
+def test_upgrade_minor_upgrades_every_server_with_one_switchovers_write_pause(cluster):
+    """Issue #31: the hosts were installed from the lab's build of postgresql-15; a newer
+    build appears in a second repository. test=True lists each host's move and changes
+    nothing; the upgrade, with a client committing throughout, leaves every server on the
+    new build with one switchover's write pause and no acknowledged commit lost; after the
+    pillar change it prints, a highstate changes nothing."""
+    lab = cluster.lab
+    primary = next(h for h in SERVERS if cluster.pillar["hosts"][h]["role"] == "primary")
+    old = installed_build(lab[primary])
+    with tempfile.TemporaryDirectory() as directory:
+        server, new = newer_build(lab, directory)
+        try:
+            for h in SERVERS:
+                lab[h].run(["sh", "-c", f"echo 'deb [trusted=yes] http://{lab.master_address}:{UPDATE_PORT}/ ./' "
+                                        "> /etc/apt/sources.list.d/lab-update.list"])  # fmt: skip
+            before = snapshot(cluster)
+            preview = cluster.run("pg_replication.upgrade_minor", "test=True")
+            assert preview.returncode == 0, preview.stdout + preview.stderr
+            print(json.dumps(preview.data, indent=1))
+            assert preview.data["result"] is None
+            assert preview.data["upgrades"] == {h: {PG_PACKAGE: {"old": old, "new": new}} for h in SERVERS}
+            assert sum(step.startswith("switchover") for step in preview.data["steps"]) == 1
+            assert snapshot(cluster) == before
+            assert {installed_build(lab[h]) for h in SERVERS} == {old}
+
+            w = writer(cluster)
+            time.sleep(2)
+            started = time.monotonic()
+            ret = cluster.run("pg_replication.upgrade_minor")
+            took = time.monotonic() - started
+            time.sleep(2)
+            w.stop()
+        finally:
+            server.stop()
+            for h in SERVERS:
+                lab[h].run(["rm", "-f", "/etc/apt/sources.list.d/lab-update.list"])
+    print(json.dumps(ret.data, indent=1))
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    assert {h: installed_build(lab[h]) for h in SERVERS} == dict.fromkeys(SERVERS, new)
+    new_primary = next(line.split(": ", 1)[0].split(":")[2] for line in ret.data["pillar_change"]
+                       if line.endswith(":role: primary"))  # fmt: skip
+    missing = w.missing_on(lab[new_primary])
+    print(f"upgrade_minor {old} -> {new} in {took:.1f}s: {len(w.committed)} commits acknowledged, {len(missing)}"
+          f" missing; write unavailability (longest pause between two commits) {w.longest_pause:.1f}s;"
+          f" primary {primary} -> {new_primary}")  # fmt: skip
+    assert len(w.committed) > 50
+    assert missing == []
+    assert sum(line.startswith("switchover ") for line in ret.data["done"]) == 1
+    assert w.longest_pause < 30  # one switchover's, not a server's upgrade
+    apply_pillar_change(cluster, ret.data["pillar_change"])
+    assert following(cluster, new_primary, SERVERS)
+    after = cluster.highstate()
+    assert state_errors(after.data) == {}
+    assert changed_states(after.data) == {}
 
 
 def test_switchover_refused_when_pg_rewind_could_not_rejoin_the_primary(cluster):

@@ -6,7 +6,7 @@ import json
 PLAN_KEYS = {
     "minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir", "socket_dir", "home",
     "service_name", "replication", "barman_servers", "switchover", "served_slots", "peer_tls", "routing",
-    "barman_pillar",
+    "pkgs", "upgrade", "barman_pillar",
 }  # fmt: skip
 
 
