@@ -5,6 +5,7 @@ contender once, then re-check them all, alternating who goes first, and take the
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import pathlib
@@ -62,8 +63,12 @@ def high(states):
 
 
 def apply(modules, data):
-    """One state run (one loader, so our modules keep one connection); count changes."""
+    """One state run (one loader, so our modules keep one connection per database); count
+    changes. The run's loaders hold its connections in reference cycles: collect them here, as
+    the end of a minion's job process does, or each run's would stay open until the server
+    refuses more clients."""
     ret = modules.state.high(data).raw
+    gc.collect()
     if not isinstance(ret, dict):
         raise SystemExit(f"state run failed: {ret}")
     failed = [r["comment"] for r in ret.values() if r["result"] is not True]
@@ -132,6 +137,7 @@ def converge_and_recheck(runs, rounds):
             if changed:
                 raise SystemExit(f"{label}: re-check reported {changed} changes")
             recheck[label].append(seconds)
+            print(f"re-check  {label:8s} {seconds:7.2f}s (round {rnd + 1}, load {_load()})", flush=True)
         print(f"round {rnd + 1}: " + ", ".join(f"{label} {t[-1]:.2f}s" for label, t in recheck.items()), flush=True)
     print(f"load average after: {_load()}", flush=True)
     return {label: statistics.median(times) for label, times in recheck.items()}
