@@ -120,14 +120,15 @@ def run_ansible(playbook_bin, playbook):
     return int(recap.group(1))
 
 
-def converge_and_recheck(runs, rounds):
+def converge_and_recheck(runs, rounds, converge=None):
     """``runs``: {label: (func, *args)}, each returning how many changes it made. Run each
-    once (the converge), then ``rounds`` re-checks of them all, alternating who goes first; a
-    re-check that changes anything stops the benchmark. The median seconds of each. The
-    machine's load average is printed before and after (the ratios come from one run, but a
-    busy machine slows the contenders unevenly)."""
+    once (the converge; ``converge``: {label: (func, *args)} that does it instead), then
+    ``rounds`` re-checks of them all, alternating who goes first; a re-check that changes
+    anything stops the benchmark. The median seconds of each. The machine's load average is
+    printed before and after (the ratios come from one run, but a busy machine slows the
+    contenders unevenly)."""
     print(f"load average before: {_load()}", flush=True)
-    for label, (func, *call) in runs.items():
+    for label, (func, *call) in dict(runs, **(converge or {})).items():
         seconds, changed = timed(func, *call)
         print(f"converge  {label:8s} {seconds:7.2f}s ({changed} changes)", flush=True)
     recheck = {label: [] for label in runs}
@@ -147,11 +148,13 @@ def _load():
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def arguments(doc, sizes, quick, argv=None):
+def arguments(doc, sizes, quick, argv=None, flags=()):
     """The command line of a benchmark: ``--NAME N`` for each of ``sizes`` ({name: default}),
-    ``--rounds``, ``--no-ansible``, and ``--quick`` (CI smoke: ``quick``'s sizes, one round,
-    no Ansible)."""
+    ``--rounds``, ``--no-ansible``, ``--quick`` (CI smoke: ``quick``'s sizes, one round, no
+    Ansible), and the benchmark's own on/off ``flags`` ((name, help), ...)."""
     parser = argparse.ArgumentParser(description=doc)
+    for name, help_text in flags:
+        parser.add_argument(name, action="store_true", help=help_text)
     for name, default in sizes.items():
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--rounds", type=int, default=3)
