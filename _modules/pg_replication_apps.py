@@ -234,11 +234,10 @@ def privileges(role, database, on, schema=None, objects=None, default_for=None, 
     """
     if on not in GRANT_KIND:
         raise SaltInvocationError(f"privileges on {on!r}: expected one of {', '.join(GRANT_KIND)}")
-    grantee = _role_oid(role, **kwargs)
     if default_for is not None:
-        return _default_privileges(grantee, on, schema, default_for, database, **kwargs)
+        return _default_privileges(role, on, schema, default_for, database, **kwargs)
     statement, params = _acl_query(on, database, schema, objects, **kwargs)
-    rows = _query(statement, (grantee, *params), **_in(database, on), **kwargs)
+    rows = _query(statement, (*_grantee_params(role), *params), **_in(database, on), **kwargs)
     out = {r["object"]: sorted(r["privs"]) for r in rows}
     for name in objects or ():
         if not any(label == f"{schema}.{name}" or label.endswith(f".{name}") for label in out):
@@ -246,18 +245,17 @@ def privileges(role, database, on, schema=None, objects=None, default_for=None, 
     return out
 
 
-def _role_oid(role, **kwargs):
-    """The grantee's oid in an ACL (0 for PUBLIC; -1 for a role that does not exist yet, which
-    then holds nothing)."""
-    if role == "PUBLIC":
-        return 0
-    rows = _query("SELECT oid FROM pg_roles WHERE rolname = %s", (role,), **kwargs)
-    return int(rows[0]["oid"]) if rows else -1
+def _grantee_params(role):
+    """The parameters of :func:`_privs_of`'s grantee: PUBLIC is oid 0; a role that does not
+    exist (yet) matches nothing, so it holds nothing."""
+    return (role == "PUBLIC", role)
 
 
 def _privs_of(acl):
-    """SQL: the privilege names ``acl`` (an expression) gives the grantee %s."""
-    return f"ARRAY(SELECT a.privilege_type FROM aclexplode({acl}) a WHERE a.grantee = %s::oid) AS privs"  # noqa: S608
+    """SQL: the privilege names ``acl`` (an expression) gives the grantee (parameters:
+    :func:`_grantee_params`), its oid looked up in the same statement."""
+    grantee = "CASE WHEN %s THEN 0::oid ELSE (SELECT oid FROM pg_roles WHERE rolname = %s) END"
+    return f"ARRAY(SELECT a.privilege_type FROM aclexplode({acl}) a WHERE a.grantee = {grantee}) AS privs"  # noqa: S608
 
 
 def _acl_query(on, database, schema, objects, **kwargs):
@@ -299,14 +297,14 @@ def _function_label(schema, signature, database, **kwargs):
     return rows[0]["label"] or signature
 
 
-def _default_privileges(grantee, on, schema, default_for, database, **kwargs):
+def _default_privileges(role, on, schema, default_for, database, **kwargs):
     where = (
         "d.defaclnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)" if schema else "d.defaclnamespace = 0"
     )
     rows = _query(
         f"SELECT {_privs_of('d.defaclacl')} FROM pg_default_acl d"  # noqa: S608 - constants
         f" WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s) AND d.defaclobjtype = %s AND {where}",
-        (grantee, default_for, DEFAULT_OBJTYPE[on], *([schema] if schema else [])),
+        (*_grantee_params(role), default_for, DEFAULT_OBJTYPE[on], *([schema] if schema else [])),
         dbname=database,
         **kwargs,
     )

@@ -36,8 +36,9 @@ def _database_diff(name, db, wanted, extensions, schemas, conn):
         for attr in ("owner", "connlimit"):
             if wanted[attr] is not None and db[attr] != wanted[attr]:
                 changes[attr] = {"old": db[attr], "new": wanted[attr]}
-        current_ext = __salt__["pg_replication.extensions"](name, **conn)
-        current_schemas = __salt__["pg_replication.schemas"](name, **conn)
+        # Only what the pillar declares is compared: no declared schema, no query for them.
+        current_ext = __salt__["pg_replication.extensions"](name, **conn) if extensions else {}
+        current_schemas = __salt__["pg_replication.schemas"](name, **conn) if schemas else {}
     added = {s: o for s, o in schemas.items() if s not in current_schemas}
     owners = {s: {"old": current_schemas[s], "new": o} for s, o in schemas.items()
               if s in current_schemas and o is not None and current_schemas[s] != o}  # fmt: skip
