@@ -17,3 +17,6 @@ include:
 {%- if m.prometheus.here %}
   - .prometheus
 {%- endif %}
+{%- if m.tls_files %}
+  - .tls
+{%- endif %}
