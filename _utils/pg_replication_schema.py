@@ -452,6 +452,7 @@ SCHEMA = {
         "salt_call": _nullable(_path),
         "tls": _bool,
         "tls_dir": _path,
+        "beacon": {"enabled": _bool, "interval": _int(5, 86400)},
         "prometheus": {
             "host": _nullable(_minion_id),
             "scrape_interval": _duration,

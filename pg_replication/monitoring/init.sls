@@ -20,3 +20,6 @@ include:
 {%- if m.tls_files %}
   - .tls
 {%- endif %}
+{%- if m.beacon.enabled and (m.server or m.backup) %}
+  - .beacon
+{%- endif %}

@@ -263,3 +263,19 @@ def test_clean_removes_the_monitoring_files_but_no_data(formula, example_pillar,
         assert conffile["onlyif"][0]["text"] == "Managed by Salt (pg_replication)"
         restore = f"pg_replication-monitoring-{name}-package-file-clean"
         assert (restore in rendering.states) == (os_family == "Debian")
+
+
+@pytest.mark.parametrize("minion_id", ["master", "backup"])
+def test_the_health_beacon_is_configured_when_the_pillar_says_so(formula, example_pillar, minion_id):
+    """monitoring:beacon: Salt's beacon.present saves the formula's beacon (_beacons/) in the
+    minion's configuration, with the server's socket or the backup host's Barman servers."""
+    assert "pg_replication-monitoring-beacon" not in formula(minion_id, monitored(example_pillar)).states
+    rendering = formula(minion_id, monitored(example_pillar, beacon={"enabled": True, "interval": 20}))
+    args = rendering.args("pg_replication-monitoring-beacon")
+    expected = {"name": "pg_replication_health", "save": True, "interval": 20}
+    if minion_id == "master":
+        expected.update(port=5432, host="/var/run/postgresql")
+    else:
+        expected["barman_servers"] = ["master-streaming"]
+    assert {key: value for key, value in args.items() if key != "order"} == expected
+    assert (REPO_ROOT / "_beacons/pg_replication_health.py").is_file()
