@@ -199,7 +199,8 @@ def test_with_tls_prometheus_scrapes_https_verifying_the_cluster_ca(formula, exa
     assert (ca["contents_pillar"], ca["mode"]) == ("pg_replication:tls:ca_cert", "0644")
 
 
-def test_without_tls_the_exporters_serve_plain_http(backup):
+def test_without_tls_the_exporters_serve_plain_http(formula, example_pillar):
+    backup = formula("backup", monitored(example_pillar))
     context = backup.args("pg_replication-monitoring-prometheus-config")["context"]
     config = yaml.safe_load(backup.template("monitoring/files/prometheus.yml.jinja", **context))
     assert [job.get("scheme") for job in config["scrape_configs"]] == [None, None]
