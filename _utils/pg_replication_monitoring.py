@@ -20,23 +20,66 @@ schema = _sibling("pg_replication_schema")
 KEY = f"{schema.KEY}:monitoring"
 # Barman's metrics file, in the node exporter's textfile directory.
 BARMAN_METRICS_FILE = "pg_replication-barman.prom"
+# The hosts that run an exporter (a server's postgres_exporter, a backup host's node_exporter).
+EXPORTER_ROLES = ("primary", "standby", "barman")
+# monitoring:tls's files, in monitoring:tls_dir: this host's certificate and key (an
+# exporter host's), each exporter's web configuration, the CA (Prometheus' host).
+TLS_FILES = {
+    "cert": "server.crt",
+    "key": "server.key",
+    "ca": "ca.crt",
+    "postgres_exporter_web": "postgres-exporter-web.yml",
+    "node_exporter_web": "node-exporter-web.yml",
+}
+
+
+def _tls_on(config):
+    monitoring = config.get("monitoring") or {}
+    return bool(monitoring.get("enabled") and monitoring.get("tls"))
+
+
+def tls_roles(config):
+    """The roles whose ``tls:hosts`` certificates the plan checks: every exporter host's
+    with ``monitoring:tls`` on (a backup host's node_exporter serves https too)."""
+    return EXPORTER_ROLES if _tls_on(config) else ("primary", "standby")
 
 
 def check(config, hosts, errors):
-    """The Prometheus host, when there is one, is a host of the pillar."""
+    """The Prometheus host, when there is one, is a host of the pillar; ``monitoring:tls``
+    needs the cluster's CA and every exporter host's certificate and key."""
     monitoring = config.get("monitoring") or {}
     host = (monitoring.get("prometheus") or {}).get("host")
     if monitoring.get("enabled") and host is not None and host not in hosts:
         errors.append(f"{KEY}:prometheus:host: {host!r} is not in {schema.KEY}:hosts")
+    if not _tls_on(config):
+        return
+    tls = config.get("tls") or {}
+    if not tls.get("ca_cert"):
+        errors.append(f"{KEY}:tls: needs {schema.KEY}:tls:ca_cert (and every exporter host's certificate and key)")
+        return
+    for host in sorted(hosts.values(), key=lambda h: h["id"]):
+        if host["role"] == "barman" and not (tls.get("hosts") or {}).get(host["id"]):
+            errors.append(
+                f"{schema.KEY}:tls:hosts:{host['id']}: a backup host needs its certificate and key"
+                f" with {KEY}:tls on (its node_exporter serves https)"
+            )
 
 
 def _listen(exporter, host):
     return f"{exporter.get('listen_address') or host['address']}:{exporter['port']}"
 
 
+def tls_files(monitoring):
+    """Where ``monitoring:tls``'s files go (None with it off)."""
+    if not monitoring.get("tls"):
+        return None
+    return {name: f"{monitoring['tls_dir']}/{filename}" for name, filename in TLS_FILES.items()}
+
+
 def targets(config, hosts):
     """Prometheus' scrape jobs: every server's postgres_exporter and every backup host's
-    node_exporter, labelled with the minion id, its role in the pillar and the cluster."""
+    node_exporter, labelled with the minion id, its role in the pillar and the cluster;
+    with ``monitoring:tls``, over https verified against the cluster's CA."""
     monitoring, cluster = config["monitoring"], config.get("cluster", "main")
     jobs = {"postgres": [], "node": []}
     for host in sorted(hosts.values(), key=lambda h: h["id"]):
@@ -44,7 +87,9 @@ def targets(config, hosts):
         exporter = monitoring["postgres_exporter" if kind == "postgres" else "node_exporter"]
         labels = {"minion": host["id"], "pg_replication_role": host["role"], "cluster": cluster}
         jobs[kind].append({"targets": [_listen(exporter, host)], "labels": labels})
-    return [{"job_name": name, "static_configs": configs} for name, configs in jobs.items() if configs]
+    files = tls_files(monitoring)
+    https = {"scheme": "https", "tls_config": {"ca_file": files["ca"]}} if files else {}
+    return [dict({"job_name": name, "static_configs": configs}, **https) for name, configs in jobs.items() if configs]
 
 
 def minion(config, hosts, me, downstream, barman_servers):
@@ -75,6 +120,8 @@ def minion(config, hosts, me, downstream, barman_servers):
             if me["role"] == "barman"
             else {},
             "barman_metrics_file": BARMAN_METRICS_FILE,
+            # monitoring:tls's files (None: plain http).
+            "tls_files": tls_files(monitoring),
         }
     )
     return monitoring

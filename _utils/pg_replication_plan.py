@@ -105,7 +105,7 @@ def _cluster(config, hosts, errors):
     # Barman servers first: each expands the version templates with its own version.
     tls_on, warnings = tls.enabled(config, hosts, errors), []
     if tls_on:
-        certs.check(config["tls"], hosts, errors, warnings)
+        certs.check(config["tls"], hosts, errors, warnings, roles=monitoring.tls_roles(config))
     backup, barman_servers = barman.plan_barman(config, hosts, primary, errors, tls_on)
     topology.check_slots(hosts, barman_servers, errors)
     restore_command = barman.restore_command(config, backup, barman_servers, errors)

@@ -452,6 +452,9 @@ SCHEMA = {
         "barman_interval": _int(1, 59),
         "cron_file": _path,
         "salt_call": _nullable(_path),
+        "tls": _bool,
+        "tls_dir": _path,
+        "beacon": {"enabled": _bool, "interval": _int(5, 86400)},
         "prometheus": {
             "host": _nullable(_minion_id),
             "scrape_interval": _duration,
@@ -467,6 +470,10 @@ SCHEMA = {
             "archive_max_bytes": _int(0),
         },
         "pkgs": {"postgres_exporter": _package, "node_exporter": _package, "prometheus": _package},
+        "services": {
+            name: _pattern(syntax.SERVICE_RE, "a service name")
+            for name in ("postgres_exporter", "node_exporter", "prometheus")
+        },
     },
     # OS family values (osfamilymap.yaml), which a pillar may override.
     "pkgs": {"server": _templated(_package), "client": _templated(_package), "arping": _package},

@@ -19,7 +19,7 @@ from saltfactories.daemons.minion import SaltMinion
 from lab import gitfs as lab_gitfs
 from lab.hosts import REPO_ROOT
 
-FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners")
+FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners", "_beacons")
 TOP = "base:\n  '*':\n    - pg_replication\n"
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
@@ -201,10 +201,17 @@ class SaltLab:
         import salt.fileserver  # pylint: disable=import-outside-toplevel
 
         fileserver = salt.fileserver.Fileserver(salt.config.master_config(str(self.master.config_file)))
-        fileserver.update(back=["gitfs"])
-        files = fileserver.file_list({"saltenv": "base"})
-        if "pg_replication/init.sls" not in files or "top.sls" not in files:
-            raise RuntimeError(f"gitfs serves no formula or no top file: {files}")
+        # The master's own update loop may hold a remote's update lock (this update then skips
+        # it): try again until both remotes are served.
+        deadline = time.monotonic() + 90
+        while True:
+            fileserver.update(back=["gitfs"])
+            files = fileserver.file_list({"saltenv": "base"})
+            if "pg_replication/init.sls" in files and "top.sls" in files:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gitfs serves no formula or no top file: {files}")
+            time.sleep(3)
 
     def _connect_booted_minions(self, timeout=180):
         """Booted hosts run their salt-minion under systemd: point it at this master (whose

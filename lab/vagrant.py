@@ -23,7 +23,7 @@ SSH_NETWORK = "10.47.40"  # eth0, DHCP
 CLUSTER_NETWORK = "10.47.41"  # eth1, the Vagrantfile's addresses (PG_REPLICATION_NETWORK)
 # What the Vagrantfile reads (a copy, so that .vagrant/ stays out of the checkout).
 PROJECT_FILES = ("Vagrantfile", "vagrant", "pillar.example", "pg_replication", "_modules", "_states", "_utils",
-                 "_runners")  # fmt: skip
+                 "_runners", "_beacons")  # fmt: skip
 BOOTSTRAP = pathlib.Path(salt.__file__).parent / "cloud" / "deploy" / "bootstrap-salt.sh"
 
 

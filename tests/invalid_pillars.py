@@ -253,6 +253,10 @@ CASES = [
     ("monitoring-prometheus-host-unknown", ("monitoring",), {"enabled": True, "prometheus": {"host": "prom9"}},
      "pg_replication:monitoring:prometheus:host: 'prom9' is not in pg_replication:hosts"),
     ("monitoring-duration", ("monitoring", "alerts"), {"for": "2 minutes"}, "pg_replication:monitoring:alerts:for"),
+    ("monitoring-tls-without-ca", ("monitoring",), {"enabled": True, "tls": True},
+     "pg_replication:monitoring:tls: needs pg_replication:tls:ca_cert"),
+    ("monitoring-service-name", ("monitoring", "services"), {"node_exporter": "node exporter"},
+     "pg_replication:monitoring:services:node_exporter"),
     # Clients follow the primary (issue #29): the VIP and the poolers.
     ("vip-outside-the-network", ("vip",), "203.0.113.7", "pg_replication:vip: 203.0.113.7 is outside"),
     ("vip-is-a-host", ("vip",), SameAs(("hosts", "master", "address")),
@@ -319,6 +323,9 @@ PLAN_ONLY = frozenset(
         "absent-not-a-list",
         "absent-system-database",
         "absent-typo",
+        # (the render path of monitoring's keys: the lab tries the other monitoring cases)
+        "monitoring-tls-without-ca",
+        "monitoring-service-name",
     )
 )
 RENDER_CASES = [case for case in CASES if case[0] not in PLAN_ONLY]

@@ -35,7 +35,7 @@ pg_replication-monitoring-node-exporter-defaults:
 
 pg_replication-monitoring-node-exporter:
   service.running:
-    - name: {{ m.pkgs.node_exporter }}
+    - name: {{ m.services.node_exporter }}
     - enable: True
     - require:
       - pkg: pg_replication-monitoring-node-exporter-pkg

@@ -17,3 +17,9 @@ include:
 {%- if m.prometheus.here %}
   - .prometheus
 {%- endif %}
+{%- if m.tls_files %}
+  - .tls
+{%- endif %}
+{%- if m.beacon.enabled and (m.server or m.backup) %}
+  - .beacon
+{%- endif %}

@@ -32,7 +32,7 @@ pg_replication-monitoring-prometheus-{{ name }}:
 
 pg_replication-monitoring-prometheus:
   service.running:
-    - name: {{ m.pkgs.prometheus }}
+    - name: {{ m.services.prometheus }}
     - enable: True
     - watch:
       - file: pg_replication-monitoring-prometheus-config

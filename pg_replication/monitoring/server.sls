@@ -21,7 +21,7 @@ pg_replication-monitoring-postgres-exporter-pkg:
 # start limit stops it, and would refuse the start below. Once, after the install.
 pg_replication-monitoring-postgres-exporter-reset-failed:
   cmd.run:
-    - name: systemctl reset-failed {{ m.pkgs.postgres_exporter }}.service || true
+    - name: systemctl reset-failed {{ m.services.postgres_exporter }}.service || true
     - onchanges:
       - pkg: pg_replication-monitoring-postgres-exporter-pkg
     - require:
@@ -69,7 +69,7 @@ pg_replication-monitoring-postgres-exporter-{{ name }}:
 # The package names its service after itself.
 pg_replication-monitoring-postgres-exporter:
   service.running:
-    - name: {{ m.pkgs.postgres_exporter }}
+    - name: {{ m.services.postgres_exporter }}
     - enable: True
     - require:
       - sls: {{ tplroot }}.server.config

@@ -57,14 +57,16 @@ def replication_lab(salt_factories, lab):
 def backup_lab(request, salt_factories, lab):
     """The reference scenario: primary, standby and a Barman backup host; with a fourth lab
     host ``other``, the backup host also backs up that host's own one-server cluster; with the
-    module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA); with
+    module's ``LAB_TLS`` true, the reference cluster runs TLS only (a throw-away CA; a tuple
+    of host names: those get a certificate, e.g. the backup host's exporter too); with
     its ``LAB_GITFS`` true, the master serves the formula from a tag through gitfs only; the
     module's ``LAB_MONITORING`` is the pillar's ``monitoring`` section (default: off)."""
     pillar, others = reference_pillar(lab), {}
     if getattr(request.module, "LAB_MONITORING", None):
         pillar["monitoring"] = request.module.LAB_MONITORING
-    if getattr(request.module, "LAB_TLS", False):
-        pillar["tls"] = tls_pillar(lab, ("master", "standby"))
+    lab_tls = getattr(request.module, "LAB_TLS", False)
+    if lab_tls:
+        pillar["tls"] = tls_pillar(lab, lab_tls if isinstance(lab_tls, tuple) else ("master", "standby"))
     if "other" in lab.hosts:
         pillar, others["other"] = second_cluster_pillars(lab, pillar)
     salt_lab = SaltLab(salt_factories, lab, pillar, others, gitfs=getattr(request.module, "LAB_GITFS", False))

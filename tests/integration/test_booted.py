@@ -9,7 +9,9 @@ formula's own cron file (Barman's package keeps its own, even on a host the old 
 it over), and the clean states (services stopped, the formula's files removed, no data).
 Monitoring is on: Debian's Prometheus on the backup host scrapes every server's
 postgres_exporter and the backup host's node_exporter (Barman's metrics from cron), and
-evaluates the formula's alert rules: a killed standby shows in its metrics and fires its alert."""
+evaluates the formula's alert rules: a killed standby shows in its metrics and fires its alert.
+The cluster runs TLS only, and the exporters serve https with their host's certificate
+(monitoring:tls): Prometheus scrapes them verifying the cluster's CA."""
 
 import datetime
 import hashlib
@@ -35,9 +37,13 @@ BARMAN_CRON = "test -x /usr/bin/barman && /usr/bin/barman -c /etc/barman.conf -q
 PACKAGE_BARMAN_CRON = "[ -x /usr/bin/barman ] && /usr/bin/barman -q cron"
 # What the formula wrote into the package's cron file before it had its own.
 OLD_FORMULA_CRON = f"# Managed by Salt (pg_replication)\nMAILTO=root\n* * * * * barman {BARMAN_CRON}\n"
-# Prometheus on the backup host, scraping and evaluating every 5 s; alerts after 10 s.
+# TLS everywhere: each server's and the backup host's certificate (its node_exporter's https).
+LAB_TLS = ("master", "standby", "backup")
+# Prometheus on the backup host, scraping and evaluating every 5 s; alerts after 10 s; the
+# exporters over https.
 LAB_MONITORING = {
     "enabled": True,
+    "tls": True,
     "prometheus": {"host": "backup", "scrape_interval": "5s", "evaluation_interval": "5s"},
     "alerts": {"for": "10s"},
 }
@@ -163,12 +169,17 @@ def test_second_highstate_changes_nothing(converged):
     assert changed_states(ret.data) == {}
 
 
-FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+# An https URL verified against the CA file Prometheus uses (monitoring:tls).
+FETCH = (
+    "import ssl, sys, urllib.request; context = ssl.create_default_context(cafile=sys.argv[2]);"
+    " sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10, context=context).read().decode())"
+)
+MONITORING_TLS_DIR = "/etc/prometheus/pg_replication-tls"
 
 
-def http_get(salt_lab, url):
+def http_get(salt_lab, url, check=True):
     """``url``'s body, fetched from the backup host (Prometheus' host)."""
-    return salt_lab.lab["backup"].run(["python3", "-c", FETCH, url]).stdout
+    return salt_lab.lab["backup"].run(["python3", "-c", FETCH, url, f"{MONITORING_TLS_DIR}/ca.crt"], check=check)
 
 
 def labelled(labels):
@@ -180,7 +191,7 @@ def labelled(labels):
 def promql(salt_lab, query):
     """``{minion or Barman server: value}`` of an instant PromQL query through Prometheus' HTTP API."""
     answer = json.loads(
-        http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+        http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": query})).stdout
     )
     assert answer["status"] == "success", answer
     return {labelled(r["metric"]): float(r["value"][1]) for r in answer["data"]["result"]}
@@ -188,7 +199,7 @@ def promql(salt_lab, query):
 
 def firing(salt_lab):
     """``{(alertname, minion or Barman server)}`` of the alerts Prometheus fires now."""
-    alerts = json.loads(http_get(salt_lab, "http://127.0.0.1:9090/api/v1/alerts"))["data"]["alerts"]
+    alerts = json.loads(http_get(salt_lab, "http://127.0.0.1:9090/api/v1/alerts").stdout)["data"]["alerts"]
     return {(a["labels"]["alertname"], labelled(a["labels"])) for a in alerts if a["state"] == "firing"}
 
 
@@ -207,7 +218,7 @@ def dump_series(salt_lab, since, path):
     for name, query in PLOTTED.items():
         params = {"query": query, "start": f"{since:.0f}", "end": f"{time.time():.0f}", "step": "2"}
         answer = json.loads(
-            http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query_range?" + urllib.parse.urlencode(params))
+            http_get(salt_lab, "http://127.0.0.1:9090/api/v1/query_range?" + urllib.parse.urlencode(params)).stdout
         )
         series[name] = answer["data"]["result"]
     pathlib.Path(path).write_text(json.dumps({"since": since, "series": series}, indent=1))
@@ -216,7 +227,8 @@ def dump_series(salt_lab, since, path):
 def test_prometheus_scrapes_every_exporter_and_barmans_metrics(converged):
     """pg_up is 1 on each server, the standby's lag series exist (on the primary, per standby,
     and on the standby itself), Barman's last backup is younger than the pillar's maximum;
-    no secret in the exporters' command lines, options files (0640 root:prometheus) or metrics."""
+    no secret in the exporters' command lines, options files (0640 root:prometheus) or metrics;
+    every exporter serves https only and Prometheus scrapes them verifying the CA."""
     lab, started = converged.lab, time.monotonic()
     assert wait_for(lambda: promql(converged, "pg_up == 1") == {"master": 1, "standby": 1}, timeout=60, interval=2)
     assert wait_for(lambda: "standby" in promql(converged, "pg_replication_standby_replay_lag_bytes"), timeout=30)
@@ -237,13 +249,28 @@ def test_prometheus_scrapes_every_exporter_and_barmans_metrics(converged):
                                  ("standby", "prometheus-postgres-exporter", 9187),
                                  ("backup", "prometheus-node-exporter", 9100)):  # fmt: skip
         host = lab[name]
-        processes = host.run(["ps", "-eo", "args="]).stdout.splitlines()
+        # (-ww: whole command lines, however wide)
+        processes = host.run(["ps", "-ww", "-eo", "args="]).stdout.splitlines()
         argv = "\n".join(line for line in processes if line.startswith(f"/usr/bin/{exporter} "))
         assert "--web.listen-address=" in argv, processes
         assert host.run(["stat", "-c", "%U:%G %a", f"/etc/default/{exporter}"]).stdout.strip() == "root:prometheus 640"
         texts = (argv, host.run(["cat", f"/etc/default/{exporter}"]).stdout,
-                 http_get(converged, f"http://{host.address}:{port}/metrics"))  # fmt: skip
+                 http_get(converged, f"https://{host.address}:{port}/metrics").stdout)  # fmt: skip
         assert [secret for secret in secrets for text in texts if secret in text] == [], name
+        # https only (monitoring:tls): its key private to root and the exporters' group.
+        assert f"--web.config.file={MONITORING_TLS_DIR}/" in argv
+        plain = http_get(converged, f"http://{host.address}:{port}/metrics", check=False)
+        assert plain.returncode != 0, name
+        assert "# TYPE" not in plain.stdout, name
+        modes = host.run(["stat", "-c", "%n %U:%G %a", f"{MONITORING_TLS_DIR}/server.key", MONITORING_TLS_DIR])
+        assert modes.stdout.split("\n")[:2] == [f"{MONITORING_TLS_DIR}/server.key root:prometheus 640",
+                                               f"{MONITORING_TLS_DIR} root:prometheus 750"]  # fmt: skip
+    # Every target scraped over https, verified against the cluster's CA (a failed verification
+    # is a down target with its error).
+    targets = json.loads(http_get(converged, "http://127.0.0.1:9090/api/v1/targets").stdout)["data"]["activeTargets"]
+    assert sorted(
+        (t["labels"]["minion"], t["scrapeUrl"].split(":")[0], t["health"], t["lastError"]) for t in targets
+    ) == [(name, "https", "up", "") for name in ("backup", "master", "standby")]
 
 
 def test_highstate_starts_a_killed_standby_server(converged):
@@ -255,8 +282,9 @@ def test_highstate_starts_a_killed_standby_server(converged):
     started, killed = time.monotonic(), time.time() - 60
     streaming = 'pg_replication_downstream_streaming{application_name="standby"}'
     assert wait_for(lambda: promql(converged, streaming) == {"master": 0}, timeout=60, interval=2)
-    assert wait_for(lambda: ("PostgreSQLStandbyDown", "standby") in firing(converged), timeout=90, interval=2)
-    assert ("PostgreSQLStandbyNotStreaming", "master") in firing(converged)
+    # Both alerts (their rules may fire an evaluation apart).
+    both = {("PostgreSQLStandbyDown", "standby"), ("PostgreSQLStandbyNotStreaming", "master")}
+    assert wait_for(lambda: both <= firing(converged), timeout=90, interval=2)
     assert ("PostgreSQLPrimaryDown", "master") not in firing(converged)
     # WAL written meanwhile: the standby's lag (from its slot) grows on the primary.
     converged.lab["master"].psql("CREATE TABLE monitoring_lag AS SELECT generate_series(1, 100000) AS i")
@@ -421,14 +449,25 @@ CLEANED = {
     "master": ["/etc/postgresql/15/main/postgresql.conf", "/etc/postgresql/15/main/pg_hba.conf",
                "/var/lib/postgresql/.pgpass", "/var/lib/postgresql/.pg_replication-slots-15-main.json"],
     "standby": ["/etc/postgresql/15/main/postgresql.conf", "/var/lib/postgresql/.pgpass"],
-    "backup": [CRON_FILE, f"/etc/barman.d/{SERVER}.conf", "/var/lib/barman/.pgpass"],
+    "backup": [CRON_FILE, f"/etc/barman.d/{SERVER}.conf", "/var/lib/barman/.pgpass",
+               # monitoring/clean.sls
+               "/etc/cron.d/pg_replication-metrics", "/var/lib/prometheus/node-exporter/pg_replication-barman.prom",
+               "/etc/prometheus/pg_replication-alerts.yml", MONITORING_TLS_DIR],
 }  # fmt: skip
+for _server in ("master", "standby"):
+    CLEANED[_server] += ["/etc/prometheus/pg_replication-queries.yml", MONITORING_TLS_DIR]
 KEPT = {
     "master": ["/var/lib/postgresql/15/main/PG_VERSION"],
     "standby": ["/var/lib/postgresql/15/main/PG_VERSION", "/var/lib/postgresql/15/main/standby.signal"],
     "backup": [f"/var/lib/barman/{SERVER}/base", f"/var/lib/barman/{SERVER}/wals", PACKAGE_CRON_FILE,
-               "/etc/barman.conf"],
+               "/etc/barman.conf", "/var/lib/prometheus/metrics2", "/etc/prometheus/prometheus.yml",
+               "/etc/default/prometheus-node-exporter"],
 }  # fmt: skip
+for _server in ("master", "standby"):
+    KEPT[_server].append("/etc/default/prometheus-postgres-exporter")
+# The exporters and Prometheus the formula ran, stopped and disabled by the clean.
+MONITORING_UNITS = {"master": ["prometheus-postgres-exporter"], "standby": ["prometheus-postgres-exporter"],
+                    "backup": ["prometheus-node-exporter", "prometheus"]}  # fmt: skip
 
 
 def exists(host, path):
@@ -464,6 +503,13 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
     }
     assert lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout == backups
     assert lab["backup"].run(["dpkg", "--verify", "barman"], check=False).stdout == ""
+    # Monitoring: stopped, disabled, the packages' files as shipped again (Prometheus' data stays).
+    for name, units in MONITORING_UNITS.items():
+        for unit in units:
+            states = [lab[name].run(["systemctl", verb, unit], check=False).stdout.strip()
+                      for verb in ("is-active", "is-enabled")]  # fmt: skip
+            assert states == ["inactive", "disabled"], (name, unit)
+            assert lab[name].run(["dpkg", "--verify", unit], check=False).stdout == "", (name, unit)
 
     again = converged.salt("state.apply", "pg_replication.clean")
     assert state_errors(again.data) == {}

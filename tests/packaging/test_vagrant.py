@@ -14,7 +14,8 @@ from tests.conftest import REPO_ROOT
 
 VAGRANT = shutil.which("vagrant")
 pytestmark = pytest.mark.skipif(VAGRANT is None, reason="vagrant is not installed (lab/install-deps.sh installs it)")
-FILES = ("Vagrantfile", "vagrant", "pillar.example", "pg_replication", "_modules", "_states", "_utils", "_runners")
+FILES = ("Vagrantfile", "vagrant", "pillar.example", "pg_replication", "_modules", "_states", "_utils", "_runners",
+         "_beacons")  # fmt: skip
 
 
 @pytest.fixture
