@@ -28,9 +28,10 @@ KEY = _sibling("pg_replication_schema").KEY
 SERVER_ROLES = ("primary", "standby")
 
 
-def check(tls, hosts, errors, warnings, now=None):
-    """Check every server's ``tls:hosts`` certificate and key against ``tls:ca_cert`` and
-    the host's address. ``tls:expiry_warning_days`` sets when a coming expiry warns."""
+def check(tls, hosts, errors, warnings, now=None, also=()):
+    """Check every server's ``tls:hosts`` certificate and key (and those of the hosts
+    ``also`` names: the poolers) against ``tls:ca_cert`` and the host's address.
+    ``tls:expiry_warning_days`` sets when a coming expiry warns."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     ca = _certificate(tls["ca_cert"], f"{KEY}:tls:ca_cert", errors)
     if ca is None:
@@ -39,7 +40,7 @@ def check(tls, hosts, errors, warnings, now=None):
     _check_dates(ca, f"{KEY}:tls:ca_cert", errors, warnings, now, margin)
     for host_id, pair in sorted((tls.get("hosts") or {}).items()):
         host = hosts.get(str(host_id))
-        if host and host["role"] in SERVER_ROLES:
+        if host and (host["role"] in SERVER_ROLES or host["id"] in also):
             _check_pair(pair, host, ca, f"{KEY}:tls:hosts:{host_id}", errors, warnings, now, margin)
 
 
