@@ -8,12 +8,14 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-{%- if pg.role in ('primary', 'standby') %}
+{%- set includes = {'primary': ['server'], 'standby': ['server'], 'barman': ['barman']}.get(pg.role, []) %}
+{#- PgBouncer: on a host of role pooler, or beside another role (pg_replication:pooler:hosts). #}
+{%- set includes = includes + (['pooler'] if pg.routing.pooler else []) %}
+{%- if includes %}
 include:
-  - {{ tplroot }}.server.clean
-{%- elif pg.role == 'barman' %}
-include:
-  - {{ tplroot }}.barman.clean
+{%-   for sls in includes %}
+  - {{ tplroot }}.{{ sls }}.clean
+{%-   endfor %}
 {%- endif %}
 
 {%- if grains['os_family'] == 'Debian' %}
