@@ -7,19 +7,20 @@ calls. Part of ``pg_replication`` (see pg_replication.py).
 """
 
 import ipaddress
+import select
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import psycopg2
+    import psycopg2.extensions
     import psycopg2.extras
 except ImportError:  # pragma: no cover
     psycopg2 = None
 
 __virtualname__ = "pg_replication"
-
-# What the admin console may be told from here (SHOW takes one word after it).
-ADMIN_COMMANDS = ("PAUSE", "RESUME", "RECONNECT", "RELOAD", "SHOW")
+ADMIN_USER = "root"  # pg_replication_routing.ADMIN_USER: peer authentication over the socket
 
 
 def __virtual__():
@@ -123,24 +124,117 @@ def pooler_admin(command, port=6432, socket_dir="/var/run/postgresql", timeout=6
         salt backup pg_replication.pooler_admin PAUSE
         salt backup pg_replication.pooler_admin 'SHOW DATABASES'
     """
-    words = str(command).split()
-    if not words or words[0].upper() not in ADMIN_COMMANDS or len(words) > (2 if words[0].upper() == "SHOW" else 1):
+    statement = __utils__["pg_replication_routing.admin_statement"](command)
+    if statement is None:
         raise SaltInvocationError(f"not an admin command this module sends: {command!r}")
-    if len(words) == 2 and not words[1].isalpha():
-        raise SaltInvocationError(f"SHOW what? {words[1]!r}")
-    if psycopg2 is None:
-        raise CommandExecutionError("psycopg2 is not installed in the Python that runs Salt")
-    try:
-        conn = psycopg2.connect(host=socket_dir, port=int(port), user="root", dbname="pgbouncer", connect_timeout=10)
-    except psycopg2.Error as exc:
-        raise CommandExecutionError(f"PgBouncer's admin console: {exc}".strip()) from exc
+    if statement == "RESUME":
+        return _resume_all(port, socket_dir)
+    return _admin_run(statement, port, socket_dir)
+
+
+def _admin_run(statement, port, socket_dir):
+    conn = _admin_connect(port, socket_dir)
     try:
         conn.autocommit = True
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(" ".join(w.upper() for w in words))
-            return [dict(row) for row in cur.fetchall()] if words[0].upper() == "SHOW" else words[0].upper()
+            cur.execute(statement)
+            return [dict(row) for row in cur.fetchall()] if statement.startswith("SHOW") else statement
     except psycopg2.Error as exc:
-        raise CommandExecutionError(f"PgBouncer: {command}: {str(exc).strip()}") from exc
+        raise CommandExecutionError(f"PgBouncer: {statement}: {str(exc).strip()}") from exc
+    finally:
+        conn.close()
+
+
+def _resume_all(port, socket_dir):
+    """RESUME the pooler, and each database a bounded pause KILLed (KILL leaves it paused
+    on its own, which a plain RESUME does not end)."""
+    paused = __utils__["pg_replication_routing.paused_databases"](_admin_run("SHOW DATABASES", port, socket_dir))
+    try:
+        _admin_run("RESUME", port, socket_dir)
+    except CommandExecutionError:
+        if not paused:  # not paused at all: say so
+            raise
+    for database in paused:
+        _admin_run(f"RESUME {database}", port, socket_dir)
+    return "RESUME"
+
+
+def _admin_connect(port, socket_dir, **kwargs):
+    if psycopg2 is None:
+        raise CommandExecutionError("psycopg2 is not installed in the Python that runs Salt")
+    try:
+        conn = psycopg2.connect(host=socket_dir, port=int(port), user=ADMIN_USER, dbname="pgbouncer",
+                                connect_timeout=10, **kwargs)  # fmt: skip
+        if kwargs.get("async_") and not _ready(conn, time.monotonic() + 10):
+            conn.close()
+            raise CommandExecutionError("PgBouncer's admin console did not answer within 10s")
+        return conn
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"PgBouncer's admin console: {exc}".strip()) from exc
+
+
+def _ready(conn, deadline):
+    """Poll the asynchronous ``conn`` until its connection or statement is done (True) or
+    ``deadline`` (time.monotonic()) passes (False)."""
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        fds = [conn.fileno()]
+        if state == psycopg2.extensions.POLL_READ:
+            select.select(fds, [], [], left)
+        else:
+            select.select([], fds, [], left)
+
+
+def pooler_pause(wait=5, port=6432, socket_dir="/var/run/postgresql", timeout=30):
+    """
+    PAUSE the local PgBouncer with a bounded wait: PAUSE returns once every server
+    connection is released, which takes a client's running transaction (pool_mode
+    transaction or statement) or its whole session (pool_mode session). After ``wait``
+    seconds, the databases whose pools still hold a server connection are KILLed (their
+    clients disconnected, as the old primary's stop would disconnect them anyway; new
+    clients wait until RESUME), then PAUSE has ``timeout`` seconds more to return.
+    Returns ``{"paused": True, "waited": seconds, "killed": [database, ...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup pg_replication.pooler_pause wait=5
+    """
+    started = time.monotonic()
+    killed = []
+    if not _pause(port, socket_dir, started + float(wait)):
+        # PgBouncer takes no KILL while paused: RESUME, KILL the busy databases (each stays
+        # paused on its own, its clients disconnected), PAUSE again.
+        _admin_run("RESUME", port, socket_dir)
+        rows = _admin_run("SHOW POOLS", port, socket_dir)
+        for database in __utils__["pg_replication_routing.busy_databases"](rows):
+            _admin_run(f"KILL {database}", port, socket_dir)
+            killed.append(database)
+        if not _pause(port, socket_dir, time.monotonic() + float(timeout)):
+            _admin_run("RESUME", port, socket_dir)
+            raise CommandExecutionError(
+                f"PgBouncer: PAUSE did not return within {wait}s, nor {timeout}s after KILL of"
+                f" {', '.join(killed) or 'no database'}: resumed"
+            )
+    return {"paused": True, "waited": round(time.monotonic() - started, 2), "killed": killed}
+
+
+def _pause(port, socket_dir, deadline):
+    """PAUSE; whether it returned (every server connection released) before ``deadline``.
+    If not, the pooler stays in pause mode (new queries held) until RESUME."""
+    conn = _admin_connect(port, socket_dir, async_=1)
+    try:
+        cur = conn.cursor()  # kept: psycopg2 needs it while the statement runs
+        cur.execute("PAUSE")
+        return _ready(conn, deadline)
+    except psycopg2.Error as exc:
+        raise CommandExecutionError(f"PgBouncer: PAUSE: {str(exc).strip()}") from exc
     finally:
         conn.close()
 

@@ -28,10 +28,10 @@ KEY = _sibling("pg_replication_schema").KEY
 SERVER_ROLES = ("primary", "standby")
 
 
-def check(tls, hosts, errors, warnings, now=None, roles=SERVER_ROLES):
-    """Check every server's (every host's of ``roles``) ``tls:hosts`` certificate and key
-    against ``tls:ca_cert`` and the host's address. ``tls:expiry_warning_days`` sets when a
-    coming expiry warns."""
+def check(tls, hosts, errors, warnings, now=None, roles=SERVER_ROLES, also=()):
+    """Check every server's (every host's of ``roles``) ``tls:hosts`` certificate and key,
+    and those of the hosts ``also`` names (the poolers), against ``tls:ca_cert`` and the
+    host's address. ``tls:expiry_warning_days`` sets when a coming expiry warns."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     ca = _certificate(tls["ca_cert"], f"{KEY}:tls:ca_cert", errors)
     if ca is None:
@@ -40,7 +40,7 @@ def check(tls, hosts, errors, warnings, now=None, roles=SERVER_ROLES):
     _check_dates(ca, f"{KEY}:tls:ca_cert", errors, warnings, now, margin)
     for host_id, pair in sorted((tls.get("hosts") or {}).items()):
         host = hosts.get(str(host_id))
-        if host and host["role"] in roles:
+        if host and (host["role"] in roles or host["id"] in also):
             _check_pair(pair, host, ca, f"{KEY}:tls:hosts:{host_id}", errors, warnings, now, margin)
 
 

@@ -27,11 +27,19 @@ def _admin(cluster, pooler):
 
 
 def pause(cluster, call, done):
-    """PAUSE every pooler: it returns once their server connections are released (each
-    running transaction ended), and holds new queries until RESUME. Raises if one fails."""
+    """PAUSE every pooler, each with a bounded wait (``pooler:pause_wait``): PAUSE returns
+    once their server connections are released (each running transaction ended; in
+    pool_mode session, each client gone), and holds new queries until RESUME. A database
+    still busy after the wait is KILLed (its clients disconnected, as the old primary's stop
+    would). Raises if one fails."""
+    wait = int((cluster.plan.get("pooler") or {}).get("pause_wait", 5))
     for pooler in _poolers(cluster):
-        call(pooler["id"], "pg_replication.pooler_admin", "PAUSE", timeout=60, **_admin(cluster, pooler))
-        done.append(f"paused PgBouncer on {pooler['id']}")
+        paused = call(pooler["id"], "pg_replication.pooler_pause", wait=wait, timeout=60, **_admin(cluster, pooler))
+        killed = (paused or {}).get("killed") or []
+        done.append(
+            f"paused PgBouncer on {pooler['id']}"
+            + (f" (after {wait}s, killed the clients of {', '.join(killed)})" if killed else "")
+        )
 
 
 def resume(cluster, call, done):

@@ -103,9 +103,12 @@ def _cluster(config, hosts, errors):
             errors, f"{KEY}:replication:password", replication.get("user"), replication.get("password")
         )
     # Barman servers first: each expands the version templates with its own version.
+    clients = routing.cluster_routing(config, hosts, errors)
     tls_on, warnings = tls.enabled(config, hosts, errors), []
     if tls_on:
-        certs.check(config["tls"], hosts, errors, warnings, roles=monitoring.tls_roles(config))
+        # A pooler's certificate is checked like a server's (PgBouncer serves TLS with it).
+        pooler_ids = [p["id"] for p in clients["poolers"]]
+        certs.check(config["tls"], hosts, errors, warnings, roles=monitoring.tls_roles(config), also=pooler_ids)
     backup, barman_servers = barman.plan_barman(config, hosts, primary, errors, tls_on)
     topology.check_slots(hosts, barman_servers, errors)
     restore_command = barman.restore_command(config, backup, barman_servers, errors)
@@ -114,7 +117,6 @@ def _cluster(config, hosts, errors):
     app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
     monitoring.check(config, hosts, errors)
     schema.expand_paths(config, errors)
-    clients = routing.cluster_routing(config, hosts, errors)
     return {"routing": clients, "hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
             "restore_command": restore_command, "synchronous_standby_names": synchronous_standby_names,

@@ -9,6 +9,7 @@ the minion's Python (3.9 on Debian 11).
 
 import ipaddress
 import os
+import re
 import runpy
 
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
@@ -175,6 +176,45 @@ def auth_file_lines(auth_user, password):
         return '"' + str(value).replace('"', '""') + '"'
 
     return [f'{quoted(ADMIN_USER)} ""', f"{quoted(auth_user)} {quoted(password)}"]
+
+
+# What the admin console may be told from here: SHOW takes one word, KILL one database's name
+# (pooler_pause: a database whose pool still holds a server connection after the wait).
+ADMIN_COMMANDS = ("PAUSE", "RESUME", "RECONNECT", "RELOAD", "SHOW", "KILL")
+# A database name KILL takes as it is (the admin console has no quoting).
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def admin_statement(command):
+    """``command`` as the admin console statement it is (upper-case words, KILL's database
+    name as given), or None if it is not one this formula sends."""
+    words = str(command).split()
+    if not words or words[0].upper() not in ADMIN_COMMANDS:
+        return None
+    verb = words[0].upper()
+    if verb in ("SHOW", "KILL"):
+        if len(words) != 2:
+            return None
+        if verb == "SHOW":
+            return f"SHOW {words[1].upper()}" if words[1].isalpha() else None
+        return f"KILL {words[1]}" if _PLAIN_NAME.match(words[1]) and words[1] != "pgbouncer" else None
+    return verb if len(words) == 1 else None
+
+
+def busy_databases(pools):
+    """The databases (SHOW POOLS ``pools``) whose pools still hold a server connection
+    linked to a client (a running transaction; in pool_mode session, a connected client):
+    what a PAUSE still waits for. The admin console's own is never one; a name the admin
+    console could not take unquoted is left out (the PAUSE then waits for it)."""
+    names = {str(row.get("database")) for row in pools or () if int(row.get("sv_active") or 0) > 0}
+    return sorted(n for n in names if n != "pgbouncer" and _PLAIN_NAME.match(n))
+
+
+def paused_databases(databases):
+    """The databases (SHOW DATABASES ``databases``) paused on their own (a KILL leaves a
+    database so): what RESUME must name besides the pooler's own pause."""
+    names = {str(row.get("name")) for row in databases or () if int(row.get("paused") or 0)}
+    return sorted(n for n in names if n != "pgbouncer" and _PLAIN_NAME.match(n))
 
 
 def lookup_statements(auth_user):

@@ -416,6 +416,7 @@ SCHEMA = {
         "pool_mode": _enum(*POOL_MODES),
         "default_pool_size": _int(1, 10000),
         "max_client_conn": _int(1, 1000000),
+        "pause_wait": _int(0, 3600),
         "auth_user": _role,
         "auth_password": _secret,
         "pkg": _package,

@@ -9,18 +9,17 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 
-{%- if pg.role in ('primary', 'standby') %}
+{%- set includes = {'primary': ['server'], 'standby': ['server'], 'barman': ['barman']}.get(pg.role, []) %}
+{#- PgBouncer: on a host of role pooler, or beside another role (pg_replication:pooler:hosts). #}
+{%- set includes = includes + (['pooler'] if pg.routing.pooler else []) %}
+{%- if pg.monitoring.enabled and pg.role in ('primary', 'standby', 'barman') %}
+{%-   set includes = includes + ['monitoring'] %}
+{%- endif %}
+{%- if includes %}
 include:
-  - {{ tplroot }}.server.clean
-{%-   if pg.monitoring.enabled %}
-  - {{ tplroot }}.monitoring.clean
-{%-   endif %}
-{%- elif pg.role == 'barman' %}
-include:
-  - {{ tplroot }}.barman.clean
-{%-   if pg.monitoring.enabled %}
-  - {{ tplroot }}.monitoring.clean
-{%-   endif %}
+{%-   for sls in includes %}
+  - {{ tplroot }}.{{ sls }}.clean
+{%-   endfor %}
 {%- endif %}
 
 {%- if grains['os_family'] == 'Debian' %}

@@ -2,7 +2,8 @@
 # vim: ft=sls
 # SPDX-License-Identifier: Apache-2.0
 # A server's clean: PostgreSQL stopped and disabled, the formula's configuration files
-# (TLS certificates and key included) removed. The data directory (and standby.signal /
+# (TLS certificates and key included) removed; the floating address (pg_replication:vip)
+# dropped, with its ExecStopPost script and drop-in. The data directory (and standby.signal /
 # recovery.conf in it) is left alone.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
@@ -48,4 +49,33 @@ pg_replication-systemd-reload-clean:
     - service.systemctl_reload: []
     - onchanges:
       - file: pg_replication-config-clean
+{%- endif %}
+
+{%- if pg.routing.vip %}
+
+# Once PostgreSQL is stopped: the clients' floating address leaves this host.
+pg_replication-vip-clean:
+  pg_replication.vip:
+    - name: {{ pg.routing.vip }}
+    - prefix: {{ pg.routing.vip_prefix }}
+    - beside: {{ pg.me.address }}
+    - present: False
+    - require:
+      - service: pg_replication-service-clean
+
+pg_replication-vip-files-clean:
+  file.absent:
+    - names:
+      - {{ pg.routing.vip_drop_script }}
+      - /etc/systemd/system/{{ pg.service_name }}.service.d/pg_replication-vip.conf
+    - require:
+      - pg_replication: pg_replication-vip-clean
+{%-   if grains.get('init') == 'systemd' %}
+
+pg_replication-vip-systemd-reload-clean:
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - file: pg_replication-vip-files-clean
+{%-   endif %}
 {%- endif %}

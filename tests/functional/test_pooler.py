@@ -3,6 +3,7 @@ the states (both modes), a client logging in with SCRAM through auth_query, the 
 console driven by the execution module (PAUSE, RESUME, repoint + RELOAD), a superuser and a
 wrong password refused. Needs the pgbouncer binary (Debian's package)."""
 
+import concurrent.futures
 import os
 import pathlib
 import shutil
@@ -28,7 +29,9 @@ def _free_port():
 
 
 @pytest.fixture
-def pgbouncer(postgres, tmp_path):
+def pgbouncer(request, postgres, tmp_path):
+    """PgBouncer as the formula configures it, in front of ``postgres``; its pool_mode is
+    the test's indirect parameter (default: transaction, the pillar's)."""
     if not pathlib.Path(PGBOUNCER).exists():
         pytest.skip("needs pgbouncer")
     routing = load_util("pg_replication_routing")
@@ -38,7 +41,8 @@ def pgbouncer(postgres, tmp_path):
     files = {"hba": str(root / "hba.conf"), "auth": str(root / "userlist.txt"), "listen": str(root / "listen.ini"),
              "ini": str(root / "pgbouncer.ini")}  # fmt: skip
     port = _free_port()
-    pooler = {"port": port, "auth_user": "pgbouncer_auth", "pool_mode": "transaction", "default_pool_size": 5,
+    pool_mode = getattr(request, "param", "transaction")
+    pooler = {"port": port, "auth_user": "pgbouncer_auth", "pool_mode": pool_mode, "default_pool_size": 5,
               "max_client_conn": 50}  # fmt: skip
     ini = routing.ini_lines(pooler, files, "127.0.0.1", postgres.port, str(root))
     ini = [f"logfile = {root}/log" if line.startswith("logfile") else line for line in ini]
@@ -59,6 +63,76 @@ def pgbouncer(postgres, tmp_path):
     yield {"port": port, "socket_dir": str(root), "ini": files["ini"]}
     os.kill(int((root / "pgbouncer.pid").read_text()), signal.SIGINT)
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def lookup_and_app_role(postgres, states):
+    """The lookup role and function, and a client role; the function dropped after (the
+    test of its states wants none to begin with)."""
+    conn = {"host": postgres.conn["host"], "port": postgres.port}
+    assert states.pg_replication.role_present(name="pgbouncer_auth", password=AUTH_PASSWORD, groups=[], **conn).result
+    assert states.pg_replication.pooler_lookup(name="pgbouncer_auth", **conn).result is True
+    postgres.execute("DROP ROLE IF EXISTS app")
+    postgres.execute(f"SET password_encryption = 'scram-sha-256'; CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'")
+    yield
+    for dbname in ("postgres", "template1"):
+        with psycopg2.connect(**dict(postgres.conn, dbname=dbname)) as c, c.cursor() as cur:
+            cur.execute("DROP SCHEMA IF EXISTS pgbouncer_lookup CASCADE")
+        c.close()
+
+
+def _client(pgbouncer):
+    return psycopg2.connect(host="127.0.0.1", port=pgbouncer["port"], user="app", password=APP_PASSWORD,
+                            dbname="postgres", connect_timeout=5)  # fmt: skip
+
+
+@pytest.mark.parametrize("pgbouncer", ["session"], indirect=True)
+@pytest.mark.usefixtures("lookup_and_app_role")
+def test_in_session_mode_a_pause_is_bounded_and_kills_the_sessions_it_waited_for(modules, pgbouncer):
+    """A client idle in its session holds its server connection: PAUSE would wait for it to
+    leave. pooler_pause gives up waiting after ``wait`` seconds, KILLs that database (the
+    client is disconnected), and returns paused; a new client waits until RESUME."""
+    admin = {"port": pgbouncer["port"], "socket_dir": pgbouncer["socket_dir"]}
+    mod = modules.pg_replication
+    held = _client(pgbouncer)
+    with held.cursor() as cur:
+        cur.execute("SELECT 1")
+    held.commit()
+    started = time.monotonic()
+    paused = mod.pooler_pause(wait=1, **admin)
+    took = time.monotonic() - started
+    assert paused["killed"] == ["postgres"]
+    assert 1 <= took < 5, took
+    with pytest.raises(psycopg2.Error), held.cursor() as cur:  # its session is gone
+        cur.execute("SELECT 1")
+    # A new client is held while paused, and served after RESUME.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: _client(pgbouncer).cursor().execute("SELECT 1") or time.monotonic())
+        time.sleep(1.5)
+        assert not waiting.done()
+        resumed = time.monotonic()
+        assert mod.pooler_admin("RESUME", **admin) == "RESUME"
+        assert waiting.result(timeout=10) >= resumed
+    with _client(pgbouncer) as c, c.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app"
+
+
+@pytest.mark.usefixtures("lookup_and_app_role")
+def test_in_transaction_mode_an_idle_client_does_not_hold_a_pause(modules, pgbouncer):
+    admin = {"port": pgbouncer["port"], "socket_dir": pgbouncer["socket_dir"]}
+    held = _client(pgbouncer)
+    with held.cursor() as cur:
+        cur.execute("SELECT 1")
+    held.commit()
+    paused = modules.pg_replication.pooler_pause(wait=5, **admin)
+    assert paused["killed"] == []
+    assert paused["waited"] < 1
+    assert modules.pg_replication.pooler_admin("RESUME", **admin) == "RESUME"
+    with held.cursor() as cur:  # the same client, its session kept
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "app"
+    held.close()
 
 
 def test_scram_through_auth_query_and_the_admin_console(postgres, modules, states, pgbouncer):

@@ -36,6 +36,7 @@ from lab.scenario import (
     vip_holders,
     wait_for,
 )
+from lab.tls import tls_pillar
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -47,6 +48,11 @@ WRITER_PASSWORD = secrets.token_urlsafe(18)
 # the primary only through one of them.
 POOLER = {"hosts": ["backup"], "auth_password": secrets.token_urlsafe(18)}
 POOLER_PORT = 6432
+# The longest a client through PgBouncer may wait through a switchover of the idle cluster.
+# The issue's goal is 3 s, met in CI runs (1.2-1.7 s seen); with three other labs on the same
+# 2 cores the switchover took 219 s and the pause 10.9 s: the bound asserted leaves room for
+# that, and still fails a PAUSE held up to its timeout or a pause spanning the rejoin.
+PAUSE_GOAL, PAUSE_BOUND = 3.0, 15.0
 # Per server: in recovery, postmaster start, slots, a primary's timeline (its current WAL
 # file's; a standby's control file moves to a new timeline at its next restartpoint, on its
 # own); the formula's files.
@@ -365,6 +371,9 @@ def switchover(cluster, old, new, timeline):
           f" VIP holders over time: {[h for _, h in probe.holders]} ({probe.rounds} rounds)")  # fmt: skip
     cluster.pooler_pauses = [*getattr(cluster, "pooler_pauses", []), round(pooled.longest_pause, 2)]
     assert pooled.errors == 0
+    if pooled.longest_pause > PAUSE_GOAL:
+        print(f"the pause ({pooled.longest_pause:.2f}s) missed the {PAUSE_GOAL}s goal: a loaded machine?")
+    assert pooled.longest_pause <= PAUSE_BOUND, f"a client through PgBouncer waited {pooled.longest_pause:.2f}s"
     assert len(pooled.committed) > 20
     assert pooled.missing_on(cluster.lab[new]) == []
     assert via_vip.connections == 2  # one reconnection, to the new primary
@@ -895,3 +904,41 @@ def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(c
     after = {h: lab[h].psql("SELECT pg_postmaster_start_time()") for h in (primary, kept)}
     assert after == {h: before[h] for h in (primary, kept)}
     assert following(cluster, primary, (primary, kept))
+
+
+def test_with_tls_pgbouncer_takes_clients_over_tls_only_and_reaches_the_primary_over_tls(cluster, tmp_path):
+    """pg_replication:tls added to the running cluster, with a certificate for the pooler's
+    host: a client verifies PgBouncer's certificate (verify-full) and its server connection
+    to the primary is TLS too (pg_stat_ssl on the primary, seen from inside the pooled
+    session); a client in clear text is refused; the next highstate changes nothing."""
+    import psycopg2  # pylint: disable=import-outside-toplevel
+
+    lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    primary = next(h for h in SERVERS if pillar["hosts"].get(h, {}).get("role") == "primary")
+    servers = [h for h in SERVERS if h in pillar["hosts"]]
+    pillar["tls"] = tls_pillar(lab, (*servers, "backup"))
+    cluster.set_pillar(pillar)
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert changed_states(cluster.highstate().data) == {}
+    ca = tmp_path / "ca.crt"
+    ca.write_text(pillar["tls"]["ca_cert"])
+    pooler = {"host": lab["backup"].address, "port": POOLER_PORT, "user": "writer", "password": WRITER_PASSWORD,
+              "dbname": "otus", "connect_timeout": 5}  # fmt: skip
+    conn = psycopg2.connect(sslmode="verify-full", sslrootcert=str(ca), **pooler)
+    try:
+        assert conn.info.ssl_in_use
+        print(f"client to PgBouncer: {conn.info.ssl_attribute('protocol')} {conn.info.ssl_attribute('cipher')}")
+        with conn.cursor() as cur:
+            cur.execute("SELECT host(inet_client_addr()), host(inet_server_addr()), ssl, version, cipher"
+                        " FROM pg_stat_ssl WHERE pid = pg_backend_pid()")  # fmt: skip
+            seen = cur.fetchone()
+    finally:
+        conn.close()
+    print(f"PgBouncer to the primary (pg_stat_ssl): {seen}")
+    assert seen[:3] == (lab["backup"].address, lab[primary].address, True)
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(sslmode="disable", **pooler).close()
+    config = lab["backup"].run(["cat", "/etc/pgbouncer/pgbouncer.ini"]).stdout
+    assert "server_tls_sslmode = verify-full" in config
+    assert "client_tls_sslmode = require" in config

@@ -75,3 +75,41 @@ def test_a_certificate_near_its_expiry_is_a_warning_that_changes_nothing(formula
     assert args["changes"] is False
     (warning,) = args["warnings"]
     assert warning.startswith("pg_replication:tls:hosts:standby:cert: expires on ")
+
+
+@pytest.mark.parametrize("os_family", ["Debian", "RedHat"])
+def test_clean_drops_the_vip_and_its_stop_hook_on_a_server(formula, example_pillar, os_family):
+    """pillar.example's vip: every server's clean makes sure it no longer holds it (after
+    PostgreSQL stopped) and removes the ExecStopPost script and drop-in."""
+    for minion_id in ("master", "standby"):
+        rendering = formula(minion_id, example_pillar, os_family, sls="pg_replication.clean", init="systemd")
+        vip = rendering.state("pg_replication-vip-clean")["pg_replication.vip"]
+        assert (vip["name"], vip["present"]) == (example_pillar["vip"], False)
+        assert vip["require"] == [{"service": "pg_replication-service-clean"}]
+        paths = removed(rendering)
+        assert "/usr/local/lib/pg_replication/vip-drop" in paths
+        assert any(p.endswith(".service.d/pg_replication-vip.conf") for p in paths)
+        assert "pg_replication-vip-systemd-reload-clean" in rendering.states
+    without = formula("master", dict(example_pillar, vip=None), os_family, sls="pg_replication.clean")
+    assert "pg_replication-vip-clean" not in without.states
+
+
+def test_clean_stops_pgbouncer_and_removes_its_files_beside_barman(formula, example_pillar):
+    """pillar.example's pooler runs on the backup host: its clean stops PgBouncer too and
+    removes what the formula wrote (the auth file holds the lookup role's password); the
+    package's ini only while it holds the formula's content."""
+    rendering = formula("backup", example_pillar, sls="pg_replication.clean")
+    service = rendering.args("pg_replication-pooler-service-clean")
+    assert (service["name"], service["enable"]) == ("pgbouncer", False)
+    paths = removed(rendering)
+    for name in ("userlist.txt", "pg_replication_hba.conf", "pg_replication_listen.ini"):
+        assert f"/etc/pgbouncer/{name}" in paths
+    ini = rendering.args("pg_replication-pooler-ini-clean")
+    assert ini["onlyif"] == [{"fun": "file.contains", "path": "/etc/pgbouncer/pgbouncer.ini",
+                              "text": "Managed by Salt (pg_replication)"}]  # fmt: skip
+    assert "pg_replication-barman-config-clean" in rendering.states  # Barman's clean too
+    assert not any(p.startswith("/var/lib/barman/") and p != "/var/lib/barman/.pgpass" for p in paths)
+    assert (
+        "pg_replication-pooler-service-clean"
+        not in formula("master", example_pillar, sls="pg_replication.clean").states
+    )

@@ -92,13 +92,14 @@ def test_lookup_function_checks(routing):
 
 class Recorder:
     def __init__(self, fail=()):
-        self.calls, self.fail = [], fail
+        self.calls, self.kwargs, self.fail, self.answers = [], [], fail, {}
 
     def __call__(self, minion, fun, *args, **kwargs):
         self.calls.append((minion, fun, *args))
+        self.kwargs.append(kwargs)
         if fun in self.fail:
             raise CommandExecutionError(f"{fun} failed")
-        return {"interface": "eth0"}
+        return self.answers.get(fun, {"interface": "eth0"})
 
 
 def _cluster(plan_mod, config, model):
@@ -119,12 +120,51 @@ def test_switchover_resumes_the_poolers_then_moves_the_vip_off_the_old_primary_f
     left = handover.handover(cluster, call, "master", "standby", done, "RESUME")
     assert left == []
     assert [c[:3] for c in call.calls] == [
-        ("backup", "pg_replication.pooler_admin", "PAUSE"),
+        ("backup", "pg_replication.pooler_pause"),
         ("backup", "pg_replication.pooler_repoint", "/etc/pgbouncer/pgbouncer.ini"),
         ("master", "pg_replication.vip_remove", "192.168.11.100"),
         ("standby", "pg_replication.vip_add", "192.168.11.100"),
     ]
     assert call.calls[1][3] == "192.168.11.102"  # the new primary's address
+    assert call.kwargs[0]["wait"] == 5  # pooler:pause_wait, the default
+    assert done[0] == "paused PgBouncer on backup"
+
+
+def test_a_pause_that_had_to_kill_says_which_databases_and_takes_the_pillars_wait(plan_mod, config, model):
+    config["pooler"]["pause_wait"] = 2
+    handover, cluster, call, done = (
+        load_util("pg_replication_handover"),
+        _cluster(plan_mod, config, model),
+        Recorder(),
+        [],
+    )
+    call.answers["pg_replication.pooler_pause"] = {"paused": True, "waited": 2.1, "killed": ["app", "otus"]}
+    handover.pause(cluster, call, done)
+    assert call.kwargs[0]["wait"] == 2
+    assert done == ["paused PgBouncer on backup (after 2s, killed the clients of app, otus)"]
+
+
+@pytest.mark.parametrize(
+    ("command", "statement"),
+    [
+        ("pause", "PAUSE"), ("show pools", "SHOW POOLS"), ("KILL otus", "KILL otus"), ("RESUME", "RESUME"),
+        ("SHUTDOWN", None), ("KILL pgbouncer", None), ("KILL", None), ("KILL a;b", None), ("SHOW 1", None),
+        ("PAUSE otus", None), ("", None), ('KILL "x"', None),
+    ],
+)  # fmt: skip
+def test_only_the_admin_commands_the_formula_sends_pass(routing, command, statement):
+    assert routing.admin_statement(command) == statement
+
+
+def test_busy_and_paused_databases_from_pgbouncers_show_output(routing):
+    pools = [
+        {"database": "pgbouncer", "sv_active": 1}, {"database": "otus", "sv_active": 2},
+        {"database": "otus", "sv_active": 0}, {"database": "idle", "sv_active": 0, "sv_idle": 3},
+        {"database": "we ird", "sv_active": 1},
+    ]  # fmt: skip
+    assert routing.busy_databases(pools) == ["otus"]
+    databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0}]
+    assert routing.paused_databases(databases) == ["otus"]
 
 
 def test_failover_with_the_old_primary_cut_off_adds_the_vip_only_on_the_new_one(plan_mod, config, model):
@@ -133,3 +173,20 @@ def test_failover_with_the_old_primary_cut_off_adds_the_vip_only_on_the_new_one(
     left = handover.handover(cluster, call, "master", "standby", done, "RECONNECT", old_answers=False)
     assert [c[1] for c in call.calls] == ["pg_replication.pooler_repoint", "pg_replication.vip_add"]
     assert left == ["backup: PgBouncer to 192.168.11.102 and RECONNECT: pg_replication.pooler_repoint failed"]
+
+
+def test_a_poolers_certificate_is_checked_at_render_like_a_servers(plan_mod, config):
+    """The backup host's PgBouncer serves TLS with its tls:hosts pair: a certificate libpq
+    would refuse fails the render naming its key; a good one turns client TLS on."""
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    ca, other, hosts = CertificateAuthority(), CertificateAuthority("a pasted wrong CA"), config["hosts"]
+    config["tls"] = {"ca_cert": ca.pem, "hosts": {h: ca.server(h, hosts[h]["address"]) for h in ("master", "standby")}}
+    config["tls"]["hosts"]["backup"] = other.server("backup", hosts["backup"]["address"])
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:tls:hosts:backup:cert: is not signed by"):
+        plan_mod.build(config, "master")
+    config["tls"]["hosts"]["backup"] = ca.server("backup", hosts["backup"]["address"])
+    backup = plan_mod.build(config, "backup")["routing"]
+    assert backup["client_tls"]
+    assert "client_tls_sslmode = require" in backup["ini_lines"]
+    assert "server_tls_sslmode = verify-full" in backup["ini_lines"]
