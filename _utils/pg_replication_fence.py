@@ -82,23 +82,30 @@ def minion_ha(ha, hosts, me, port):
     return out
 
 
-def watchdog_config(plan, master, master_port):
-    """The watchdog's configuration file (JSON text) for the minion of ``plan``; ``master``:
-    the minion's ``master`` option (an address or a list), ``master_port``: the ret port."""
-    ha = plan["ha"]
+def watchdog_config(ha, minion_id, data_dir, service, master, master_port, vip_drop_script=None):
+    """The watchdog's configuration file (JSON text) from this minion's plan's ``ha`` and
+    paths; ``master``: the minion's ``master`` option (an address or a list),
+    ``master_port``: the master's ret port; ``vip_drop_script``: the VIP's drop script
+    (pg_replication:vip), run after the fence's clean stop (which leaves the VIP alone)."""
     masters = master if isinstance(master, list) else [master]
     config = {
-        "minion_id": plan["minion_id"],
+        "minion_id": minion_id,
         "check_interval": ha["check_interval"],
         "fence_timeout": ha["fence_timeout"],
         "fence_margin": ha["fence_margin"],
         "masters": [{"address": str(m), "port": int(master_port)} for m in masters if m],
         "peers": ha["peers"],
         "marker": ha["marker"],
-        "data_dir": plan["data_dir"],
-        "service": plan["service_name"],
+        "data_dir": data_dir,
+        "service": service,
+        "vip_drop_script": vip_drop_script,
     }
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def marker_path():
+    """Where the fence marker is (:data:`MARKER`)."""
+    return MARKER
 
 
 def majority(reached, total):

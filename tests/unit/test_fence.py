@@ -76,12 +76,13 @@ def test_the_invariant_holds_exactly_at_the_bound(plan_mod, config):
 def test_watchdog_config_names_the_master_the_peers_and_the_unit(plan_mod, config, fence):
     config["ha"]["mode"] = "automatic"
     plan = plan_mod.build(config, "master", grains={"init": "systemd"})
-    text = json.loads(fence.watchdog_config(plan, "10.47.11.1", 4506))
+    args = (plan["ha"], plan["minion_id"], plan["data_dir"], plan["service_name"])
+    text = json.loads(fence.watchdog_config(*args, "10.47.11.1", 4506))
     assert text["masters"] == [{"address": "10.47.11.1", "port": 4506}]
     assert text["service"] == "postgresql@15-main"
     assert text["data_dir"] == "/var/lib/postgresql/15/main"
     assert text["peers"][0]["address"] == "192.168.11.102"
-    assert len(json.loads(fence.watchdog_config(plan, ["m1", "m2"], 4506))["masters"]) == 2
+    assert len(json.loads(fence.watchdog_config(*args, ["m1", "m2"], 4506))["masters"]) == 2
 
 
 # --------------------------------------------------------------------------- the decision
