@@ -147,7 +147,10 @@ def member(change=None, tplroot="pg_replication"):
     conn = {"host": plan["socket_dir"], "port": plan["port"]}
     try:
         where = __salt__["pg_replication.position"](**conn)
-        return record(plan, where, __salt__["pg_replication.status"](**conn))
+        out = record(plan, where, __salt__["pg_replication.status"](**conn))
     except CommandExecutionError as exc:
         control = __salt__["pg_replication.controldata"](plan["data_dir"], plan["bin_dir"])
-        return record(plan, control=control, error=str(exc))
+        out = record(plan, control=control, error=str(exc))
+    # The watchdog's fence marker (pg_replication_fence): None, or when and why it fenced.
+    out["server"]["fenced"] = __salt__["pg_replication.fence_marker"]()
+    return out

@@ -410,6 +410,8 @@ def _rejoin(cluster, host, primary, change):
         user=plan["replication"]["user"], passfile=f"{plan['home']}/.pgpass", bin_dir=plan["bin_dir"],
         config_file=config_file, version=plan["version"], tls=plan.get("peer_tls"), timeout=600, limit=3600,
     )  # fmt: skip
+    # Rewound as a standby: the watchdog's fence marker (if it fenced itself) has done its job.
+    _call(host, "pg_replication.fence_clear")
     _apply(host, change)
     _wait_streaming(cluster, host, cluster.upstream(host, primary))
     return _pure("checks.rejoin_report")(rewind, end, _drop_inactive_slots(cluster, host))

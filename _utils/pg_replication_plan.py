@@ -30,6 +30,7 @@ postgres = _sibling("pg_replication_postgres")
 apps = _sibling("pg_replication_apps")
 monitoring = _sibling("pg_replication_monitoring")
 routing = _sibling("pg_replication_routing")
+fence = _sibling("pg_replication_fence")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -116,6 +117,7 @@ def _cluster(config, hosts, errors):
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
     app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
     monitoring.check(config, hosts, errors)
+    fence.check_pillar(config.get("ha"), errors)
     schema.expand_paths(config, errors)
     return {"routing": clients, "hosts": hosts, "primary": primary, "primaries": primaries, "standbys": standbys,
             "backup_hosts": backup_hosts, "tls": tls_on, "barman": backup, "barman_servers": barman_servers,
@@ -170,6 +172,8 @@ def _minion_plan(config, cluster, minion_id):
             # How clients reach the primary: the VIP, PgBouncer (pg_replication_routing).
             "routing": routing.minion_routing(cluster["routing"], config, me, primary, cluster["tls"]),
             "rewind_grants": REWIND_GRANTS,
+            # Automatic failover: the timings, and the self-fencing watchdog on this server.
+            "ha": fence.minion_ha(config.get("ha"), hosts, me, config["port"]),
             # Prometheus' exporters, queries, scrape jobs and alerts on this host (or off).
             "monitoring": monitoring.minion(config, hosts, me, downstream, barman_servers),
             "standby_signal": postgres.uses_standby_signal(version),

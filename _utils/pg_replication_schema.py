@@ -23,6 +23,7 @@ RESTART_MODES = ("auto", "manual")
 INSTALL_METHODS = ("pkg", "pip")
 POOLER_TARGETS = ("primary", "vip")
 POOL_MODES = ("transaction", "session", "statement")
+HA_MODES = ("manual", "automatic")
 # Barman's WAL `compression` (none: not compressed) and its base backup `backup_compression`
 # (pg_basebackup's client-side compression; lz4 and zstd need pg_basebackup 15+).
 WAL_COMPRESSIONS = ("gzip", "bzip2", "pigz", "none")
@@ -407,6 +408,18 @@ SCHEMA = {
     "switchover": {"max_lag_bytes": _int(0)},
     # salt-run pg_replication.upgrade_minor (pg_replication_upgrade).
     "upgrade": {"switch_back": _bool},
+    # Automatic failover (pg_replication_ha on the master, pg_replication_fence on the servers):
+    # timings in seconds, checked together by pg_replication_fence.check_pillar.
+    "ha": {
+        "mode": _enum(*HA_MODES),
+        "check_interval": _int(1, 3600),
+        "fence_timeout": _int(1, 86400),
+        "failover_timeout": _int(1, 86400),
+        "fence_margin": _int(1, 3600),
+        "max_lag_on_failover": _int(0),
+        "failover_cooldown": _int(0, 31536000),
+        "auto_rejoin": _bool,
+    },
     # Clients follow the primary: its floating address, and PgBouncer (pg_replication_routing).
     "vip": _nullable(_ip),
     "pooler": {

@@ -16,6 +16,14 @@ include:
   # TLS: the CA this check connects to the others with.
   - {{ tplroot }}.tls
 
+# A server the watchdog fenced (it stopped itself, cut off as a primary) stays stopped until
+# salt-run pg_replication.rejoin makes it a standby and removes the marker.
+pg_replication-not-fenced:
+  pg_replication.not_fenced:
+    - name: {{ pg.minion_id }}
+    - order: 1
+    - failhard: True
+
 pg_replication-roles-agree:
   pg_replication.role_agrees:
     - name: {{ pg.minion_id }}

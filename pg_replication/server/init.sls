@@ -13,6 +13,7 @@ include:
   - .config
   - .service
   - .slots
+  - .watchdog
 {%- if pg.role == 'primary' %}
   - .primary
   - .apps

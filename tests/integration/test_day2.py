@@ -906,6 +906,138 @@ def test_a_standby_removed_from_the_pillar_loses_its_slot_and_restarts_nothing(c
     assert following(cluster, primary, (primary, kept))
 
 
+# --------------------------------------------------------------------------- self-fencing (issue #28)
+
+# Short timings: the plan's invariant holds (11 >= 6 + 3 + 2 * 1).
+HA_LAB = {"mode": "automatic", "check_interval": 1, "fence_timeout": 6, "fence_margin": 3, "failover_timeout": 11}
+WATCHDOG = "pg_replication-watchdog.service"
+MARKER = "/var/lib/pg_replication/fenced"
+# A client on the primary's own side of the cut: a new connection per commit over the local
+# socket, printing each id whose COMMIT returned and when (the lab's hosts share this clock).
+LOCAL_WRITER = r"""
+end=$(( $(date +%s) + {seconds} )); i={start}
+while [ "$(date +%s)" -lt "$end" ]; do
+  i=$((i + 1))
+  if runuser -u postgres -- psql -XAtq -d otus -c "INSERT INTO writes (id) VALUES ($i)" >/dev/null 2>&1; then
+    echo "$i $(date +%s.%N)"
+  fi
+  sleep 0.05
+done
+"""
+
+
+class HistoryProbe(WritableProbe):
+    """A WritableProbe that also keeps, per round, the wall-clock time and who was writable."""
+
+    def __init__(self, hosts, interval=0.2):
+        super().__init__(hosts, interval)
+        self.history = []
+
+    def _loop(self):
+        while not self._stop.is_set():
+            writable = [host.name for host in self.hosts if self._writable(host) == "t"]
+            self.rounds += 1
+            self.history.append((time.time(), writable))
+            if len(writable) > 1:
+                self.two_writable.append((time.monotonic(), writable))
+            self._stop.wait(self.interval)
+
+
+def _watchdogs(lab, servers):
+    return {h: lab[h].run(["systemctl", "is-active", WATCHDOG], check=False).stdout.strip() for h in servers}
+
+
+def test_an_isolated_primary_fences_itself_and_stays_down(cluster):
+    """ha:mode automatic: the watchdog runs on every server. The primary cut off from the
+    salt-master only (its standbys still seen) does not fence. Cut off from everything (its
+    link down) while a client on its side keeps committing, it stops accepting writes within
+    fence_timeout plus a few seconds, and no commit is acknowledged after the fence; the
+    member reports the marker, and its highstate refuses to start it until the fence is
+    cleared. Back to manual, the watchdog is gone."""
+    lab, good = cluster.lab, cluster.pillar
+    servers = [h for h in SERVERS if good["hosts"].get(h, {}).get("role") in ("primary", "standby")]
+    primary = next(h for h in servers if good["hosts"][h]["role"] == "primary")
+    automatic = copy.deepcopy(good)
+    automatic["ha"] = dict(HA_LAB)
+    cluster.set_pillar(automatic)
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert _watchdogs(lab, servers) == dict.fromkeys(servers, "active")
+    assert "active" not in _watchdogs(lab, ["backup"]).values()
+    predicted = cluster.highstate("test=True")
+    assert changed_states(predicted.data) == {}
+    again = cluster.highstate()
+    assert changed_states(again.data) == {}
+
+    # The salt-master out of reach, the standbys seen: no fence.
+    master_route = ["ip", "route", "add", "prohibit", f"{lab.master_address}/32"]
+    lab[primary].run(master_route)
+    try:
+        time.sleep(HA_LAB["fence_timeout"] + HA_LAB["fence_margin"] + 2)
+        assert lab[primary].psql("SELECT pg_is_in_recovery()") == "f"
+        assert lab[primary].run(["test", "-e", MARKER], check=False).returncode == 1
+    finally:
+        lab[primary].run(["ip", "route", "del", "prohibit", f"{lab.master_address}/32"])
+
+    # Cut off from everything, a client on its side committing.
+    seconds = HA_LAB["fence_timeout"] + 14
+    script = LOCAL_WRITER.format(seconds=seconds, start=int(time.time() * 1000) * 1000 + 9 * 10**11)
+    probe = HistoryProbe([lab[h] for h in servers]).start()
+    local = subprocess.Popen(lab[primary].wrap(["sh", "-c", script]), stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        time.sleep(3)
+        cut_at = time.time()
+        lab[primary].run(["ip", "link", "set", "eth0", "down"])
+        fenced = wait_for(lambda: lab[primary].run(["test", "-e", MARKER], check=False).returncode == 0,
+                          timeout=HA_LAB["fence_timeout"] + 10)  # fmt: skip
+        out, _ = local.communicate(timeout=seconds + 30)
+    finally:
+        probe.stop()
+        if local.poll() is None:
+            local.kill()
+    acks = [float(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2]
+    assert fenced, "the isolated primary did not fence itself"
+    assert probe.two_writable == []
+    stopped_at = next(t for t, writable in probe.history if t > cut_at and primary not in writable)
+    after_cut = [t for t in acks if t > cut_at]
+    print(f"fence: link down at 0 s; {len(after_cut)} commits acknowledged on the isolated side, the last at "
+          f"{max(after_cut) - cut_at:.1f} s; the probe saw it not writable at {stopped_at - cut_at:.1f} s; "
+          f"fence_timeout {HA_LAB['fence_timeout']} s; {len(acks)} acknowledged in all")  # fmt: skip
+    assert after_cut, "the client on the primary's side committed nothing while it was cut off"
+    assert stopped_at - cut_at <= HA_LAB["fence_timeout"] + HA_LAB["check_interval"] + 4
+    assert [t for t in acks if t > stopped_at] == []  # no commit acknowledged after the fence
+    assert lab[primary].run(["systemctl", "is-active", "postgresql@15-main"], check=False).stdout.strip() != "active"
+    journal = lab[primary].run(["journalctl", "-u", WATCHDOG, "--no-pager", "-o", "cat"], check=False).stdout
+    print(journal[-1500:])
+    assert "fenced (reached neither the salt-master nor a majority" in journal
+    # The clean stop leaves the VIP to the runners: the watchdog drops it itself.
+    assert vip_holders(cluster, cluster.pillar["vip"]) == []
+
+    # Healed: the member reports the fence, the highstate refuses to start it.
+    lab[primary].run(["ip", "link", "set", "eth0", "up"])
+    lab[primary].run(["systemctl", "restart", "salt-minion"])
+    cluster.wait_for_minions(120)
+    member = cluster.call("pg_replication.member", target=primary)[primary]["ret"]
+    assert "reached neither" in member["server"]["fenced"]["reason"]
+    assert member["server"]["running"] is False
+    refused = cluster.salt("state.apply", target=primary, timeout=600)
+    assert refused.returncode != 0
+    assert f"{primary} fenced itself at" in refused.stdout
+    assert f"salt-run pg_replication.rejoin host={primary}" in refused.stdout
+    time.sleep(2)
+    assert lab[primary].run(["systemctl", "is-active", "postgresql@15-main"], check=False).stdout.strip() != "active"
+
+    # Nobody was promoted here (no engine in this test): the operator clears the fence and goes
+    # back to manual; the watchdog leaves every server.
+    cluster.salt("pg_replication.fence_clear", target=primary)
+    cluster.set_pillar(good)
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert "active" not in _watchdogs(lab, servers).values()
+    assert changed_states(cluster.highstate().data) == {}
+    assert following(cluster, primary, servers)
+
+
 def test_with_tls_pgbouncer_takes_clients_over_tls_only_and_reaches_the_primary_over_tls(cluster, tmp_path):
     """pg_replication:tls added to the running cluster, with a certificate for the pooler's
     host: a client verifies PgBouncer's certificate (verify-full) and its server connection
