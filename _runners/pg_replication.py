@@ -18,6 +18,7 @@ the shape of a member's answer (``pg_replication_member``).
 Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_all``.
 """
 
+import functools
 import time
 
 import salt.client
@@ -595,3 +596,45 @@ def _restart_member(cluster, host, primary, timeout, done):
     left = _call(host, "pg_replication.pending_restart", **cluster.conn(host))
     if left:
         raise CommandExecutionError(f"{host} still waits for a restart for {', '.join(left)}")
+
+
+# --------------------------------------------------------------------------- one lock, HA
+
+
+def _lock_path():
+    return __utils__["pg_replication_lock.path"](__opts__["cachedir"])
+
+
+def _locked(operation):
+    """``operation`` (a day-2 operation of this runner) run under the cluster's one lock
+    (``pg_replication_lock``): refused, nothing changed, while another operation or the HA
+    engine holds it."""
+
+    @functools.wraps(operation)
+    def locked(*args, **kwargs):
+        def refused(holder):
+            checks = []
+            _pure("checks.check")(checks, "no other day-2 operation holds the cluster", False, holder)
+            return _pure("checks.refused")(operation.__name__, checks, [])
+
+        run = __utils__["pg_replication_lock.run_locked"]
+        return run(_lock_path(), operation.__name__, lambda: operation(*args, **kwargs), refused)
+
+    return locked
+
+
+switchover = _locked(switchover)
+failover = _locked(failover)
+rejoin = _locked(rejoin)
+follow = _locked(follow)
+rolling_restart = _locked(rolling_restart)
+_cluster_status = cluster_status
+
+
+@functools.wraps(_cluster_status)
+def cluster_status(tgt="*"):  # noqa: F811 - the status above, with the lock and the HA state
+    return dict(
+        _cluster_status(tgt),
+        lock=__utils__["pg_replication_lock.holder"](_lock_path()),
+        ha=__utils__["pg_replication_ha.read_state"](__opts__["cachedir"]),
+    )
