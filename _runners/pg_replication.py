@@ -135,6 +135,8 @@ def cluster_status(tgt="*"):
     position, lag behind the primary (bytes, and seconds since the last replayed
     transaction), its slots with the WAL each retains, and each Barman server's check.
     ``table`` is the same as lines of text; ``--out=json`` gives all of it as data.
+    ``lock``: the day-2 operation that holds the cluster (None); ``ha``: the HA engine's
+    state (mode, state, last decision, last failover; None when it never ran).
 
     CLI Example:
 
@@ -149,6 +151,8 @@ def cluster_status(tgt="*"):
     return dict(
         out,
         connect=_pure("routing.connection_strings")(cluster.plan.get("routing"), cluster.hosts, cluster.plan["port"]),
+        lock=__utils__["pg_replication_lock.holder"](_lock_path()),
+        ha=__utils__["pg_replication_ha.read_state"](__opts__["cachedir"]),
     )
 
 
@@ -617,8 +621,15 @@ def _locked(operation):
             _pure("checks.check")(checks, "no other day-2 operation holds the cluster", False, holder)
             return _pure("checks.refused")(operation.__name__, checks, [])
 
-        run = __utils__["pg_replication_lock.run_locked"]
-        return run(_lock_path(), operation.__name__, lambda: operation(*args, **kwargs), refused)
+        # The operation runs here, not inside a function of __utils__ (whose loader context
+        # has no __utils__ of its own).
+        release, holder = __utils__["pg_replication_lock.acquire"](_lock_path(), operation.__name__)
+        if release is None:
+            return refused(holder)
+        try:
+            return operation(*args, **kwargs)
+        finally:
+            release()
 
     return locked
 
@@ -628,13 +639,3 @@ failover = _locked(failover)
 rejoin = _locked(rejoin)
 follow = _locked(follow)
 rolling_restart = _locked(rolling_restart)
-_cluster_status = cluster_status
-
-
-@functools.wraps(_cluster_status)
-def cluster_status(tgt="*"):  # noqa: F811 - the status above, with the lock and the HA state
-    return dict(
-        _cluster_status(tgt),
-        lock=__utils__["pg_replication_lock.holder"](_lock_path()),
-        ha=__utils__["pg_replication_ha.read_state"](__opts__["cachedir"]),
-    )

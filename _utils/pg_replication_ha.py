@@ -12,8 +12,9 @@ States of the primary, as the master sees it:
   recovery), since ``lost_since`` (the first tick that saw it so; a master that just started
   starts counting then). The eligibility recorded on its last healthy tick is kept.
 - ``primary lost``: suspected for ``ha:failover_timeout`` seconds AND a majority of the
-  primary's own standbys (per the pillar) answer and say they lost it: their WAL receiver
-  does not stream and they cannot reach its PostgreSQL port. A silent standby counts
+  primary's own standbys (per the pillar) answer and say they lost it: they cannot reach
+  its PostgreSQL port and their WAL receiver does not stream (or has heard nothing for
+  ``ha:fence_timeout`` seconds). A silent standby counts
   against the majority: a master cut off from the cluster decides nothing.
 - ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
   received the most WAL) is chosen and the runner's ``failover`` runs with
@@ -49,9 +50,19 @@ STATE_FILE = "ha.json"
 
 
 def config(pillar_ha):
-    """The ``ha`` pillar with its defaults (the schema of the formula checks the values)."""
+    """The ``ha`` pillar with its defaults. The formula's schema refuses bad values at
+    render; here, a value of the wrong kind (e.g. masked by ``pillar.get``) keeps its
+    default, and anything but ``automatic`` is ``manual``: the engine never acts on a
+    value it cannot read."""
     out = dict(DEFAULTS)
-    out.update({k: v for k, v in (pillar_ha or {}).items() if v is not None})
+    for key, value in (pillar_ha or {}).items() if isinstance(pillar_ha, dict) else ():
+        default = DEFAULTS.get(key)
+        if key == "mode":
+            out[key] = "automatic" if value == "automatic" else "manual"
+        elif isinstance(default, bool):
+            out[key] = value if isinstance(value, bool) else default
+        elif isinstance(default, int) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value if value >= 0 else default
     return out
 
 
@@ -76,12 +87,17 @@ def streaming(server):
     )
 
 
-def says_lost(server, reached):
-    """A standby that answers says it lost the primary: running in recovery, its WAL
-    receiver not streaming, and the primary's port not reached (``reached`` False; None:
-    not asked, which says nothing)."""
-    return bool(server and server.get("running") and server.get("in_recovery") and not streaming(server)
-                and reached is False)  # fmt: skip
+def says_lost(server, reached, quiet):
+    """A standby that answers says it lost the primary: running in recovery, the primary's
+    port not reached (``reached`` False; None: not asked, which says nothing), and its WAL
+    receiver not streaming, or silent for more than ``quiet`` seconds (a sender that died
+    with its link sends no FIN: the receiver may say "streaming" until
+    ``wal_receiver_timeout``)."""
+    receiver = (server or {}).get("receiver") or {}
+    age = receiver.get("last_msg_age")
+    stale = isinstance(age, (int, float)) and age > quiet
+    return bool(server and server.get("running") and server.get("in_recovery") and reached is False
+                and (not streaming(server) or stale))  # fmt: skip
 
 
 def eligibility(primary_server, servers, standbys, max_lag):
@@ -106,7 +122,7 @@ class Decider:
 
     def __init__(self, now, remembered=None):
         remembered = remembered or {}
-        self.state = HEALTHY
+        self.state = None  # not seen yet
         self.reason = "starting"
         self.primary = None
         self.lost_since = None
@@ -143,8 +159,9 @@ class Decider:
             self.eligible = eligibility(server, servers, obs["standbys"], ha["max_lag_on_failover"])
             was = self.state
             self.lost_since, self.retry_at = None, None
-            self._move(events, now, HEALTHY, "primary_back" if was in (SUSPECTED, LOST) else "healthy",
-                       {"primary": primary, "eligible": sorted(self.eligible)})  # fmt: skip
+            if was != HEALTHY:
+                self._move(events, now, HEALTHY, "primary_back" if was in (SUSPECTED, LOST) else "healthy",
+                           {"primary": primary, "eligible": sorted(self.eligible)})  # fmt: skip
             return events, None
         if self.lost_since is None:
             self.lost_since = now
@@ -160,7 +177,7 @@ class Decider:
             return events, None
         reaches = obs.get("reaches") or {}
         standbys = obs["standbys"]
-        agreeing = sorted(s for s in standbys if says_lost(servers.get(s), reaches.get(s)))
+        agreeing = sorted(s for s in standbys if says_lost(servers.get(s), reaches.get(s), ha["fence_timeout"]))
         detail.update(agreeing=agreeing, standbys=list(standbys))
         if not standbys or len(agreeing) * 2 <= len(standbys):
             self._move(events, now, SUSPECTED, "no_majority", detail)
@@ -237,7 +254,7 @@ class Decider:
                 "comment": f"no decision until the pillar names {self.promoted} as the primary"})  # fmt: skip
             return False
         self.promoted = None
-        self.state = HEALTHY
+        self.state = None  # seen afresh
         return True
 
     # ------------------------------------------------------------------ events
@@ -269,6 +286,12 @@ class Decider:
             "promoted": self.promoted,
             "last_decision": self.last_decision,
         }
+
+
+def decider(now, remembered=None):
+    """A new :class:`Decider` (for callers that reach this file through Salt's loader,
+    which packs functions only)."""
+    return Decider(now, remembered)
 
 
 def state_path(cachedir):

@@ -95,15 +95,17 @@ def held(lock_path, operation):
         os.close(fd)
 
 
-def run_locked(lock_path, operation, fun, refused):
-    """``fun()`` under the lock, or, when another process holds it, ``refused(line)`` with
-    :func:`describe`'s line about the holder (for callers that reach this file through
-    Salt's loader, which packs functions only)."""
+def acquire(lock_path, operation):
+    """Take the lock now: ``(release, None)``, ``release()`` giving it back; or ``(None,
+    line)`` with :func:`describe`'s line about the holder. For callers that reach this file
+    through Salt's loader (which packs functions only, and runs them in its own context:
+    the caller's code must not run inside one of them)."""
+    hold = held(lock_path, operation)
     try:
-        with held(lock_path, operation):
-            return fun()
+        hold.__enter__()  # pylint: disable=unnecessary-dunder-call
     except Held as exc:
-        return refused(str(exc))
+        return None, str(exc)
+    return (lambda: hold.__exit__(None, None, None)), None
 
 
 def _write(fd, data):

@@ -405,6 +405,17 @@ SCHEMA = {
         "cloud_pkgs": _list_of(_package),
     },
     "switchover": {"max_lag_bytes": _int(0)},
+    # Automatic failover (issue #28; the master's engine reads it from each member's pillar).
+    "ha": {
+        "mode": _enum("manual", "automatic"),
+        "check_interval": _int(1),
+        "fence_timeout": _int(1),
+        "failover_timeout": _int(1),
+        "fence_margin": _int(0),
+        "max_lag_on_failover": _int(0),
+        "failover_cooldown": _int(0),
+        "auto_rejoin": _bool,
+    },
     # Clients follow the primary: its floating address, and PgBouncer (pg_replication_routing).
     "vip": _nullable(_ip),
     "pooler": {

@@ -165,6 +165,18 @@ def test_postgresql_down_on_an_answering_primary_counts_as_silence(ha):
     assert "PostgreSQL is down" in events[1][1]["why"]
 
 
+def test_a_receiver_that_still_says_streaming_but_heard_nothing_for_long_agrees(ha):
+    """A primary killed with its link down sent no FIN: the receivers say "streaming"."""
+    zombie = {"status": "streaming", "last_msg_age": 7.0}
+    fresh = {"status": "streaming", "last_msg_age": 0.5}
+    stale = dict(DEAD, standby=dict(standby(), receiver=zombie), standby2=dict(standby("0/4F00"), receiver=zombie))
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(stale, LOST_BY_ALL)] * 20)
+    assert len(failovers) == 1
+    alive = dict(stale, standby2=dict(standby("0/4F00"), receiver=fresh))
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(alive, LOST_BY_ALL)] * 20)
+    assert failovers == []
+
+
 def test_a_standby_that_still_reaches_the_port_does_not_agree(ha):
     _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(DEAD, {"standby": False, "standby2": True})] * 30)
     assert failovers == []
@@ -210,9 +222,13 @@ def test_the_cooldown_survives_a_restart_of_the_master(ha, tmp_path):
     assert ha.read_state(str(tmp_path / "none")) is None
 
 
-def test_config_fills_the_defaults(ha):
+def test_config_fills_the_defaults_and_never_acts_on_what_it_cannot_read(ha):
     assert ha.config({"mode": "automatic"})["failover_timeout"] == 30
     assert ha.config(None)["mode"] == "manual"
+    masked = ha.config({"mode": "**********", "check_interval": "**********", "failover_timeout": 12})
+    assert masked["mode"] == "manual"
+    assert masked["check_interval"] == 2
+    assert masked["failover_timeout"] == 12
 
 
 # --------------------------------------------------------------------------- the lock
@@ -228,20 +244,25 @@ def _hold_then_wait(path, ready, release):
 def test_the_lock_refuses_a_second_operation_and_names_the_holder(lock, tmp_path):
     path = lock.path(str(tmp_path))
     ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    other = ctx.Process(target=_hold_then_wait, args=(path, ready, release))
+    ready, done = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_then_wait, args=(path, ready, done))
     other.start()
     try:
         assert ready.wait(30)
         assert lock.holder(path)["operation"] == "switchover"
-        out = lock.run_locked(path, "failover", lambda: "ran", lambda line: f"refused: {line}")
-        assert out.startswith("refused: switchover (pid ")
-        assert "holds the cluster lock" in out
+        release, line = lock.acquire(path, "failover")
+        assert release is None
+        assert line.startswith("switchover (pid ")
+        assert "holds the cluster lock" in line
     finally:
-        release.set()
+        done.set()
         other.join(30)
     assert lock.holder(path) is None
-    assert lock.run_locked(path, "failover", lambda: "ran", lambda line: "refused") == "ran"
+    release, line = lock.acquire(path, "failover")
+    assert line is None
+    assert lock.holder(path)["operation"] == "failover"
+    release()
+    assert lock.holder(path) is None
 
 
 def test_a_killed_holder_leaves_the_lock_free(lock, tmp_path):
@@ -260,6 +281,8 @@ def test_a_killed_holder_leaves_the_lock_free(lock, tmp_path):
 def test_the_lock_is_reentrant_within_a_process(lock, tmp_path):
     path = lock.path(str(tmp_path))
     with lock.held(path, "follow"):
-        assert lock.run_locked(path, "rejoin", lambda: "inner", lambda line: "refused") == "inner"
+        release, line = lock.acquire(path, "rejoin")
+        assert line is None
+        release()
         assert lock.holder(path)["operation"] == "follow"
     assert lock.holder(path) is None
