@@ -78,7 +78,8 @@ class _Watch:
         """The cluster model (``pg_replication_cluster.Cluster``), re-read every
         ``topology_every`` seconds while the primary is healthy (never in the middle of a
         failure: a silent minion would hold every call up); the last one otherwise."""
-        if not force and self.cluster is not None and (now - self.read_at < self.topology_every or not self.healthy):
+        due = self.read_at is None or now - self.read_at >= self.topology_every
+        if not force and (not due or (self.cluster is not None and not self.healthy)):
             return self.cluster
         self.read_at = now
         quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
