@@ -18,6 +18,7 @@ the shape of a member's answer (``pg_replication_member``).
 Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_all``.
 """
 
+import functools
 import time
 import types
 
@@ -135,6 +136,8 @@ def cluster_status(tgt="*"):
     position, lag behind the primary (bytes, and seconds since the last replayed
     transaction), its slots with the WAL each retains, and each Barman server's check.
     ``table`` is the same as lines of text; ``--out=json`` gives all of it as data.
+    ``lock``: the day-2 operation that holds the cluster (None); ``ha``: the HA engine's
+    state (mode, state, last decision, last failover; None when it never ran).
 
     CLI Example:
 
@@ -149,6 +152,8 @@ def cluster_status(tgt="*"):
     return dict(
         out,
         connect=_pure("routing.connection_strings")(cluster.plan.get("routing"), cluster.hosts, cluster.plan["port"]),
+        lock=__utils__["pg_replication_lock.holder"](_lock_path()),
+        ha=__utils__["pg_replication_ha.read_state"](__opts__["cachedir"]),
     )
 
 
@@ -686,3 +691,43 @@ def _upgrade_ops(tgt, max_lag):
         switchover=lambda cluster, old, new: _switchover(cluster, old, new, max_lag=max_lag),
         cluster=cluster_as,
     )
+
+
+# --------------------------------------------------------------------------- one lock, HA
+
+
+def _lock_path():
+    return __utils__["pg_replication_lock.path"](__opts__["cachedir"])
+
+
+def _locked(operation):
+    """``operation`` (a day-2 operation of this runner) run under the cluster's one lock
+    (``pg_replication_lock``): refused, nothing changed, while another operation or the HA
+    engine holds it."""
+
+    @functools.wraps(operation)
+    def locked(*args, **kwargs):
+        def refused(holder):
+            checks = []
+            _pure("checks.check")(checks, "no other day-2 operation holds the cluster", False, holder)
+            return _pure("checks.refused")(operation.__name__, checks, [])
+
+        # The operation runs here, not inside a function of __utils__ (whose loader context
+        # has no __utils__ of its own).
+        release, holder = __utils__["pg_replication_lock.acquire"](_lock_path(), operation.__name__)
+        if release is None:
+            return refused(holder)
+        try:
+            return operation(*args, **kwargs)
+        finally:
+            release()
+
+    return locked
+
+
+switchover = _locked(switchover)
+failover = _locked(failover)
+rejoin = _locked(rejoin)
+follow = _locked(follow)
+rolling_restart = _locked(rolling_restart)
+upgrade_minor = _locked(upgrade_minor)

@@ -19,7 +19,7 @@ from saltfactories.daemons.minion import SaltMinion
 from lab import gitfs as lab_gitfs
 from lab.hosts import REPO_ROOT
 
-FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners", "_beacons")
+FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners", "_beacons", "_engines")
 TOP = "base:\n  '*':\n    - pg_replication\n"
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
@@ -89,12 +89,16 @@ class SaltLab:
     _modules_synced = False
     _pillar_changed = True
 
-    def __init__(self, factories, lab, pillar, other_pillars=None, gitfs=False):
+    def __init__(self, factories, lab, pillar, other_pillars=None, gitfs=False, engines=None):
         """``pillar`` is the reference cluster's, for every host; ``other_pillars`` maps a
         minion id to the pillar of another cluster it belongs to instead. ``gitfs``: the
         master serves the formula and the top file from local git repositories through
-        gitfs only (:mod:`lab.gitfs`; their paths in ``self.gitfs``), not from the checkout."""
+        gitfs only (:mod:`lab.gitfs`; their paths in ``self.gitfs``), not from the checkout.
+        ``engines``: the master's ``engines`` configuration (e.g. the formula's HA engine),
+        loaded from the checkout's ``_engines`` (with its ``_utils`` and ``_runners``) since
+        the master starts them before anything is synced."""
         self.factories = factories
+        self.engines = engines
         self.lab = lab
         self.master = None
         self.minions = {}
@@ -165,6 +169,10 @@ class SaltLab:
             factory_class = lab_gitfs.GitfsMaster
         else:
             overrides["file_roots"] = {"base": [str(self.state_dir)]}
+        if self.engines:
+            overrides["engines"] = self.engines
+            for key, folder in (("engines_dirs", "_engines"), ("utils_dirs", "_utils"), ("runner_dirs", "_runners")):
+                overrides[key] = [str(REPO_ROOT / folder)]
         self.master = self.factories.salt_master_daemon(
             "pgr-salt-master", overrides=overrides, factory_class=factory_class
         )

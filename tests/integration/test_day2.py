@@ -9,6 +9,7 @@ counted: every id whose COMMIT returned must be on the new primary."""
 import concurrent.futures
 import copy
 import json
+import pathlib
 import secrets
 import subprocess
 import tempfile
@@ -75,7 +76,8 @@ def cluster(salt_factories, lab: Lab):
     barman_pillar = {"primary": "master", "server_name": None, "retention_policy": "REDUNDANCY 10"}
     pillar = reference_pillar(lab, roles=ROLES, barman=barman_pillar, vip=str(lab.network.network_address + 100),
                               pooler=POOLER)  # fmt: skip
-    salt_lab = SaltLab(salt_factories, lab, pillar)
+    # Issue #28: the master runs the formula's HA engine (manual until a test sets ha:mode).
+    salt_lab = SaltLab(salt_factories, lab, pillar, engines=[{"pg_replication_ha": {}}])
     with salt_lab.started():
         converge(salt_lab)
         Writer.prepare(lab["master"], WRITER_PASSWORD)
@@ -680,6 +682,219 @@ def test_synchronous_any_one_of_two_commits_with_one_standby_down_and_waits_with
     assert wait_for(lambda: lab[primary].psql("SHOW synchronous_standby_names") == "", 10)
     assert following(cluster, primary, SERVERS)
     assert start_times(lab)[primary] == started[primary]
+
+
+# --------------------------------------------------------------------------- automatic failover (#28)
+
+# Short timings for the lab; the invariant failover_timeout >= fence_timeout + fence_margin
+# + 2 * check_interval holds (12 >= 6 + 2 + 2).
+HA = {"check_interval": 1, "fence_timeout": 6, "failover_timeout": 12, "fence_margin": 2, "failover_cooldown": 600}
+
+
+class HaEvents:
+    """Every event of the HA engine on the master's bus (``salt/pg_replication/ha/...``),
+    listened to from this process: ``[(monotonic time, name, data)]``."""
+
+    def __init__(self, salt_lab):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self.config_file = str(salt_lab.master.config_file)
+        self.seen = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        import salt.config  # pylint: disable=import-outside-toplevel
+        import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+        opts = salt.config.master_config(self.config_file)
+        bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        bus.subscribe("salt/pg_replication/ha/")
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                event = bus.get_event(wait=0.5, tag="salt/pg_replication/ha/", full=True)
+                if event:
+                    self.seen.append((time.monotonic(), event["tag"].rsplit("/", 1)[1], event["data"]))
+        finally:
+            bus.destroy()
+
+    def __enter__(self):
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def names(self, since=0.0):
+        return [name for at, name, _ in self.seen if at >= since]
+
+    def in_order(self, since, *expected):
+        """Whether ``expected`` were fired in this order (others may come between)."""
+        rest = iter(self.names(since))
+        return all(name in rest for name in expected)
+
+    def wait(self, name, since, timeout):
+        return wait_for(lambda: next((data for at, n, data in self.seen if n == name and at >= since), None), timeout)
+
+
+def ha_state(salt_lab):
+    """The engine's state file on the master (what cluster_status shows as ``ha``)."""
+    path = pathlib.Path(salt_lab.master.config["cachedir"]) / "pg_replication" / "ha.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def kill_and_cut(host):
+    """SIGKILL the postmaster of ``host`` and take its link down; the time of the failure."""
+    postmaster = host.run(["head", "-1", "/var/lib/postgresql/15/main/postmaster.pid"]).stdout.strip()
+    host.run(["kill", "-9", postmaster])
+    host.run(["ip", "link", "set", "eth0", "down"])
+    return time.monotonic()
+
+
+def in_recovery(lab, hosts):
+    out = {}
+    for h in hosts:
+        try:
+            out[h] = lab[h].psql("SELECT pg_is_in_recovery()")
+        except Exception:  # noqa: BLE001 - down: not a primary
+            out[h] = "down"
+    return out
+
+
+def test_ha_engine_in_manual_mode_fires_the_events_and_promotes_nothing(cluster):
+    """mode manual (the default): the primary killed and cut off; the engine says it is
+    lost and that nothing is promoted, and nothing is; back, it says so."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    standbys = sorted(set(SERVERS) - {primary})
+    cluster.set_pillar(dict(copy.deepcopy(good), ha=dict(HA, mode="manual")))
+    cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=60)
+    with HaEvents(cluster) as events:
+        assert wait_for(lambda: ha_state(cluster).get("mode") == "manual" and ha_state(cluster)["state"] == "healthy",
+                        60)  # fmt: skip
+        failed_at = kill_and_cut(lab[primary])
+        try:
+            said = events.wait("manual", failed_at, 90)
+            assert said, events.names(failed_at)
+            print(f"manual mode: 'manual' event {time.monotonic() - failed_at:.1f}s after the failure: {said}")
+            time.sleep(5)
+            assert in_recovery(lab, standbys) == dict.fromkeys(standbys, "t")
+            assert events.in_order(failed_at, "primary_suspected", "primary_lost", "manual"), events.names(failed_at)
+            assert "candidate_chosen" not in events.names(failed_at)
+            assert ha_state(cluster)["state"] == "primary lost"
+        finally:
+            lab[primary].run(["ip", "link", "set", "eth0", "up"])
+            lab[primary].run(["systemctl", "restart", STANDBY_UNIT])
+            lab[primary].run(["systemctl", "restart", "salt-minion"])
+        back = events.wait("primary_back", failed_at, 90)
+        assert back, events.names(failed_at)
+    cluster.wait_for_minions(120)
+    assert following(cluster, primary, SERVERS)
+
+
+def test_ha_engine_fails_a_killed_primary_over_automatically_losing_no_acknowledged_commit(cluster):
+    """mode automatic, synchronous ANY 1 of the two standbys, a client committing: the
+    primary's postmaster SIGKILLed and its link down. The engine promotes a standby after
+    failover_timeout, once both standbys say they lost it; the RTO is printed; every commit
+    the client saw acknowledged is on the new primary; never two writable primaries. Then
+    the engine waits for the pillar, the old primary rejoins."""
+    lab, good = cluster.lab, cluster.pillar
+    primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
+    standbys = sorted(set(SERVERS) - {primary})
+    pillar = copy.deepcopy(good)
+    pillar["synchronous"] = {"method": "any", "count": 1, "standbys": list(SERVERS)}
+    pillar["ha"] = dict(HA, mode="automatic")
+    cluster.set_pillar(pillar)
+    ret = cluster.highstate(target=primary)
+    assert state_errors(ret.data) == {}
+    cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=60)
+    assert wait_for(lambda: sync_states(lab, primary) == ",".join(f"{s}:quorum" for s in standbys), 30)
+    with HaEvents(cluster) as events:
+        assert wait_for(lambda: ha_state(cluster).get("mode") == "automatic", 60), ha_state(cluster)
+        assert ha_state(cluster)["state"] == "healthy"
+        w = writer(cluster)
+        probe = WritableProbe([lab[h] for h in SERVERS]).start()
+        time.sleep(3)
+        failed_at = kill_and_cut(lab[primary])
+        try:
+            promoted = events.wait("promoted", failed_at, 180)
+            assert promoted, (events.names(failed_at), ha_state(cluster))
+            promoted_at = next(at for at, n, _ in events.seen if n == "promoted" and at >= failed_at)
+            new = promoted["candidate"]
+            assert wait_for(lambda: w.resumed, 30)
+            time.sleep(3)
+        finally:
+            w.stop()
+            probe.stop()
+        names = events.names(failed_at)
+        print(f"HA events after the failure: {names}")
+        assert events.in_order(failed_at, "primary_suspected", "primary_lost", "candidate_chosen", "promoted")
+        chosen = next(data for at, n, data in events.seen if n == "candidate_chosen" and at >= failed_at)
+        assert chosen["agreeing"] == standbys
+        assert new in standbys
+        assert probe.two_writable == []
+        missing = w.missing_on(lab[new])
+        print(f"automatic failover to {new}: RTO {w.resumed - failed_at:.1f}s (failure to the first acknowledged"
+              f" commit on the new primary; the engine's promotion done {promoted_at - failed_at:.1f}s after);"
+              f" RPO {len(missing)} of {len(w.committed)} acknowledged commits missing")  # fmt: skip
+        assert missing == []
+        # No second decision: the engine is in cooldown and waits for the pillar to name the new primary.
+        assert ha_state(cluster)["state"] == "cooldown"
+        assert ha_state(cluster)["promoted"] == new
+        status = cluster.run("pg_replication.cluster_status")
+        assert status.data["ha"]["state"] == "cooldown"
+        assert status.data["lock"] is None
+    # The pillar change the engine printed, committed as the operator would; the old
+    # primary back and rejoined; HA back to manual, asynchronous again.
+    apply_pillar_change(cluster, promoted["pillar_change"])
+    back = copy.deepcopy(cluster.pillar)
+    back.pop("ha")
+    back.pop("synchronous")
+    cluster.set_pillar(back)
+    lab[primary].run(["ip", "link", "set", "eth0", "up"])
+    lab[primary].run(["systemctl", "restart", "salt-minion"])
+    cluster.wait_for_minions(120)
+    cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+    rejoin = cluster.run("pg_replication.rejoin", f"host={primary}")
+    assert rejoin.returncode == 0, rejoin.stdout + rejoin.stderr
+    ret = cluster.highstate()
+    assert state_errors(ret.data) == {}
+    assert following(cluster, new, SERVERS)
+
+
+def test_every_day2_operation_is_refused_while_another_holds_the_cluster_lock(cluster):
+    """The one lock: while something holds it (here this process, as a runner would), a
+    switchover, failover, rejoin, follow and rolling restart are refused naming the holder,
+    and change nothing."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+
+    path = pathlib.Path(cluster.master.config["cachedir"]) / "pg_replication" / "day2.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    primary = next(h for h in SERVERS if cluster.pillar["hosts"][h]["role"] == "primary")
+    other = next(h for h in SERVERS if h != primary)
+    before = snapshot(cluster)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.truncate(0)
+        fh.write(json.dumps({"operation": "switchover", "pid": 1, "since": time.time()}))
+        fh.flush()
+        for fun, args in (("switchover", [f"to={other}"]), ("failover", ["fenced=True"]),
+                          ("rejoin", [f"host={other}"]), ("follow", [f"primary={primary}"]),
+                          ("rolling_restart", [])):  # fmt: skip
+            ret = cluster.run(f"pg_replication.{fun}", *args)
+            assert ret.returncode == 1, ret.stdout
+            assert ret.data["comment"].startswith(f"{fun} refused, nothing changed: no other day-2 operation"), ret.data
+            assert "switchover (pid 1) holds the cluster lock" in ret.data["comment"]
+        assert cluster.run("pg_replication.cluster_status").data["lock"]["operation"] == "switchover"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    assert snapshot(cluster) == before
 
 
 # --------------------------------------------------------------------------- lost slot

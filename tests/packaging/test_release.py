@@ -128,7 +128,7 @@ def test_salt_3008_everywhere_the_formula_is_installed_for_tests():
 
 
 def _formula_sources():
-    for folder in ("_modules", "_states", "_utils", "_runners", "_beacons"):
+    for folder in ("_modules", "_states", "_utils", "_runners", "_beacons", "_engines"):
         yield from sorted((REPO_ROOT / folder).glob("*.py"))
     yield from sorted((REPO_ROOT / "pg_replication").rglob("*.sls"))
 

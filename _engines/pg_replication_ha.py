@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: Apache-2.0
+"""
+The automatic failover's monitor: a salt-master engine that watches a pg_replication
+cluster, fires an event on the master's bus for each change it sees, and, with the pillar's
+``ha:mode: automatic``, fails the primary over when it is lost.
+
+Every ``ha:check_interval`` seconds it asks each PostgreSQL server ``pg_replication.health``
+(running, in recovery, WAL position, WAL receiver; and its ``ha`` pillar); while the
+primary does not answer as a primary it also asks each standby whether it reaches the
+primary's PostgreSQL port (``network.connect``). What it decides from the answers is pure
+code, ``_utils/pg_replication_ha.py`` (the states, the majority, eligibility, cooldown).
+Every 30 s, and after a failover, it re-reads the cluster (``saltutil.refresh_pillar``,
+``pg_replication.member``): the pillar's primary, its standbys, their addresses.
+
+A failover is the runner's own (``pg_replication.failover`` with ``to`` the chosen standby
+and ``fenced=True``: by then the old primary's watchdog has fenced it), through Salt's
+RunnerClient: the same checks, the same steps, the same one cluster lock as an operator's
+run (a held lock is a refusal, tried again later). Its return, with the pillar change to
+commit, is in the ``promoted`` event and in the state file
+``<cachedir>/pg_replication/ha.json``, which ``salt-run pg_replication.cluster_status``
+shows. The engine then decides nothing more until ``ha:failover_cooldown`` has passed and
+the pillar names the promoted standby as the primary.
+
+Configuration (master config; the modules synced first with ``salt-run
+saltutil.sync_all``, then the master restarted, as for any engine):
+
+.. code-block:: yaml
+
+    engines:
+      - pg_replication_ha:
+          tgt: '*'            # the minions of the cluster (glob)
+          topology_every: 30  # s between two re-reads of the cluster
+
+Events (tag ``salt/pg_replication/ha/<name>``): ``healthy``, ``primary_suspected``,
+``primary_back``, ``no_majority``, ``primary_lost``, ``manual``, ``refused``,
+``cooldown``, ``candidate_chosen``, ``promoted``, ``failover_failed``,
+``waiting_for_pillar``, ``no_cluster``. Watch them with ``salt-run state.event
+'salt/pg_replication/ha/*' pretty=True``.
+"""
+
+import logging
+import time
+
+import salt.client
+import salt.runner
+import salt.utils.event
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "pg_replication_ha"
+TAG = "salt/pg_replication/ha"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+class _Watch:
+    """One engine's connections to the master and its picture of the cluster."""
+
+    def __init__(self, tgt, topology_every):
+        self.tgt = tgt
+        self.topology_every = topology_every
+        self.client = salt.client.get_local_client(mopts=__opts__)
+        self.bus = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
+        self.cachedir = __opts__["cachedir"]
+        self.ha = __utils__["pg_replication_ha.config"]
+        self.cluster = None
+        self.read_at = None
+        self.said_no_cluster = False
+        self.healthy = True
+
+    def fire(self, name, data):
+        log.warning("pg_replication HA: %s %s", name, data)
+        self.bus.fire_event(data, f"{TAG}/{name}")
+
+    def topology(self, now, force=False):
+        """The cluster model (``pg_replication_cluster.Cluster``), re-read every
+        ``topology_every`` seconds while the primary is healthy (never in the middle of a
+        failure: a silent minion would hold every call up); the last one otherwise."""
+        due = self.read_at is None or now - self.read_at >= self.topology_every
+        if not force and (not due or (self.cluster is not None and not self.healthy)):
+            return self.cluster
+        self.read_at = now
+        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
+        try:
+            pinged = self.client.cmd(self.tgt, "test.ping", timeout=3, gather_job_timeout=3)
+            alive = sorted(m for m, ok in pinged.items() if ok is True)
+            if alive:
+                self.client.cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
+            answers = self.client.cmd(alive, "pg_replication.member", timeout=20, **quick) if alive else {}
+            cluster = __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
+        except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
+            log.warning("pg_replication HA: could not read the cluster: %s", exc)
+            cluster = None
+        if cluster is not None:
+            self.cluster = cluster
+        elif self.cluster is None and not self.said_no_cluster:
+            self.said_no_cluster = True
+            self.fire("no_cluster", {"tgt": self.tgt, "comment": "no minion answered with a pg_replication pillar"})
+        return self.cluster
+
+    def observe(self, cluster, ha):
+        """One tick's observation for ``Decider.step``."""
+        primary = cluster.pillar_primary()
+        servers = cluster.servers()
+        standbys = [h for h in servers if h != primary and cluster.upstream(h, primary) == primary]
+        wait = max(2, int(ha["check_interval"]) * 2)
+        answers = self.client.cmd(servers, "pg_replication.health", kwarg=cluster.conn(primary), timeout=wait,
+                                  full_return=True, tgt_type="list", gather_job_timeout=2)  # fmt: skip
+        found = {h: a["ret"] for h, a in answers.items() if isinstance(a, dict) and isinstance(a.get("ret"), dict)}
+        obs = {"primary": primary, "standbys": standbys, "servers": {h: found.get(h) for h in servers}, "reaches": {}}
+        obs["ha"] = self.ha((found.get(primary) or next(iter(found.values()), {})).get("ha"))
+        self.healthy = __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary])
+        if not self.healthy:
+            asked = [s for s in standbys if s in found]
+            address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
+            reached = self.client.cmd(asked, "network.connect", arg=[address, port], kwarg={"timeout": 2},
+                                      timeout=wait + 2, full_return=True, tgt_type="list",
+                                      gather_job_timeout=2)  # fmt: skip
+            port_reached = __utils__["pg_replication_checks.port_reached"]
+            obs["reaches"] = {s: port_reached(reached.get(s)) for s in asked}
+        return obs
+
+    def failover(self, to):
+        runner = salt.runner.RunnerClient(__opts__)
+        try:
+            return runner.cmd("pg_replication.failover", kwarg={"to": to, "fenced": True}, print_event=False)
+        except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
+            return {"result": False, "comment": f"failover failed: {exc}"}
+
+    def remember(self, decider, ha):
+        data = dict(decider.remembered(), mode=ha["mode"], updated=time.time())
+        __utils__["pg_replication_ha.write_state"](self.cachedir, data)
+
+
+def start(tgt="*", topology_every=30):
+    """The engine's loop (the master starts it from its ``engines`` configuration)."""
+    watch = _Watch(tgt, topology_every)
+    remembered = __utils__["pg_replication_ha.read_state"](watch.cachedir)
+    decider = __utils__["pg_replication_ha.decider"](time.time(), remembered)
+    ha = watch.ha(None)
+    while True:
+        started = time.time()
+        try:
+            cluster = watch.topology(started)
+            if cluster is not None:
+                obs = watch.observe(cluster, ha)
+                ha = obs["ha"]
+                now = time.time()
+                events, chosen = decider.step(now, obs)
+                if chosen:
+                    for name, data in events:
+                        watch.fire(name, data)
+                    watch.remember(decider, ha)
+                    ret = watch.failover(chosen)
+                    events = decider.failover_result(time.time(), ret, retry_after=ha["failover_timeout"])
+                    watch.topology(time.time(), force=True)
+                for name, data in events:
+                    watch.fire(name, data)
+                watch.remember(decider, ha)
+        except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
+            log.exception("pg_replication HA: this tick failed: %s", exc)
+        time.sleep(max(0.2, float(ha["check_interval"]) - (time.time() - started)))

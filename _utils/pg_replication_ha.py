@@ -1,0 +1,324 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the master's HA engine (``_engines/pg_replication_ha.py``) decides, tick by tick,
+from what the members answered: pure code, driven by the engine's clock (a fake one in the
+unit tests).
+
+States of the primary, as the master sees it:
+
+- ``healthy``: the primary answers and runs as a primary. Each such tick records which of
+  its standbys are *eligible* should it be lost: streaming, and at most
+  ``ha:max_lag_on_failover`` bytes behind it.
+- ``primary suspected``: its minion is silent, or it says PostgreSQL is down (or runs in
+  recovery), since ``lost_since`` (the first tick that saw it so; a master that just started
+  starts counting then). The eligibility recorded on its last healthy tick is kept.
+- ``primary lost``: suspected for ``ha:failover_timeout`` seconds AND a majority of the
+  primary's own standbys (per the pillar) answer and say they lost it: they cannot reach
+  its PostgreSQL port and their WAL receiver does not stream (or has heard nothing for
+  ``ha:fence_timeout`` seconds). A silent standby counts
+  against the majority: a master cut off from the cluster decides nothing.
+- ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
+  received the most WAL) is chosen and the runner's ``failover`` runs with
+  ``fenced=True``: the primary's watchdog has fenced it, since
+  ``failover_timeout >= fence_timeout + fence_margin + 2 * check_interval``.
+- ``cooldown``: after a failover, nothing more is decided for ``ha:failover_cooldown``
+  seconds, and not before the pillar names the promoted standby as the primary (the pillar
+  stays the source of truth: the engine prints the change, the operator commits it).
+
+Each change of state or of its reason is one event (``salt/pg_replication/ha/<name>``):
+``primary_suspected``, ``primary_back``, ``no_majority``, ``primary_lost``, ``manual``,
+``refused`` (no eligible candidate), ``cooldown``, ``candidate_chosen``, ``promoted``,
+``failover_failed``, ``waiting_for_pillar``, ``healthy``.
+"""
+
+HEALTHY = "healthy"
+SUSPECTED = "primary suspected"
+LOST = "primary lost"
+PROMOTING = "promoting"
+COOLDOWN = "cooldown"
+
+DEFAULTS = {
+    "mode": "manual",
+    "check_interval": 2,
+    "fence_timeout": 20,
+    "failover_timeout": 30,
+    "fence_margin": 5,
+    "max_lag_on_failover": 16777216,
+    "failover_cooldown": 600,
+    "auto_rejoin": False,
+}
+STATE_FILE = "ha.json"
+
+
+def config(pillar_ha):
+    """The ``ha`` pillar with its defaults. The formula's schema refuses bad values at
+    render; here, a value of the wrong kind (e.g. masked by ``pillar.get``) keeps its
+    default, and anything but ``automatic`` is ``manual``: the engine never acts on a
+    value it cannot read."""
+    out = dict(DEFAULTS)
+    for key, value in (pillar_ha or {}).items() if isinstance(pillar_ha, dict) else ():
+        default = DEFAULTS.get(key)
+        if key == "mode":
+            out[key] = "automatic" if value == "automatic" else "manual"
+        elif isinstance(default, bool):
+            out[key] = value if isinstance(value, bool) else default
+        elif isinstance(default, int) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value if value >= 0 else default
+    return out
+
+
+def lsn(text):
+    """A WAL position ('16/B374D848') as a number of bytes (None stays None)."""
+    if not text:
+        return None
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def primary_ok(server):
+    """Whether a server's answer (a member record's ``server``) is a running primary."""
+    return bool(server and server.get("running") and server.get("in_recovery") is False)
+
+
+def streaming(server):
+    """Whether a standby's answer says its WAL receiver streams."""
+    receiver = (server or {}).get("receiver") or {}
+    return bool(
+        server and server.get("running") and server.get("in_recovery") and receiver.get("status") == "streaming"
+    )
+
+
+def says_lost(server, reached, quiet):
+    """A standby that answers says it lost the primary: running in recovery, the primary's
+    port not reached (``reached`` False; None: not asked, which says nothing), and its WAL
+    receiver not streaming, or silent for more than ``quiet`` seconds (a sender that died
+    with its link sends no FIN: the receiver may say "streaming" until
+    ``wal_receiver_timeout``)."""
+    receiver = (server or {}).get("receiver") or {}
+    age = receiver.get("last_msg_age")
+    stale = isinstance(age, (int, float)) and age > quiet
+    return bool(server and server.get("running") and server.get("in_recovery") and reached is False
+                and (not streaming(server) or stale))  # fmt: skip
+
+
+def eligibility(primary_server, servers, standbys, max_lag):
+    """``{standby: lag in bytes}`` of the standbys that stream and lag at most ``max_lag``
+    bytes behind the primary's WAL position, on a healthy tick."""
+    top = lsn(primary_server.get("lsn"))
+    out = {}
+    for host in standbys:
+        server = servers.get(host)
+        if not streaming(server) or top is None or lsn(server.get("lsn")) is None:
+            continue
+        lag = max(0, top - lsn(server["lsn"]))
+        if lag <= max_lag:
+            out[host] = lag
+    return out
+
+
+class Decider:
+    """The engine's picture of one cluster and its decisions. ``step`` takes one tick's
+    observation and returns ``(events, failover)``: events ``[(name, data)]`` to fire, and
+    the standby to promote (or None); ``failover_result`` takes what the runner returned."""
+
+    def __init__(self, now, remembered=None):
+        remembered = remembered or {}
+        self.state = None  # not seen yet
+        self.reason = "starting"
+        self.primary = None
+        self.lost_since = None
+        self.eligible = None  # {standby: lag} on the last healthy tick; None: never seen healthy
+        self.last_failover = remembered.get("last_failover")
+        self.promoted = remembered.get("promoted")
+        self.retry_at = None
+        self.chosen = None
+        self.started = now
+        self.last_decision = remembered.get("last_decision")
+        self._said = set()
+        if self.promoted:
+            self.state, self.reason = COOLDOWN, "remembered"
+
+    # ------------------------------------------------------------------ one tick
+
+    def step(self, now, obs):
+        """``obs``: ``{"primary": the pillar's primary, "standbys": its own standbys per the
+        pillar, "servers": {host: its answer's server or None when silent}, "reaches":
+        {standby: whether it reached the primary's port} (asked only while suspected),
+        "ha": config(...)}``."""
+        ha = obs["ha"]
+        events = []
+        if self.state == PROMOTING:
+            return events, None
+        if self.state == COOLDOWN and not self._cooldown_over(now, obs, ha, events):
+            return events, None
+        primary = obs["primary"]
+        if primary != self.primary:
+            self.primary, self.lost_since, self.eligible, self.retry_at = primary, None, None, None
+        servers = obs["servers"]
+        server = servers.get(primary)
+        if primary_ok(server):
+            self.eligible = eligibility(server, servers, obs["standbys"], ha["max_lag_on_failover"])
+            was = self.state
+            self.lost_since, self.retry_at = None, None
+            if was != HEALTHY:
+                self._move(events, now, HEALTHY, "primary_back" if was in (SUSPECTED, LOST) else "healthy",
+                           {"primary": primary, "eligible": sorted(self.eligible)})  # fmt: skip
+            return events, None
+        if self.lost_since is None:
+            self.lost_since = now
+        why = (
+            "its minion is silent"
+            if server is None
+            else f"PostgreSQL is down: {server.get('error') or 'not a primary'}"
+        )
+        silent_for = now - self.lost_since
+        detail = {"primary": primary, "why": why, "for": round(silent_for, 1)}
+        if silent_for < ha["failover_timeout"]:
+            self._move(events, now, SUSPECTED, "primary_suspected", detail)
+            return events, None
+        reaches = obs.get("reaches") or {}
+        standbys = obs["standbys"]
+        agreeing = sorted(s for s in standbys if says_lost(servers.get(s), reaches.get(s), ha["fence_timeout"]))
+        detail.update(agreeing=agreeing, standbys=list(standbys))
+        if not standbys or len(agreeing) * 2 <= len(standbys):
+            self._move(events, now, SUSPECTED, "no_majority", detail)
+            return events, None
+        self._move(events, now, LOST, "primary_lost", dict(detail, eligible=sorted(self.eligible or ())))
+        return events, self._decide(now, obs, ha, servers, detail, events)
+
+    def _decide(self, now, obs, ha, servers, detail, events):
+        if ha["mode"] != "automatic":
+            self._say(
+                events,
+                now,
+                "manual",
+                dict(
+                    detail,
+                    comment="mode manual: nothing promoted; `salt-run pg_replication.failover` once it is fenced",
+                ),
+            )
+            return None
+        if self.last_failover is not None and now - self.last_failover < ha["failover_cooldown"]:
+            self._say(events, now, "cooldown", dict(detail, last_failover=self.last_failover))
+            return None
+        if self.retry_at is not None and now < self.retry_at:
+            return None
+        candidates = {
+            h: lsn(servers[h].get("lsn")) or 0
+            for h in (self.eligible or {})
+            if (servers.get(h) or {}).get("running") and servers[h].get("in_recovery")
+        }
+        if not candidates:
+            why = (
+                "the primary was never seen healthy"
+                if self.eligible is None
+                else (
+                    f"none of {sorted(self.eligible)} answers as a standby"
+                    if self.eligible
+                    else f"no standby within max_lag_on_failover ({ha['max_lag_on_failover']} bytes) when it was lost"
+                )
+            )
+            self._say(events, now, "refused", dict(detail, comment=f"no eligible candidate: {why}"))
+            return None
+        self.chosen = max(sorted(candidates), key=candidates.get)
+        self._move(
+            events, now, PROMOTING, "candidate_chosen", dict(detail, candidate=self.chosen, candidates=candidates)
+        )
+        return self.chosen
+
+    def failover_result(self, now, ret, retry_after):
+        """What the runner's failover returned (its dict, or an error text): ``promoted`` and
+        the cooldown, or ``failover_failed`` (a refusal, which changed nothing, is tried again
+        after ``retry_after`` seconds; a failure after the promotion is not)."""
+        events = []
+        ret = ret if isinstance(ret, dict) else {"result": False, "comment": str(ret)}
+        detail = {"primary": self.primary, "candidate": self.chosen, "comment": ret.get("comment"),
+                  "pillar_change": ret.get("pillar_change"), "left": ret.get("left")}  # fmt: skip
+        if ret.get("result") is True:
+            self.promoted, self.last_failover = self.chosen, now
+            self._move(events, now, COOLDOWN, "promoted", detail)
+        elif "refused, nothing changed" in str(ret.get("comment")):
+            self.retry_at = now + retry_after
+            self._move(events, now, LOST, "failover_failed", detail)
+        else:
+            # Something changed (the candidate may be promoted): no second try by itself.
+            self.promoted, self.last_failover = self.chosen, now
+            self._move(events, now, COOLDOWN, "failover_failed", detail)
+        return events
+
+    def _cooldown_over(self, now, obs, ha, events):
+        if self.last_failover is not None and now - self.last_failover < ha["failover_cooldown"]:
+            return False
+        if self.promoted and obs["primary"] != self.promoted:
+            self._say(events, now, "waiting_for_pillar", {
+                "promoted": self.promoted, "pillar_primary": obs["primary"],
+                "comment": f"no decision until the pillar names {self.promoted} as the primary"})  # fmt: skip
+            return False
+        self.promoted = None
+        self.state = None  # seen afresh
+        return True
+
+    # ------------------------------------------------------------------ events
+
+    def _move(self, events, now, state, name, data):
+        if state != self.state:
+            self._said = set()
+        self.state = state
+        self._say(events, now, name, data)
+
+    def _say(self, events, now, name, data):
+        """One event per reason while the state stays (not one per tick)."""
+        if name in self._said:
+            return
+        self._said.add(name)
+        self.reason = name
+        self.last_decision = {"time": now, "event": name, "state": self.state, **data}
+        events.append((name, dict(data, state=self.state)))
+
+    def remembered(self):
+        """What survives a restart of the master (written to :data:`STATE_FILE`)."""
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "primary": self.primary,
+            "lost_since": self.lost_since,
+            "eligible": self.eligible,
+            "last_failover": self.last_failover,
+            "promoted": self.promoted,
+            "last_decision": self.last_decision,
+        }
+
+
+def decider(now, remembered=None):
+    """A new :class:`Decider` (for callers that reach this file through Salt's loader,
+    which packs functions only)."""
+    return Decider(now, remembered)
+
+
+def state_path(cachedir):
+    import os  # pylint: disable=import-outside-toplevel
+
+    return os.path.join(cachedir, "pg_replication", STATE_FILE)
+
+
+def read_state(cachedir):
+    """The HA engine's last written state (None when it never ran on this master)."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    try:
+        with open(state_path(cachedir)) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_state(cachedir, data):
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    path = state_path(cachedir)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)

@@ -1,0 +1,288 @@
+"""The master's HA decisions (_utils/pg_replication_ha.py) and the one day-2 lock
+(_utils/pg_replication_lock.py): pure logic, a fake clock and fake member answers."""
+
+import multiprocessing
+import os
+
+import pytest
+
+from tests.conftest import load_util
+
+HA = {"mode": "automatic", "check_interval": 1, "fence_timeout": 6, "failover_timeout": 12, "fence_margin": 2,
+      "max_lag_on_failover": 1000, "failover_cooldown": 600, "auto_rejoin": False}  # fmt: skip
+STANDBYS = ["standby", "standby2"]
+
+
+@pytest.fixture(scope="module")
+def ha():
+    return load_util("pg_replication_ha")
+
+
+@pytest.fixture(scope="module")
+def lock():
+    return load_util("pg_replication_lock")
+
+
+def primary(lsn="0/5000"):
+    return {"running": True, "in_recovery": False, "lsn": lsn}
+
+
+def standby(lsn="0/5000", streams=True):
+    return {"running": True, "in_recovery": True, "lsn": lsn,
+            "receiver": {"status": "streaming" if streams else "waiting"}}  # fmt: skip
+
+
+def obs(servers, reaches=None, mode="automatic", pillar_primary="master", **ha):
+    return {"primary": pillar_primary, "standbys": STANDBYS, "servers": servers, "reaches": reaches or {},
+            "ha": dict(HA, mode=mode, **ha)}  # fmt: skip
+
+
+HEALTHY = {"master": primary(), "standby": standby(), "standby2": standby("0/4F00")}
+DEAD = {"master": None, "standby": standby(streams=False), "standby2": standby("0/4F00", streams=False)}
+LOST_BY_ALL = {"standby": False, "standby2": False}
+
+
+def run(decider, timeline, start=0.0, interval=1.0):
+    """Feed ``timeline`` (observations, one a second); every event and failover."""
+    events, failovers, now = [], [], start
+    for o in timeline:
+        evs, chosen = decider.step(now, o)
+        events += evs
+        if chosen:
+            failovers.append((now, chosen))
+            events += decider.failover_result(now, {"result": True, "comment": "ok"}, retry_after=12)
+        now += interval
+    return events, failovers
+
+
+def names(events):
+    return [name for name, _ in events]
+
+
+def test_a_dead_primary_is_failed_over_after_failover_timeout_to_the_most_advanced_eligible(ha):
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(HEALTHY)] * 3 + [obs(DEAD, LOST_BY_ALL)] * 20)
+    assert failovers == [(15.0, "standby")]  # lost at 3 s, failover_timeout 12 s
+    assert names(events) == ["healthy", "primary_suspected", "primary_lost", "candidate_chosen", "promoted"]
+    assert d.state == ha.COOLDOWN
+    assert d.promoted == "standby"
+
+
+def test_manual_mode_promotes_nothing_and_says_so_once(ha):
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(HEALTHY)] + [obs(DEAD, LOST_BY_ALL, mode="manual")] * 30)
+    assert failovers == []
+    assert names(events) == ["healthy", "primary_suspected", "primary_lost", "manual"]
+    assert "salt-run pg_replication.failover" in events[-1][1]["comment"]
+
+
+def test_a_restarted_master_with_a_healthy_primary_does_nothing(ha):
+    d = ha.Decider(100, remembered=None)
+    events, failovers = run(d, [obs(HEALTHY)] * 60, start=100)
+    assert failovers == []
+    assert names(events) == ["healthy"]
+
+
+def test_a_restarted_master_counts_the_silence_from_its_own_start_and_knows_no_eligible_standby(ha):
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(DEAD, LOST_BY_ALL)] * 30)
+    assert failovers == []
+    assert names(events) == ["primary_suspected", "primary_lost", "refused"]
+    assert "never seen healthy" in events[-1][1]["comment"]
+
+
+def test_one_standby_isolated_causes_no_failover(ha):
+    isolated = dict(HEALTHY, standby2=None)
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(HEALTHY)] + [obs(isolated)] * 60)
+    assert failovers == []
+    assert names(events) == ["healthy"]
+
+
+def test_a_silent_primary_that_its_standbys_still_stream_from_is_not_lost(ha):
+    """The master is cut off from the primary only: the standbys still stream."""
+    cut_off = dict(HEALTHY, master=None)
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(HEALTHY)] + [obs(cut_off, {"standby": True, "standby2": True})] * 60)
+    assert failovers == []
+    assert names(events) == ["healthy", "primary_suspected", "no_majority"]
+
+
+def test_no_majority_when_one_of_two_standbys_is_silent(ha):
+    half = dict(DEAD, standby2=None)
+    d = ha.Decider(0)
+    _, failovers = run(d, [obs(HEALTHY)] + [obs(half, {"standby": False})] * 60)
+    assert failovers == []
+
+
+def test_a_master_cut_off_from_everyone_decides_nothing(ha):
+    d = ha.Decider(0)
+    _, failovers = run(d, [obs(HEALTHY)] + [obs({"master": None, "standby": None, "standby2": None})] * 60)
+    assert failovers == []
+
+
+def test_a_flapping_primary_is_never_failed_over_while_its_silences_are_short(ha):
+    timeline = [obs(HEALTHY)] * 2
+    for _ in range(6):  # a minute: 5 s silent, 5 s back
+        timeline += [obs(DEAD, LOST_BY_ALL)] * 5 + [obs(HEALTHY)] * 5
+    events, failovers = run(ha.Decider(0), timeline)
+    assert failovers == []
+    assert names(events).count("primary_back") == 6
+
+
+def test_a_flapping_primary_with_long_silences_is_failed_over_at_most_once(ha):
+    timeline = [obs(HEALTHY)] * 2
+    for _ in range(5):  # silent 14 s, back 4 s: longer than failover_timeout
+        timeline += [obs(DEAD, LOST_BY_ALL)] * 14 + [obs(HEALTHY)] * 4
+    d = ha.Decider(0)
+    events, failovers = run(d, timeline)
+    assert len(failovers) == 1
+    assert "waiting_for_pillar" not in names(events)  # still in cooldown at the end
+
+
+def test_no_eligible_candidate_no_failover_and_an_event(ha):
+    behind = {"master": primary("0/9000"), "standby": standby("0/1000"), "standby2": standby("0/1000")}
+    d = ha.Decider(0)
+    events, failovers = run(d, [obs(behind)] * 2 + [obs(DEAD, LOST_BY_ALL)] * 20)
+    assert failovers == []
+    assert names(events)[-1] == "refused"
+    assert "max_lag_on_failover" in events[-1][1]["comment"]
+
+
+def test_eligibility_is_the_one_seen_when_the_primary_was_lost(ha):
+    """standby2 was behind when the primary was lost; it received more later (from
+    Barman, say): still not eligible. The eligible standby is chosen though it has less."""
+    before = {"master": primary("0/9000"), "standby": standby("0/8F00"), "standby2": standby("0/1000")}
+    after = {"master": None, "standby": standby("0/8F00", False), "standby2": standby("0/9100", False)}
+    _, failovers = run(ha.Decider(0), [obs(before)] * 2 + [obs(after, LOST_BY_ALL)] * 20)
+    assert [h for _, h in failovers] == ["standby"]
+
+
+def test_postgresql_down_on_an_answering_primary_counts_as_silence(ha):
+    down = dict(DEAD, master={"running": False, "error": "connection refused"})
+    events, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(down, LOST_BY_ALL)] * 20)
+    assert len(failovers) == 1
+    assert "PostgreSQL is down" in events[1][1]["why"]
+
+
+def test_a_receiver_that_still_says_streaming_but_heard_nothing_for_long_agrees(ha):
+    """A primary killed with its link down sent no FIN: the receivers say "streaming"."""
+    zombie = {"status": "streaming", "last_msg_age": 7.0}
+    fresh = {"status": "streaming", "last_msg_age": 0.5}
+    stale = dict(DEAD, standby=dict(standby(), receiver=zombie), standby2=dict(standby("0/4F00"), receiver=zombie))
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(stale, LOST_BY_ALL)] * 20)
+    assert len(failovers) == 1
+    alive = dict(stale, standby2=dict(standby("0/4F00"), receiver=fresh))
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(alive, LOST_BY_ALL)] * 20)
+    assert failovers == []
+
+
+def test_a_standby_that_still_reaches_the_port_does_not_agree(ha):
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [obs(DEAD, {"standby": False, "standby2": True})] * 30)
+    assert failovers == []
+
+
+def test_a_refused_failover_is_tried_again_later_and_a_failed_one_is_not(ha):
+    d = ha.Decider(0)
+    run(d, [obs(HEALTHY)])
+    for now in range(1, 14):
+        _, chosen = d.step(now, obs(DEAD, LOST_BY_ALL))
+    assert chosen == "standby"
+    events = d.failover_result(13, {"result": False, "comment": "failover refused, nothing changed: x"}, 12)
+    assert names(events) == ["failover_failed"]
+    assert d.state == ha.LOST
+    assert d.step(20, obs(DEAD, LOST_BY_ALL))[1] is None
+    assert d.step(25, obs(DEAD, LOST_BY_ALL))[1] == "standby"
+    d.failover_result(25, {"result": False, "comment": "failover failed: promote timed out"}, 12)
+    assert d.state == ha.COOLDOWN
+    assert all(d.step(t, obs(DEAD, LOST_BY_ALL))[1] is None for t in range(26, 2000, 7))
+
+
+def test_after_the_cooldown_it_waits_until_the_pillar_names_the_promoted_standby(ha):
+    d = ha.Decider(0)
+    run(d, [obs(HEALTHY)] + [obs(DEAD, LOST_BY_ALL)] * 14)
+    assert d.promoted == "standby"
+    promoted = {"master": None, "standby": primary("0/6000"), "standby2": standby("0/6000")}
+    events, _ = d.step(700, obs(promoted))
+    assert names(events) == ["waiting_for_pillar"]
+    new = {"primary": "standby", "standbys": ["master", "standby2"], "servers": promoted, "reaches": {}, "ha": HA}
+    events, _ = d.step(701, new)
+    assert names(events) == ["healthy"]
+    assert d.state == ha.HEALTHY
+    assert d.promoted is None
+
+
+def test_the_cooldown_survives_a_restart_of_the_master(ha, tmp_path):
+    d = ha.Decider(0)
+    run(d, [obs(HEALTHY)] + [obs(DEAD, LOST_BY_ALL)] * 14)
+    ha.write_state(str(tmp_path), d.remembered())
+    again = ha.Decider(100, remembered=ha.read_state(str(tmp_path)))
+    assert again.state == ha.COOLDOWN
+    assert again.step(101, obs(DEAD, LOST_BY_ALL)) == ([], None)
+    assert ha.read_state(str(tmp_path / "none")) is None
+
+
+def test_config_fills_the_defaults_and_never_acts_on_what_it_cannot_read(ha):
+    assert ha.config({"mode": "automatic"})["failover_timeout"] == 30
+    assert ha.config(None)["mode"] == "manual"
+    masked = ha.config({"mode": "**********", "check_interval": "**********", "failover_timeout": 12})
+    assert masked["mode"] == "manual"
+    assert masked["check_interval"] == 2
+    assert masked["failover_timeout"] == 12
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def _hold_then_wait(path, ready, release):
+    lock = load_util("pg_replication_lock")
+    with lock.held(path, "switchover"):
+        ready.set()
+        release.wait(30)
+
+
+def test_the_lock_refuses_a_second_operation_and_names_the_holder(lock, tmp_path):
+    path = lock.path(str(tmp_path))
+    ctx = multiprocessing.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_then_wait, args=(path, ready, done))
+    other.start()
+    try:
+        assert ready.wait(30)
+        assert lock.holder(path)["operation"] == "switchover"
+        release, line = lock.acquire(path, "failover")
+        assert release is None
+        assert line.startswith("switchover (pid ")
+        assert "holds the cluster lock" in line
+    finally:
+        done.set()
+        other.join(30)
+    assert lock.holder(path) is None
+    release, line = lock.acquire(path, "failover")
+    assert line is None
+    assert lock.holder(path)["operation"] == "failover"
+    release()
+    assert lock.holder(path) is None
+
+
+def test_a_killed_holder_leaves_the_lock_free(lock, tmp_path):
+    path = lock.path(str(tmp_path))
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold_then_wait, args=(path, ready, release))
+    other.start()
+    assert ready.wait(30)
+    other.kill()
+    other.join(30)
+    assert lock.holder(path) is None
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_the_lock_is_reentrant_within_a_process(lock, tmp_path):
+    path = lock.path(str(tmp_path))
+    with lock.held(path, "follow"):
+        release, line = lock.acquire(path, "rejoin")
+        assert line is None
+        release()
+        assert lock.holder(path)["operation"] == "follow"
+    assert lock.holder(path) is None
