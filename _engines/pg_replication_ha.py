@@ -6,8 +6,8 @@ cluster, fires an event on the master's bus for each change it sees, and, with t
 
 Every ``ha:check_interval`` seconds it asks each PostgreSQL server ``pg_replication.health``
 (running, in recovery, WAL position, WAL receiver; and its ``ha`` pillar); while the
-primary does not answer as a primary it also asks each standby whether it reaches the
-primary's PostgreSQL port (``network.connect``). What it decides from the answers is pure
+primary does not answer as a primary it also asks each other server whether it reaches the
+primary's PostgreSQL port (``network.connect``), and tries that port itself. What it decides from the answers is pure
 code, ``_utils/pg_replication_ha.py`` (the states, the majority, eligibility, cooldown).
 Every 30 s, and after a failover, it re-reads the cluster (``saltutil.refresh_pillar``,
 ``pg_replication.member``): the pillar's primary, its standbys, their addresses.
@@ -39,6 +39,7 @@ Events (tag ``salt/pg_replication/ha/<name>``): ``healthy``, ``primary_suspected
 """
 
 import logging
+import socket
 import time
 
 import salt.client
@@ -105,16 +106,19 @@ class _Watch:
         primary = cluster.pillar_primary()
         servers = cluster.servers()
         standbys = [h for h in servers if h != primary and cluster.upstream(h, primary) == primary]
+        peers = [h for h in servers if h != primary]  # what the primary's watchdog counts
         wait = max(2, int(ha["check_interval"]) * 2)
         answers = self.client.cmd(servers, "pg_replication.health", kwarg=cluster.conn(primary), timeout=wait,
                                   full_return=True, tgt_type="list", gather_job_timeout=2)  # fmt: skip
         found = {h: a["ret"] for h, a in answers.items() if isinstance(a, dict) and isinstance(a.get("ret"), dict)}
-        obs = {"primary": primary, "standbys": standbys, "servers": {h: found.get(h) for h in servers}, "reaches": {}}
+        obs = {"primary": primary, "standbys": standbys, "peers": peers, "servers": {h: found.get(h) for h in servers},
+               "reaches": {}, "master_reaches": None}  # fmt: skip
         obs["ha"] = self.ha((found.get(primary) or next(iter(found.values()), {})).get("ha"))
         self.healthy = __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary])
         if not self.healthy:
-            asked = [s for s in standbys if s in found]
+            asked = [s for s in peers if s in found]
             address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
+            obs["master_reaches"] = _port_answers(address, port)
             reached = self.client.cmd(asked, "network.connect", arg=[address, port], kwarg={"timeout": 2},
                                       timeout=wait + 2, full_return=True, tgt_type="list",
                                       gather_job_timeout=2)  # fmt: skip
@@ -132,6 +136,19 @@ class _Watch:
     def remember(self, decider, ha):
         data = dict(decider.remembered(), mode=ha["mode"], updated=time.time())
         __utils__["pg_replication_ha.write_state"](self.cachedir, data)
+
+
+def _port_answers(address, port, timeout=2):
+    """Whether ``address:port`` answers the master: accepted, or refused (the host is up:
+    its watchdog reaches the master too); False when the connection times out or the
+    network says the host is unreachable."""
+    try:
+        with socket.create_connection((address, int(port)), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def start(tgt="*", topology_every=30):

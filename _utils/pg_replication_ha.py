@@ -11,11 +11,17 @@ States of the primary, as the master sees it:
 - ``primary suspected``: its minion is silent, or it says PostgreSQL is down (or runs in
   recovery), since ``lost_since`` (the first tick that saw it so; a master that just started
   starts counting then). The eligibility recorded on its last healthy tick is kept.
-- ``primary lost``: suspected for ``ha:failover_timeout`` seconds AND a majority of the
-  primary's own standbys (per the pillar) answer and say they lost it: they cannot reach
-  its PostgreSQL port and their WAL receiver does not stream (or has heard nothing for
-  ``ha:fence_timeout`` seconds). A silent standby counts
-  against the majority: a master cut off from the cluster decides nothing.
+- ``primary lost``: a strict majority of the primary's *peers* (every other PostgreSQL
+  server of the pillar, cascades included: the set the primary's watchdog counts) answer
+  and say they lost it, and have said so on every tick for ``ha:failover_timeout``
+  seconds: they cannot reach its PostgreSQL port, and its direct standbys' WAL receivers do
+  not stream (or have heard nothing for ``ha:fence_timeout`` seconds). A silent peer counts
+  against the majority: a master cut off from the cluster decides nothing. A silent primary
+  minion whose PostgreSQL port the master itself still reaches is not lost either (its
+  watchdog, reaching the master, would not fence it). Counting from the agreement, not from
+  the first silence, is what makes the fence come first: the primary has reached neither the
+  master nor that majority since then, so its watchdog stops it within ``fence_timeout``
+  (plus a check and the stop itself).
 - ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
   received the most WAL) is chosen and the runner's ``failover`` runs with
   ``fenced=True``: the primary's watchdog has fenced it, since
@@ -87,7 +93,7 @@ def streaming(server):
     )
 
 
-def says_lost(server, reached, quiet):
+def says_lost(server, reached, quiet, direct=True):
     """A standby that answers says it lost the primary: running in recovery, the primary's
     port not reached (``reached`` False; None: not asked, which says nothing), and its WAL
     receiver not streaming, or silent for more than ``quiet`` seconds (a sender that died
@@ -97,7 +103,7 @@ def says_lost(server, reached, quiet):
     age = receiver.get("last_msg_age")
     stale = isinstance(age, (int, float)) and age > quiet
     return bool(server and server.get("running") and server.get("in_recovery") and reached is False
-                and (not streaming(server) or stale))  # fmt: skip
+                and (not direct or not streaming(server) or stale))  # fmt: skip
 
 
 def eligibility(primary_server, servers, standbys, max_lag):
@@ -126,6 +132,7 @@ class Decider:
         self.reason = "starting"
         self.primary = None
         self.lost_since = None
+        self.agreed_since = None  # the first tick of the peers' continuous agreement
         self.eligible = None  # {standby: lag} on the last healthy tick; None: never seen healthy
         self.last_failover = remembered.get("last_failover")
         self.promoted = remembered.get("promoted")
@@ -141,8 +148,10 @@ class Decider:
 
     def step(self, now, obs):
         """``obs``: ``{"primary": the pillar's primary, "standbys": its own standbys per the
-        pillar, "servers": {host: its answer's server or None when silent}, "reaches":
-        {standby: whether it reached the primary's port} (asked only while suspected),
+        pillar, "peers": every other server of the pillar (default: the standbys),
+        "servers": {host: its answer's server or None when silent}, "reaches": {peer:
+        whether it reached the primary's port} (asked only while suspected),
+        "master_reaches": whether the master reached that port itself (None: not asked),
         "ha": config(...)}``."""
         ha = obs["ha"]
         events = []
@@ -153,12 +162,13 @@ class Decider:
         primary = obs["primary"]
         if primary != self.primary:
             self.primary, self.lost_since, self.eligible, self.retry_at = primary, None, None, None
+            self.agreed_since = None
         servers = obs["servers"]
         server = servers.get(primary)
         if primary_ok(server):
             self.eligible = eligibility(server, servers, obs["standbys"], ha["max_lag_on_failover"])
             was = self.state
-            self.lost_since, self.retry_at = None, None
+            self.lost_since, self.retry_at, self.agreed_since = None, None, None
             if was != HEALTHY:
                 self._move(events, now, HEALTHY, "primary_back" if was in (SUSPECTED, LOST) else "healthy",
                            {"primary": primary, "eligible": sorted(self.eligible)})  # fmt: skip
@@ -172,15 +182,25 @@ class Decider:
         )
         silent_for = now - self.lost_since
         detail = {"primary": primary, "why": why, "for": round(silent_for, 1)}
-        if silent_for < ha["failover_timeout"]:
-            self._move(events, now, SUSPECTED, "primary_suspected", detail)
+        reaches, standbys = obs.get("reaches") or {}, obs["standbys"]
+        peers = obs.get("peers", standbys)
+        agreeing = sorted(
+            p for p in peers if says_lost(servers.get(p), reaches.get(p), ha["fence_timeout"], direct=p in standbys)
+        )
+        detail.update(agreeing=agreeing, peers=list(peers))
+        port_answers = server is None and obs.get("master_reaches") is True
+        if port_answers or not peers or len(agreeing) * 2 <= len(peers):
+            self.agreed_since = None
+            if port_answers:
+                detail["why"] = f"{why}, but the master reaches its PostgreSQL port"
+            name = "primary_suspected" if silent_for < ha["failover_timeout"] else "no_majority"
+            self._move(events, now, SUSPECTED, name, detail)
             return events, None
-        reaches = obs.get("reaches") or {}
-        standbys = obs["standbys"]
-        agreeing = sorted(s for s in standbys if says_lost(servers.get(s), reaches.get(s), ha["fence_timeout"]))
-        detail.update(agreeing=agreeing, standbys=list(standbys))
-        if not standbys or len(agreeing) * 2 <= len(standbys):
-            self._move(events, now, SUSPECTED, "no_majority", detail)
+        if self.agreed_since is None:
+            self.agreed_since = now
+        agreed_for = now - self.agreed_since
+        if agreed_for < ha["failover_timeout"]:
+            self._move(events, now, SUSPECTED, "primary_suspected", dict(detail, agreed_for=round(agreed_for, 1)))
             return events, None
         self._move(events, now, LOST, "primary_lost", dict(detail, eligible=sorted(self.eligible or ())))
         return events, self._decide(now, obs, ha, servers, detail, events)

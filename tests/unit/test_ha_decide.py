@@ -286,3 +286,38 @@ def test_the_lock_is_reentrant_within_a_process(lock, tmp_path):
         release()
         assert lock.holder(path)["operation"] == "follow"
     assert lock.holder(path) is None
+
+
+def test_a_silent_minion_whose_postgresql_port_the_master_reaches_is_not_lost(ha):
+    """Its salt-minion died, its links to the standbys are down, but its host answers the
+    master: its watchdog reaches the master and does not fence, so nothing is promoted."""
+    seen = [obs(HEALTHY)] + [dict(obs(DEAD, LOST_BY_ALL), master_reaches=True)] * 40
+    events, failovers = run(ha.Decider(0), seen)
+    assert failovers == []
+    assert "the master reaches its PostgreSQL port" in events[-1][1]["why"]
+    unreachable = [obs(HEALTHY)] + [dict(obs(DEAD, LOST_BY_ALL), master_reaches=False)] * 20
+    assert len(run(ha.Decider(0), unreachable)[1]) == 1
+
+
+def test_the_majority_is_of_every_other_server_as_the_watchdog_counts_cascades_included(ha):
+    """standby2 is a cascade (it streams from standby): the primary's watchdog counts it, so
+    the master does too. The primary still reaches standby2: standby alone is no majority
+    (the primary sees 1 of 2 peers and keeps running)."""
+    cascade = dict(DEAD, standby2=standby("0/4F00", streams=True))
+
+    def seen(reaches):
+        return dict(obs(cascade, reaches), standbys=["standby"], peers=["standby", "standby2"])
+
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [seen({"standby": False, "standby2": True})] * 40)
+    assert failovers == []
+    # Cut off from the cascade too (its receiver streams from standby: only the port counts).
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [seen(LOST_BY_ALL)] * 20)
+    assert len(failovers) == 1
+
+
+def test_failover_timeout_counts_from_the_peers_agreement_not_from_the_first_silence(ha):
+    """The master lost the primary at 1 s; the standbys still reached it until 11 s (the
+    primary's watchdog only then starts counting): no promotion before 11 + 12 s."""
+    reached = obs(DEAD, {"standby": True, "standby2": True})
+    _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [reached] * 10 + [obs(DEAD, LOST_BY_ALL)] * 20)
+    assert failovers == [(23.0, "standby")]
