@@ -4,11 +4,11 @@ each operation's checks, steps and returns and the status rows (_utils/pg_replic
 and the runner's wiring of them over a fake salt client (no minion is asked)."""
 
 import copy
-import types
 
 import pytest
 
-from tests.conftest import REPO_ROOT, load_file, load_util
+from tests.conftest import load_util
+from tests.fake_salt import FakeClient, wired_runner
 
 HOSTS = {
     "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
@@ -254,51 +254,11 @@ def test_status_names_two_primaries_and_who_streams_from_the_wrong_one_first(mod
 # --------------------------------------------------------------------------- the runner's wiring
 
 
-class Utils(dict):
-    """What Salt's loader gives the runner as ``__utils__``: ``"file.function"``."""
-
-    def __missing__(self, key):
-        name, function = key.split(".")
-        return getattr(load_util(name), function)
-
-
-class FakeClient:
-    """salt.client.LocalClient's ``cmd`` and ``run_job`` over made-up member records; every
-    call logged."""
-
-    def __init__(self, answers, failing=None, returns=None):
-        self.answers, self.calls, self.failing, self.returns = answers, [], failing or {}, returns or {}
-        self.jobs, self.event = {}, types.SimpleNamespace(unsubscribe=lambda tag: None)
-
-    def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
-        self.calls.append((fun, tgt))
-        if fun == "test.ping":
-            return {m: True for m in self.answers}
-        out = {}
-        for minion in tgt if isinstance(tgt, list) else [tgt]:
-            ret = {"pg_replication.member": self.answers[minion], "barman.failed_checks": []}.get(fun, True)
-            ret = self.returns.get((fun, minion), ret)
-            failing = self.failing.get((fun, minion))
-            out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
-        return out
-
-    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False):
-        jid = str(len(self.jobs) + 1)
-        self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)[tgt]
-        return {"jid": jid, "minions": [tgt]}
-
-    def get_returns_no_block(self, tag):
-        answer = self.jobs[tag.split("/")[2]]
-        yield {"data": {"return": answer["ret"], "retcode": answer["retcode"]}}
-
-
 @pytest.fixture
 def run():
     def run(fun, answers, failing=None, returns=None, **kwargs):
-        runner = load_file("pg_replication_runner_wired", REPO_ROOT / "_runners/pg_replication.py")
         client = FakeClient(answers, failing, returns)
-        runner.__utils__, runner.__context__ = Utils(), {"pg_replication.client": client}
-        return getattr(runner, fun)(**kwargs), client.calls
+        return getattr(wired_runner("pg_replication_runner_wired", client), fun)(**kwargs), client.calls
 
     return run
 

@@ -8,7 +8,8 @@ import types
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.conftest import REPO_ROOT, load_file, load_util
+from tests.conftest import load_util
+from tests.fake_salt import FakeClient, wired_runner
 
 HOSTS = {
     "master": {"id": "master", "role": "primary", "address": "10.0.0.1"},
@@ -272,45 +273,9 @@ def test_a_version_other_than_the_planned_one_after_the_install_fails_the_step(u
 # --------------------------------------------------------------------------- the runner
 
 
-class Utils(dict):
-    def __missing__(self, key):
-        name, function = key.split(".")
-        return getattr(load_util(name), function)
-
-
-class FakeClient:
-    """salt.client.LocalClient's ``cmd`` and ``run_job`` over made-up answers; every call
-    logged. ``pkg``: ``{(fun, minion): return}``."""
-
-    def __init__(self, answers, pkg):
-        self.answers, self.pkg, self.calls = answers, pkg, []
-        self.jobs, self.event = {}, types.SimpleNamespace(unsubscribe=lambda tag: None)
-
-    def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
-        self.calls.append((fun, tgt))
-        if fun == "test.ping":
-            return {m: True for m in self.answers}
-        out = {}
-        for minion in tgt if isinstance(tgt, list) else [tgt]:
-            ret = self.pkg.get((fun, minion), self.answers[minion] if fun == "pg_replication.member" else True)
-            out[minion] = {"ret": ret, "retcode": 0} if full_return else ret
-        return out
-
-    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False):
-        jid = str(len(self.jobs) + 1)
-        self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)[tgt]
-        return {"jid": jid, "minions": [tgt]}
-
-    def get_returns_no_block(self, tag):
-        answer = self.jobs[tag.split("/")[2]]
-        yield {"data": {"return": answer["ret"], "retcode": answer["retcode"]}}
-
-
 def run_runner(answers, pkg, **kwargs):
-    runner = load_file("pg_replication_runner_upgrade", REPO_ROOT / "_runners/pg_replication.py")
-    client = FakeClient(answers, pkg)
-    runner.__utils__, runner.__context__ = Utils(), {"pg_replication.client": client}
-    return runner.upgrade_minor(**kwargs), client.calls
+    client = FakeClient(answers, returns=pkg)
+    return wired_runner("pg_replication_runner_upgrade", client).upgrade_minor(**kwargs), client.calls
 
 
 def pkg_answers(new=NEW):
