@@ -190,3 +190,20 @@ def test_a_poolers_certificate_is_checked_at_render_like_a_servers(plan_mod, con
     assert backup["client_tls"]
     assert "client_tls_sslmode = require" in backup["ini_lines"]
     assert "server_tls_sslmode = verify-full" in backup["ini_lines"]
+
+
+def test_target_vip_with_tls_needs_the_vip_in_every_servers_certificate(plan_mod, config):
+    """PgBouncer aimed at the VIP verifies the primary's certificate against the VIP: a
+    server certificate that does not name it fails the render, naming the key."""
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    ca, hosts, vip = CertificateAuthority(), config["hosts"], config["vip"]
+    config["pooler"]["target"] = "vip"
+    config["tls"] = {"ca_cert": ca.pem, "hosts": {h: ca.server(h, hosts[h]["address"]) for h in ("master", "standby")}}
+    config["tls"]["hosts"]["standby"] = ca.server("standby", hosts["standby"]["address"], also=[vip])
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:pooler:target: vip with TLS") as exc:
+        plan_mod.build(config, "backup")
+    assert "pg_replication:tls:hosts:master:cert does not name" in str(exc.value)
+    assert "tls:hosts:standby" not in str(exc.value)
+    config["tls"]["hosts"]["master"] = ca.server("master", hosts["master"]["address"], also=[vip])
+    assert "server_tls_sslmode = verify-full" in plan_mod.build(config, "backup")["routing"]["ini_lines"]
