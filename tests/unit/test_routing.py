@@ -162,9 +162,12 @@ def test_busy_and_paused_databases_from_pgbouncers_show_output(routing):
         {"database": "otus", "sv_active": 0}, {"database": "idle", "sv_active": 0, "sv_idle": 3},
         {"database": "we ird", "sv_active": 1},
     ]  # fmt: skip
-    assert routing.busy_databases(pools) == ["otus"]
-    databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0}]
-    assert routing.paused_databases(databases) == ["otus"]
+    assert routing.busy_databases(pools) == ["otus", "we ird"]
+    databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0},
+                 {"name": 'a "b"', "paused": 1}]  # fmt: skip
+    assert routing.paused_databases(databases) == ['a "b"', "otus"]
+    # Each as the admin console takes it, whatever it holds.
+    assert [routing.admin_name(n) for n in ("otus", 'a "b"')] == ['"otus"', '"a ""b"""']
 
 
 def test_failover_with_the_old_primary_cut_off_adds_the_vip_only_on_the_new_one(plan_mod, config, model):
