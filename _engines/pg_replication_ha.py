@@ -134,7 +134,10 @@ class _Watch:
             return {"result": False, "comment": f"failover failed: {exc}"}
 
     def remember(self, decider, ha):
-        data = dict(decider.remembered(), mode=ha["mode"], updated=time.time())
+        # The timings decided with, and when: the runner's failover reads them to accept
+        # the watchdog's fence as proof (pg_replication_ha_proof).
+        timings = {k: ha[k] for k in ("check_interval", "fence_timeout", "fence_margin", "failover_timeout")}
+        data = dict(decider.remembered(), mode=ha["mode"], timings=timings, updated=time.time())
         __utils__["pg_replication_ha.write_state"](self.cachedir, data)
 
 

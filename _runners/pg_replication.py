@@ -444,7 +444,10 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     primary, unless ``fence=True``: then it is stopped first. An old primary whose minion
     does not answer may be cut off and still take writes: refused while any standby reaches
     its PostgreSQL port, and unless the operator says it is stopped or powered off
-    (``fenced=True``); an unanswering minion alone never promotes. The old primary, when it comes
+    (``fenced=True``), or, with ``ha:mode: automatic``, the HA engine has seen it cut off from
+    the master and a majority of its peers long enough for its watchdog to have fenced it
+    (``fence_timeout + fence_margin + 2 * check_interval``); an unanswering minion alone
+    never promotes. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
@@ -464,7 +467,8 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     started = time.monotonic()
     cluster, old = _start(tgt)
     reachable = _reaches(cluster, old) if old not in cluster.members else None
-    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable)
+    proof = _watchdog_proof(old) if reachable is not None and not fenced else None
+    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable, proof)
     stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
@@ -731,3 +735,10 @@ rejoin = _locked(rejoin)
 follow = _locked(follow)
 rolling_restart = _locked(rolling_restart)
 upgrade_minor = _locked(upgrade_minor)
+
+
+def _watchdog_proof(old):
+    """``(ok, detail)``: whether ``old``'s own watchdog has surely fenced it, from the HA
+    engine's state on this master (``pg_replication_ha_proof``)."""
+    state = __utils__["pg_replication_ha.read_state"](__opts__["cachedir"])
+    return _pure("ha_proof.watchdog_fenced")(state, old, time.time())

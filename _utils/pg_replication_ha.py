@@ -134,6 +134,10 @@ class Decider:
         self.lost_since = None
         self.agreed_since = None  # the first tick of the peers' continuous agreement
         self.eligible = None  # {standby: lag} on the last healthy tick; None: never seen healthy
+        # Whether the primary's watchdog ran on its last healthy tick (its health answer's
+        # ``watchdog``; None: not said). Recorded for the runner's failover, which accepts
+        # the watchdog's fence as proof only when it was seen running.
+        self.watchdog = None
         self.last_failover = remembered.get("last_failover")
         self.promoted = remembered.get("promoted")
         self.retry_at = None
@@ -162,11 +166,12 @@ class Decider:
         primary = obs["primary"]
         if primary != self.primary:
             self.primary, self.lost_since, self.eligible, self.retry_at = primary, None, None, None
-            self.agreed_since = None
+            self.agreed_since, self.watchdog = None, None
         servers = obs["servers"]
         server = servers.get(primary)
         if primary_ok(server):
             self.eligible = eligibility(server, servers, obs["standbys"], ha["max_lag_on_failover"])
+            self.watchdog = server.get("watchdog")
             was = self.state
             self.lost_since, self.retry_at, self.agreed_since = None, None, None
             if was != HEALTHY:
@@ -301,6 +306,9 @@ class Decider:
             "reason": self.reason,
             "primary": self.primary,
             "lost_since": self.lost_since,
+            # The runner's failover reads these two (pg_replication_ha_proof).
+            "agreed_since": self.agreed_since,
+            "watchdog": self.watchdog,
             "eligible": self.eligible,
             "last_failover": self.last_failover,
             "promoted": self.promoted,

@@ -321,3 +321,21 @@ def test_failover_timeout_counts_from_the_peers_agreement_not_from_the_first_sil
     reached = obs(DEAD, {"standby": True, "standby2": True})
     _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [reached] * 10 + [obs(DEAD, LOST_BY_ALL)] * 20)
     assert failovers == [(23.0, "standby")]
+
+
+def test_the_state_says_since_when_the_peers_agree_and_whether_the_watchdog_ran(ha):
+    """What the runner's failover reads (pg_replication_ha_proof): ``agreed_since``, the
+    first tick of the peers' unbroken agreement (reset when it breaks), and ``watchdog``, as
+    the primary's health answer said on its last healthy tick."""
+    d = ha.Decider(0)
+    watched = dict(HEALTHY, master=dict(primary(), watchdog=True))
+    lost = obs(DEAD, LOST_BY_ALL, mode="manual")
+    run(d, [obs(watched)] * 2 + [obs(DEAD)] * 2 + [lost] * 5)
+    assert d.remembered()["watchdog"] is True
+    assert d.remembered()["agreed_since"] == 4.0  # suspected from 2 s, the peers agree from 4 s
+    run(d, [obs(DEAD)], start=9.0)  # one tick without the agreement
+    assert d.remembered()["agreed_since"] is None
+    run(d, [lost] * 2, start=10.0)
+    assert d.remembered()["agreed_since"] == 10.0
+    run(d, [obs(HEALTHY)], start=12.0)  # healthy, its answer saying nothing of a watchdog
+    assert (d.remembered()["agreed_since"], d.remembered()["watchdog"]) == (None, None)
