@@ -25,15 +25,19 @@ States of the primary, as the master sees it:
 - ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
   received the most WAL) is chosen and the runner's ``failover`` runs with
   ``fenced=True``: the primary's watchdog has fenced it, since
-  ``failover_timeout >= fence_timeout + fence_margin + 2 * check_interval``.
+  ``failover_timeout >= fence_timeout + fence_margin + 2 * check_interval``. Only if that
+  watchdog was seen running on the primary's last healthy tick (its health answer's
+  ``watchdog``): with no watchdog (the pillar says automatic but the primary's highstate
+  has not run since, or it answered nothing about it) nothing fences the old primary, and
+  the engine refuses.
 - ``cooldown``: after a failover, nothing more is decided for ``ha:failover_cooldown``
   seconds, and not before the pillar names the promoted standby as the primary (the pillar
   stays the source of truth: the engine prints the change, the operator commits it).
 
 Each change of state or of its reason is one event (``salt/pg_replication/ha/<name>``):
 ``primary_suspected``, ``primary_back``, ``no_majority``, ``primary_lost``, ``manual``,
-``refused`` (no eligible candidate), ``cooldown``, ``candidate_chosen``, ``promoted``,
-``failover_failed``, ``waiting_for_pillar``, ``healthy``.
+``refused`` (no eligible candidate, or no watchdog seen on the primary), ``cooldown``,
+``candidate_chosen``, ``promoted``, ``failover_failed``, ``waiting_for_pillar``, ``healthy``.
 """
 
 HEALTHY = "healthy"
@@ -243,6 +247,10 @@ class Decider:
                 )
             )
             self._say(events, now, "refused", dict(detail, comment=f"no eligible candidate: {why}"))
+            return None
+        if self.watchdog is not True:
+            why = "the primary's watchdog was not seen running on its last healthy check: nothing fences it"
+            self._say(events, now, "refused", dict(detail, comment=f"{why} (apply the highstate on every server)"))
             return None
         self.chosen = max(sorted(candidates), key=candidates.get)
         self._move(

@@ -23,8 +23,8 @@ def lock():
     return load_util("pg_replication_lock")
 
 
-def primary(lsn="0/5000"):
-    return {"running": True, "in_recovery": False, "lsn": lsn}
+def primary(lsn="0/5000", watchdog=True):
+    return {"running": True, "in_recovery": False, "lsn": lsn, "watchdog": watchdog}
 
 
 def standby(lsn="0/5000", streams=True):
@@ -328,7 +328,7 @@ def test_the_state_says_since_when_the_peers_agree_and_whether_the_watchdog_ran(
     first tick of the peers' unbroken agreement (reset when it breaks), and ``watchdog``, as
     the primary's health answer said on its last healthy tick."""
     d = ha.Decider(0)
-    watched = dict(HEALTHY, master=dict(primary(), watchdog=True))
+    watched = dict(HEALTHY, master=primary())
     lost = obs(DEAD, LOST_BY_ALL, mode="manual")
     run(d, [obs(watched)] * 2 + [obs(DEAD)] * 2 + [lost] * 5)
     assert d.remembered()["watchdog"] is True
@@ -337,5 +337,18 @@ def test_the_state_says_since_when_the_peers_agree_and_whether_the_watchdog_ran(
     assert d.remembered()["agreed_since"] is None
     run(d, [lost] * 2, start=10.0)
     assert d.remembered()["agreed_since"] == 10.0
-    run(d, [obs(HEALTHY)], start=12.0)  # healthy, its answer saying nothing of a watchdog
+    run(d, [obs(dict(HEALTHY, master=primary(watchdog=None)))], start=12.0)  # saying nothing of a watchdog
     assert (d.remembered()["agreed_since"], d.remembered()["watchdog"]) == (None, None)
+
+
+def test_no_failover_when_the_primarys_watchdog_was_not_seen_running(ha):
+    """ha:mode automatic in the pillar, but the primary's health never said its watchdog
+    runs (its highstate has not run since): nothing would fence it, so nothing is promoted."""
+    for watchdog in (None, False):
+        d = ha.Decider(0)
+        unwatched = dict(HEALTHY, master=primary(watchdog=watchdog))
+        events, failovers = run(d, [obs(unwatched)] * 3 + [obs(DEAD, LOST_BY_ALL)] * 30)
+        assert failovers == []
+        refused = [data for name, data in events if name == "refused"]
+        assert len(refused) == 1
+        assert "watchdog was not seen running" in refused[0]["comment"]
