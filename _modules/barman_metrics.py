@@ -2,15 +2,14 @@
 """Barman's metrics for Prometheus (``pg_replication:monitoring``), from ``barman -f json``:
 per server, each ``barman check`` item, the backups by status, the last DONE backup's age
 and size, receive-wal running. A cron job of the backup host writes them to the node
-exporter's textfile directory (``salt-call --local barman.write_metrics``). Part of the
-``barman`` execution module.
+exporter's textfile directory with the formula's metrics script (the same functions,
+``_utils/pg_replication_barman_metrics.py``, without a Salt loader); ``barman.write_metrics``
+writes them the same way for whoever calls it. Part of the ``barman`` execution module.
 
 :depends: barman
 """
 
 import logging
-import os
-import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -50,8 +49,8 @@ def metrics(max_ages):
     for server, max_age in sorted((max_ages or {}).items()):
         checks = _answer("check", server)
         backups = _answer("list_backups", server) if checks is not None else None
-        samples += utils["pg_replication_monitoring.server_samples"](server, checks, backups, int(max_age), now)
-    return utils["pg_replication_monitoring.barman_metrics"](samples, now)
+        samples += utils["pg_replication_barman_metrics.server_samples"](server, checks, backups, int(max_age), now)
+    return utils["pg_replication_barman_metrics.barman_metrics"](samples, now)
 
 
 def write_metrics(path, max_ages):
@@ -66,17 +65,4 @@ def write_metrics(path, max_ages):
 
         salt-call --local barman.write_metrics /tmp/barman.prom '{"master-streaming": 86400}'
     """
-    text = metrics(max_ages)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pg_replication-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return __utils__["pg_replication_barman_metrics.write_atomically"](path, metrics(max_ages))

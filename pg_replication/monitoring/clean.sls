@@ -79,6 +79,8 @@ pg_replication-monitoring-files-clean:
 {%-   if m.backup %}
       - {{ m.cron_file }}
       - {{ m.node_exporter.textfile_dir }}/{{ m.barman_metrics_file }}
+      - {{ m.barman_metrics_script }}
+      - {{ salt['file.join'](salt['file.dirname'](m.barman_metrics_script), 'pg_replication_barman_metrics.py') }}
 {%-   endif %}
 {%-   if m.prometheus.here %}
       - {{ m.prometheus.rules_file }}
