@@ -8,8 +8,10 @@ class MasterEvents:
     """Every event on the lab master's bus whose tag starts with ``prefix``, listened to from
     this process while in the ``with`` block: ``seen`` is ``[(monotonic time, tag, data)]``."""
 
-    def __init__(self, salt_lab, prefix):
-        self.config_file, self.prefix = str(salt_lab.master.config_file), prefix
+    def __init__(self, salt_lab, prefix, short=False):
+        """``short``: keep the tag's last part only (``salt/pg_replication/ha/promoted`` ->
+        ``promoted``)."""
+        self.config_file, self.prefix, self.short = str(salt_lab.master.config_file), prefix, short
         self.seen = []
         self._stop, self._ready = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -26,7 +28,8 @@ class MasterEvents:
             while not self._stop.is_set():
                 event = bus.get_event(wait=0.5, tag=self.prefix, full=True)
                 if event:
-                    self.seen.append((time.monotonic(), event["tag"], event["data"]))
+                    tag = event["tag"].rsplit("/", 1)[1] if self.short else event["tag"]
+                    self.seen.append((time.monotonic(), tag, event["data"]))
         finally:
             bus.destroy()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lab.booted import REPO_PORT, RepoServer
+from lab.events import MasterEvents
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
@@ -691,43 +692,12 @@ def test_synchronous_any_one_of_two_commits_with_one_standby_down_and_waits_with
 HA = {"check_interval": 1, "fence_timeout": 6, "failover_timeout": 12, "fence_margin": 2, "failover_cooldown": 600}
 
 
-class HaEvents:
+class HaEvents(MasterEvents):
     """Every event of the HA engine on the master's bus (``salt/pg_replication/ha/...``),
     listened to from this process: ``[(monotonic time, name, data)]``."""
 
     def __init__(self, salt_lab):
-        import threading  # pylint: disable=import-outside-toplevel
-
-        self.config_file = str(salt_lab.master.config_file)
-        self.seen = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self):
-        import salt.config  # pylint: disable=import-outside-toplevel
-        import salt.utils.event  # pylint: disable=import-outside-toplevel
-
-        opts = salt.config.master_config(self.config_file)
-        bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
-        bus.subscribe("salt/pg_replication/ha/")
-        self._ready.set()
-        try:
-            while not self._stop.is_set():
-                event = bus.get_event(wait=0.5, tag="salt/pg_replication/ha/", full=True)
-                if event:
-                    self.seen.append((time.monotonic(), event["tag"].rsplit("/", 1)[1], event["data"]))
-        finally:
-            bus.destroy()
-
-    def __enter__(self):
-        self._thread.start()
-        self._ready.wait(30)
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
+        super().__init__(salt_lab, "salt/pg_replication/ha/", short=True)
 
     def names(self, since=0.0):
         return [name for at, name, _ in self.seen if at >= since]
