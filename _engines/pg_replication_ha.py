@@ -129,18 +129,19 @@ class _Watch:
         return obs
 
     def failover(self, to):
-        runner = salt.runner.RunnerClient(__opts__)
-        try:
-            return runner.cmd("pg_replication.failover", kwarg={"to": to, "fenced": True}, print_event=False)
-        except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
-            return {"result": False, "comment": f"failover failed: {exc}"}
+        return self._run("failover", to=to, fenced=True)
 
     def rejoin(self, host):
+        return self._run("rejoin", host=host)
+
+    @staticmethod
+    def _run(operation, **kwarg):
+        """The runner's ``pg_replication.<operation>``: its return, or a failed one."""
         runner = salt.runner.RunnerClient(__opts__)
         try:
-            return runner.cmd("pg_replication.rejoin", kwarg={"host": host}, print_event=False)
+            return runner.cmd(f"pg_replication.{operation}", kwarg=kwarg, print_event=False)
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
-            return {"result": False, "comment": f"rejoin failed: {exc}"}
+            return {"result": False, "comment": f"{operation} failed: {exc}"}
 
     def remember(self, decider, ha):
         # The timings decided with, and when: the runner's failover reads them to accept
