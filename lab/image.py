@@ -9,6 +9,11 @@ by a hash of the recipe) under ``PGR_LAB_CACHE`` (default /var/cache/pg_replicat
 - ``provisioned``: ``bare`` with PostgreSQL, Barman and psycopg2 installed, nothing configured
   (no cluster). Kept as an overlay layer over ``bare`` (only what the installation added), so
   a host's root is three layers: its own upper directory, this layer, ``bare``.
+- ``upgrade`` (forky only): ``provisioned`` with the previous release's PostgreSQL (trixie's
+  ``postgresql-17``) installed beside its own, as Debian's release upgrade leaves a server
+  (the old major and its libraries stay; ``pg_upgrade`` moves the cluster). Another overlay
+  layer, over ``provisioned``; its packages come from the repositories of both releases
+  (trixie's is the trixie image's, which the matrix builds anyway): nothing is downloaded.
 - the repository: the .debs of PostgreSQL, Barman and their dependencies, indexed with
   apt-ftparchive; the lab serves it over HTTP on its bridge address.
 
@@ -49,6 +54,9 @@ MINION_SALT = {"bullseye": "3007.16"}
 # Releases whose images carry barman:cloud's tools (tests/integration/test_barman.py runs
 # them on bookworm; the others' images stay as they were built).
 CLOUD_RELEASES = ("bookworm",)
+# Release -> the release whose PostgreSQL its ``upgrade`` image keeps beside its own (the
+# Debian release-upgrade path: trixie's postgresql-17, then forky's postgresql-18).
+UPGRADE_FROM = {"forky": "trixie"}
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",
     "ca-certificates", "sudo",
@@ -110,7 +118,22 @@ def formula_packages(release):
     return packages
 
 
+def upgrade_packages(release):
+    """The old major's packages the ``upgrade`` image of ``release`` adds."""
+    version = RELEASES[UPGRADE_FROM[release]]
+    return [f"postgresql-{version}", f"postgresql-client-{version}"]
+
+
 def _recipe(release, kind):
+    if kind == "upgrade":
+        old = UPGRADE_FROM[release]
+        # Rebuilt when either release's repository (its bare image) or the provisioned layer is.
+        return {
+            "provisioned": _key(release, "provisioned"),
+            "old_repo": _key(old, "bare"),
+            "packages": upgrade_packages(release),
+            "format": 1,
+        }
     return {
         "release": release,
         "kind": kind,
@@ -303,6 +326,42 @@ def _build_layer(bare, repo, layer, key):
         (layer / "tmp/repo").rmdir()
 
 
+UPGRADE_SCRIPT = """
+mkdir -p /etc/postgresql-common/createcluster.d
+echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/lab-build.conf
+echo 'deb [trusted=yes] file:/tmp/repo ./' > /etc/apt/sources.list.d/build.list
+echo 'deb [trusted=yes] file:/tmp/repo-old ./' >> /etc/apt/sources.list.d/build.list
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+rm /etc/apt/sources.list.d/build.list /etc/postgresql-common/createcluster.d/lab-build.conf
+apt-get clean; rm -rf /var/lib/apt/lists/*
+"""
+
+
+def _build_upgrade_layer(lower, repo, old_repo, layer, key, packages):
+    """The upgrade layer: the old major's packages installed over ``lower`` (the provisioned
+    layers, top first), from both releases' repositories (apt takes the newer release's
+    build of what both have, the old one's libraries that the new release dropped)."""
+    work, merged = layer.with_suffix(".work"), layer.with_suffix(".merged")
+    for path in (layer, work, merged):
+        path.mkdir(parents=True)
+    options = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={layer},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
+    try:
+        _bind(repo, merged / "tmp/repo")
+        _bind(old_repo, merged / "tmp/repo-old")
+        subprocess.run(["mount", "-t", "proc", "proc", str(merged / "proc")], check=True)
+        with _timed(key, "packages installed"):
+            _chroot(merged, UPGRADE_SCRIPT.format(packages=" ".join(packages)))
+    finally:
+        _unmount_below(merged)
+    for path in (work, merged):
+        remove_tree(path)
+    for mount_point in ("tmp/repo", "tmp/repo-old"):
+        with contextlib.suppress(OSError):
+            (layer / mount_point).rmdir()
+
+
 def _recorded_packages(root):
     return json.loads((root / ".pgr-image.json").read_text())["formula_packages"]
 
@@ -357,6 +416,19 @@ def image(release, kind="provisioned", log=None):
         bare = _build_once(bare_key, build_bare)
     if kind == "bare":
         return (bare,), repo
+    if kind == "upgrade":
+        if release not in UPGRADE_FROM:
+            raise ValueError(f"no upgrade image for {release!r} (one of {', '.join(UPGRADE_FROM)})")
+        lower, _ = image(release, "provisioned", log)
+        _, old_repo = image(UPGRADE_FROM[release], "bare", log)
+        key = _key(release, kind)
+
+        def build_upgrade(tmp):
+            _build_upgrade_layer(lower, repo, old_repo, tmp, key, upgrade_packages(release))
+            (tmp / ".pgr-image.json").write_text(json.dumps(_recipe(release, kind)))
+
+        with _locked(key):
+            return (_build_once(key, build_upgrade), *lower), repo
     key = _key(release, kind)
 
     def build_layer(tmp):
@@ -416,7 +488,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("release", nargs="*", help=f"one of {', '.join(RELEASES)} (default: bookworm)")
     parser.add_argument("--all", action="store_true", help="every release: bookworm, then the others side by side")
-    parser.add_argument("--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned"])
+    parser.add_argument(
+        "--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned", "upgrade"]
+    )
     args = parser.parse_args(argv)
     unknown = set(args.release) - set(RELEASES)
     if unknown:
