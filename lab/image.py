@@ -55,7 +55,9 @@ MINION_SALT = {"bullseye": "3007.16"}
 # them on bookworm; the others' images stay as they were built).
 CLOUD_RELEASES = ("bookworm",)
 # Release -> the release whose PostgreSQL its ``upgrade`` image keeps beside its own (the
-# Debian release-upgrade path: trixie's postgresql-17, then forky's postgresql-18).
+# Debian release-upgrade path: trixie's postgresql-17, then forky's postgresql-18). In the
+# registry's copies trixie's 17.12 is newer than forky's 18.6 and records a column option
+# (pg_attver) 18.6 does not know: pg_upgrade fails on any table, and upgrade_major refuses.
 UPGRADE_FROM = {"forky": "trixie"}
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",

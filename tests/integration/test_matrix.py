@@ -5,7 +5,15 @@ release, shared by its tests: the reference scenario, then a switchover and back
 runner, with a client committing throughout. Debian 12 + 15 (Barman 3.4) is every other
 integration module's release: the same scenario runs there in test_barman.py (restores row
 for row) and test_day2.py (switchovers with a client committing, Barman following), so it
-is not run a second time here."""
+is not run a second time here.
+
+One more lab, ``forky-pg17-upgrade``, runs only the major upgrade's tests: hosts booted from
+the upgrade image (trixie's PostgreSQL 17 beside forky's 18, as Debian's release upgrade
+leaves a server), the cluster built on 17, ``salt-run pg_replication.upgrade_major to=18``
+refused with nothing changed: an extension 18 lacks, and the column option (pg_attver) that
+the registry's 17.12 stores and its older 18.6 does not know (pg_upgrade's schema restore
+fails on it; seen, and undone, on these hosts before the preflight checked it). A successful
+17 -> 18 upgrade waits for an 18 release as new as the 17 one."""
 
 import contextlib
 import pathlib
@@ -34,25 +42,88 @@ SERVERS = ("master", "standby")
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # (Debian release, its PostgreSQL): the README's support table lists these and bookworm + 15.
 # In the background build's order (lab/image.py BUILD_ORDER).
-MATRIX = [("bullseye", 13), ("trixie", 17), ("forky", 18)]
+# The third: the version an upgrade lab builds its cluster on (it runs the upgrade's tests only).
+MATRIX = [("bullseye", 13, None), ("trixie", 17, None), ("forky", 18, None), ("forky", 18, 17)]
+IDS = [f"{release}-pg{old}-upgrade" if old else f"{release}-pg{version}" for release, version, old in MATRIX]
 
 
-@pytest.fixture(scope="module", params=MATRIX, ids=[f"{release}-pg{version}" for release, version in MATRIX])
+@pytest.fixture(scope="module", params=MATRIX, ids=IDS)
 def cluster(request, salt_factories, tmp_path_factory):
-    release, version = request.param
-    with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=(release, "provisioned")) as lab:
+    release, version, old = request.param
+    image = (release, "upgrade" if old else "provisioned")
+    with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=image) as lab:
         # Barman 2.12 (Debian 11) checks for REPLICATION on its backup role.
         barman = {"user_replication": True} if release == "bullseye" else {}
-        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=version, barman=barman))
+        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=old or version, barman=barman))
+        salt_lab.upgrade_to = version if old else None
         with salt_lab.started():
             yield converge(salt_lab)
 
 
-def test_highstate_converged(cluster):
+@pytest.fixture
+def scenario(cluster):
+    """The cluster of a lab that runs the reference scenario (not an upgrade lab's)."""
+    if cluster.upgrade_to:
+        pytest.skip("an upgrade lab runs the upgrade's tests only")
+    return cluster
+
+
+@pytest.fixture
+def upgrade_lab(cluster):
+    if not cluster.upgrade_to:
+        pytest.skip("no major upgrade in this lab")
+    return cluster
+
+
+# An extension only the old version has: upgrade_major refuses while it is installed.
+OLD_ONLY = "pgr_old_only"
+
+
+def test_major_upgrade_refused_changes_nothing(upgrade_lab):
+    cluster, new = upgrade_lab, upgrade_lab.upgrade_to
+    master = cluster.lab["master"]
+    old = int(cluster.pillar["version"])
+    extension_dir = f"/usr/share/postgresql/{old}/extension"
+    control = "default_version = '1.0'\nrelocatable = true\n"
+    master.run(["sh", "-c", f'printf "{control}" > {extension_dir}/{OLD_ONLY}.control'])
+    master.run(["sh", "-c", f"echo 'SELECT 1;' > {extension_dir}/{OLD_ONLY}--1.0.sql"])
+    Writer.prepare(master, WRITER_PASSWORD)
+    master.psql(f"CREATE EXTENSION {OLD_ONLY}", dbname="otus")
+    master.psql("INSERT INTO writes (id) SELECT generate_series(1, 100)", dbname="otus")
+    tree = ["find", "/var/lib/postgresql", "/etc/postgresql", "-maxdepth", "2"]
+    before = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
+    started = time.monotonic()
+    ret = cluster.run("pg_replication.upgrade_major", f"to={new}", "test=True")
+    print(f"upgrade_major to={new} test=True: {time.monotonic() - started:.1f} s")
+    assert ret.returncode == 1, ret.stdout + ret.stderr
+    assert ret.data["result"] is False
+    assert ret.data["comment"].startswith("upgrade_major refused, nothing changed: ")
+    failed = {c["check"]: c["detail"] for c in ret.data["checks"] if not c["ok"]}
+    assert set(failed) == {f"every extension is there for PostgreSQL {new}",
+                           f"every column option in use is one PostgreSQL {new} knows"}, failed  # fmt: skip
+    assert f"otus: {OLD_ONLY}" in failed[f"every extension is there for PostgreSQL {new}"]
+    assert "otus: pg_attver" in failed[f"every column option in use is one PostgreSQL {new} knows"]
+    # What passed on these hosts: binaries, empty new data directories, space, pg_upgrade --check.
+    passed = [c["check"] for c in ret.data["checks"] if c["ok"]]
+    assert f"master has PostgreSQL {new}'s binaries" in passed
+    assert "pg_upgrade --check --link passes on master" in passed
+    assert any("pg_upgrade --link" in step for step in ret.data["steps"])
+    after = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
+    assert after == before
+    assert master.psql("SHOW server_version_num").startswith(str(old))
+    assert master.psql("SELECT count(*) FROM writes", dbname="otus") == "100"
+    members = following(cluster, "master", SERVERS)
+    assert members, "the standby no longer streams from the primary"
+    assert changed_states(cluster.highstate().data) == {}
+
+
+def test_highstate_converged(scenario):
+    cluster = scenario
     assert cluster.first_run.returncode == 0
 
 
-def test_standby_and_barman_stream_on_their_slots(cluster):
+def test_standby_and_barman_stream_on_their_slots(scenario):
+    cluster = scenario
     rows = cluster.lab["master"].psql(
         "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY r.application_name)"
         " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
@@ -62,17 +133,20 @@ def test_standby_and_barman_stream_on_their_slots(cluster):
     assert version.startswith(str(cluster.pillar["version"]))
 
 
-def test_row_on_standby(cluster):
+def test_row_on_standby(scenario):
+    cluster = scenario
     assert row_on_standby(cluster, "matrix-row", timeout=10) == "matrix-row"
 
 
-def test_barman_check_all_ok_and_a_done_backup(cluster):
+def test_barman_check_all_ok_and_a_done_backup(scenario):
+    cluster = scenario
     check = barman(cluster, "check", SERVER)
     assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
     assert [b["status"] for b in barman(cluster, "list_backups", SERVER)] == ["DONE"]
 
 
-def test_point_in_time_restore_holds_exactly_the_rows(cluster):
+def test_point_in_time_restore_holds_exactly_the_rows(scenario):
+    cluster = scenario
     assert restore_check(cluster) == ["before-backup:3", "before-target:2"]
 
 
@@ -95,7 +169,8 @@ def slow_stop(host, seconds):
 
 
 @pytest.mark.parametrize(("old", "new", "timeline"), [("master", "standby", 2), ("standby", "master", 3)])
-def test_switchover_loses_no_acknowledged_commit_and_barman_follows(cluster, old, new, timeline):
+def test_switchover_loses_no_acknowledged_commit_and_barman_follows(scenario, old, new, timeline):
+    cluster = scenario
     lab = cluster.lab
     if old == "master":
         Writer.prepare(lab["master"], WRITER_PASSWORD)
