@@ -34,10 +34,18 @@ States of the primary, as the master sees it:
   seconds, and not before the pillar names the promoted standby as the primary (the pillar
   stays the source of truth: the engine prints the change, the operator commits it).
 
+Beside those states, with ``ha:auto_rejoin``: the former primary of a failover is rejoined
+(the runner's ``rejoin``: stopped if it runs, pg_rewind, a standby of the new primary) once
+the pillar makes it a standby, its minion answers and its PostgreSQL is down (fenced by its
+watchdog, or dead). One running as a primary is never rejoined automatically: its writes
+after the failover would be discarded (``rejoin_refused``). A failed rejoin is tried again
+after ``ha:failover_timeout`` seconds. Until then the former primary stays down.
+
 Each change of state or of its reason is one event (``salt/pg_replication/ha/<name>``):
 ``primary_suspected``, ``primary_back``, ``no_majority``, ``primary_lost``, ``manual``,
 ``refused`` (no eligible candidate, or no watchdog seen on the primary), ``cooldown``,
-``candidate_chosen``, ``promoted``, ``failover_failed``, ``waiting_for_pillar``, ``healthy``.
+``candidate_chosen``, ``promoted``, ``failover_failed``, ``waiting_for_pillar``, ``healthy``;
+with ``ha:auto_rejoin``: ``rejoining``, ``rejoined``, ``rejoin_failed``, ``rejoin_refused``.
 """
 
 HEALTHY = "healthy"
@@ -148,6 +156,9 @@ class Decider:
         self.chosen = None
         self.started = now
         self.last_decision = remembered.get("last_decision")
+        # The former primary of the last failover, until it is rejoined (ha:auto_rejoin).
+        self.rejoin = remembered.get("rejoin")
+        self.rejoin_retry_at = None
         self._said = set()
         if self.promoted:
             self.state, self.reason = COOLDOWN, "remembered"
@@ -267,15 +278,57 @@ class Decider:
         detail = {"primary": self.primary, "candidate": self.chosen, "comment": ret.get("comment"),
                   "pillar_change": ret.get("pillar_change"), "left": ret.get("left")}  # fmt: skip
         if ret.get("result") is True:
-            self.promoted, self.last_failover = self.chosen, now
+            self.promoted, self.last_failover, self.rejoin = self.chosen, now, self.primary
             self._move(events, now, COOLDOWN, "promoted", detail)
         elif "refused, nothing changed" in str(ret.get("comment")):
             self.retry_at = now + retry_after
             self._move(events, now, LOST, "failover_failed", detail)
         else:
             # Something changed (the candidate may be promoted): no second try by itself.
-            self.promoted, self.last_failover = self.chosen, now
+            self.promoted, self.last_failover, self.rejoin = self.chosen, now, self.primary
             self._move(events, now, COOLDOWN, "failover_failed", detail)
+        return events
+
+    def rejoin_due(self, now, obs):
+        """``(events, host)``: the former primary to rejoin now (``ha:auto_rejoin``), or
+        None. Only once the pillar makes it a standby of another primary, its minion
+        answers, and its PostgreSQL is down."""
+        events, host = [], self.rejoin
+        if not host or self.state == PROMOTING or not obs["ha"].get("auto_rejoin"):
+            return events, None
+        if obs["primary"] == host or host not in obs.get("peers", obs["standbys"]):
+            return events, None  # the pillar does not make it a standby yet (waiting_for_pillar)
+        server = obs["servers"].get(host)
+        if server is None:
+            return events, None  # not back
+        if server.get("running"):
+            if server.get("in_recovery"):
+                self.rejoin = None  # a standby already: rejoined by hand
+                return events, None
+            self._say(events, now, "rejoin_refused", {
+                "host": host, "primary": obs["primary"],
+                "comment": f"{host} runs as a primary: its writes since the failover would be discarded;"
+                           f" check them, then `salt-run pg_replication.rejoin host={host}`"})  # fmt: skip
+            return events, None
+        if self.rejoin_retry_at is not None and now < self.rejoin_retry_at:
+            return events, None
+        self._say(events, now, "rejoining", {"host": host, "primary": obs["primary"]})
+        return events, host
+
+    def rejoin_result(self, now, host, ret, retry_after):
+        """What the runner's ``rejoin`` of ``host`` returned: ``rejoined``, or
+        ``rejoin_failed`` and another try after ``retry_after`` seconds."""
+        events = []
+        ret = ret if isinstance(ret, dict) else {"result": False, "comment": str(ret)}
+        detail = {"host": host, "comment": ret.get("comment"), "rejoin": ret.get("rejoin")}
+        if ret.get("result") is True:
+            self.rejoin, self.rejoin_retry_at = None, None
+            self._said.discard("rejoining")
+            self._say(events, now, "rejoined", detail)
+        else:
+            self.rejoin_retry_at = now + retry_after
+            self._said.difference_update({"rejoining", "rejoin_failed"})
+            self._say(events, now, "rejoin_failed", detail)
         return events
 
     def _cooldown_over(self, now, obs, ha, events):
@@ -320,6 +373,7 @@ class Decider:
             "eligible": self.eligible,
             "last_failover": self.last_failover,
             "promoted": self.promoted,
+            "rejoin": self.rejoin,
             "last_decision": self.last_decision,
         }
 

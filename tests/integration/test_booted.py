@@ -533,6 +533,7 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
     lab = converged.lab
     backups = lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout
     assert backups.strip()
+    health_beacon(converged)  # on the two servers: the clean removes it
     predicted = converged.salt("state.apply", "pg_replication.clean", "test=True")
     assert predicted.returncode == 0, predicted.stdout[-3000:]
     assert sorted(changed_states(predicted.data)) == ["backup", "master", "standby"]
@@ -553,6 +554,8 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
     }
     assert lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout == backups
     assert lab["backup"].run(["dpkg", "--verify", "barman"], check=False).stdout == ""
+    beacons = converged.call("beacons.list", "return_yaml=False", target="master,standby", tgt_type="list")
+    assert {name: BEACON in ret["ret"] for name, ret in beacons.items()} == {"master": False, "standby": False}
     # Monitoring: stopped, disabled, the packages' files as shipped again (Prometheus' data stays).
     for name, units in MONITORING_UNITS.items():
         for unit in units:

@@ -274,6 +274,9 @@ def test_clean_removes_the_monitoring_files_but_no_data(formula, example_pillar,
                            "/etc/prometheus/pg_replication-alerts.yml", TLS_DIR]  # fmt: skip
         services = {"node-exporter", "prometheus"}
     assert not [p for p in removed if p.startswith("/var/lib/prometheus/metrics")]
+    beacon = rendering.state("pg_replication-monitoring-beacon-clean")["beacon.absent"]
+    assert {key: value for key, value in beacon.items() if key != "order"} == {
+        "name": "pg_replication_health", "save": True}  # fmt: skip
     for name in services:
         assert rendering.state(f"pg_replication-monitoring-{name}-clean")["service.dead"]["enable"] is False
         conffile = rendering.args(f"pg_replication-monitoring-{name}-conffile-clean")

@@ -352,3 +352,64 @@ def test_no_failover_when_the_primarys_watchdog_was_not_seen_running(ha):
         refused = [data for name, data in events if name == "refused"]
         assert len(refused) == 1
         assert "watchdog was not seen running" in refused[0]["comment"]
+
+
+def after_failover(ha, auto_rejoin=True):
+    """A decider that failed master over to standby, and the pillar now saying so: its
+    observation with master as ``old`` (None: silent)."""
+    d = ha.Decider(0)
+    run(d, [obs(HEALTHY, auto_rejoin=auto_rejoin)] + [obs(DEAD, LOST_BY_ALL, auto_rejoin=auto_rejoin)] * 14)
+    assert d.rejoin == "master"
+
+    def observed(old, pillar_primary="standby"):
+        servers = {"master": old, "standby": primary("0/6000"), "standby2": standby("0/6000")}
+        others = [h for h in servers if h != pillar_primary]
+        return {"primary": pillar_primary, "standbys": others, "peers": others, "servers": servers, "reaches": {},
+                "ha": dict(HA, auto_rejoin=auto_rejoin)}  # fmt: skip
+
+    return d, observed
+
+
+DOWN = {"running": False, "error": "connection refused"}
+
+
+def test_auto_rejoin_waits_for_the_pillar_and_the_old_primary_back_down(ha):
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(20, observed(DOWN, pillar_primary="master")) == ([], None)  # pillar not changed
+    assert d.rejoin_due(21, observed(None)) == ([], None)  # its minion is silent
+    events, host = d.rejoin_due(22, observed(DOWN))
+    assert (names(events), host) == (["rejoining"], "master")
+    events = d.rejoin_result(40, "master", {"result": True, "comment": "master streams from standby"}, 12)
+    assert names(events) == ["rejoined"]
+    assert d.rejoin is None
+    assert d.rejoin_due(41, observed(DOWN)) == ([], None)
+    assert d.remembered()["rejoin"] is None
+
+
+def test_auto_rejoin_never_rejoins_an_old_primary_that_runs_as_a_primary(ha):
+    d, observed = after_failover(ha)
+    events, host = d.rejoin_due(22, observed(primary("0/5100")))
+    assert host is None
+    assert names(events) == ["rejoin_refused"]
+    assert "pg_replication.rejoin host=master" in events[0][1]["comment"]
+    assert d.rejoin == "master"  # still to do, by hand or once it is down
+
+
+def test_auto_rejoin_off_does_nothing_and_a_standby_already_is_forgotten(ha):
+    d, observed = after_failover(ha, auto_rejoin=False)
+    assert d.rejoin_due(22, observed(DOWN)) == ([], None)
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(22, observed(standby("0/6000"))) == ([], None)  # rejoined by an operator
+    assert d.rejoin is None
+
+
+def test_a_failed_rejoin_is_tried_again_after_the_failover_timeout_and_survives_a_restart(ha, tmp_path):
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(22, observed(DOWN))[1] == "master"
+    events = d.rejoin_result(30, "master", {"result": False, "comment": "rejoin refused, nothing changed"}, 12)
+    assert names(events) == ["rejoin_failed"]
+    assert d.rejoin_due(35, observed(DOWN)) == ([], None)
+    events, host = d.rejoin_due(42, observed(DOWN))
+    assert (names(events), host) == (["rejoining"], "master")
+    ha.write_state(str(tmp_path), d.remembered())
+    assert ha.Decider(100, remembered=ha.read_state(str(tmp_path))).rejoin == "master"
