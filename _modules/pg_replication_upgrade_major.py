@@ -163,13 +163,18 @@ def _checksums_on(data_dir, bin_dir):
 
 
 def upgrade_check(old_bin_dir, new_bin_dir, data_dir, config_file, initdb_command, new_version, port=5432,
-                  socket_dir="/var/run/postgresql", home="/var/lib/postgresql", mode="link"):  # fmt: skip
+                  socket_dir="/var/run/postgresql", home="/var/lib/postgresql", mode="link",
+                  options=None):  # fmt: skip
     """
     ``pg_upgrade --check`` of this server's running cluster (``data_dir``, started with
     ``config_file``) against a throw-away cluster of the new version, made by the new
     version's ``initdb_command`` (the formula's, with the old cluster's data checksums) in a
     temporary directory under ``home`` and removed after: ``{"ok": bool, "output": the
-    last lines}``. Changes nothing else.
+    last lines, "options_refused": [names]}``. ``options``: the column option names in use
+    (:py:func:`column_options`); each one that is not one every release knows is set on a
+    column of the throw-away cluster first (its server in single-user mode), as pg_upgrade's
+    schema restore will, and ``options_refused`` lists those it refuses as unknown
+    (``--check`` does not try them). Changes nothing else.
 
     CLI Example:
 
@@ -186,15 +191,41 @@ def upgrade_check(old_bin_dir, new_bin_dir, data_dir, config_file, initdb_comman
     try:
         initdb = _pure("initdb_args")(initdb_command, scratch, checksums, new_version)
         _run(initdb, home, "initdb of the throw-away cluster")
+        refused = _options_refused(new_bin_dir, scratch, options or (), home)
         cmd = _pure("pg_upgrade_args")(
             old_bin_dir, new_bin_dir, data_dir, scratch, config_file, mode, socket_dir, check=True, old_port=port
         )
         res = __salt__["cmd.run_all"](
             cmd, runas="postgres", cwd=home, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
         )
-        return {"ok": not res["retcode"], "output": _tail(res)}
+        return {"ok": not res["retcode"], "output": _tail(res), "options_refused": refused}
     finally:
         _remove(scratch)
+
+
+def _options_refused(new_bin_dir, scratch, options, home):
+    """The column options of ``options`` the new version's server refuses ("unrecognized
+    parameter"), each set on a column of the throw-away cluster ``scratch`` (stopped) by its
+    server in single-user mode, one statement a line. Names that cannot be written on one
+    line are refused without asking."""
+    probe = _pure("probe_options")(options)
+    if not probe:
+        return []
+    lines = ["CREATE TABLE pg_replication_probe (c int)"]
+    lines += [f"ALTER TABLE pg_replication_probe ALTER COLUMN c SET ({_ident(name)} = 0)" for name in probe]
+    res = __salt__["cmd.run_all"](
+        [os.path.join(new_bin_dir, "postgres"), "--single", "-D", scratch, "template1"],
+        runas="postgres", cwd=home, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"},
+        stdin="\n".join(lines) + "\n",
+    )  # fmt: skip
+    if res["retcode"]:
+        raise CommandExecutionError(f"the new version's server in single-user mode failed: {_tail(res)}")
+    output = "\n".join(part for part in (res.get("stdout"), res.get("stderr")) if part)
+    return _pure("options_refused")(options, output)
+
+
+def _ident(name):
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _remove(path):

@@ -822,7 +822,7 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
             primary, "pg_replication.upgrade_check", old["bin_dir"], new["bin_dir"], old["data_dir"],
             f"{old['conf_dir']}/postgresql.conf", new["initdb_command"], int(to), port=old["port"],
             socket_dir=old["socket_dir"], home=old["home"], mode=_pure("upgrade_major.mode_of")(cluster, mode),
-            timeout=600,
+            options=_pure("upgrade_major.option_names")(column_options), timeout=600,
         )  # fmt: skip
         checks, steps = _pure("upgrade_major.preflight")(
             cluster, primary, to, new_plans, facts, upgrade_check, missing, mode, max_lag, column_options

@@ -31,6 +31,7 @@ through the callables the runner passes in (``ops``: ``call``, ``apply``,
 """
 
 import os
+import re
 import runpy
 import shlex
 
@@ -53,7 +54,9 @@ UPGRADE_PORT = 50432
 CHECKSUM_OPTIONS = ("--data-checksums", "-k", "--no-data-checksums")
 # The column options (attoptions) PostgreSQL knows in every release since 9.0; pg_upgrade's
 # dump sets each one again, and the new server refuses a name it does not know (seen:
-# Debian's 17.12 stores pg_attver on every column, which 18.6, released before it, refuses).
+# Debian's 17.12 stores pg_attver on every column, which 18.6, released before it, refuses;
+# 15.20 stores it too, and 17.12 knows it). Any other name in use is tried on the new
+# version's server (pg_replication.upgrade_check).
 COLUMN_OPTIONS = ("n_distinct", "n_distinct_inherited")
 
 
@@ -157,12 +160,33 @@ def health(cluster, primary, max_lag=None):
     return checks
 
 
-def unknown_column_options(column_options):
-    """``["db: option"]`` for the options of ``pg_replication.column_options`` that are not
-    :data:`COLUMN_OPTIONS`."""
+def probe_options(names):
+    """The column option names the new version's server is asked about: those not in
+    :data:`COLUMN_OPTIONS`, each once, and none that a line of SQL cannot hold."""
+    return sorted({n for n in names if n not in COLUMN_OPTIONS and n and not set(n) & set('\n\r"')})
+
+
+def options_refused(names, output):
+    """The names of ``names`` the new version's server refused in ``output`` (its single-user
+    mode's, after :func:`probe_options`'s statements): "unrecognized parameter", and those
+    not asked (no line of SQL holds them) that are not :data:`COLUMN_OPTIONS`."""
+    unknown = set(re.findall(r'unrecognized parameter "([^"\n]*)"', output or ""))
+    asked = probe_options(names)
+    return sorted({n for n in names if n in unknown or (n not in asked and n not in COLUMN_OPTIONS)})
+
+
+def option_names(column_options):
+    """Every option name of ``pg_replication.column_options``, each once."""
+    return sorted({name for names in (column_options or {}).values() for name in names})
+
+
+def unknown_column_options(column_options, refused=None):
+    """``["db: option"]`` for the options of ``pg_replication.column_options`` the new version
+    does not know: those its server refused (``refused``, from ``pg_replication.upgrade_check``),
+    or without that answer those not in :data:`COLUMN_OPTIONS`."""
     return [
         f"{db}: {name}" for db, names in sorted((column_options or {}).items()) for name in names
-        if name not in COLUMN_OPTIONS
+        if (name not in COLUMN_OPTIONS if refused is None else name in refused)
     ]  # fmt: skip
 
 
@@ -200,11 +224,13 @@ def preflight(cluster, primary, new_version, new_plans, facts, upgrade_check, mi
         check(checks, f"every extension is there for PostgreSQL {new_version}", not missing,
               f"missing: {', '.join(missing)}" if missing else "")  # fmt: skip
     if column_options is not None:
-        unknown = unknown_column_options(column_options)
+        refused = (upgrade_check or {}).get("options_refused")
+        unknown = unknown_column_options(column_options, refused)
+        how = (f"refused by PostgreSQL {new_version}'s server (tried on a throw-away cluster)" if refused is not None
+               else f"not known to every release ({', '.join(COLUMN_OPTIONS)} are)")  # fmt: skip
         check(checks, f"every column option in use is one PostgreSQL {new_version} knows", not unknown,
-              f"not known to the new version ({', '.join(COLUMN_OPTIONS)} are): {', '.join(unknown[:5])}"
-              f"{' ...' if len(unknown) > 5 else ''}; a newer minor release of {new_version} may know them"
-              if unknown else "")  # fmt: skip
+              f"{how}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; a newer minor release of "
+              f"{new_version} may know them" if unknown else "")  # fmt: skip
     if upgrade_check is not None:
         check(checks, f"pg_upgrade --check --{mode} passes on {primary}", upgrade_check["ok"],
               upgrade_check["output"] if not upgrade_check["ok"] else "")  # fmt: skip

@@ -277,3 +277,25 @@ def test_a_column_option_the_new_version_does_not_know_is_refused(major, model):
         failed(major.preflight(cluster(model), "master", 18, plans(18), facts(), PASSED, [], column_options=known)[0])
         == []
     )
+
+
+def test_the_new_servers_answer_decides_which_column_options_it_knows(major, model):
+    # Seen: Debian's 15.20 stores pg_attver too, and 17.12 knows it: 15 -> 17 upgrades (a new
+    # version that knows the option: its server accepted it on the throw-away cluster).
+    options = {"otus": ["n_distinct", "pg_attver"], "postgres": ["pg_attver"]}
+    assert major.option_names(options) == ["n_distinct", "pg_attver"]
+    assert major.probe_options(["n_distinct", "pg_attver", "pg_attver", 'a"b', "x\ny", ""]) == ["pg_attver"]
+    knows = dict(PASSED, options_refused=[])
+    checks, _ = major.preflight(cluster(model), "master", 18, plans(18), facts(), knows, [], column_options=options)
+    assert failed(checks) == []
+    output = 'backend> 2026-12-06 UTC [9] ERROR:  unrecognized parameter "pg_attver"\nbackend> '
+    refused = major.options_refused(["n_distinct", "pg_attver", 'a"b'], output)
+    assert refused == ['a"b', "pg_attver"]
+    assert major.options_refused(["n_distinct", "pg_attver"], "backend> backend> ") == []
+    checks, _ = major.preflight(
+        cluster(model), "master", 18, plans(18), facts(), dict(PASSED, options_refused=["pg_attver"]), [],
+        column_options=options,
+    )  # fmt: skip
+    assert failed(checks) == ["every column option in use is one PostgreSQL 18 knows"]
+    detail = next(c["detail"] for c in checks if not c["ok"])
+    assert detail.startswith("refused by PostgreSQL 18's server (tried on a throw-away cluster): otus: pg_attver")
