@@ -764,3 +764,76 @@ def _watchdog_proof(old):
     engine's state on this master (``pg_replication_ha_proof``)."""
     state = __utils__["pg_replication_ha.read_state"](__opts__["cachedir"])
     return _pure("ha_proof.watchdog_fenced")(state, old, time.time())
+
+
+# --------------------------------------------------------------------------- major upgrade
+
+
+def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300):
+    """
+    Upgrade the cluster to PostgreSQL ``to`` (a major version) with ``pg_upgrade``: the
+    standbys stopped, the primary stopped cleanly, a new cluster made with the formula's
+    initdb options and ``pg_upgrade --link`` or ``--clone`` into it (``mode``, default
+    ``pg_replication:upgrade:major_mode``), the formula applied on the primary with the new
+    version (it starts: writes resume), ``vacuumdb --analyze-in-stages``, then each standby
+    re-created on the new version by the formula's bootstrap (pg_basebackup from the new
+    primary, on its slot). The old clusters stay, stopped and not started at boot, until
+    the operator removes them. Until the new primary starts, a failed step is undone and
+    the old cluster runs as before. Barman is not moved yet (the README says what to do).
+
+    Refused, with nothing changed, unless: exactly the pillar's primary runs, every server
+    runs and each standby streams with at most ``max_lag`` bytes not replayed, ``to`` is
+    newer than ``pg_replication:version``, its binaries are on every server, the new data
+    directories are empty, each server has the free space, every installed extension is
+    there for ``to``, every column option in use is one ``to`` knows (pg_upgrade's schema
+    restore sets them again), and ``pg_upgrade --check`` passes on the primary. ``test=True`` runs
+    these checks (pg_upgrade --check included, on a throw-away cluster) and lists the
+    steps. The return ends with the pillar change (``pg_replication:version``) and the
+    measured seconds without writes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run pg_replication.upgrade_major to=18 test=True
+        salt-run pg_replication.upgrade_major to=18
+        salt-run pg_replication.upgrade_major to=18 mode=clone
+    """
+    cluster, primary = _start(tgt)
+    problems = _pure("member.problems")
+    new_plans = {
+        host: _member(host, problems, change={"version": int(to)})["plan"]
+        for host in cluster.servers()
+        if host in cluster.members
+    }
+    facts = {
+        host: _call(
+            host, "pg_replication.upgrade_facts", cluster.plan_of(host)["data_dir"], plan["bin_dir"], plan["data_dir"]
+        )  # fmt: skip
+        for host, plan in new_plans.items()
+    }
+    checks, steps = _pure("upgrade_major.preflight")(cluster, primary, to, new_plans, facts, None, None, mode, max_lag)
+    # The checks on the primary's server need it running with the new binaries there.
+    if all(c["ok"] for c in checks):
+        old, new = cluster.plan_of(primary), new_plans[primary]
+        missing = _call(primary, "pg_replication.extensions_missing", int(to), **cluster.conn(primary))
+        column_options = _call(primary, "pg_replication.column_options", **cluster.conn(primary))
+        upgrade_check = _call(
+            primary, "pg_replication.upgrade_check", old["bin_dir"], new["bin_dir"], old["data_dir"],
+            f"{old['conf_dir']}/postgresql.conf", new["initdb_command"], int(to), port=old["port"],
+            socket_dir=old["socket_dir"], home=old["home"], mode=_pure("upgrade_major.mode_of")(cluster, mode),
+            options=_pure("upgrade_major.option_names")(column_options), timeout=600,
+        )  # fmt: skip
+        checks, steps = _pure("upgrade_major.preflight")(
+            cluster, primary, to, new_plans, facts, upgrade_check, missing, mode, max_lag, column_options
+        )
+    stop = _pure("checks.preflight")("upgrade_major", checks, steps, test, f"upgrade_major to {to} would run")
+    if stop:
+        return stop
+    run = _pure("upgrade_major.run")
+    run = getattr(run, "func", run)
+    ops = types.SimpleNamespace(call=_call, apply=_apply, wait_streaming=_wait_streaming, now=time.monotonic)
+    return run(ops, cluster, primary, to, new_plans, checks, mode, timeout)
+
+
+upgrade_major = _locked(upgrade_major)

@@ -21,7 +21,7 @@ SERVER_ROLES = ("primary", "standby")
 # What the runners need of a member's plan.
 PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir",
              "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover",
-             "served_slots", "peer_tls", "routing", "pkgs", "upgrade")  # fmt: skip
+             "served_slots", "peer_tls", "routing", "pkgs", "upgrade", "initdb_command")  # fmt: skip
 # What the pillar's barman section says itself (not what the plan derives from it).
 BARMAN_PILLAR_KEYS = ("primary", "server_name")
 

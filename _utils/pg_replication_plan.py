@@ -216,8 +216,11 @@ def _check_distribution(plan, grains, errors):
     elif plan["role"] == "barman":  # the client of each backed-up primary's version
         for server in plan["barman_servers"]:
             needed.append((server["key"] + ":version" if server["external"] else f"{KEY}:version", server["version"]))
+    # Debian's release upgrade leaves the previous release's PostgreSQL installed beside the
+    # new one (postgresql-common moves the cluster, or salt-run pg_replication.upgrade_major).
+    kept = DISTRIBUTION_VERSIONS.get((os_name, int(release) - 1)) if os_name == "Debian" else None
     for key, version in needed:
-        if version != shipped:
+        if version not in (shipped, kept):
             errors.append(
                 f"{key}: {os_name} {release} ships PostgreSQL {shipped}, not {version}; "
                 f"set {KEY}:upstream_repo: true to install it from the PostgreSQL project's repository"

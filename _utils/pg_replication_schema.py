@@ -407,7 +407,7 @@ SCHEMA = {
     },
     "switchover": {"max_lag_bytes": _int(0)},
     # salt-run pg_replication.upgrade_minor (pg_replication_upgrade).
-    "upgrade": {"switch_back": _bool},
+    "upgrade": {"switch_back": _bool, "major_mode": _enum("link", "clone")},
     # Automatic failover (pg_replication_ha on the master, pg_replication_fence on the servers):
     # timings in seconds, checked together by pg_replication_fence.check_pillar.
     "ha": {

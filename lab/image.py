@@ -9,6 +9,14 @@ by a hash of the recipe) under ``PGR_LAB_CACHE`` (default /var/cache/pg_replicat
 - ``provisioned``: ``bare`` with PostgreSQL, Barman and psycopg2 installed, nothing configured
   (no cluster). Kept as an overlay layer over ``bare`` (only what the installation added), so
   a host's root is three layers: its own upper directory, this layer, ``bare``.
+- ``upgrade`` (trixie, forky): ``provisioned`` with the previous release's PostgreSQL
+  (bookworm's ``postgresql-15`` on trixie, trixie's ``postgresql-17`` on forky) installed
+  beside its own, as Debian's release upgrade leaves a server (the old major and its
+  libraries stay; ``pg_upgrade`` moves the cluster). Another overlay layer, over
+  ``provisioned``; its packages come from both releases' lab repositories, and what neither
+  holds (a library of the release that its own formula packages do not need, e.g. trixie's
+  ``libgnutls30t64`` for bookworm's ``libldap-2.5-0``) from the release's archive, the same
+  mirror its bare image came from.
 - the repository: the .debs of PostgreSQL, Barman and their dependencies, indexed with
   apt-ftparchive; the lab serves it over HTTP on its bridge address.
 
@@ -49,6 +57,13 @@ MINION_SALT = {"bullseye": "3007.16"}
 # Releases whose images carry barman:cloud's tools (tests/integration/test_barman.py runs
 # them on bookworm; the others' images stay as they were built).
 CLOUD_RELEASES = ("bookworm",)
+# Release -> the release whose PostgreSQL its ``upgrade`` image keeps beside its own (the
+# Debian release-upgrade path: bookworm's postgresql-15 on trixie, trixie's postgresql-17 on
+# forky). The matrix upgrades trixie's: in the registry's copies trixie's 17.12 is newer
+# than forky's 18.6 and records a column option (pg_attver) 18.6 does not know, so
+# pg_upgrade 17 -> 18 fails on any table (upgrade_major refuses it); bookworm's 15.20 records
+# it too and 17.12 knows it.
+UPGRADE_FROM = {"trixie": "bookworm", "forky": "trixie"}
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",
     "ca-certificates", "sudo",
@@ -110,7 +125,22 @@ def formula_packages(release):
     return packages
 
 
+def upgrade_packages(release):
+    """The old major's packages the ``upgrade`` image of ``release`` adds."""
+    version = RELEASES[UPGRADE_FROM[release]]
+    return [f"postgresql-{version}", f"postgresql-client-{version}"]
+
+
 def _recipe(release, kind):
+    if kind == "upgrade":
+        old = UPGRADE_FROM[release]
+        # Rebuilt when either release's repository (its bare image) or the provisioned layer is.
+        return {
+            "provisioned": _key(release, "provisioned"),
+            "old_repo": _key(old, "bare"),
+            "packages": upgrade_packages(release),
+            "format": 2,
+        }
     return {
         "release": release,
         "kind": kind,
@@ -303,6 +333,55 @@ def _build_layer(bare, repo, layer, key):
         (layer / "tmp/repo").rmdir()
 
 
+UPGRADE_SCRIPT = """
+mkdir -p /etc/postgresql-common/createcluster.d
+echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/lab-build.conf
+echo 'deb [trusted=yes] file:/tmp/repo ./' > /etc/apt/sources.list.d/build.list
+echo 'deb [trusted=yes] file:/tmp/repo-old ./' >> /etc/apt/sources.list.d/build.list
+{archive}
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+rm /etc/apt/sources.list.d/build.list /etc/postgresql-common/createcluster.d/lab-build.conf
+apt-get clean; rm -rf /var/lib/apt/lists/*
+"""
+
+
+def _archive_sources(release):
+    """Shell lines adding ``release``'s archive to the build's sources (mmdebstrap's default
+    mirror; a stable release's security suite too)."""
+    lines = [f"deb http://deb.debian.org/debian {release} main"]
+    if release not in UNDATED_RELEASES:
+        lines.append(f"deb http://deb.debian.org/debian-security {release}-security main")
+    return "\n".join(f"echo '{line}' >> /etc/apt/sources.list.d/build.list" for line in lines)
+
+
+def _build_upgrade_layer(release, lower, repo, old_repo, layer, key, packages):
+    """The upgrade layer: the old major's packages installed over ``lower`` (the provisioned
+    layers, top first), from both releases' repositories (apt takes the newer release's
+    build of what both have, the old one's libraries that the new release dropped) and the
+    release's archive for what neither holds."""
+    work, merged = layer.with_suffix(".work"), layer.with_suffix(".merged")
+    for path in (layer, work, merged):
+        path.mkdir(parents=True)
+    options = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={layer},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
+    try:
+        _bind(repo, merged / "tmp/repo")
+        _bind(old_repo, merged / "tmp/repo-old")
+        _with_network(merged)
+        with _timed(key, "packages installed"):
+            _chroot(merged, UPGRADE_SCRIPT.format(packages=" ".join(packages), archive=_archive_sources(release)))
+    finally:
+        for path in ("tmp/ca.crt", "etc/resolv.conf"):
+            (merged / path).unlink(missing_ok=True)
+        _unmount_below(merged)
+    for path in (work, merged):
+        remove_tree(path)
+    for mount_point in ("tmp/repo", "tmp/repo-old", "root/.cache/pip"):
+        with contextlib.suppress(OSError):
+            (layer / mount_point).rmdir()
+
+
 def _recorded_packages(root):
     return json.loads((root / ".pgr-image.json").read_text())["formula_packages"]
 
@@ -357,6 +436,19 @@ def image(release, kind="provisioned", log=None):
         bare = _build_once(bare_key, build_bare)
     if kind == "bare":
         return (bare,), repo
+    if kind == "upgrade":
+        if release not in UPGRADE_FROM:
+            raise ValueError(f"no upgrade image for {release!r} (one of {', '.join(UPGRADE_FROM)})")
+        lower, _ = image(release, "provisioned", log)
+        _, old_repo = image(UPGRADE_FROM[release], "bare", log)
+        key = _key(release, kind)
+
+        def build_upgrade(tmp):
+            _build_upgrade_layer(release, lower, repo, old_repo, tmp, key, upgrade_packages(release))
+            (tmp / ".pgr-image.json").write_text(json.dumps(_recipe(release, kind)))
+
+        with _locked(key):
+            return (_build_once(key, build_upgrade), *lower), repo
     key = _key(release, kind)
 
     def build_layer(tmp):
@@ -416,7 +508,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("release", nargs="*", help=f"one of {', '.join(RELEASES)} (default: bookworm)")
     parser.add_argument("--all", action="store_true", help="every release: bookworm, then the others side by side")
-    parser.add_argument("--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned"])
+    parser.add_argument(
+        "--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned", "upgrade"]
+    )
     args = parser.parse_args(argv)
     unknown = set(args.release) - set(RELEASES)
     if unknown:

@@ -5,7 +5,17 @@ release, shared by its tests: the reference scenario, then a switchover and back
 runner, with a client committing throughout. Debian 12 + 15 (Barman 3.4) is every other
 integration module's release: the same scenario runs there in test_barman.py (restores row
 for row) and test_day2.py (switchovers with a client committing, Barman following), so it
-is not run a second time here."""
+is not run a second time here.
+
+One more lab, ``trixie-pg15-upgrade``, runs only the major upgrade's tests: hosts booted from
+the upgrade image (bookworm's PostgreSQL 15 beside trixie's 17, as Debian's release upgrade
+leaves a server), the cluster built on 15. ``salt-run pg_replication.upgrade_major to=17``
+is refused with nothing changed while an extension 17 lacks is installed, then runs with a
+client committing: every row it saw committed is on the upgraded primary and its standby,
+which streams on its slot on 17; with the new pillar (and a new Barman server for the new
+system) a highstate sets Barman up, takes its first backup, and a second one changes nothing.
+(Debian 14's 18.6 is older than the registry's 17.12 and refuses the column option
+pg_attver that 17.12 stores, so 17 -> 18 is only refused: README.)"""
 
 import contextlib
 import pathlib
@@ -26,6 +36,7 @@ from lab.scenario import (
     following,
     restore_check,
     row_on_standby,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -34,25 +45,144 @@ SERVERS = ("master", "standby")
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # (Debian release, its PostgreSQL): the README's support table lists these and bookworm + 15.
 # In the background build's order (lab/image.py BUILD_ORDER).
-MATRIX = [("bullseye", 13), ("trixie", 17), ("forky", 18)]
+# The third: the version an upgrade lab builds its cluster on (it runs the upgrade's tests only).
+MATRIX = [("bullseye", 13, None), ("trixie", 17, None), ("forky", 18, None), ("trixie", 17, 15)]
+IDS = [f"{release}-pg{old}-upgrade" if old else f"{release}-pg{version}" for release, version, old in MATRIX]
 
 
-@pytest.fixture(scope="module", params=MATRIX, ids=[f"{release}-pg{version}" for release, version in MATRIX])
+@pytest.fixture(scope="module", params=MATRIX, ids=IDS)
 def cluster(request, salt_factories, tmp_path_factory):
-    release, version = request.param
-    with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=(release, "provisioned")) as lab:
+    release, version, old = request.param
+    image = (release, "upgrade" if old else "provisioned")
+    with Lab(tmp_path_factory.mktemp(f"lab-{release}"), HOSTS, image=image) as lab:
         # Barman 2.12 (Debian 11) checks for REPLICATION on its backup role.
         barman = {"user_replication": True} if release == "bullseye" else {}
-        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=version, barman=barman))
+        salt_lab = SaltLab(salt_factories, lab, reference_pillar(lab, version=old or version, barman=barman))
+        salt_lab.upgrade_to = version if old else None
         with salt_lab.started():
             yield converge(salt_lab)
 
 
-def test_highstate_converged(cluster):
+@pytest.fixture
+def scenario(cluster):
+    """The cluster of a lab that runs the reference scenario (not an upgrade lab's)."""
+    if cluster.upgrade_to:
+        pytest.skip("an upgrade lab runs the upgrade's tests only")
+    return cluster
+
+
+@pytest.fixture
+def upgrade_lab(cluster):
+    if not cluster.upgrade_to:
+        pytest.skip("no major upgrade in this lab")
+    return cluster
+
+
+# An extension only the old version has: upgrade_major refuses while it is installed.
+OLD_ONLY = "pgr_old_only"
+
+
+def test_major_upgrade_refused_changes_nothing(upgrade_lab):
+    cluster, new = upgrade_lab, upgrade_lab.upgrade_to
+    master = cluster.lab["master"]
+    old = int(cluster.pillar["version"])
+    extension_dir = f"/usr/share/postgresql/{old}/extension"
+    control = "default_version = '1.0'\nrelocatable = true\n"
+    master.run(["sh", "-c", f'printf "{control}" > {extension_dir}/{OLD_ONLY}.control'])
+    master.run(["sh", "-c", f"echo 'SELECT 1;' > {extension_dir}/{OLD_ONLY}--1.0.sql"])
+    Writer.prepare(master, WRITER_PASSWORD)
+    master.psql(f"CREATE EXTENSION {OLD_ONLY}", dbname="otus")
+    master.psql("INSERT INTO writes (id) SELECT generate_series(1, 100)", dbname="otus")
+    tree = ["find", "/var/lib/postgresql", "/etc/postgresql", "-maxdepth", "2"]
+    before = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
+    started = time.monotonic()
+    ret = cluster.run("pg_replication.upgrade_major", f"to={new}")
+    print(f"upgrade_major to={new} (refused): {time.monotonic() - started:.1f} s")
+    assert ret.returncode == 1, ret.stdout + ret.stderr
+    assert ret.data["result"] is False
+    assert ret.data["comment"].startswith("upgrade_major refused, nothing changed: ")
+    failed = {c["check"]: c["detail"] for c in ret.data["checks"] if not c["ok"]}
+    assert set(failed) == {f"every extension is there for PostgreSQL {new}"}, failed
+    assert f"otus: {OLD_ONLY}" in failed[f"every extension is there for PostgreSQL {new}"]
+    # What passed on these hosts: binaries, empty new data directories, space, the column
+    # options (15.20's pg_attver, which 17.12's server accepted), pg_upgrade --check.
+    passed = [c["check"] for c in ret.data["checks"] if c["ok"]]
+    assert f"master has PostgreSQL {new}'s binaries" in passed
+    assert f"every column option in use is one PostgreSQL {new} knows" in passed
+    assert "pg_upgrade --check --link passes on master" in passed
+    after = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
+    assert after == before
+    assert master.psql("SHOW server_version_num").startswith(str(old))
+    assert master.psql("SELECT count(*) FROM writes", dbname="otus") == "100"
+    assert following(cluster, "master", SERVERS), "the standby no longer streams from the primary"
+
+
+def test_major_upgrade_keeps_every_acknowledged_row_and_the_standby_streams(upgrade_lab):
+    cluster, new = upgrade_lab, upgrade_lab.upgrade_to
+    lab, master, standby = upgrade_lab.lab, upgrade_lab.lab["master"], upgrade_lab.lab["standby"]
+    master.psql(f"DROP EXTENSION IF EXISTS {OLD_ONLY}", dbname="otus")
+    if master.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'writer'") == "0":
+        Writer.prepare(master, WRITER_PASSWORD)  # the refusal's test made it, unless run alone
+    rows = int(master.psql("SELECT count(*) FROM writes", dbname="otus"))
+    writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
+    time.sleep(1)
+    started = time.monotonic()
+    ret = cluster.run("pg_replication.upgrade_major", f"to={new}")
+    took = time.monotonic() - started
+    resumed = wait_for(lambda: writer.resumed, timeout=30)
+    time.sleep(0.5)
+    writer.stop()
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    assert ret.data["result"] is True, ret.data
+    # Every attempt takes the next id: the first gap in the acknowledged ids is the stop.
+    ids = writer.committed
+    gap = next((n for n in range(1, len(ids)) if ids[n] != ids[n - 1] + 1), len(ids))
+    before_stop = ids[:gap]
+    print(
+        f"upgrade_major to={new}: {took:.1f} s; write_downtime_seconds {ret.data['write_downtime_seconds']}; "
+        f"the client's longest pause between two commits {writer.longest_pause:.1f} s; "
+        f"{len(ids)} commits acknowledged, {len(before_stop)} before the stop, {writer.errors} failed attempts"
+    )
+    assert resumed, "the client never wrote again after the upgrade"
+    assert master.psql("SHOW server_version_num").startswith(str(new))
+    assert len(before_stop) > 20
+    assert writer.missing_on(master) == []
+    total = master.psql("SELECT count(*) FROM writes", dbname="otus")
+    assert int(total) >= rows + len(ids)
+    print(f"rows on the upgraded primary: {total} ({rows} before the client + {len(ids)} it saw committed), 0 lost")
+    assert ret.data["pillar_change"] == [f"pg_replication:version: {new}"]
+    apply_pillar_change(cluster, ret.data["pillar_change"])
+    assert following(cluster, "master", SERVERS), "the standby does not stream from the upgraded primary"
+    slot = master.psql(
+        "SELECT s.slot_name FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        " WHERE r.state = 'streaming' AND r.application_name = 'standby'"
+    )  # fmt: skip
+    assert slot, "the standby streams on no slot"
+    assert standby.psql("SHOW server_version_num").startswith(str(new))
+    assert wait_for(lambda: writer.missing_on(standby) == [], timeout=10)
+    # Barman: a server of its own for the new system (its system identifier changed), set up
+    # by the highstate with its first backup; the old server's backups stay on disk. Then a
+    # highstate changes nothing.
+    new_server = f"master-pg{new}"
+    apply_pillar_change(cluster, [f"pg_replication:barman:server_name: {new_server}"])
+    started = time.monotonic()
+    first = cluster.highstate()
+    print(f"highstate with the new pillar: {time.monotonic() - started:.1f} s")
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert changed_states(cluster.highstate().data) == {}
+    check = barman(cluster, "check", new_server)
+    assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
+    assert [b["status"] for b in barman(cluster, "list_backups", new_server)] == ["DONE"]
+    assert cluster.lab["backup"].run(["test", "-d", f"/var/lib/barman/{SERVER}/base"], check=False).returncode == 0
+
+
+def test_highstate_converged(scenario):
+    cluster = scenario
     assert cluster.first_run.returncode == 0
 
 
-def test_standby_and_barman_stream_on_their_slots(cluster):
+def test_standby_and_barman_stream_on_their_slots(scenario):
+    cluster = scenario
     rows = cluster.lab["master"].psql(
         "SELECT string_agg(r.application_name || ':' || s.slot_name, ',' ORDER BY r.application_name)"
         " FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming'"
@@ -62,17 +192,20 @@ def test_standby_and_barman_stream_on_their_slots(cluster):
     assert version.startswith(str(cluster.pillar["version"]))
 
 
-def test_row_on_standby(cluster):
+def test_row_on_standby(scenario):
+    cluster = scenario
     assert row_on_standby(cluster, "matrix-row", timeout=10) == "matrix-row"
 
 
-def test_barman_check_all_ok_and_a_done_backup(cluster):
+def test_barman_check_all_ok_and_a_done_backup(scenario):
+    cluster = scenario
     check = barman(cluster, "check", SERVER)
     assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
     assert [b["status"] for b in barman(cluster, "list_backups", SERVER)] == ["DONE"]
 
 
-def test_point_in_time_restore_holds_exactly_the_rows(cluster):
+def test_point_in_time_restore_holds_exactly_the_rows(scenario):
+    cluster = scenario
     assert restore_check(cluster) == ["before-backup:3", "before-target:2"]
 
 
@@ -95,7 +228,8 @@ def slow_stop(host, seconds):
 
 
 @pytest.mark.parametrize(("old", "new", "timeline"), [("master", "standby", 2), ("standby", "master", 3)])
-def test_switchover_loses_no_acknowledged_commit_and_barman_follows(cluster, old, new, timeline):
+def test_switchover_loses_no_acknowledged_commit_and_barman_follows(scenario, old, new, timeline):
+    cluster = scenario
     lab = cluster.lab
     if old == "master":
         Writer.prepare(lab["master"], WRITER_PASSWORD)

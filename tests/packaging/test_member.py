@@ -6,7 +6,7 @@ import json
 PLAN_KEYS = {
     "minion_id", "role", "me", "hosts", "version", "port", "data_dir", "conf_dir", "bin_dir", "socket_dir", "home",
     "service_name", "replication", "barman_servers", "switchover", "served_slots", "peer_tls", "routing",
-    "pkgs", "upgrade", "barman_pillar",
+    "pkgs", "upgrade", "barman_pillar", "initdb_command",
 }  # fmt: skip
 
 
@@ -29,3 +29,12 @@ def test_member_plans_with_the_runners_change(formula, example_pillar):
     assert roles == {"master": "standby", "standby": "primary", "backup": "barman"}
     assert out["plan"]["barman_pillar"]["primary"] == "standby"
     assert "change-me" not in json.dumps(out)
+
+
+def test_member_plans_with_upgrade_majors_version(formula, example_pillar):
+    # upgrade_major asks every member for its plan with the new version: its paths and packages.
+    version = example_pillar["version"]
+    out = formula("backup", example_pillar).loaders.modules.pg_replication.member(change={"version": version - 2})
+    assert out["plan"]["version"] == version - 2
+    assert f"/{version - 2}/" in out["plan"]["bin_dir"]
+    assert f"/{version - 2}/" in out["plan"]["data_dir"]

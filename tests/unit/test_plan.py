@@ -308,9 +308,12 @@ def test_a_version_the_distribution_does_not_ship_needs_the_upstream_repository(
 
 
 def test_each_backed_up_version_needs_its_client(plan_mod, config):
-    config["barman"]["servers"] = {"db2": dict(OTHER, version=13)}
+    config["barman"]["servers"] = {"db2": dict(OTHER, version=14)}
     with pytest.raises(plan_mod.PlanError, match="pg_replication:barman:servers:db2:version: Debian 12 ships"):
         plan_mod.build(config, "backup", {"os": "Debian", "osmajorrelease": 12})
+    # The previous release's version is what Debian's release upgrade leaves installed.
+    config["barman"]["servers"] = {"db2": dict(OTHER, version=13)}
+    assert plan_mod.build(config, "backup", {"os": "Debian", "osmajorrelease": 12})["role"] == "barman"
     with pytest.raises(plan_mod.PlanError) as exc:
         plan_mod.build(config, "backup", {"os": "Debian", "osmajorrelease": 11})
     assert "pg_replication:version: Debian 11 ships PostgreSQL 13, not 15" in str(exc.value)
