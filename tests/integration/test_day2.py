@@ -1101,7 +1101,8 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
         assert rejoined["host"] == primary
         assert events.in_order(changed_at, "rejoining", "rejoined")
         assert not {"rejoin_failed", "rejoin_refused"} & set(events.names(healed_at))
-    assert ha_state(cluster)["rejoin"] is None
+    # The engine writes its state file once the tick that fired "rejoined" ends.
+    assert wait_for(lambda: ha_state(cluster).get("rejoin") is None, 60), ha_state(cluster)
     assert lab[primary].run(["test", "-e", MARKER], check=False).returncode == 1
     assert lab[primary].psql("SELECT pg_is_in_recovery()") == "t"
     slot = f"{primary}_slot"
