@@ -71,7 +71,8 @@ class _Watch:
         self.cluster = None
         self.read_at = None
         self.said_no_cluster = False
-        self.healthy = True
+        # Whether the periodic re-read may run (Decider.rereads, after each tick).
+        self.rereads = True
 
     def fire(self, name, data):
         log.warning("pg_replication HA: %s %s", name, data)
@@ -79,10 +80,11 @@ class _Watch:
 
     def topology(self, now, force=False):
         """The cluster model (``pg_replication_cluster.Cluster``), re-read every
-        ``topology_every`` seconds while the primary is healthy (never in the middle of a
-        failure: a silent minion would hold every call up); the last one otherwise."""
+        ``topology_every`` seconds while the primary is healthy or after a failover (never
+        in the middle of a failure: a silent minion would hold every call up); the last one
+        otherwise."""
         due = self.read_at is None or now - self.read_at >= self.topology_every
-        if not force and (not due or (self.cluster is not None and not self.healthy)):
+        if not force and (not due or (self.cluster is not None and not self.rereads)):
             return self.cluster
         self.read_at = now
         quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
@@ -116,8 +118,7 @@ class _Watch:
         obs = {"primary": primary, "standbys": standbys, "peers": peers, "servers": {h: found.get(h) for h in servers},
                "reaches": {}, "master_reaches": None}  # fmt: skip
         obs["ha"] = self.ha((found.get(primary) or next(iter(found.values()), {})).get("ha"))
-        self.healthy = __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary])
-        if not self.healthy:
+        if not __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary]):
             asked = [s for s in peers if s in found]
             address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
             obs["master_reaches"] = _port_answers(address, port)
@@ -179,6 +180,7 @@ def start(tgt="*", topology_every=30):
                 ha = obs["ha"]
                 _decide(watch, decider, obs, ha)
                 _rejoin(watch, decider, obs, ha)
+                watch.rereads = decider.rereads()
                 watch.remember(decider, ha)
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
             log.exception("pg_replication HA: this tick failed: %s", exc)

@@ -331,6 +331,14 @@ class Decider:
             self._say(events, now, "rejoin_failed", detail)
         return events
 
+    def rereads(self):
+        """Whether the engine may re-read the cluster (pillar and members) on its usual
+        schedule: not while the primary is suspected or lost (a silent minion would hold
+        every re-read up, and the picture decided on must stay the same), but in cooldown
+        it must, though the former primary is down or silent: that re-read is how the
+        engine sees the pillar change it waits for (and ``ha:auto_rejoin`` with it)."""
+        return self.state not in (SUSPECTED, LOST, PROMOTING)
+
     def _cooldown_over(self, now, obs, ha, events):
         if self.last_failover is not None and now - self.last_failover < ha["failover_cooldown"]:
             return False

@@ -840,6 +840,9 @@ def _restore_after_ha(cluster, good, old, background):
         cluster.wait_for_minions(120)
         cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
         wait_for(lambda: ha_state(cluster).get("state") != "promoting", 600, interval=2)
+        # Or a rejoin it runs (auto_rejoin): the lock is free once it ends.
+        wait_for(lambda: (cluster.run("pg_replication.cluster_status").data or {}).get("lock") is None, 600,
+                 interval=5)  # fmt: skip
         running = in_recovery(lab, SERVERS)
         promoted = [h for h in SERVERS if h != old and running[h] == "f"]
         print(f"HA scenario failed: restoring the cluster; in recovery: {running}")
@@ -851,9 +854,12 @@ def _restore_after_ha(cluster, good, old, background):
                 pillar["barman"]["primary"] = new
             cluster.set_pillar(pillar)
             cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
-            rejoin = cluster.run("pg_replication.rejoin", f"host={old}")
-            print(f"rejoin {old}: {rejoin.stdout[-2000:]}")
-            if rejoin.returncode != 0:
+            if running[old] == "t":  # the engine rejoined it already (auto_rejoin)
+                rejoin = None
+            else:
+                rejoin = cluster.run("pg_replication.rejoin", f"host={old}")
+                print(f"rejoin {old}: {rejoin.stdout[-2000:]}")
+            if rejoin is not None and rejoin.returncode != 0:
                 # Not rewindable (e.g. its WAL since the last common checkpoint is gone): in
                 # this lab only, its data directory emptied for the highstate's base backup.
                 lab[old].run(["systemctl", "stop", STANDBY_UNIT], check=False)
@@ -870,18 +876,23 @@ def _restore_after_ha(cluster, good, old, background):
 
 
 def test_ha_engine_fails_an_isolated_running_primary_over_once_its_watchdog_fenced_it(cluster):
-    """mode automatic (the watchdog on every server, the engine on the master), synchronous
-    ANY 1 of the two standbys. The primary cut off from the salt-master only (its standbys
-    still seen): no fence, nothing promoted. Then its link down, PostgreSQL still running, a
-    client on its side committing over the local socket and one from outside through the
+    """mode automatic with auto_rejoin (the watchdog on every server, the engine on the
+    master), synchronous ANY 1 of the two standbys. The primary cut off from the salt-master
+    only (its standbys still seen): no fence, nothing promoted. One standby cut off (the
+    primary keeps the master and its other standby): no fence, nothing promoted, commits go
+    on, and it streams again once healed. Then the primary's link down, PostgreSQL still
+    running, a client on its side committing over the local socket and one from outside through the
     libpq multi-host list: its watchdog fences it (stops it, drops the VIP) within
     fence_timeout; the engine promotes a standby after failover_timeout, once both standbys
     say they lost it; a probe asking every server five times a second never sees two
     writable primaries, nor the VIP on two hosts; the isolated side acknowledges nothing
     after the cut, and every commit acknowledged to either client is on the new primary (the
-    RTO printed). Healed, the old primary reports its fence and its highstate refuses to
-    start it; rejoin brings it back as a standby; back to manual, the watchdog leaves every
-    server. Whatever fails, the cluster is left as the later tests expect."""
+    RTO printed). Healed, the pillar unchanged, the old primary reports its fence, its
+    highstate refuses to start it and the engine leaves it alone; once the pillar makes it a
+    standby, the engine rejoins it (``rejoining``, ``rejoined``): a standby of the new primary
+    on its slot, its fence cleared, every acknowledged commit on it. Back to manual, the
+    watchdog leaves every server. Whatever fails, the cluster is left as the later tests
+    expect."""
     good = cluster.pillar
     primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
     standbys = sorted(set(SERVERS) - {primary})
@@ -898,7 +909,7 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     lab = cluster.lab
     pillar = copy.deepcopy(good)
     pillar["synchronous"] = {"method": "any", "count": 1, "standbys": list(SERVERS)}
-    pillar["ha"] = dict(HA, mode="automatic")
+    pillar["ha"] = dict(HA, mode="automatic", auto_rejoin=True)
     # The fence's stop (its shutdown checkpoint, or crash recovery's before pg_rewind) may
     # remove the WAL since the last checkpoint before the promotion, which pg_rewind reads on
     # the old primary ("could not find previous WAL record": rejoin fails); keep it.
@@ -931,6 +942,37 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
         assert in_recovery(lab, standbys) == dict.fromkeys(standbys, "t")
         assert wait_for(watching, 90), ha_state(cluster)
         assert "candidate_chosen" not in events.names()
+
+        # One standby cut off (its link down) for longer than a fence, the primary keeping the
+        # master and its other standby (synchronous ANY 1 is still met): no fence, nothing
+        # promoted, never two writable, the primary's commits go on; healed, it streams again.
+        lone = standbys[-1]
+        w0 = writer(cluster)
+        background.append(w0)
+        probe = HistoryProbe([lab[h] for h in SERVERS]).start()
+        background.append(probe)
+        lone_at = time.monotonic()
+        lab[lone].run(["ip", "link", "set", "eth0", "down"])
+        try:
+            time.sleep(HA["fence_timeout"] + HA["fence_margin"] + 2)
+            during = len(w0.committed)
+            time.sleep(1)
+            assert len(w0.committed) > during, "the primary took no commit with one standby cut off"
+            assert in_recovery(lab, SERVERS) == {primary: "f", **dict.fromkeys(standbys, "t")}
+            assert [h for h in SERVERS if lab[h].run(["test", "-e", MARKER], check=False).returncode == 0] == []
+        finally:
+            lab[lone].run(["ip", "link", "set", "eth0", "up"])
+        streams = wait_for(lambda: sync_states(lab, primary) == ",".join(f"{s}:quorum" for s in standbys), 60)
+        for item in (w0, probe):
+            item.stop()
+        print(f"{lone} cut off for {HA['fence_timeout'] + HA['fence_margin'] + 3} s: {len(w0.committed)} commits"
+              f" acknowledged, {len(w0.missing_on(lab[primary]))} missing; streaming again"
+              f" {time.monotonic() - lone_at:.1f} s after the cut; HA events: {events.names(lone_at)}")  # fmt: skip
+        assert streams, sync_states(lab, primary)
+        assert probe.two_writable == []
+        assert w0.missing_on(lab[primary]) == []
+        assert not {"primary_lost", "candidate_chosen"} & set(events.names(lone_at))
+        assert wait_for(watching, 90), ha_state(cluster)
 
         # Cut off from everything, PostgreSQL running, a client on each side.
         seconds = HA["fence_timeout"] + 14
@@ -1024,22 +1066,55 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
         assert status.data["ha"]["state"] == "cooldown"
         assert status.data["lock"] is None
 
-    # Healed: the old primary reports its fence and its highstate refuses to start it.
-    apply_pillar_change(cluster, promoted["pillar_change"])
-    lab[primary].run(["ip", "link", "set", "eth0", "up"])
-    lab[primary].run(["systemctl", "restart", "salt-minion"])
-    cluster.wait_for_minions(120)
-    cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
-    member = cluster.call("pg_replication.member", target=primary)[primary]["ret"]
-    assert "reached neither" in member["server"]["fenced"]["reason"]
-    assert member["server"]["running"] is False
-    refused = cluster.salt("state.apply", target=primary, timeout=600)
-    assert refused.returncode != 0
-    assert f"{primary} fenced itself at" in refused.stdout
-    assert f"salt-run pg_replication.rejoin host={primary}" in refused.stdout
-    assert lab[primary].run(["systemctl", "is-active", STANDBY_UNIT], check=False).stdout.strip() != "active"
-    # rejoin rewinds it as a standby and clears the fence; back to manual and asynchronous,
-    # the watchdog leaves every server.
+        # Healed, the pillar not changed yet: the old primary reports its fence, its highstate
+        # refuses to start it, and the engine (auto_rejoin) leaves it alone while the pillar
+        # still names it as the primary.
+        healed_at = time.monotonic()
+        lab[primary].run(["ip", "link", "set", "eth0", "up"])
+        lab[primary].run(["systemctl", "restart", "salt-minion"])
+        cluster.wait_for_minions(120)
+        cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+        member = cluster.call("pg_replication.member", target=primary)[primary]["ret"]
+        assert "reached neither" in member["server"]["fenced"]["reason"]
+        assert member["server"]["running"] is False
+        refused = cluster.salt("state.apply", target=primary, timeout=600)
+        assert refused.returncode != 0
+        assert f"{primary} fenced itself at" in refused.stdout
+        assert f"salt-run pg_replication.rejoin host={primary}" in refused.stdout
+        assert lab[primary].run(["systemctl", "is-active", STANDBY_UNIT], check=False).stdout.strip() != "active"
+        assert not [n for n in events.names(healed_at) if n.startswith("rejoin")], events.names(healed_at)
+
+        # The pillar change the engine printed: with auto_rejoin, the engine rewinds the old
+        # primary as a standby of the new one (the runner's rejoin), and nobody else does.
+        changed_at = time.monotonic()
+        apply_pillar_change(cluster, promoted["pillar_change"])
+        rejoining = events.wait("rejoining", changed_at, 120)
+        assert rejoining, (events.names(changed_at), ha_state(cluster))
+        rejoining_at = next(at for at, n, _ in events.seen if n == "rejoining" and at >= changed_at)
+        rejoined = events.wait("rejoined", changed_at, 420)
+        assert rejoined, (events.names(changed_at), ha_state(cluster))
+        rejoined_at = next(at for at, n, _ in events.seen if n == "rejoined" and at >= changed_at)
+        print(f"auto_rejoin: 'rejoining' {rejoining_at - changed_at:.1f} s after the pillar change,"
+              f" 'rejoined' {rejoined_at - rejoining_at:.1f} s after that: {rejoined['comment']};"
+              f" {rejoined['rejoin']}; HA events since the pillar change: {events.names(changed_at)}")  # fmt: skip
+        assert (rejoining["host"], rejoining["primary"]) == (primary, new)
+        assert rejoined["host"] == primary
+        assert events.in_order(changed_at, "rejoining", "rejoined")
+        assert not {"rejoin_failed", "rejoin_refused"} & set(events.names(healed_at))
+    # The engine writes its state file once the tick that fired "rejoined" ends.
+    assert wait_for(lambda: ha_state(cluster).get("rejoin") is None, 60), ha_state(cluster)
+    assert lab[primary].run(["test", "-e", MARKER], check=False).returncode == 1
+    assert lab[primary].psql("SELECT pg_is_in_recovery()") == "t"
+    slot = f"{primary}_slot"
+    assert wait_for(lambda: lab[new].psql(
+        "SELECT r.application_name FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        f" WHERE s.slot_name = '{slot}' AND r.state = 'streaming'") == primary, 60)  # fmt: skip
+    # Every commit acknowledged to either client is on the rejoined standby too.
+    assert wait_for(lambda: w.missing_on(lab[primary]) == [], 60), w.missing_on(lab[primary])[:10]
+    assert set(local_acks) <= set(
+        map(int, lab[primary].psql(f"SELECT id FROM writes WHERE id >= {local_start}", dbname="otus").split())
+    )
+    # Back to manual and asynchronous, the watchdog leaves every server.
     back = copy.deepcopy(cluster.pillar)
     back.pop("ha")
     back.pop("synchronous")
@@ -1048,10 +1123,6 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
         back.pop("settings")
     cluster.set_pillar(back)
     cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
-    rejoin = cluster.run("pg_replication.rejoin", f"host={primary}")
-    assert rejoin.returncode == 0, rejoin.stdout + rejoin.stderr
-    print(f"rejoin of the fenced primary: {rejoin.data['rejoin']}")
-    assert lab[primary].run(["test", "-e", MARKER], check=False).returncode == 1
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
     assert "active" not in _watchdogs(lab, SERVERS).values()

@@ -413,3 +413,16 @@ def test_a_failed_rejoin_is_tried_again_after_the_failover_timeout_and_survives_
     assert (names(events), host) == (["rejoining"], "master")
     ha.write_state(str(tmp_path), d.remembered())
     assert ha.Decider(100, remembered=ha.read_state(str(tmp_path))).rejoin == "master"
+
+
+def test_the_cluster_is_re_read_except_while_the_primary_is_suspected_or_lost_but_again_in_cooldown(ha):
+    """In cooldown the former primary is down or silent, and the engine waits for the pillar
+    change: it must go on re-reading the pillar, or it never sees it (nor rejoins)."""
+    d = ha.Decider(0)
+    assert d.rereads()  # not seen yet
+    run(d, [obs(HEALTHY)])
+    assert (d.state, d.rereads()) == (ha.HEALTHY, True)
+    run(d, [obs(DEAD, LOST_BY_ALL)] * 5, start=1.0)
+    assert (d.state, d.rereads()) == (ha.SUSPECTED, False)
+    run(d, [obs(DEAD, LOST_BY_ALL)] * 15, start=6.0)
+    assert (d.state, d.rereads()) == (ha.COOLDOWN, True)

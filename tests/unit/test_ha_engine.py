@@ -70,3 +70,33 @@ def test_auto_rejoin_is_announced_then_run_then_reported(engine, ha):
     watch = Recorder()
     engine._rejoin(watch, decider, after, after["ha"])
     assert watch.calls == []
+
+
+class Client:
+    """The master's LocalClient as ``_Watch.topology`` uses it: what it was asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def cmd(self, tgt, fun, **kwargs):
+        self.asked.append(fun)
+        return {"master": True, "standby": True} if fun == "test.ping" else {}
+
+
+def test_the_cluster_is_re_read_in_cooldown_so_that_the_pillar_change_is_seen(engine, ha, monkeypatch):
+    """With the former primary down, the pillar's primary is not healthy; in the middle of a
+    failure the engine keeps its last picture, but in cooldown it re-reads it when due (the
+    pillar change it waits for, and ``auto_rejoin``, come from that re-read)."""
+    watch = engine._Watch.__new__(engine._Watch)
+    watch.tgt, watch.topology_every, watch.read_at, watch.cluster = "*", 30, 0.0, "last"
+    watch.client, watch.said_no_cluster = Client(), False
+    monkeypatch.setattr(engine, "__utils__", {"pg_replication_cluster.from_answers": lambda answers: "new"})
+    decider = ha.Decider(0)
+    decider.state = ha.SUSPECTED
+    watch.rereads = decider.rereads()
+    assert watch.topology(40.0) == "last"
+    assert watch.client.asked == []
+    decider.state = ha.COOLDOWN
+    watch.rereads = decider.rereads()
+    watch.topology(40.0)
+    assert watch.client.asked == ["test.ping", "saltutil.refresh_pillar", "pg_replication.member"]
