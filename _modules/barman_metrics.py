@@ -51,7 +51,16 @@ def metrics(max_ages):
         checks = _answer("check", server)
         backups = _answer("list_backups", server) if checks is not None else None
         samples += utils["pg_replication_monitoring.server_samples"](server, checks, backups, int(max_age), now)
+        samples += _drill_samples(server, now)
     return utils["pg_replication_monitoring.barman_metrics"](samples, now)
+
+
+def _drill_samples(server, now):
+    """The last restore drill's gauges (pg_replication_drill), if drills are configured."""
+    if "pg_replication_drill.last" not in __salt__:
+        return []
+    found = __salt__["pg_replication_drill.last"](server)
+    return __utils__["pg_replication_drill.metrics"](server, (found or {}).get("result"), now)
 
 
 def write_metrics(path, max_ages):
