@@ -291,8 +291,8 @@ def run(server=None, config=None):
             _write_json(_u("paths")(conf["dir"], name)["result"], results[name])
             log.log(logging.INFO if results[name]["ok"] else logging.ERROR, "restore drill of %s: %s", name,
                     "OK" if results[name]["ok"] else results[name]["reason"])  # fmt: skip
-    if not all(r["ok"] for r in results.values()):
-        __context__["retcode"] = 1
+    # Always set: cmd.run_all leaves the last command's exit code there (salt-call's, cron's).
+    __context__["retcode"] = 0 if all(r["ok"] for r in results.values()) else 1
     return results
 
 
