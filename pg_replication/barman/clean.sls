@@ -38,8 +38,8 @@ pg_replication-barman-receive-wal-clean-{{ server.name }}:
 
 {%- if salt['cmd.has_exec']('crontab') %}
 
-# Restore drills: their cron line, and their directory (configuration, results; no scratch
-# copy outlives a drill).
+# Restore drills: their cron line and configuration (their results stay, in Barman's home;
+# no scratch copy outlives a drill).
 pg_replication-barman-drill-cron-clean:
   cron.absent:
     - name: pg_replication_drill.run
@@ -56,7 +56,7 @@ pg_replication-barman-config-clean:
       - {{ pg.barman.config_dir }}/{{ server.name }}.conf
 {%- endfor %}
       - {{ pg.barman.home }}/.pgpass
-      - {{ pg.barman.home }}/pg_replication-drill
+      - {{ pg.barman.home }}/pg_replication-drill/drill.json
 {%- if pg.cloud_credentials %}
       - {{ pg.cloud_credentials }}
       - {{ pg.barman.cloud.backup_hook }}
