@@ -188,12 +188,12 @@ def health(server):
         nagios = _run_all(["check", "--nagios", server], json_output=False)
     except CommandExecutionError as exc:  # no barman command
         nagios, failure = None, failure or str(exc)
-    drill = __salt__["pg_replication_drill.health"](server) if "pg_replication_drill.health" in __salt__ else None
+    drill = __salt__["barman.drill_health"](server) if "barman.drill_health" in __salt__ else None
     return _with_drill(_nagios_health(server, nagios, checks, failure), drill)
 
 
 def _with_drill(health_, drill):
-    """:func:`health` with the last restore drill's (``pg_replication_drill.health``: None when
+    """:func:`health` with the last restore drill's (``barman.drill_health``: None when
     no drill is configured): a failed drill, or none recorded though drills are scheduled,
     makes it CRITICAL, its message on the line (pure)."""
     if drill is None:

@@ -57,9 +57,9 @@ def metrics(max_ages):
 
 def _drill_samples(server, now):
     """The last restore drill's gauges (pg_replication_drill), if drills are configured."""
-    if "pg_replication_drill.last" not in __salt__:
+    if "barman.drill_last" not in __salt__:
         return []
-    found = __salt__["pg_replication_drill.last"](server)
+    found = __salt__["barman.drill_last"](server)
     return __utils__["pg_replication_drill.metrics"](server, (found or {}).get("result"), now)
 
 

@@ -9,7 +9,7 @@ a scratch directory under Barman's home, starts it on a private port with no TCP
 checks it (it reaches the end of its WAL or the target and leaves recovery; ``pg_amcheck`` on
 the catalog and the pillar's tables), records the result and the measured restore time (RTO)
 in a JSON file, and always removes the scratch copy. The module is
-``_modules/pg_replication_drill.py``.
+``_modules/barman_drill.py``.
 
 Functions append ``"pillar:key: message"`` to ``errors`` for each fault. Pure logic; runs on
 the minion's Python (3.9 on Debian 11).
@@ -102,7 +102,7 @@ def plan_drill(barman, servers, errors):
         errors.append(f"{KEY}: there is no Barman server to drill")
     drill["cron"] = cron_fields(drill["schedule"])
     # After salt-call (the state picks the one beside the minion's Python): no pillar needed.
-    drill["command"] = syntax.shell_words(["--local", "--out=quiet", "--log-level=quiet", "pg_replication_drill.run",
+    drill["command"] = syntax.shell_words(["--local", "--out=quiet", "--log-level=quiet", "barman.drill",
                                            f"config={drill['config']}"])  # fmt: skip
     drill["identifier"] = CRON_IDENTIFIER
     # The server binaries (pg_ctl, postgres) of each backed-up major version.

@@ -42,7 +42,7 @@ pg_replication-barman-receive-wal-clean-{{ server.name }}:
 # no scratch copy outlives a drill).
 pg_replication-barman-drill-cron-clean:
   cron.absent:
-    - name: pg_replication_drill.run
+    - name: barman.drill
     - identifier: pg_replication-barman-drill
     - user: root
     - require_in:

@@ -54,7 +54,7 @@ pg_replication-barman-drill-cron:
 
 pg_replication-barman-drill-cron:
   cron.absent:
-    - name: pg_replication_drill.run
+    - name: barman.drill
     - identifier: pg_replication-barman-drill
     - user: root
 {%- endif %}

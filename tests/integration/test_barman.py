@@ -201,7 +201,7 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         mode = backup.run(["stat", "-c", "%U %G %a", DRILL_DIR]).stdout.split()
         assert mode == ["barman", "barman", "750"]
 
-        ret = converged.salt("pg_replication_drill.run", SERVER, target="backup", timeout=600)
+        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
         assert ret.returncode == 0, ret.stdout
         result = ret.data[SERVER]
         assert result["ok"], result
@@ -217,7 +217,7 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
 
         # What cron runs: the command of root's cron line, in cron's environment.
         crontab = backup.run(["crontab", "-l", "-u", "root"]).stdout.splitlines()
-        (line,) = [x for x in crontab if "pg_replication_drill.run" in x and not x.startswith("#")]
+        (line,) = [x for x in crontab if "barman.drill" in x and not x.startswith("#")]
         assert line.startswith("59 23 31 12 * ")
         run = backup.run(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", "SHELL=/bin/sh", "sh", "-c",
                           line.split(None, 5)[5]], check=False)  # fmt: skip
@@ -232,7 +232,7 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         data = f"/var/lib/barman/{SERVER}/base/{corrupt}/data"
         victim = backup.run(["sh", "-c", f"ls -S {data}/base/1/* | head -n 1"]).stdout.strip()
         backup.run(["sh", "-c", f"printf 'DRILL-CORRUPTION' | dd of={victim} bs=1 seek=100 conv=notrunc status=none"])
-        ret = converged.salt("pg_replication_drill.run", SERVER, target="backup", timeout=600)
+        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
         assert ret.returncode != 0
         failed = drill_result(converged)
         assert (failed["ok"], failed["backup_id"]) == (False, corrupt), failed

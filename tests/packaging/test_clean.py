@@ -109,7 +109,8 @@ def test_clean_stops_pgbouncer_and_removes_its_files_beside_barman(formula, exam
     assert ini["onlyif"] == [{"fun": "file.contains", "path": "/etc/pgbouncer/pgbouncer.ini",
                               "text": "Managed by Salt (pg_replication)"}]  # fmt: skip
     assert "pg_replication-barman-config-clean" in rendering.states  # Barman's clean too
-    assert not any(p.startswith("/var/lib/barman/") and p != "/var/lib/barman/.pgpass" for p in paths)
+    barman_files = ("/var/lib/barman/.pgpass", "/var/lib/barman/pg_replication-drill/drill.json")
+    assert not any(p.startswith("/var/lib/barman/") and p not in barman_files for p in paths)
     assert (
         "pg_replication-pooler-service-clean"
         not in formula("master", example_pillar, sls="pg_replication.clean").states

@@ -122,7 +122,7 @@ def test_a_reused_check_is_the_jobs_last_unless_a_command_since_may_have_changed
 
 
 def test_a_failed_or_missing_drill_is_critical_and_a_good_one_is_reported(barman_module):
-    """A restore drill (pg_replication_drill.health's answer) on top of Barman's answer."""
+    """A restore drill (barman.drill_health's answer) on top of Barman's answer."""
     ok = barman_module._nagios_health("db", nagios("BARMAN OK - Ready to serve the Espresso backup for db\n", 0), {})
     assert barman_module._with_drill(ok, None) == ok
     good = {"code": 0, "message": "restore drill of db OK 60s ago, backup b2, RTO 12.3s", "result": {"ok": True}}

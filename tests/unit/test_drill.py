@@ -34,8 +34,7 @@ def test_a_drill_is_completed_with_its_files_cron_and_server_binaries(plan_mod, 
     assert drill["dir"] == "/var/lib/barman/pg_replication-drill"
     assert drill["cron"] == {"minute": "30", "hour": "4", "daymonth": "*", "month": "*", "dayweek": "0"}
     assert drill["command"] == (
-        "--local --out=quiet --log-level=quiet pg_replication_drill.run"
-        " config=/var/lib/barman/pg_replication-drill/drill.json"
+        "--local --out=quiet --log-level=quiet barman.drill config=/var/lib/barman/pg_replication-drill/drill.json"
     )
     assert drill["pkgs"] == ["postgresql-15"]
     assert drill["file"]["servers"] == {
@@ -135,19 +134,19 @@ def test_metrics_of_a_drill(drill):
 
 
 def test_the_module_reads_the_configuration_and_the_last_result(drill, tmp_path):
-    """pg_replication_drill.last / .health on files as a drill leaves them (the module's
+    """barman.drill_last / .health on files as a drill leaves them (the module's
     own code, its Salt dunders given the pure module's functions)."""
     import json  # pylint: disable=import-outside-toplevel
 
-    module = load_file("pg_replication_drill_module", REPO_ROOT / "_modules/pg_replication_drill.py")
+    module = load_file("barman_drill_module", REPO_ROOT / "_modules/barman_drill.py")
     module.__utils__ = {f"pg_replication_drill.{name}": getattr(drill, name) for name in dir(drill)}
     config = tmp_path / "drill.json"
     config.write_text(json.dumps({"dir": str(tmp_path), "schedule": "0 4 * * *", "servers": {"db": {}}}))
-    assert module.last("other", config=str(config)) is None
-    assert module.last("db", config=str(config)) == {"scheduled": True, "result": None}
-    assert module.health("db", config=str(config))["code"] == 2  # scheduled, none recorded
+    assert module.drill_last("other", config=str(config)) is None
+    assert module.drill_last("db", config=str(config)) == {"scheduled": True, "result": None}
+    assert module.drill_health("db", config=str(config))["code"] == 2  # scheduled, none recorded
     recorded = drill.result("db", True, None, "b1", rto=3.0, now=NOW)
     (tmp_path / "db.result.json").write_text(json.dumps(recorded))
-    health = module.health("db", config=str(config))
+    health = module.drill_health("db", config=str(config))
     assert (health["code"], health["result"]) == (0, recorded)
-    assert module.last("db", config=str(tmp_path / "none.json")) is None
+    assert module.drill_last("db", config=str(tmp_path / "none.json")) is None

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Restore drills on the backup host (``pg_replication:barman:drill``): restore the latest DONE
-backup of each Barman server into a scratch directory, verify it, start it on a private port
-with a time limit, check it, record the result and the restore time (RTO), and remove the
-copy, always. Barman's backups are only read (``barman recover`` copies out of them).
+"""Restore drills on the backup host (``pg_replication:barman:drill``), part of the ``barman``
+execution module: restore the latest DONE backup of each Barman server into a scratch
+directory, verify it, start it on a private port with a time limit, check it, record the
+result and the restore time (RTO), and remove the copy, always. Barman's backups are only
+read (``barman recover`` copies out of them).
 
 Everything a drill needs is in the configuration file the formula writes
 (``<barman home>/pg_replication-drill/drill.json``): cron runs drills with ``salt-call
@@ -25,7 +26,7 @@ from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 
-__virtualname__ = "pg_replication_drill"
+__virtualname__ = "barman"
 BARMAN_USER = "barman"
 
 
@@ -254,7 +255,7 @@ def _one(server, conf, spec):
     )
 
 
-def run(server=None, config=None):
+def drill(server=None, config=None):
     """
     Run a restore drill of ``server`` (default: every server of the drill's configuration) now:
     restore its latest DONE backup (``barman recover``; with ``target`` a point in time, the
@@ -271,8 +272,8 @@ def run(server=None, config=None):
 
     .. code-block:: bash
 
-        salt backup pg_replication_drill.run
-        salt backup pg_replication_drill.run master-streaming
+        salt backup barman.drill
+        salt backup barman.drill master-streaming
     """
     conf = _load_config(config)
     servers = [server] if server else sorted(conf["servers"])
@@ -296,7 +297,7 @@ def run(server=None, config=None):
     return results
 
 
-def last(server, config=None):
+def drill_last(server, config=None):
     """
     The last recorded restore drill of ``server`` (its result file), or None; and whether
     drills are scheduled: ``{"scheduled": bool, "result": {...}|None}``; None if no drill is
@@ -306,7 +307,7 @@ def last(server, config=None):
 
     .. code-block:: bash
 
-        salt backup pg_replication_drill.last master-streaming
+        salt backup barman.drill_last master-streaming
     """
     try:
         conf = _load_config(config)
@@ -321,7 +322,7 @@ def last(server, config=None):
     return {"scheduled": bool(conf.get("schedule")), "result": recorded}
 
 
-def health(server, config=None):
+def drill_health(server, config=None):
     """
     What the last restore drill of ``server`` means for monitoring: ``{"code": 0|2,
     "message": ..., "result": ...}`` (2, CRITICAL: the drill failed, or drills are scheduled
@@ -331,9 +332,9 @@ def health(server, config=None):
 
     .. code-block:: bash
 
-        salt backup pg_replication_drill.health master-streaming
+        salt backup barman.drill_health master-streaming
     """
-    found = last(server, config)
+    found = drill_last(server, config)
     if found is None:
         return None
     code, message = _u("health")(server, found["scheduled"], found["result"], time.time())
