@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 # lab, in one worker. PYTEST_JOBS=0 runs everything in one process.
 PYTEST_JOBS ?= 2
 
-.PHONY: demo test lint unit functional integration bench bench-quick docs deps venv clean-lab
+.PHONY: demo test lint unit functional integration bench bench-quick plot-switchover docs deps venv clean-lab
 
 demo: deps venv  ## bring up the lab, apply the highstate, show the reference scenario
 	$(PY) -m lab.demo --with-backup
@@ -47,6 +47,10 @@ bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and An
 # once, no lab); the document is left alone.
 bench-quick: deps venv
 	$(PY) bench/run.py --quick --only roles_slots --no-write
+
+# Not part of `make test`: a lab run (about 6 minutes) redrawing the README's switchover plot.
+plot-switchover: deps venv  ## a switchover and back as the lab's Prometheus saw it: docs/switchover-prometheus.png
+	$(PY) bench/switchover_plot.py
 
 deps:  ## Debian packages the lab and the tests use (apt-get only when one is missing)
 	bash lab/install-deps.sh

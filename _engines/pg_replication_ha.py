@@ -34,8 +34,10 @@ saltutil.sync_all``, then the master restarted, as for any engine):
 Events (tag ``salt/pg_replication/ha/<name>``): ``healthy``, ``primary_suspected``,
 ``primary_back``, ``no_majority``, ``primary_lost``, ``manual``, ``refused``,
 ``cooldown``, ``candidate_chosen``, ``promoted``, ``failover_failed``,
-``waiting_for_pillar``, ``no_cluster``. Watch them with ``salt-run state.event
-'salt/pg_replication/ha/*' pretty=True``.
+``waiting_for_pillar``, ``no_cluster``; with ``ha:auto_rejoin``, ``rejoining``,
+``rejoined``, ``rejoin_failed``, ``rejoin_refused`` (the former primary is rejoined through
+the runner's ``pg_replication.rejoin`` once the pillar makes it a standby and it is back,
+PostgreSQL down). Watch them with ``salt-run state.event 'salt/pg_replication/ha/*' pretty=True``.
 """
 
 import logging
@@ -127,14 +129,25 @@ class _Watch:
         return obs
 
     def failover(self, to):
+        return self._run("failover", to=to, fenced=True)
+
+    def rejoin(self, host):
+        return self._run("rejoin", host=host)
+
+    @staticmethod
+    def _run(operation, **kwarg):
+        """The runner's ``pg_replication.<operation>``: its return, or a failed one."""
         runner = salt.runner.RunnerClient(__opts__)
         try:
-            return runner.cmd("pg_replication.failover", kwarg={"to": to, "fenced": True}, print_event=False)
+            return runner.cmd(f"pg_replication.{operation}", kwarg=kwarg, print_event=False)
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
-            return {"result": False, "comment": f"failover failed: {exc}"}
+            return {"result": False, "comment": f"{operation} failed: {exc}"}
 
     def remember(self, decider, ha):
-        data = dict(decider.remembered(), mode=ha["mode"], updated=time.time())
+        # The timings decided with, and when: the runner's failover reads them to accept
+        # the watchdog's fence as proof (pg_replication_ha_proof).
+        timings = {k: ha[k] for k in ("check_interval", "fence_timeout", "fence_margin", "failover_timeout")}
+        data = dict(decider.remembered(), mode=ha["mode"], timings=timings, updated=time.time())
         __utils__["pg_replication_ha.write_state"](self.cachedir, data)
 
 
@@ -164,18 +177,35 @@ def start(tgt="*", topology_every=30):
             if cluster is not None:
                 obs = watch.observe(cluster, ha)
                 ha = obs["ha"]
-                now = time.time()
-                events, chosen = decider.step(now, obs)
-                if chosen:
-                    for name, data in events:
-                        watch.fire(name, data)
-                    watch.remember(decider, ha)
-                    ret = watch.failover(chosen)
-                    events = decider.failover_result(time.time(), ret, retry_after=ha["failover_timeout"])
-                    watch.topology(time.time(), force=True)
-                for name, data in events:
-                    watch.fire(name, data)
+                _decide(watch, decider, obs, ha)
+                _rejoin(watch, decider, obs, ha)
                 watch.remember(decider, ha)
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
             log.exception("pg_replication HA: this tick failed: %s", exc)
         time.sleep(max(0.2, float(ha["check_interval"]) - (time.time() - started)))
+
+
+def _decide(watch, decider, obs, ha):
+    """One tick's decision about the primary, and the failover when one is chosen."""
+    events, chosen = decider.step(time.time(), obs)
+    if chosen:
+        for name, data in events:
+            watch.fire(name, data)
+        watch.remember(decider, ha)
+        ret = watch.failover(chosen)
+        events = decider.failover_result(time.time(), ret, retry_after=ha["failover_timeout"])
+        watch.topology(time.time(), force=True)
+    for name, data in events:
+        watch.fire(name, data)
+
+
+def _rejoin(watch, decider, obs, ha):
+    """``ha:auto_rejoin``: the former primary rejoined once it is due."""
+    events, host = decider.rejoin_due(time.time(), obs)
+    for name, data in events:
+        watch.fire(name, data)
+    if host:
+        watch.remember(decider, ha)
+        for name, data in decider.rejoin_result(time.time(), host, watch.rejoin(host), ha["failover_timeout"]):
+            watch.fire(name, data)
+        watch.topology(time.time(), force=True)

@@ -1,16 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Barman's metrics for Prometheus (``pg_replication:monitoring``), from ``barman -f json``:
 per server, each ``barman check`` item, the backups by status, the last DONE backup's age
-and size, receive-wal running. A cron job of the backup host writes them to the node
-exporter's textfile directory (``salt-call --local barman.write_metrics``). Part of the
-``barman`` execution module.
+and size, receive-wal running, the last restore drill. A cron job of the backup host writes them to the node
+exporter's textfile directory with the formula's metrics script (the same functions,
+``_utils/pg_replication_barman_metrics.py``, without a Salt loader); ``barman.write_metrics``
+writes them the same way for whoever calls it. Part of the ``barman`` execution module.
 
 :depends: barman
 """
 
 import logging
-import os
-import tempfile
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -50,17 +49,17 @@ def metrics(max_ages):
     for server, max_age in sorted((max_ages or {}).items()):
         checks = _answer("check", server)
         backups = _answer("list_backups", server) if checks is not None else None
-        samples += utils["pg_replication_monitoring.server_samples"](server, checks, backups, int(max_age), now)
+        samples += utils["pg_replication_barman_metrics.server_samples"](server, checks, backups, int(max_age), now)
         samples += _drill_samples(server, now)
-    return utils["pg_replication_monitoring.barman_metrics"](samples, now)
+    return utils["pg_replication_barman_metrics.barman_metrics"](samples, now)
 
 
 def _drill_samples(server, now):
-    """The last restore drill's gauges (pg_replication_drill), if drills are configured."""
+    """The last restore drill's gauges (pg_replication:barman:drill), if drills are configured."""
     if "barman.drill_last" not in __salt__:
         return []
     found = __salt__["barman.drill_last"](server)
-    return __utils__["pg_replication_drill.metrics"](server, (found or {}).get("result"), now)
+    return __utils__["pg_replication_barman_metrics.drill_samples"](server, (found or {}).get("result"), now)
 
 
 def write_metrics(path, max_ages):
@@ -75,17 +74,4 @@ def write_metrics(path, max_ages):
 
         salt-call --local barman.write_metrics /tmp/barman.prom '{"master-streaming": 86400}'
     """
-    text = metrics(max_ages)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pg_replication-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return __utils__["pg_replication_barman_metrics.write_atomically"](path, metrics(max_ages))

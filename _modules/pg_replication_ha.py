@@ -7,6 +7,8 @@
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
+# pg_replication_fence.UNIT (Salt's loader packs functions only, not constants).
+WATCHDOG_UNIT = "pg_replication-watchdog.service"
 
 
 def __virtual__():
@@ -21,8 +23,9 @@ def health(**kwargs):
     ``timeline``, ``lsn`` (a standby's: received), its WAL ``receiver`` (``status``,
     ``sender_host``, ``last_msg_age``: seconds since it last heard its sender); when it
     does not, the ``error`` that said so. ``ha``: the ``pg_replication:ha`` pillar of this
-    minion. Connection keywords as every function of the module (``host``: the socket
-    directory, ``port``). No secret.
+    minion; on a primary, ``watchdog``: whether the self-fencing watchdog's unit is active
+    (None when that cannot be said). Connection keywords as every function of the module
+    (``host``: the socket directory, ``port``). No secret.
 
     CLI Example:
 
@@ -45,8 +48,18 @@ def health(**kwargs):
     except CommandExecutionError as exc:
         return dict(out, running=False, error=str(exc))
     out.update(running=True, receiver=receiver)
+    if not where["in_recovery"]:
+        out["watchdog"] = _watchdog_runs()
     out.update({key: where[key] for key in ("in_recovery", "timeline", "lsn")})
     return out
+
+
+def _watchdog_runs():
+    """Whether the watchdog's systemd unit is active (None: no way to ask, e.g. no systemd)."""
+    try:
+        return bool(__salt__["service.status"](WATCHDOG_UNIT))
+    except Exception:  # noqa: BLE001 - no service module or systemd: unknown  # pylint: disable=broad-except
+        return None
 
 
 def _query(statement, *args, **kwargs):

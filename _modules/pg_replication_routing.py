@@ -6,7 +6,10 @@ RECONNECT, RELOAD, SHOW) and its target; the lookup function PgBouncer's ``auth_
 calls. Part of ``pg_replication`` (see pg_replication.py).
 """
 
+import contextlib
 import ipaddress
+import json
+import os
 import select
 import time
 
@@ -145,17 +148,51 @@ def _admin_run(statement, port, socket_dir):
         conn.close()
 
 
+def _name(database):
+    return __utils__["pg_replication_routing.admin_name"](database)
+
+
+def _killed_file(port):
+    """Where the databases a bounded pause KILLed are kept until RESUME (a later job): a
+    killed database with no client left is an idle auto-database, which SHOW DATABASES no
+    longer lists, yet it stays paused and takes RESUME by name."""
+    return os.path.join(__opts__["cachedir"], "pg_replication", f"pooler-killed-{int(port)}.json")
+
+
+def _killed(port):
+    try:
+        with open(_killed_file(port), encoding="utf-8") as fh:
+            return [str(name) for name in json.load(fh)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _remember_killed(port, names):
+    path = _killed_file(port)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path + ".new", "w", encoding="utf-8") as fh:
+        json.dump(sorted(set(_killed(port)) | set(names)), fh)
+    os.replace(path + ".new", path)
+
+
 def _resume_all(port, socket_dir):
     """RESUME the pooler, and each database a bounded pause KILLed (KILL leaves it paused
-    on its own, which a plain RESUME does not end)."""
-    paused = __utils__["pg_replication_routing.paused_databases"](_admin_run("SHOW DATABASES", port, socket_dir))
+    on its own, which a plain RESUME does not end): those SHOW DATABASES lists as paused, and
+    those the pause remembered."""
+    listed = __utils__["pg_replication_routing.paused_databases"](_admin_run("SHOW DATABASES", port, socket_dir))
+    remembered = _killed(port)
     try:
         _admin_run("RESUME", port, socket_dir)
     except CommandExecutionError:
-        if not paused:  # not paused at all: say so
+        if not (listed or remembered):  # not paused at all: say so
             raise
-    for database in paused:
-        _admin_run(f"RESUME {database}", port, socket_dir)
+    for database in listed:
+        _admin_run(f"RESUME {_name(database)}", port, socket_dir)
+    for database in sorted(set(remembered) - set(listed)):
+        with contextlib.suppress(CommandExecutionError):  # resumed or dropped since
+            _admin_run(f"RESUME {_name(database)}", port, socket_dir)
+    if remembered:
+        os.remove(_killed_file(port))
     return "RESUME"
 
 
@@ -213,8 +250,10 @@ def pooler_pause(wait=5, port=6432, socket_dir="/var/run/postgresql", timeout=30
         # paused on its own, its clients disconnected), PAUSE again.
         _admin_run("RESUME", port, socket_dir)
         rows = _admin_run("SHOW POOLS", port, socket_dir)
-        for database in __utils__["pg_replication_routing.busy_databases"](rows):
-            _admin_run(f"KILL {database}", port, socket_dir)
+        busy = __utils__["pg_replication_routing.busy_databases"](rows)
+        _remember_killed(port, busy)  # before the KILLs: a RESUME must find each of them
+        for database in busy:
+            _admin_run(f"KILL {_name(database)}", port, socket_dir)
             killed.append(database)
         if not _pause(port, socket_dir, time.monotonic() + float(timeout)):
             _admin_run("RESUME", port, socket_dir)

@@ -19,15 +19,22 @@ Sync it and the shared ``_utils`` to the master first: ``salt-run saltutil.sync_
 """
 
 import functools
+import logging
 import time
 import types
 
 import salt.client
+import salt.utils.event
 from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "pg_replication"
 
 FORMULA = "pg_replication"
+# Fired on the master's bus the moment a standby is promoted, long before the runner returns
+# (the other members' highstates come after): a reactor can repoint clients or DNS at once.
+PROMOTED_TAG = "salt/pg_replication/promoted"
 
 
 def __virtual__():
@@ -92,6 +99,19 @@ def _apply(minion, change, limit=1800):
     if failed:
         raise CommandExecutionError(f"state.apply on {minion} failed: {'; '.join(failed)}")
     return sorted(s.get("__id__") for s in states.values() if s.get("changes"))
+
+
+def _promote(cluster, to, old, operation):
+    """Promote ``to`` (the old primary ``old`` is stopped or fenced), fire
+    ``salt/pg_replication/promoted`` on the master's bus, and return the step's line."""
+    timeline = _call(to, "pg_replication.promote", **cluster.conn(to))["timeline"]
+    data = {"operation": operation, "primary": to, "old_primary": old, "timeline": timeline}
+    try:
+        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+            bus.fire_event(data, PROMOTED_TAG)
+    except Exception as exc:  # noqa: BLE001 - a missed event must not fail a promotion  # pylint: disable=broad-except
+        log.warning("pg_replication: %s not fired: %s", PROMOTED_TAG, exc)
+    return f"promoted {to}: timeline {timeline}"
 
 
 def _lsn(text):
@@ -197,7 +217,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
     from the old primary to ``to`` (pg_replication_handover). ``test=True`` runs the checks
     and lists the steps only. Once ``to`` is promoted, a step that fails does not stop the
     others: ``to`` stays the writable primary, and the return lists what is ``left`` and the command that finishes it
-    (``salt-run pg_replication.follow primary=<to>``).
+    (``salt-run pg_replication.follow primary=<to>``). The moment ``to`` is promoted, the
+    event ``salt/pg_replication/promoted`` (``operation``, ``primary``, ``old_primary``,
+    ``timeline``) is on the master's bus, for a reactor that repoints what the formula does not.
 
     CLI Example:
 
@@ -226,7 +248,7 @@ def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_tim
             for slot in created:  # the primary runs again: leave the standby as it was
                 _call(to, "pg_replication.slot_drop", slot, **cluster.conn(to))
             raise
-        done.append(f"promoted {to}: timeline {_call(to, 'pg_replication.promote', **cluster.conn(to))['timeline']}")
+        done.append(_promote(cluster, to, old, "switchover"))
     except CommandExecutionError as exc:
         _pure("handover.resume")(cluster, _call, done)
         return _pure("checks.failure")("switchover", exc, done)
@@ -444,13 +466,18 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     primary, unless ``fence=True``: then it is stopped first. An old primary whose minion
     does not answer may be cut off and still take writes: refused while any standby reaches
     its PostgreSQL port, and unless the operator says it is stopped or powered off
-    (``fenced=True``); an unanswering minion alone never promotes. The old primary, when it comes
+    (``fenced=True``), or, with ``ha:mode: automatic``, the HA engine has seen it cut off from
+    the master and a majority of its peers long enough for its watchdog to have fenced it
+    (``fence_timeout + fence_margin + 2 * check_interval``); an unanswering minion alone
+    never promotes. The old primary, when it comes
     back, is refused by its own highstate; ``salt-run pg_replication.rejoin host=<it>``
     makes it a standby (after the pillar change this runner prints). Before the promotion,
     every connection to the chosen standby that the new topology needs is tried, as with
     the switchover; after it, a failing step leaves the rest to
     ``salt-run pg_replication.follow``. Every PgBouncer is repointed and RECONNECTed, and
     the ``vip`` added on the new primary (removed first from an old primary that answers).
+    The event ``salt/pg_replication/promoted`` is fired the moment the standby is promoted,
+    as with the switchover.
 
     CLI Example:
 
@@ -464,7 +491,8 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     started = time.monotonic()
     cluster, old = _start(tgt)
     reachable = _reaches(cluster, old) if old not in cluster.members else None
-    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable)
+    proof = _watchdog_proof(old) if reachable is not None and not fenced else None
+    checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable, proof)
     stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
@@ -474,9 +502,7 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
             _call(old, "service.stop", cluster.plan_of(old)["service_name"])
             done.append(f"stopped {old}")
         _create_member_slots(cluster, chosen, change, done)
-        done.append(
-            f"promoted {chosen}: timeline {_call(chosen, 'pg_replication.promote', **cluster.conn(chosen))['timeline']}"
-        )
+        done.append(_promote(cluster, chosen, old, "failover"))
         writable = time.monotonic() - started
     except CommandExecutionError as exc:
         return _pure("checks.failure")("failover", exc, done)
@@ -731,3 +757,10 @@ rejoin = _locked(rejoin)
 follow = _locked(follow)
 rolling_restart = _locked(rolling_restart)
 upgrade_minor = _locked(upgrade_minor)
+
+
+def _watchdog_proof(old):
+    """``(ok, detail)``: whether ``old``'s own watchdog has surely fenced it, from the HA
+    engine's state on this master (``pg_replication_ha_proof``)."""
+    state = __utils__["pg_replication_ha.read_state"](__opts__["cachedir"])
+    return _pure("ha_proof.watchdog_fenced")(state, old, time.time())

@@ -44,6 +44,23 @@ def check(tls, hosts, errors, warnings, now=None, roles=SERVER_ROLES, also=()):
             _check_pair(pair, host, ca, f"{KEY}:tls:hosts:{host_id}", errors, warnings, now, margin)
 
 
+def check_pooler_vip(tls, hosts, vip, errors):
+    """PgBouncer aimed at the VIP verifies (verify-full) whichever server holds it against
+    the VIP: every server's certificate must name it too."""
+    for host_id, pair in sorted((tls.get("hosts") or {}).items()):
+        host = hosts.get(str(host_id))
+        if not (host and host["role"] in SERVER_ROLES):
+            continue
+        cert = _certificate(pair.get("cert"), f"{KEY}:tls:hosts:{host_id}:cert", [])
+        fault = cert is not None and _names(cert, vip)
+        if fault:
+            errors.append(
+                f"{KEY}:pooler:target: vip with TLS: PgBouncer verifies the primary's certificate against"
+                f" the VIP, and {KEY}:tls:hosts:{host_id}:cert {fault}; add {vip} to every server's"
+                " subjectAltName or use target: primary"
+            )
+
+
 def _check_pair(pair, host, ca, key, errors, warnings, now, margin):
     cert = _certificate(pair.get("cert"), f"{key}:cert", errors)
     private_key = _private_key(pair.get("key"), f"{key}:key", errors)

@@ -179,17 +179,19 @@ def switchover_steps(cluster, old, to, change):
 # --------------------------------------------------------------------------- failover
 
 
-def failover(cluster, old, to=None, fence=False, fenced=False, reachable=None):
+def failover(cluster, old, to=None, fence=False, fenced=False, reachable=None, proof=None):
     """A failover away from ``old`` (to ``to``, or the candidate that received the most WAL):
     ``(checks, chosen, alive, change, steps)``; ``alive``: ``old`` still runs as a primary.
     ``reachable``, when ``old``'s minion did not answer: ``{standby: whether it reached
-    old's PostgreSQL port}``; ``fenced``: the operator says ``old`` is stopped or off."""
+    old's PostgreSQL port}``; ``fenced``: the operator says ``old`` is stopped or off;
+    ``proof``: ``(ok, detail)`` of ``pg_replication_ha_proof.watchdog_fenced``, whether its
+    own watchdog has surely fenced it."""
     checks = []
     alive = old in cluster.running_primaries()
     check(checks, f"the old primary {old} does not run as a primary", not alive or fence,
           "it runs: pass fence=True to stop it first" if alive else "down or unreachable")  # fmt: skip
     if old not in cluster.members:
-        unreachable(checks, old, fenced, reachable or {})
+        unreachable(checks, old, fenced, reachable or {}, proof)
     candidates = failover_candidates(cluster, old)
     chosen = to or (max(candidates, key=candidates.get) if candidates else None)
     check(checks, "a running standby to promote", chosen in candidates,
@@ -220,16 +222,24 @@ def port_reached(answer):
     return not (isinstance(ret, dict) and ret.get("result") is False)
 
 
-def unreachable(checks, old, fenced, reachable):
+def unreachable(checks, old, fenced, reachable, proof=None):
     """An old primary whose minion does not answer may be cut off and still take writes:
-    no standby may reach its PostgreSQL port, and the operator must say it is fenced."""
+    no standby may reach its PostgreSQL port, and it must be fenced: the operator says so,
+    or (``proof``) the HA engine measured it cut off long enough for its watchdog to fence
+    it."""
     reached = sorted(h for h, ok in reachable.items() if ok)
     check(checks, f"no standby reaches {old}'s PostgreSQL port", reachable and not reached,
           f"reached from {', '.join(reached)}: it runs" if reached else
           ("no standby answered" if not reachable else f"tried from {', '.join(sorted(reachable))}"))  # fmt: skip
-    check(checks, f"{old} is fenced (its minion does not answer)", fenced,
-          "the operator says so (fenced=True)" if fenced else
-          f"cut off, it may still take writes: stop or power off {old}, then pass fenced=True")  # fmt: skip
+    by_watchdog, why = proof or (False, None)
+    if fenced:
+        detail = "the operator says so (fenced=True)"
+    elif by_watchdog:
+        detail = why
+    else:
+        detail = f"cut off, it may still take writes: stop or power off {old}, then pass fenced=True"
+        detail += f"; not known fenced by its watchdog: {why}" if why else ""
+    check(checks, f"{old} is fenced (its minion does not answer)", fenced or by_watchdog, detail)
 
 
 def failover_candidates(cluster, old):

@@ -23,6 +23,7 @@ import shlex
 
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
 syntax = _sibling("pg_replication_syntax")
+_barman_metrics = _sibling("pg_replication_barman_metrics")
 KEY = "pg_replication:barman:drill"
 # The pillar's drill, completed: schedule null runs drills on demand only.
 DEFAULTS = {"schedule": None, "target": "latest", "tables": [], "timeout": 1800, "port": 54329}
@@ -253,12 +254,6 @@ def health(server, scheduled, recorded, now):
 
 
 def metrics(server, recorded, now):
-    """Prometheus samples ``(name, labels, value)`` of the last drill (none if none recorded)."""
-    if not recorded:
-        return []
-    labels = {"server": server}
-    samples = [("barman_drill_ok", labels, 1 if recorded.get("ok") else 0),
-               ("barman_drill_age_seconds", labels, int(now - (recorded.get("finished") or 0)))]  # fmt: skip
-    if recorded.get("rto_seconds") is not None:
-        samples.append(("barman_drill_rto_seconds", labels, recorded["rto_seconds"]))
-    return samples
+    """Prometheus samples ``(name, labels, value)`` of the last drill (none if none recorded):
+    ``pg_replication_barman_metrics.drill_samples``, which the metrics script also runs."""
+    return _barman_metrics.drill_samples(server, recorded, now)

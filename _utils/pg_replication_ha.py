@@ -25,15 +25,27 @@ States of the primary, as the master sees it:
 - ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
   received the most WAL) is chosen and the runner's ``failover`` runs with
   ``fenced=True``: the primary's watchdog has fenced it, since
-  ``failover_timeout >= fence_timeout + fence_margin + 2 * check_interval``.
+  ``failover_timeout >= fence_timeout + fence_margin + 2 * check_interval``. Only if that
+  watchdog was seen running on the primary's last healthy tick (its health answer's
+  ``watchdog``): with no watchdog (the pillar says automatic but the primary's highstate
+  has not run since, or it answered nothing about it) nothing fences the old primary, and
+  the engine refuses.
 - ``cooldown``: after a failover, nothing more is decided for ``ha:failover_cooldown``
   seconds, and not before the pillar names the promoted standby as the primary (the pillar
   stays the source of truth: the engine prints the change, the operator commits it).
 
+Beside those states, with ``ha:auto_rejoin``: the former primary of a failover is rejoined
+(the runner's ``rejoin``: stopped if it runs, pg_rewind, a standby of the new primary) once
+the pillar makes it a standby, its minion answers and its PostgreSQL is down (fenced by its
+watchdog, or dead). One running as a primary is never rejoined automatically: its writes
+after the failover would be discarded (``rejoin_refused``). A failed rejoin is tried again
+after ``ha:failover_timeout`` seconds. Until then the former primary stays down.
+
 Each change of state or of its reason is one event (``salt/pg_replication/ha/<name>``):
 ``primary_suspected``, ``primary_back``, ``no_majority``, ``primary_lost``, ``manual``,
-``refused`` (no eligible candidate), ``cooldown``, ``candidate_chosen``, ``promoted``,
-``failover_failed``, ``waiting_for_pillar``, ``healthy``.
+``refused`` (no eligible candidate, or no watchdog seen on the primary), ``cooldown``,
+``candidate_chosen``, ``promoted``, ``failover_failed``, ``waiting_for_pillar``, ``healthy``;
+with ``ha:auto_rejoin``: ``rejoining``, ``rejoined``, ``rejoin_failed``, ``rejoin_refused``.
 """
 
 HEALTHY = "healthy"
@@ -134,12 +146,19 @@ class Decider:
         self.lost_since = None
         self.agreed_since = None  # the first tick of the peers' continuous agreement
         self.eligible = None  # {standby: lag} on the last healthy tick; None: never seen healthy
+        # Whether the primary's watchdog ran on its last healthy tick (its health answer's
+        # ``watchdog``; None: not said). Recorded for the runner's failover, which accepts
+        # the watchdog's fence as proof only when it was seen running.
+        self.watchdog = None
         self.last_failover = remembered.get("last_failover")
         self.promoted = remembered.get("promoted")
         self.retry_at = None
         self.chosen = None
         self.started = now
         self.last_decision = remembered.get("last_decision")
+        # The former primary of the last failover, until it is rejoined (ha:auto_rejoin).
+        self.rejoin = remembered.get("rejoin")
+        self.rejoin_retry_at = None
         self._said = set()
         if self.promoted:
             self.state, self.reason = COOLDOWN, "remembered"
@@ -162,11 +181,12 @@ class Decider:
         primary = obs["primary"]
         if primary != self.primary:
             self.primary, self.lost_since, self.eligible, self.retry_at = primary, None, None, None
-            self.agreed_since = None
+            self.agreed_since, self.watchdog = None, None
         servers = obs["servers"]
         server = servers.get(primary)
         if primary_ok(server):
             self.eligible = eligibility(server, servers, obs["standbys"], ha["max_lag_on_failover"])
+            self.watchdog = server.get("watchdog")
             was = self.state
             self.lost_since, self.retry_at, self.agreed_since = None, None, None
             if was != HEALTHY:
@@ -239,6 +259,10 @@ class Decider:
             )
             self._say(events, now, "refused", dict(detail, comment=f"no eligible candidate: {why}"))
             return None
+        if self.watchdog is not True:
+            why = "the primary's watchdog was not seen running on its last healthy check: nothing fences it"
+            self._say(events, now, "refused", dict(detail, comment=f"{why} (apply the highstate on every server)"))
+            return None
         self.chosen = max(sorted(candidates), key=candidates.get)
         self._move(
             events, now, PROMOTING, "candidate_chosen", dict(detail, candidate=self.chosen, candidates=candidates)
@@ -254,15 +278,57 @@ class Decider:
         detail = {"primary": self.primary, "candidate": self.chosen, "comment": ret.get("comment"),
                   "pillar_change": ret.get("pillar_change"), "left": ret.get("left")}  # fmt: skip
         if ret.get("result") is True:
-            self.promoted, self.last_failover = self.chosen, now
+            self.promoted, self.last_failover, self.rejoin = self.chosen, now, self.primary
             self._move(events, now, COOLDOWN, "promoted", detail)
         elif "refused, nothing changed" in str(ret.get("comment")):
             self.retry_at = now + retry_after
             self._move(events, now, LOST, "failover_failed", detail)
         else:
             # Something changed (the candidate may be promoted): no second try by itself.
-            self.promoted, self.last_failover = self.chosen, now
+            self.promoted, self.last_failover, self.rejoin = self.chosen, now, self.primary
             self._move(events, now, COOLDOWN, "failover_failed", detail)
+        return events
+
+    def rejoin_due(self, now, obs):
+        """``(events, host)``: the former primary to rejoin now (``ha:auto_rejoin``), or
+        None. Only once the pillar makes it a standby of another primary, its minion
+        answers, and its PostgreSQL is down."""
+        events, host = [], self.rejoin
+        if not host or self.state == PROMOTING or not obs["ha"].get("auto_rejoin"):
+            return events, None
+        if obs["primary"] == host or host not in obs.get("peers", obs["standbys"]):
+            return events, None  # the pillar does not make it a standby yet (waiting_for_pillar)
+        server = obs["servers"].get(host)
+        if server is None:
+            return events, None  # not back
+        if server.get("running"):
+            if server.get("in_recovery"):
+                self.rejoin = None  # a standby already: rejoined by hand
+                return events, None
+            self._say(events, now, "rejoin_refused", {
+                "host": host, "primary": obs["primary"],
+                "comment": f"{host} runs as a primary: its writes since the failover would be discarded;"
+                           f" check them, then `salt-run pg_replication.rejoin host={host}`"})  # fmt: skip
+            return events, None
+        if self.rejoin_retry_at is not None and now < self.rejoin_retry_at:
+            return events, None
+        self._say(events, now, "rejoining", {"host": host, "primary": obs["primary"]})
+        return events, host
+
+    def rejoin_result(self, now, host, ret, retry_after):
+        """What the runner's ``rejoin`` of ``host`` returned: ``rejoined``, or
+        ``rejoin_failed`` and another try after ``retry_after`` seconds."""
+        events = []
+        ret = ret if isinstance(ret, dict) else {"result": False, "comment": str(ret)}
+        detail = {"host": host, "comment": ret.get("comment"), "rejoin": ret.get("rejoin")}
+        if ret.get("result") is True:
+            self.rejoin, self.rejoin_retry_at = None, None
+            self._said.discard("rejoining")
+            self._say(events, now, "rejoined", detail)
+        else:
+            self.rejoin_retry_at = now + retry_after
+            self._said.difference_update({"rejoining", "rejoin_failed"})
+            self._say(events, now, "rejoin_failed", detail)
         return events
 
     def _cooldown_over(self, now, obs, ha, events):
@@ -301,9 +367,13 @@ class Decider:
             "reason": self.reason,
             "primary": self.primary,
             "lost_since": self.lost_since,
+            # The runner's failover reads these two (pg_replication_ha_proof).
+            "agreed_since": self.agreed_since,
+            "watchdog": self.watchdog,
             "eligible": self.eligible,
             "last_failover": self.last_failover,
             "promoted": self.promoted,
+            "rejoin": self.rejoin,
             "last_decision": self.last_decision,
         }
 

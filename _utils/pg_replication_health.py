@@ -25,7 +25,11 @@ def server_items(status, error=None):
         name = row.get("application_name") or str(row.get("pid"))
         items[f"streaming:{name}"] = row.get("state") == "streaming"
     # The standbys that stream through a slot but are gone: their slot is inactive.
-    for slot in status.get("slots") or []:
+    # (pg_replication.slots answers {slot_name: row}; a list of rows with slot_name too.)
+    slots = status.get("slots") or []
+    if isinstance(slots, dict):
+        slots = [dict(row, slot_name=name) for name, row in slots.items() if isinstance(row, dict)]
+    for slot in slots:
         name = slot.get("slot_name") if isinstance(slot, dict) else None
         if name and slot.get("slot_type", "physical") == "physical":
             items[f"slot_active:{name}"] = bool(slot.get("active"))

@@ -16,10 +16,14 @@ import runpy
 
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
 schema = _sibling("pg_replication_schema")
+_barman_metrics = _sibling("pg_replication_barman_metrics")
 
 KEY = f"{schema.KEY}:monitoring"
 # Barman's metrics file, in the node exporter's textfile directory.
-BARMAN_METRICS_FILE = "pg_replication-barman.prom"
+BARMAN_METRICS_FILE = _barman_metrics.METRICS_FILE
+# The backup host's metrics script (pg_replication/monitoring/files/barman-metrics.py), with
+# the metric code it loads (_utils/pg_replication_barman_metrics.py) beside it.
+BARMAN_METRICS_SCRIPT = "/usr/local/lib/pg_replication/barman-metrics"
 # The hosts that run an exporter (a server's postgres_exporter, a backup host's node_exporter).
 EXPORTER_ROLES = ("primary", "standby", "barman")
 # monitoring:tls's files, in monitoring:tls_dir: this host's certificate and key (an
@@ -120,6 +124,7 @@ def minion(config, hosts, me, downstream, barman_servers):
             if me["role"] == "barman"
             else {},
             "barman_metrics_file": BARMAN_METRICS_FILE,
+            "barman_metrics_script": BARMAN_METRICS_SCRIPT,
             # monitoring:tls's files (None: plain http).
             "tls_files": tls_files(monitoring),
         }
@@ -128,72 +133,14 @@ def minion(config, hosts, me, downstream, barman_servers):
 
 
 # --------------------------------------------------------------------------- Barman's metrics
-
-
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _sample(name, labels, value):
-    pairs = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
-    return f"{name}{{{pairs}}} {float(value):.17g}" if pairs else f"{name} {float(value):.17g}"
-
-
-BARMAN_HELP = {
-    "barman_up": "1 if barman answered for the server (its check ran).",
-    "barman_check_ok": "1 if the barman check item passes, 0 if it fails.",
-    "barman_checks_failed": "Number of failed barman check items.",
-    "barman_backups": "Number of the server's backups in each status.",
-    "barman_last_backup_age_seconds": "Seconds since the end of the last DONE backup.",
-    "barman_last_backup_size_bytes": "Size of the last DONE backup.",
-    "barman_drill_ok": "1 if the last restore drill of the server passed, 0 if it failed.",
-    "barman_drill_age_seconds": "Seconds since the last restore drill of the server ended.",
-    "barman_drill_rto_seconds": "Seconds the last passed restore drill took to restore and open the copy (RTO).",
-    "barman_backup_max_age_seconds": "The pillar's backup_max_age: the last DONE backup must be younger.",
-    "barman_receive_wal_running": "1 if receive-wal runs for the server.",
-    "barman_metrics_timestamp_seconds": "When these metrics were written.",
-}
-
-
-def _end_time(backup):
-    """A backup's end as a timestamp (Barman's JSON ``end_time_timestamp``), or None."""
-    try:
-        return float(backup["end_time_timestamp"])
-    except (KeyError, TypeError, ValueError):
-        return None
+# (_utils/pg_replication_barman_metrics.py: standalone, the backup host's metrics script runs it)
 
 
 def server_samples(server, checks, backups, max_age, now):
-    """One Barman server's samples ``[(name, labels, value)]`` from ``barman check``'s
-    items (None: barman did not answer) and ``list-backups``' entries."""
-    labels = {"server": server}
-    samples = [("barman_up", labels, 0 if checks is None else 1), ("barman_backup_max_age_seconds", labels, max_age)]
-    if checks is not None:
-        for item, result in sorted(checks.items()):
-            ok = 1 if (result or {}).get("status") == "OK" else 0
-            samples.append(("barman_check_ok", dict(labels, check=item), ok))
-        samples.append(("barman_checks_failed", labels, sum(1 for _, _, v in samples[2:] if v == 0)))
-        running = (checks.get("receive_wal_running") or {}).get("status") == "OK"
-        samples.append(("barman_receive_wal_running", labels, 1 if running else 0))
-    statuses = {}
-    for backup in backups or []:
-        statuses[backup.get("status", "UNKNOWN")] = statuses.get(backup.get("status", "UNKNOWN"), 0) + 1
-    for status in sorted(set(statuses) | {"DONE"}):
-        samples.append(("barman_backups", dict(labels, status=status), statuses.get(status, 0)))
-    done = [(_end_time(b), b) for b in backups or [] if b.get("status") == "DONE"]
-    done = [(end, b) for end, b in done if end is not None]
-    if done:
-        end, last = max(done, key=lambda pair: pair[0])
-        samples.append(("barman_last_backup_age_seconds", labels, max(0.0, now - end)))
-        samples.append(("barman_last_backup_size_bytes", labels, last.get("size_bytes") or 0))
-    return samples
+    """One Barman server's samples (``pg_replication_barman_metrics.server_samples``)."""
+    return _barman_metrics.server_samples(server, checks, backups, max_age, now)
 
 
 def barman_metrics(samples, now):
-    """The text a textfile collector reads: ``# HELP``/``# TYPE`` and samples per metric."""
-    lines, by_name = [], {}
-    for name, labels, value in samples + [("barman_metrics_timestamp_seconds", {}, now)]:
-        by_name.setdefault(name, []).append(_sample(name, labels, value))
-    for name in sorted(by_name):
-        lines += [f"# HELP {name} {BARMAN_HELP.get(name, name)}", f"# TYPE {name} gauge", *by_name[name]]
-    return "\n".join(lines) + "\n"
+    """The textfile collector's text (``pg_replication_barman_metrics.barman_metrics``)."""
+    return _barman_metrics.barman_metrics(samples, now)

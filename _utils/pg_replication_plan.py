@@ -110,6 +110,8 @@ def _cluster(config, hosts, errors):
         # A pooler's certificate is checked like a server's (PgBouncer serves TLS with it).
         pooler_ids = [p["id"] for p in clients["poolers"]]
         certs.check(config["tls"], hosts, errors, warnings, roles=monitoring.tls_roles(config), also=pooler_ids)
+        if pooler_ids and clients["target"] == "vip" and clients["vip"]:
+            certs.check_pooler_vip(config["tls"], hosts, clients["vip"], errors)
     backup, barman_servers = barman.plan_barman(config, hosts, primary, errors, tls_on)
     topology.check_slots(hosts, barman_servers, errors)
     restore_command = barman.restore_command(config, backup, barman_servers, errors)

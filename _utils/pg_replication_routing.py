@@ -201,20 +201,25 @@ def admin_statement(command):
     return verb if len(words) == 1 else None
 
 
+def admin_name(name):
+    """A database's name as the admin console takes it whatever it holds: double-quoted,
+    its quotes doubled (PgBouncer's admin.c unquotes such a word)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 def busy_databases(pools):
     """The databases (SHOW POOLS ``pools``) whose pools still hold a server connection
     linked to a client (a running transaction; in pool_mode session, a connected client):
-    what a PAUSE still waits for. The admin console's own is never one; a name the admin
-    console could not take unquoted is left out (the PAUSE then waits for it)."""
+    what a PAUSE still waits for. The admin console's own is never one."""
     names = {str(row.get("database")) for row in pools or () if int(row.get("sv_active") or 0) > 0}
-    return sorted(n for n in names if n != "pgbouncer" and _PLAIN_NAME.match(n))
+    return sorted(n for n in names if n != "pgbouncer")
 
 
 def paused_databases(databases):
     """The databases (SHOW DATABASES ``databases``) paused on their own (a KILL leaves a
     database so): what RESUME must name besides the pooler's own pause."""
     names = {str(row.get("name")) for row in databases or () if int(row.get("paused") or 0)}
-    return sorted(n for n in names if n != "pgbouncer" and _PLAIN_NAME.match(n))
+    return sorted(n for n in names if n != "pgbouncer")
 
 
 def lookup_statements(auth_user):

@@ -99,6 +99,51 @@ class BootedHost(Host):
         """The command line that runs ``cmd`` inside the container (all its namespaces)."""
         return ["nsenter", "-t", str(self.pid1), "-a", "--", *cmd]
 
+    def freeze_unit(self, unit, timeout=20):
+        """SIGSTOP every process of ``unit`` and return once all of them are stopped, and no
+        new one appeared meanwhile. ``systemctl kill`` does not do it on a legacy cgroup
+        hierarchy: it exits 1 and misses processes. A process is the unit's when its
+        /proc/PID/cgroup names the unit's control group (read from cgroup.procs, processes
+        outside the container's PID namespace show as 0, and ``kill -STOP 0`` once stopped
+        the test's own process group). Undo with :meth:`kill_unit`."""
+        self._signal_unit(unit, "STOP", timeout)
+
+    def kill_unit(self, unit, timeout=20):
+        """SIGKILL every process of ``unit`` (stopped ones too) and wait until none is left."""
+        self._signal_unit(unit, "KILL", timeout)
+
+    def _signal_unit(self, unit, sig, timeout):
+        script = r"""
+cg=$(systemctl show -p ControlGroup --value "$1")
+case "$cg" in /*."service") ;; *) echo "no control group for $1: '$cg'" >&2; exit 1 ;; esac
+unit_pids() {
+  for dir in /proc/[1-9]*; do
+    grep -qs ":$cg\$" "$dir/cgroup" && echo "${dir#/proc/}"
+  done
+}
+end=$(( $(date +%s) + $3 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  pids=$(unit_pids)
+  if [ -z "$pids" ]; then
+    [ "$2" = KILL ] && exit 0
+    echo "no process of $1" >&2; exit 1
+  fi
+  for p in $pids; do [ "$p" -gt 1 ] && kill "-$2" "$p" 2>/dev/null; done
+  sleep 0.1
+  running=
+  for p in $pids; do
+    state=$(awk '/^State:/ {print $2}' "/proc/$p/status" 2>/dev/null) || continue
+    case "$state" in T|t|"") ;; *) running="$running $p" ;; esac
+  done
+  [ "$2" = STOP ] && [ -z "$running" ] && [ "$(unit_pids)" = "$pids" ] && exit 0
+done
+echo "$1: processes left after $3 s: $(unit_pids | tr '\n' ' ')" >&2
+exit 1
+"""
+        res = self.run(["sh", "-c", script, sig, unit, sig, str(timeout)], check=False, start_new_session=True)
+        if res.returncode:
+            raise RuntimeError(f"{self.name}: SIG{sig} to {unit} failed: {res.stderr.strip()}")
+
     def poweroff(self, timeout=60):
         """Shut the machine down cleanly (``systemctl poweroff``) and wait for it."""
         self.run(["systemctl", "poweroff"], check=False)

@@ -4,6 +4,7 @@ Only addresses the lab creates itself (on its own bridge, in its own namespaces)
 """
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import os
@@ -43,6 +44,8 @@ def worker_slot():
 def worker_slots_base():
     """The pytest-xdist workers' prefix and first subnet octet (``PGR_LAB_WORKER_SLOTS``)."""
     prefix, _, octet = os.environ.get("PGR_LAB_WORKER_SLOTS", "pgw:20").partition(":")
+    if not 0 < len(prefix) <= 8:
+        raise ValueError(f"PGR_LAB_WORKER_SLOTS: prefix {prefix!r} must be 1 to 8 characters (network link names)")
     return prefix, int(octet)
 
 
@@ -85,11 +88,20 @@ class Host:
     @property
     def veth(self):
         """The machine's end of the host's veth pair (on the bridge)."""
-        return f"{self.netns}-h"[:15]
+        return self._link_name("h")
+
+    def _link_name(self, end):
+        """``<netns>-<end>``, or where that passes Linux's 15 characters, the lab's prefix
+        and a digest of the host's name (cut short, "standby2" and "standby3" would meet)."""
+        name = f"{self.netns}-{end}"
+        if len(name) <= 15:
+            return name
+        digest = hashlib.sha1(self.name.encode()).hexdigest()[: 15 - len(self.lab.prefix) - 2]  # noqa: S324
+        return f"{self.lab.prefix}-{digest}{end}"
 
     def _network_up(self):
         """The host's network namespace, with eth0 on the lab's bridge."""
-        veth_host, veth_ns = self.veth, f"{self.netns}-n"[:15]
+        veth_host, veth_ns = self.veth, self._link_name("n")
         _ip("netns", "add", self.netns)
         _ip("link", "add", veth_host, "type", "veth", "peer", "name", veth_ns)
         _ip("link", "set", veth_ns, "netns", self.netns)

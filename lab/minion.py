@@ -3,6 +3,21 @@
 import pathlib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# What a salt-master serves of the checkout: the formula and the custom modules, nothing else
+# (a file_roots of the whole checkout would make every file listing walk .venv and .git).
+FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners", "_beacons", "_engines")
+
+
+def formula_tree(directory):
+    """``directory`` made a file root serving this checkout's formula and custom modules
+    (symlinks); returns it."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in FORMULA_DIRS:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(REPO_ROOT / name)
+    return directory
 
 
 def masterless_options(root, minion_id, **overrides):

@@ -18,8 +18,8 @@ from saltfactories.daemons.minion import SaltMinion
 
 from lab import gitfs as lab_gitfs
 from lab.hosts import REPO_ROOT
+from lab.minion import formula_tree
 
-FORMULA_DIRS = ("pg_replication", "_modules", "_states", "_utils", "_runners", "_beacons", "_engines")
 TOP = "base:\n  '*':\n    - pg_replication\n"
 # The reference scenario's hosts (minion ids) and their roles.
 REFERENCE_ROLES = {"master": "primary", "standby": "standby", "backup": "barman"}
@@ -113,13 +113,8 @@ class SaltLab:
                 "site": lab_gitfs.site_repository(repos / "site", TOP),
             }
         else:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            formula_tree(self.state_dir)
             (self.state_dir / "top.sls").write_text(TOP)
-            # Serve the formula and the custom modules from the checkout, and nothing else of it.
-            for name in FORMULA_DIRS:
-                link = self.state_dir / name
-                if not link.is_symlink():
-                    link.symlink_to(REPO_ROOT / name)
         other_pillars = other_pillars or {}
         self.pillar_top = {
             name: [f"pg_replication_{name}" if name in other_pillars else "pg_replication"] for name in lab.hosts

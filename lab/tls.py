@@ -57,12 +57,14 @@ class CertificateAuthority:
     def pem(self):
         return _pem_cert(self.cert)
 
-    def server(self, name, address, valid=(-1 / 24, 365), purpose=ExtendedKeyUsageOID.SERVER_AUTH):
-        """``{"cert": PEM, "key": PEM}`` for server ``name`` at IP ``address``, valid from
-        ``valid[0]`` to ``valid[1]`` days from now, for ``purpose``."""
+    def server(self, name, address, valid=(-1 / 24, 365), purpose=ExtendedKeyUsageOID.SERVER_AUTH, also=()):
+        """``{"cert": PEM, "key": PEM}`` for server ``name`` at IP ``address`` (and the IP
+        addresses ``also``), valid from ``valid[0]`` to ``valid[1]`` days from now, for
+        ``purpose``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        alt = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(name)])
+        ips = [x509.IPAddress(ipaddress.ip_address(a)) for a in (address, *also)]
+        alt = x509.SubjectAlternativeName([*ips, x509.DNSName(name)])
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))

@@ -3,7 +3,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # Monitoring's clean: the exporters and Prometheus the formula runs here stopped and disabled,
 # the formula's monitoring files removed (the exporters' queries and TLS files, Barman's
-# metrics file and its cron file, the alert rules). The packages' own configuration files
+# metrics file and its cron file, the alert rules), and the health beacon (monitoring:beacon)
+# gone from the minion's beacons, first (stopping PostgreSQL would otherwise fire its
+# events; Salt's beacon.absent reports no changes). The packages' own configuration files
 # (exporters' options files, prometheus.yml) go only while they hold the formula's content;
 # on Debian the package then gets them back. Never data: Prometheus' time series, the
 # monitoring role and the packages stay.
@@ -23,6 +25,14 @@
 {%- endif %}
 {%- if m.enabled and m.prometheus.here %}
 {%-   do services.append(('prometheus', m.pkgs.prometheus, m.services.prometheus, m.prometheus.config_file)) %}
+{%- endif %}
+{%- if m.enabled and (m.server or m.backup) %}
+
+pg_replication-monitoring-beacon-clean:
+  beacon.absent:
+    - name: pg_replication_health
+    - save: True
+    - order: 1
 {%- endif %}
 {%- for name, pkg, service, conffile in services %}
 
@@ -79,6 +89,8 @@ pg_replication-monitoring-files-clean:
 {%-   if m.backup %}
       - {{ m.cron_file }}
       - {{ m.node_exporter.textfile_dir }}/{{ m.barman_metrics_file }}
+      - {{ m.barman_metrics_script }}
+      - {{ salt['file.join'](salt['file.dirname'](m.barman_metrics_script), 'pg_replication_barman_metrics.py') }}
 {%-   endif %}
 {%-   if m.prometheus.here %}
       - {{ m.prometheus.rules_file }}

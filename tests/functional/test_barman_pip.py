@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from lab.minion import masterless_options
+from lab.minion import formula_tree, masterless_options
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
@@ -38,7 +38,10 @@ def salt_call(tmp_path_factory):
     }
     (pillar_dir / "pg_replication.sls").write_text(yaml.safe_dump({"pg_replication": pillar}))
     config = masterless_options(
-        root, "pip-backup", file_roots={"base": [str(REPO)]}, pillar_roots={"base": [str(pillar_dir)]}
+        root,
+        "pip-backup",
+        file_roots={"base": [str(formula_tree(root / "states"))]},
+        pillar_roots={"base": [str(pillar_dir)]},
     )
     # The virtualenv's Python here is the test's own (under /root): only root may run it.
     config["barman.user"] = "root"

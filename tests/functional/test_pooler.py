@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import psycopg2
+import psycopg2.sql
 import pytest
 
 from tests.conftest import load_util
@@ -20,6 +21,7 @@ from tests.conftest import load_util
 AUTH_PASSWORD = "lookup-role-password-1234"
 APP_PASSWORD = "app-password-123456"
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+ODD_DB = 'odd "db" name'
 
 
 def _free_port():
@@ -81,30 +83,51 @@ def lookup_and_app_role(postgres, states):
         c.close()
 
 
-def _client(pgbouncer):
+def _client(pgbouncer, dbname="postgres"):
     return psycopg2.connect(host="127.0.0.1", port=pgbouncer["port"], user="app", password=APP_PASSWORD,
-                            dbname="postgres", connect_timeout=5)  # fmt: skip
+                            dbname=dbname, connect_timeout=5)  # fmt: skip
 
 
 @pytest.mark.parametrize("pgbouncer", ["session"], indirect=True)
 @pytest.mark.usefixtures("lookup_and_app_role")
-def test_in_session_mode_a_pause_is_bounded_and_kills_the_sessions_it_waited_for(modules, pgbouncer):
+def test_in_session_mode_a_pause_is_bounded_and_kills_the_sessions_it_waited_for(modules, states, pgbouncer, postgres):
     """A client idle in its session holds its server connection: PAUSE would wait for it to
-    leave. pooler_pause gives up waiting after ``wait`` seconds, KILLs that database (the
-    client is disconnected), and returns paused; a new client waits until RESUME."""
+    leave. pooler_pause gives up waiting after ``wait`` seconds, KILLs those databases (their
+    clients are disconnected; a name with a quote and spaces too), and returns paused; a new
+    client waits until RESUME, which ends each database's own pause."""
     admin = {"port": pgbouncer["port"], "socket_dir": pgbouncer["socket_dir"]}
     mod = modules.pg_replication
-    held = _client(pgbouncer)
-    with held.cursor() as cur:
-        cur.execute("SELECT 1")
-    held.commit()
-    started = time.monotonic()
-    paused = mod.pooler_pause(wait=1, **admin)
-    took = time.monotonic() - started
-    assert paused["killed"] == ["postgres"]
-    assert 1 <= took < 5, took
-    with pytest.raises(psycopg2.Error), held.cursor() as cur:  # its session is gone
-        cur.execute("SELECT 1")
+    # A second database whose name the admin console takes only quoted, with its lookup
+    # function (the state puts it in every database).
+    postgres.execute(psycopg2.sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(psycopg2.sql.Identifier(ODD_DB)))
+    try:
+        conn = {"host": postgres.conn["host"], "port": postgres.port}
+        made = states.pg_replication.pooler_lookup(name="pgbouncer_auth", **conn)
+        assert list(made.changes["lookup function"]) == [ODD_DB]
+        held = [_client(pgbouncer), _client(pgbouncer, ODD_DB)]
+        for client in held:
+            with client.cursor() as cur:
+                cur.execute("SELECT 1")
+            client.commit()
+        started = time.monotonic()
+        paused = mod.pooler_pause(wait=1, **admin)
+        took = time.monotonic() - started
+        assert paused["killed"] == sorted(["postgres", ODD_DB])
+        assert 1 <= took < 5, took
+        for client in held:
+            with pytest.raises(psycopg2.Error), client.cursor() as cur:  # its session is gone
+                cur.execute("SELECT 1")
+        _held_until_resumed(mod, admin, pgbouncer)
+        with _client(pgbouncer, ODD_DB) as c, c.cursor() as cur:  # its own pause ended too
+            cur.execute("SELECT current_database()")
+            assert cur.fetchone()[0] == ODD_DB
+        c.close()
+    finally:
+        postgres.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            psycopg2.sql.Identifier(ODD_DB)))  # fmt: skip
+
+
+def _held_until_resumed(mod, admin, pgbouncer):
     # A new client is held while paused, and served after RESUME.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(lambda: _client(pgbouncer).cursor().execute("SELECT 1") or time.monotonic())

@@ -222,10 +222,9 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         run = backup.run(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", "SHELL=/bin/sh", "sh", "-c",
                           line.split(None, 5)[5]], check=False)  # fmt: skip
         scheduled = drill_result(converged)
-        # Known defect (to fix): salt-call exits 1 and prints the return although the drill
-        # passed and --out=quiet; the recorded result is what this asserts.
+        print("CRON RUN", run.returncode, run.stdout[-3000:], run.stderr[-3000:])
+        print("OTHER", backup.run(["cat", f"{DRILL_DIR}/{OTHER}.result.json"], check=False).stdout)
         assert scheduled["ok"], (run.returncode, run.stdout[-2000:], run.stderr[-2000:], scheduled)
-        assert scheduled["ok"], scheduled
         assert scheduled["finished"] > result["finished"]
         assert not scratch_exists(converged)
 

@@ -8,8 +8,9 @@ cron taking base backups on the pillar's schedule, `barman cron` every minute fr
 formula's own cron file (Barman's package keeps its own, even on a host the old formula wrote
 it over), and the clean states (services stopped, the formula's files removed, no data).
 Monitoring is on: Debian's Prometheus on the backup host scrapes every server's
-postgres_exporter and the backup host's node_exporter (Barman's metrics from cron), and
-evaluates the formula's alert rules: a killed standby shows in its metrics and fires its alert.
+postgres_exporter and the backup host's node_exporter (Barman's metrics from the formula's
+script, run by cron), and evaluates the formula's alert rules: a killed standby shows in its
+metrics and fires its alert, and the health beacon on the two servers tells the master's bus.
 The cluster runs TLS only, and the exporters serve https with their host's certificate
 (monitoring:tls): Prometheus scrapes them verifying the cluster's CA."""
 
@@ -24,6 +25,7 @@ import urllib.parse
 import pytest
 
 from lab import gitfs
+from lab.events import MasterEvents
 from lab.results import changed_states, state_errors, state_ids
 from lab.scenario import SERVER, barman, converge, following, row_on_standby, wait_for
 
@@ -224,12 +226,39 @@ def dump_series(salt_lab, since, path):
     pathlib.Path(path).write_text(json.dumps({"since": since, "series": series}, indent=1))
 
 
+# The health beacon (_beacons/pg_replication_health.py) as monitoring:beacon configures it
+# (monitoring/beacon.sls), on the two servers only and for the killed standby test only (on
+# the backup host it would run barman check every look): every 5 s.
+BEACON = "pg_replication_health"
+BEACON_CONFIG = [{"interval": 5}, {"port": 5432}, {"host": "/var/run/postgresql"}]
+
+
+def health_beacon(salt_lab):
+    """Add the health beacon to the servers' minions (once); the seconds since it was added."""
+    if getattr(salt_lab, "beacon_added", None) is None:
+        started = time.monotonic()
+        added = salt_lab.call("beacons.add", BEACON, BEACON_CONFIG, target="master,standby", tgt_type="list")
+        assert {name: ret["ret"]["result"] for name, ret in added.items()} == {"master": True, "standby": True}, added
+        salt_lab.beacon_added = time.monotonic()
+        print(f"health beacon: added in {salt_lab.beacon_added - started:.1f} s")
+    return time.monotonic() - salt_lab.beacon_added
+
+
+def health_changes(events, minion):
+    """``{(item, new value)}`` of ``minion``'s health beacon events seen on the master's bus."""
+    datas = [
+        data.get("data", data) for _, tag, data in events.seen if tag.startswith(f"salt/beacon/{minion}/{BEACON}/")
+    ]
+    return {(data["item"], data["new"]) for data in datas}
+
+
 def test_prometheus_scrapes_every_exporter_and_barmans_metrics(converged):
     """pg_up is 1 on each server, the standby's lag series exist (on the primary, per standby,
     and on the standby itself), Barman's last backup is younger than the pillar's maximum;
     no secret in the exporters' command lines, options files (0640 root:prometheus) or metrics;
     every exporter serves https only and Prometheus scrapes them verifying the CA."""
     lab, started = converged.lab, time.monotonic()
+    health_beacon(converged)  # its first look (the baseline) while this test waits
     assert wait_for(lambda: promql(converged, "pg_up == 1") == {"master": 1, "standby": 1}, timeout=60, interval=2)
     assert wait_for(lambda: "standby" in promql(converged, "pg_replication_standby_replay_lag_bytes"), timeout=30)
     lag = promql(converged, 'pg_replication_downstream_lag_bytes{application_name="standby"}')
@@ -274,18 +303,30 @@ def test_prometheus_scrapes_every_exporter_and_barmans_metrics(converged):
 
 
 def test_highstate_starts_a_killed_standby_server(converged):
-    standby = converged.lab["standby"]
-    # The unit has no Restart=: a killed postmaster stays down until something starts it.
-    standby.run(["sh", "-c", "kill -KILL $(head -n1 /run/postgresql/15-main.pid)"])
-    assert wait_for(lambda: standby.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active")
-    # Prometheus sees it: the primary's streaming metric for it drops, its alert fires.
-    started, killed = time.monotonic(), time.time() - 60
-    streaming = 'pg_replication_downstream_streaming{application_name="standby"}'
-    assert wait_for(lambda: promql(converged, streaming) == {"master": 0}, timeout=60, interval=2)
-    # Both alerts (their rules may fire an evaluation apart).
-    both = {("PostgreSQLStandbyDown", "standby"), ("PostgreSQLStandbyNotStreaming", "master")}
-    assert wait_for(lambda: both <= firing(converged), timeout=90, interval=2)
-    assert ("PostgreSQLPrimaryDown", "master") not in firing(converged)
+    standby, beacon_started = converged.lab["standby"], time.monotonic()
+    # The beacon's first look is its baseline: the kill comes after it.
+    time.sleep(max(0.0, BEACON_CONFIG[0]["interval"] + 1 - health_beacon(converged)))
+    with MasterEvents(converged, "salt/beacon/") as events:
+        beacon_setup = time.monotonic() - beacon_started
+        # The unit has no Restart=: a killed postmaster stays down until something starts it.
+        standby.run(["sh", "-c", "kill -KILL $(head -n1 /run/postgresql/15-main.pid)"])
+        assert wait_for(lambda: standby.run(["systemctl", "is-active", UNIT], check=False).stdout.strip() != "active")
+        # Prometheus sees it: the primary's streaming metric for it drops, its alert fires.
+        started, killed = time.monotonic(), time.time() - 60
+        streaming = 'pg_replication_downstream_streaming{application_name="standby"}'
+        assert wait_for(lambda: promql(converged, streaming) == {"master": 0}, timeout=60, interval=2)
+        # Both alerts (their rules may fire an evaluation apart).
+        both = {("PostgreSQLStandbyDown", "standby"), ("PostgreSQLStandbyNotStreaming", "master")}
+        assert wait_for(lambda: both <= firing(converged), timeout=90, interval=2)
+        assert ("PostgreSQLPrimaryDown", "master") not in firing(converged)
+        # The health beacon's events for it on the master's bus: the standby is down, and its
+        # slot on the primary no longer active.
+        beacon_waited = time.monotonic()
+        down = ("role", "down")
+        assert wait_for(lambda: down in health_changes(events, "standby"), timeout=30, interval=0.5), events.seen
+        slot = ("slot_active:standby_slot", False)
+        assert wait_for(lambda: slot in health_changes(events, "master"), timeout=15, interval=0.5), events.seen
+        beacon_waited = time.monotonic() - beacon_waited
     # WAL written meanwhile: the standby's lag (from its slot) grows on the primary.
     converged.lab["master"].psql("CREATE TABLE monitoring_lag AS SELECT generate_series(1, 100000) AS i")
     lag = 'pg_replication_downstream_lag_bytes{application_name="standby"}'
@@ -296,6 +337,13 @@ def test_highstate_starts_a_killed_standby_server(converged):
     assert standby.run(["systemctl", "is-active", UNIT]).stdout.strip() == "active"
     assert wait_for(lambda: "standby:standby_slot" in streaming_clients(converged), timeout=30)
     assert wait_for(lambda: promql(converged, streaming) == {"master": 1}, timeout=30, interval=2)
+    removed = time.monotonic()
+    deleted = converged.call("beacons.delete", BEACON, target="master,standby", tgt_type="list")
+    assert {name: ret["ret"]["result"] for name, ret in deleted.items()} == {"master": True, "standby": True}, deleted
+    print(
+        f"health beacon: {beacon_setup:.1f} s before the kill, {beacon_waited:.1f} s waiting for its events after"
+        f" the alerts, {time.monotonic() - removed:.1f} s to remove it"
+    )
     if os.environ.get("PGR_LAB_MONITORING_SERIES"):
         time.sleep(20)
         dump_series(converged, killed, os.environ["PGR_LAB_MONITORING_SERIES"])
@@ -452,7 +500,9 @@ CLEANED = {
     "backup": [CRON_FILE, f"/etc/barman.d/{SERVER}.conf", "/var/lib/barman/.pgpass",
                # monitoring/clean.sls
                "/etc/cron.d/pg_replication-metrics", "/var/lib/prometheus/node-exporter/pg_replication-barman.prom",
-               "/etc/prometheus/pg_replication-alerts.yml", MONITORING_TLS_DIR],
+               "/etc/prometheus/pg_replication-alerts.yml", MONITORING_TLS_DIR,
+               "/usr/local/lib/pg_replication/barman-metrics",
+               "/usr/local/lib/pg_replication/pg_replication_barman_metrics.py"],
 }  # fmt: skip
 for _server in ("master", "standby"):
     CLEANED[_server] += ["/etc/prometheus/pg_replication-queries.yml", MONITORING_TLS_DIR]
@@ -483,6 +533,7 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
     lab = converged.lab
     backups = lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout
     assert backups.strip()
+    health_beacon(converged)  # on the two servers: the clean removes it
     predicted = converged.salt("state.apply", "pg_replication.clean", "test=True")
     assert predicted.returncode == 0, predicted.stdout[-3000:]
     assert sorted(changed_states(predicted.data)) == ["backup", "master", "standby"]
@@ -503,6 +554,8 @@ def test_clean_stops_the_services_and_removes_the_formulas_files_but_never_data(
     }
     assert lab["backup"].run(["ls", f"/var/lib/barman/{SERVER}/base"]).stdout == backups
     assert lab["backup"].run(["dpkg", "--verify", "barman"], check=False).stdout == ""
+    beacons = converged.call("beacons.list", "return_yaml=False", target="master,standby", tgt_type="list")
+    assert {name: BEACON in ret["ret"] for name, ret in beacons.items()} == {"master": False, "standby": False}
     # Monitoring: stopped, disabled, the packages' files as shipped again (Prometheus' data stays).
     for name, units in MONITORING_UNITS.items():
         for unit in units:

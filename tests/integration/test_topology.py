@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from lab.events import MasterEvents
 from lab.results import changed_states, state_errors, state_ids
 from lab.salt import SaltLab, reference_pillar
 from lab.scenario import (
@@ -27,8 +28,8 @@ from lab.scenario import (
     wait_for,
 )
 from lab.tls import CertificateAuthority, tls_pillar
-from tests.invalid_pillars import RENDER_CASES as CASES
-from tests.invalid_pillars import mutate
+from tests.invalid_pillars import CASES as ALL_CASES
+from tests.invalid_pillars import LAB_CASES, mutate
 
 pytestmark = pytest.mark.integration
 LAB_IMAGE = ("bookworm", "provisioned")
@@ -36,6 +37,7 @@ LAB_HOSTS = ("master", "standby", "standby2", "standby3", "backup", "standby4")
 ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", "standby3": "standby", "backup": "barman"}
 SERVERS = ("master", "standby", "standby2", "standby3")
 CASCADE = {"standby3": "standby2"}
+CASES = [case for case in ALL_CASES if case[0] in LAB_CASES]
 WRITER_PASSWORD = secrets.token_urlsafe(18)
 # standby4 is a delayed standby: it replays each commit this many seconds late.
 DELAY = 12
@@ -161,9 +163,10 @@ def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster
 
 
 def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
-    """Every case of tests/invalid_pillars.py but PLAN_ONLY (injections through each file format and
-    command line, wrong types at every level, impossible topologies), through the real
-    salt-master: each minion gets a different invalid pillar, so one state.apply tries six.
+    """One invalid pillar of each kind (tests/invalid_pillars.py LAB_CASES: injections through each
+    file format, command line and SQL, wrong types, unknown keys, impossible topologies; every
+    case renders in tests/packaging/test_invalid_render.py), through the real salt-master:
+    each minion gets a different invalid pillar, so one state.apply tries six.
     Each fails at render on its minion, naming the key, without a traceback and running no
     state; then nothing changed on any host (files with owners and modes, roles and their
     verifiers, slots, pg_settings, start times, Barman's files and backups)."""
@@ -182,7 +185,7 @@ def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing
             elif returns[host]["retcode"] == 0:
                 wrong[case] = "exit code 0"
     assert wrong == {}
-    assert len(CASES) >= 40
+    assert len(CASES) == len(LAB_CASES)
     assert unchanged_snapshot(cluster, hosts) == before
 
 
@@ -440,39 +443,49 @@ def test_a_certificate_gone_bad_on_disk_makes_the_switchover_refuse_and_change_n
 
 
 def test_a_step_failing_after_the_promotion_leaves_a_writable_primary_and_follow_finishes(cluster):
-    """Switchover standby2 -> standby with master's minion frozen right after the promotion:
+    """Switchover standby2 -> standby with master's minion frozen once the preflight passed:
     standby keeps taking writes, the runner goes on with the others and names what is left;
     once the minion is back, `follow` finishes: every member streams, Barman all OK, every
     acknowledged commit everywhere, the next highstate changes nothing."""
     lab = cluster.lab
+    slot_made = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'master_slot'"
+    assert lab["standby"].psql(slot_made) == "0"
     writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
     result = {}
     runner = threading.Thread(target=lambda: result.update(ret=cluster.run("pg_replication.switchover", "to=standby")))
-    runner.start()
-    try:
-        assert wait_for(lambda: lab["standby"].psql("SELECT pg_is_in_recovery()") == "f", 300, 0.2)
-        # Frozen at once (a graceful stop can take longer than the new primary's highstate):
-        # it takes no job and answers nothing until it is killed and started again below.
-        # In CI systemctl kill exited 1 here (not on an idle minion): perhaps one of the unit's
-        # processes ended before its signal. The runner's `left` below shows whether it froze.
-        frozen = lab["master"].run(["systemctl", "kill", "--signal=SIGSTOP", "salt-minion"], check=False)
-        runner.join(900)
-        ret = result["ret"]
-        assert ret.returncode != 0, ret.stdout[-3000:]
-        left = {step.split(":")[0]: step for step in ret.data["left"]}
-        # master's PostgreSQL, its minion frozen, still streams from standby2 and may cascade
-        # from it again once standby2 runs as a standby: standby2's rejoin then stops on that
-        # active slot (a slot still streamed from is never dropped), and `follow` finishes it.
-        assert set(left) in ({"master"}, {"master", "standby2"}), (ret.data["left"], frozen.stderr)
-        if "standby2" in left:
-            assert "still streamed from: master_slot" in left["standby2"], left["standby2"]
-        assert ret.data["finish"] == "salt-run pg_replication.follow primary=standby"
-        committed = len(writer.committed)
-        assert wait_for(lambda: len(writer.committed) > committed, 20), "the new primary takes no writes"
-    finally:
-        # Killed, so the job published while it was frozen dies with it.
-        lab["master"].run(["systemctl", "kill", "--signal=SIGKILL", "salt-minion"], check=False)
-        lab["master"].run(["systemctl", "restart", "salt-minion"])
+    with MasterEvents(cluster, "salt/pg_replication/promoted") as events:
+        runner.start()
+        try:
+            # The runner makes master's slot on standby right after its preflight, and asks
+            # master's minion nothing more until it applies the formula there, after the
+            # promotion: frozen now, the minion misses that step whatever the machine's load
+            # (frozen on seeing the promotion, it was once too late).
+            assert wait_for(lambda: lab["standby"].psql(slot_made) == "1", 300, 0.2)
+            lab["master"].freeze_unit("salt-minion")
+            runner.join(900)
+            returned = time.monotonic()
+        finally:
+            # Killed, so the job published while it was frozen dies with it.
+            lab["master"].kill_unit("salt-minion")
+            lab["master"].run(["systemctl", "restart", "salt-minion"])
+    ret = result["ret"]
+    assert ret.returncode != 0, ret.stdout[-3000:]
+    left = {step.split(":")[0]: step for step in ret.data["left"]}
+    # master's PostgreSQL, its minion frozen, still streams from standby2 and may cascade
+    # from it again once standby2 runs as a standby: standby2's rejoin then stops on that
+    # active slot (a slot still streamed from is never dropped), and `follow` finishes it.
+    assert set(left) in ({"master"}, {"master", "standby2"}), ret.data["left"]
+    if "standby2" in left:
+        assert "still streamed from: master_slot" in left["standby2"], left["standby2"]
+    assert ret.data["finish"] == "salt-run pg_replication.follow primary=standby"
+    # The promotion was on the master's bus at once, not when the runner returned.
+    promoted = [(at, {k: v for k, v in data.items() if not k.startswith("_")}) for at, _, data in events.seen]
+    expected = {"operation": "switchover", "primary": "standby", "old_primary": "standby2"}
+    assert [dict(data, timeline=None) for _, data in promoted] == [dict(expected, timeline=None)], promoted
+    assert isinstance(promoted[0][1]["timeline"], int), promoted
+    assert promoted[0][0] < returned - 5, (promoted, returned)
+    committed = len(writer.committed)
+    assert wait_for(lambda: len(writer.committed) > committed, 20), "the new primary takes no writes"
     # Short pings: a ping published before the restarted minion reconnects is lost, and a
     # LocalClient call waits its whole timeout (300 s) for a minion that never got the job.
     cluster.wait_for_minions(120)

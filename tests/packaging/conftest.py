@@ -6,7 +6,7 @@ import pathlib
 import pytest
 import yaml
 
-from lab.minion import masterless_opts
+from lab.minion import formula_tree, masterless_opts
 from tests.conftest import REPO_ROOT
 
 
@@ -81,7 +81,7 @@ def formula(tmp_path_factory):
     opts = masterless_opts(
         root,
         "render",
-        file_roots={"base": [str(REPO_ROOT)]},
+        file_roots={"base": [str(formula_tree(root / "states"))]},
         pillar_roots={"base": [str(pillar_dir)]},
     )
     loaders = Loaders(opts)
@@ -92,10 +92,18 @@ def formula(tmp_path_factory):
     python = loaders.grains["pythonexecutable"]
 
     def render(
-        minion_id, pillar, os_family="Debian", sls="pg_replication", init="unknown", pythonexecutable=python, release=0
+        minion_id,
+        pillar,
+        os_family="Debian",
+        sls="pg_replication",
+        init="unknown",
+        pythonexecutable=python,
+        release=0,
+        failing=False,
     ):
         """``release``: the os grain's major release; 0 (unknown to the plan) renders any
-        PostgreSQL version, a known one refuses versions it does not ship."""
+        PostgreSQL version, a known one refuses versions it does not ship. ``failing``: return
+        what ``state.show_sls`` said (the render errors, a list) instead of raising."""
         loaders.opts["id"] = minion_id
         os_name = {"Debian": "Debian", "RedHat": "Rocky"}[os_family]
         loaders.grains.update(
@@ -111,6 +119,8 @@ def formula(tmp_path_factory):
         shared_pillar.update(compiled)
         loaders.opts["pillar"] = shared_pillar
         states = loaders.modules.state.show_sls(sls)
+        if failing:
+            return states
         if not isinstance(states, dict):
             raise AssertionError(f"rendering {sls} for {minion_id} ({os_family}) failed: {states}")
         return Rendering(loaders, states)

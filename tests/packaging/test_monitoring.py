@@ -91,15 +91,37 @@ def test_prometheus_scrapes_every_exporter(backup):
 
 
 def test_the_backup_host_writes_barmans_metrics_from_cron(backup):
+    """Cron runs the formula's metrics script (no salt-call: no Salt loader every minute),
+    installed with the metric code it loads from beside it."""
     cron = backup.args("pg_replication-monitoring-barman-cron")["contents"]
-    salt_call = backup.loaders.grains["pythonexecutable"].rsplit("/", 1)[0] + "/salt-call"
     line = [line for line in cron.splitlines() if not line.startswith("#")]
     assert line == [
-        f"*/1 * * * * root {salt_call} --local --out=quiet --log-level=quiet barman.write_metrics"
-        " /var/lib/prometheus/node-exporter/pg_replication-barman.prom '{\"master-streaming\": 86400}'"
+        "*/1 * * * * root /usr/local/lib/pg_replication/barman-metrics --barman /usr/bin/barman"
+        " --config /etc/barman.conf /var/lib/prometheus/node-exporter/pg_replication-barman.prom"
+        " '{\"master-streaming\": 86400}'"
     ]
+    assert "salt-call" not in cron
+    script = backup.args("pg_replication-monitoring-barman-metrics-script")
+    assert script["names"] == [
+        {"/usr/local/lib/pg_replication/barman-metrics": [
+            {"source": "salt://pg_replication/monitoring/files/barman-metrics.py"}, {"mode": "0755"}]},
+        {"/usr/local/lib/pg_replication/pg_replication_barman_metrics.py": [
+            {"source": "salt://_utils/pg_replication_barman_metrics.py"}, {"mode": "0644"}]},
+    ]  # fmt: skip
+    assert (script["user"], script["group"]) == ("root", "root")
+    assert {"file": "pg_replication-monitoring-barman-metrics-script"} in backup.args(
+        "pg_replication-monitoring-barman-cron"
+    )["require"]
     assert backup.args("pg_replication-monitoring-node-exporter-pkg")["name"] == "prometheus-node-exporter"
     assert "pg_replication-monitoring-postgres-exporter" not in backup.states
+
+
+def test_with_restore_drills_the_metrics_script_reads_their_results(formula, example_pillar):
+    """Restore drills on: the script also reads their results (barman_drill_* metrics)."""
+    pillar = monitored(example_pillar)
+    pillar["barman"] = dict(pillar["barman"], drill={"schedule": "0 3 * * *"})
+    cron = formula("backup", pillar).args("pg_replication-monitoring-barman-cron")["contents"]
+    assert " --config /etc/barman.conf --drill-dir /var/lib/barman/pg_replication-drill /var/lib/" in cron
 
 
 @pytest.mark.parametrize("minion_id", ["master", "standby"])
@@ -255,9 +277,14 @@ def test_clean_removes_the_monitoring_files_but_no_data(formula, example_pillar,
         textfile_dir = "/var/lib/prometheus/node-exporter" if os_family == "Debian" else (
             "/var/lib/node_exporter/textfile_collector")  # fmt: skip
         assert removed == ["/etc/cron.d/pg_replication-metrics", f"{textfile_dir}/pg_replication-barman.prom",
+                           "/usr/local/lib/pg_replication/barman-metrics",
+                           "/usr/local/lib/pg_replication/pg_replication_barman_metrics.py",
                            "/etc/prometheus/pg_replication-alerts.yml", TLS_DIR]  # fmt: skip
         services = {"node-exporter", "prometheus"}
     assert not [p for p in removed if p.startswith("/var/lib/prometheus/metrics")]
+    beacon = rendering.state("pg_replication-monitoring-beacon-clean")["beacon.absent"]
+    assert {key: value for key, value in beacon.items() if key != "order"} == {
+        "name": "pg_replication_health", "save": True}  # fmt: skip
     for name in services:
         assert rendering.state(f"pg_replication-monitoring-{name}-clean")["service.dead"]["enable"] is False
         conffile = rendering.args(f"pg_replication-monitoring-{name}-conffile-clean")

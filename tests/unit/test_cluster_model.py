@@ -369,3 +369,62 @@ def test_cluster_status_shows_a_delayed_standbys_delay(model, ops):
     assert status["members"]["standby2"]["apply_delay_seconds"] == 1.5
     assert "apply_delay_seconds" not in status["members"]["standby"]
     assert "delayed: 1.5 s" in next(line for line in status["table"] if line.startswith("standby2"))
+
+
+def test_failover_from_a_silent_minion_takes_its_watchdogs_fence_as_proof_when_measured(model, ops):
+    """pg_replication_ha_proof's answer stands in for fenced=True; its reason is told when it
+    does not; the standbys must still not reach the port."""
+    made = make(model, master=None, standby2=standby(slot="standby2_slot"))
+    made.members.pop("master")
+    closed = {"standby": False, "standby2": False}
+    checks = ops.failover(made, "master", reachable=closed, proof=(True, "its watchdog has fenced it: ..."))[0]
+    assert failed(checks) == []
+    assert next(c["detail"] for c in checks if c["check"] == "master is fenced (its minion does not answer)") == (
+        "its watchdog has fenced it: ..."
+    )
+    checks = ops.failover(made, "master", reachable=closed, proof=(False, "ha:mode is manual: no watchdog fences it"))[
+        0
+    ]
+    assert failed(checks) == ["master is fenced (its minion does not answer)"]
+    assert next(c["detail"] for c in checks if not c["ok"]) == (
+        "cut off, it may still take writes: stop or power off master, then pass fenced=True;"
+        " not known fenced by its watchdog: ha:mode is manual: no watchdog fences it"
+    )
+    opened = {"standby": True, "standby2": False}
+    assert failed(ops.failover(made, "master", reachable=opened, proof=(True, "fenced"))[0]) == [
+        "no standby reaches master's PostgreSQL port"
+    ]
+
+
+def test_the_runner_reads_the_ha_engines_state_for_a_silent_old_primary(tmp_path):
+    """The wiring: the HA engine's state file in the master's cachedir, the silent old
+    primary's port closed to both standbys: the preview passes with the watchdog's proof;
+    the same state 30 s older (the engine not watching) is refused, saying so."""
+    import json  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    answers = records({"standby": standby(), "standby2": standby(slot="standby2_slot")})
+    del answers["master"]
+    closed = {
+        ("network.connect", s): {"result": False, "comment": "Unable to connect"} for s in ("standby", "standby2")
+    }
+    for age, ok in ((1, True), (30, False)):
+        client = FakeClient(answers, returns=closed)
+        runner = wired_runner("pg_replication_runner_wired", client)
+        now = time.time()
+        state = {"state": "primary lost", "primary": "master", "mode": "automatic", "watchdog": True,
+                 "timings": {"check_interval": 1, "fence_timeout": 6, "fence_margin": 2, "failover_timeout": 12},
+                 "updated": now - age, "agreed_since": now - age - 12}  # fmt: skip
+        path = tmp_path / "cachedir" / "pg_replication" / "ha.json"
+        runner.__opts__["cachedir"] = str(tmp_path / "cachedir")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state))
+        ret = runner.failover(test=True)
+        fence = next(c for c in ret["checks"] if c["check"] == "master is fenced (its minion does not answer)")
+        assert fence["ok"] is ok, fence
+        if ok:
+            assert ret["result"] is None, ret["comment"]
+            assert fence["detail"].startswith("its watchdog has fenced it: for 12.0 s")
+        else:
+            assert ret["result"] is False
+            assert "the HA engine's state is 30 s old: the engine is not watching" in fence["detail"]

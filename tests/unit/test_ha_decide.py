@@ -23,8 +23,8 @@ def lock():
     return load_util("pg_replication_lock")
 
 
-def primary(lsn="0/5000"):
-    return {"running": True, "in_recovery": False, "lsn": lsn}
+def primary(lsn="0/5000", watchdog=True):
+    return {"running": True, "in_recovery": False, "lsn": lsn, "watchdog": watchdog}
 
 
 def standby(lsn="0/5000", streams=True):
@@ -321,3 +321,95 @@ def test_failover_timeout_counts_from_the_peers_agreement_not_from_the_first_sil
     reached = obs(DEAD, {"standby": True, "standby2": True})
     _, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [reached] * 10 + [obs(DEAD, LOST_BY_ALL)] * 20)
     assert failovers == [(23.0, "standby")]
+
+
+def test_the_state_says_since_when_the_peers_agree_and_whether_the_watchdog_ran(ha):
+    """What the runner's failover reads (pg_replication_ha_proof): ``agreed_since``, the
+    first tick of the peers' unbroken agreement (reset when it breaks), and ``watchdog``, as
+    the primary's health answer said on its last healthy tick."""
+    d = ha.Decider(0)
+    watched = dict(HEALTHY, master=primary())
+    lost = obs(DEAD, LOST_BY_ALL, mode="manual")
+    run(d, [obs(watched)] * 2 + [obs(DEAD)] * 2 + [lost] * 5)
+    assert d.remembered()["watchdog"] is True
+    assert d.remembered()["agreed_since"] == 4.0  # suspected from 2 s, the peers agree from 4 s
+    run(d, [obs(DEAD)], start=9.0)  # one tick without the agreement
+    assert d.remembered()["agreed_since"] is None
+    run(d, [lost] * 2, start=10.0)
+    assert d.remembered()["agreed_since"] == 10.0
+    run(d, [obs(dict(HEALTHY, master=primary(watchdog=None)))], start=12.0)  # saying nothing of a watchdog
+    assert (d.remembered()["agreed_since"], d.remembered()["watchdog"]) == (None, None)
+
+
+def test_no_failover_when_the_primarys_watchdog_was_not_seen_running(ha):
+    """ha:mode automatic in the pillar, but the primary's health never said its watchdog
+    runs (its highstate has not run since): nothing would fence it, so nothing is promoted."""
+    for watchdog in (None, False):
+        d = ha.Decider(0)
+        unwatched = dict(HEALTHY, master=primary(watchdog=watchdog))
+        events, failovers = run(d, [obs(unwatched)] * 3 + [obs(DEAD, LOST_BY_ALL)] * 30)
+        assert failovers == []
+        refused = [data for name, data in events if name == "refused"]
+        assert len(refused) == 1
+        assert "watchdog was not seen running" in refused[0]["comment"]
+
+
+def after_failover(ha, auto_rejoin=True):
+    """A decider that failed master over to standby, and the pillar now saying so: its
+    observation with master as ``old`` (None: silent)."""
+    d = ha.Decider(0)
+    run(d, [obs(HEALTHY, auto_rejoin=auto_rejoin)] + [obs(DEAD, LOST_BY_ALL, auto_rejoin=auto_rejoin)] * 14)
+    assert d.rejoin == "master"
+
+    def observed(old, pillar_primary="standby"):
+        servers = {"master": old, "standby": primary("0/6000"), "standby2": standby("0/6000")}
+        others = [h for h in servers if h != pillar_primary]
+        return {"primary": pillar_primary, "standbys": others, "peers": others, "servers": servers, "reaches": {},
+                "ha": dict(HA, auto_rejoin=auto_rejoin)}  # fmt: skip
+
+    return d, observed
+
+
+DOWN = {"running": False, "error": "connection refused"}
+
+
+def test_auto_rejoin_waits_for_the_pillar_and_the_old_primary_back_down(ha):
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(20, observed(DOWN, pillar_primary="master")) == ([], None)  # pillar not changed
+    assert d.rejoin_due(21, observed(None)) == ([], None)  # its minion is silent
+    events, host = d.rejoin_due(22, observed(DOWN))
+    assert (names(events), host) == (["rejoining"], "master")
+    events = d.rejoin_result(40, "master", {"result": True, "comment": "master streams from standby"}, 12)
+    assert names(events) == ["rejoined"]
+    assert d.rejoin is None
+    assert d.rejoin_due(41, observed(DOWN)) == ([], None)
+    assert d.remembered()["rejoin"] is None
+
+
+def test_auto_rejoin_never_rejoins_an_old_primary_that_runs_as_a_primary(ha):
+    d, observed = after_failover(ha)
+    events, host = d.rejoin_due(22, observed(primary("0/5100")))
+    assert host is None
+    assert names(events) == ["rejoin_refused"]
+    assert "pg_replication.rejoin host=master" in events[0][1]["comment"]
+    assert d.rejoin == "master"  # still to do, by hand or once it is down
+
+
+def test_auto_rejoin_off_does_nothing_and_a_standby_already_is_forgotten(ha):
+    d, observed = after_failover(ha, auto_rejoin=False)
+    assert d.rejoin_due(22, observed(DOWN)) == ([], None)
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(22, observed(standby("0/6000"))) == ([], None)  # rejoined by an operator
+    assert d.rejoin is None
+
+
+def test_a_failed_rejoin_is_tried_again_after_the_failover_timeout_and_survives_a_restart(ha, tmp_path):
+    d, observed = after_failover(ha)
+    assert d.rejoin_due(22, observed(DOWN))[1] == "master"
+    events = d.rejoin_result(30, "master", {"result": False, "comment": "rejoin refused, nothing changed"}, 12)
+    assert names(events) == ["rejoin_failed"]
+    assert d.rejoin_due(35, observed(DOWN)) == ([], None)
+    events, host = d.rejoin_due(42, observed(DOWN))
+    assert (names(events), host) == (["rejoining"], "master")
+    ha.write_state(str(tmp_path), d.remembered())
+    assert ha.Decider(100, remembered=ha.read_state(str(tmp_path))).rejoin == "master"

@@ -37,6 +37,15 @@ def test_a_primarys_items(health):
     }
 
 
+def test_the_slots_as_pg_replication_status_gives_them(health):
+    """pg_replication.status's ``slots`` is pg_replication.slots' answer, keyed by slot name
+    (the lab's beacon saw no slot item while the items read only a list)."""
+    slots = {"standby_slot": {"slot_type": "physical", "active": False, "active_pid": None},
+             "barman": {"slot_type": "physical", "active": True, "active_pid": 42}}  # fmt: skip
+    items = health.server_items(dict(PRIMARY, slots=slots))
+    assert (items["slot_active:standby_slot"], items["slot_active:barman"]) == (False, True)
+
+
 def test_a_standbys_items_and_a_server_that_does_not_answer(health):
     assert health.server_items(STANDBY) == {"role": "standby", "wal_receiver": "streaming"}
     assert health.server_items(dict(STANDBY, wal_receiver=None)) == {"role": "standby", "wal_receiver": "stopped"}

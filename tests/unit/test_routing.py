@@ -162,9 +162,12 @@ def test_busy_and_paused_databases_from_pgbouncers_show_output(routing):
         {"database": "otus", "sv_active": 0}, {"database": "idle", "sv_active": 0, "sv_idle": 3},
         {"database": "we ird", "sv_active": 1},
     ]  # fmt: skip
-    assert routing.busy_databases(pools) == ["otus"]
-    databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0}]
-    assert routing.paused_databases(databases) == ["otus"]
+    assert routing.busy_databases(pools) == ["otus", "we ird"]
+    databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0},
+                 {"name": 'a "b"', "paused": 1}]  # fmt: skip
+    assert routing.paused_databases(databases) == ['a "b"', "otus"]
+    # Each as the admin console takes it, whatever it holds.
+    assert [routing.admin_name(n) for n in ("otus", 'a "b"')] == ['"otus"', '"a ""b"""']
 
 
 def test_failover_with_the_old_primary_cut_off_adds_the_vip_only_on_the_new_one(plan_mod, config, model):
@@ -190,3 +193,20 @@ def test_a_poolers_certificate_is_checked_at_render_like_a_servers(plan_mod, con
     assert backup["client_tls"]
     assert "client_tls_sslmode = require" in backup["ini_lines"]
     assert "server_tls_sslmode = verify-full" in backup["ini_lines"]
+
+
+def test_target_vip_with_tls_needs_the_vip_in_every_servers_certificate(plan_mod, config):
+    """PgBouncer aimed at the VIP verifies the primary's certificate against the VIP: a
+    server certificate that does not name it fails the render, naming the key."""
+    from lab.tls import CertificateAuthority  # pylint: disable=import-outside-toplevel
+
+    ca, hosts, vip = CertificateAuthority(), config["hosts"], config["vip"]
+    config["pooler"]["target"] = "vip"
+    config["tls"] = {"ca_cert": ca.pem, "hosts": {h: ca.server(h, hosts[h]["address"]) for h in ("master", "standby")}}
+    config["tls"]["hosts"]["standby"] = ca.server("standby", hosts["standby"]["address"], also=[vip])
+    with pytest.raises(plan_mod.PlanError, match="pg_replication:pooler:target: vip with TLS") as exc:
+        plan_mod.build(config, "backup")
+    assert "pg_replication:tls:hosts:master:cert does not name" in str(exc.value)
+    assert "tls:hosts:standby" not in str(exc.value)
+    config["tls"]["hosts"]["master"] = ca.server("master", hosts["master"]["address"], also=[vip])
+    assert "server_tls_sslmode = verify-full" in plan_mod.build(config, "backup")["routing"]["ini_lines"]
