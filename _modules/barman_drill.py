@@ -231,10 +231,10 @@ def _one(server, conf, spec):
             )
         rto = time.monotonic() - t_restore
         res = step("amcheck", lambda: _as_barman(
-            _u("amcheck_command")(bin_dir, p, port, conf.get("tables") or []), left("amcheck")))  # fmt: skip
+            _u("amcheck_command")(bin_dir, p, port, spec.get("tables") or []), left("amcheck")))  # fmt: skip
         if res["retcode"]:
             raise _Failed("pg_amcheck: " + " | ".join(_said(res)))
-        rows = _row_counts(p, port, conf.get("tables") or [])
+        rows = _row_counts(p, port, spec.get("tables") or [])
         ok = True
     except _Failed as exc:
         reason = str(exc)

@@ -95,7 +95,7 @@ def plan_drill(barman, servers, errors):
     if drill is None:
         return None
     drill = dict(DEFAULTS, **drill)
-    drill["tables"] = list(drill.get("tables") or [])
+    drill["tables"] = tables_by_server(drill.get("tables"), servers, errors)
     home = barman["home"]
     drill["dir"] = f"{home}/{DIR_NAME}"
     drill["config"] = config_path(home)
@@ -110,6 +110,17 @@ def plan_drill(barman, servers, errors):
     drill["pkgs"] = sorted({s["server_pkg"] for s in servers})
     drill["file"] = config_file(drill, servers)
     return drill
+
+
+def tables_by_server(tables, servers, errors):
+    """``drill:tables`` per Barman server: a list is every server's; a mapping names the
+    servers (a server it does not name: the catalog only)."""
+    names = [s["name"] for s in servers]
+    if isinstance(tables, dict):
+        for name in sorted(set(tables) - set(names)):
+            errors.append(f"{KEY}:tables:{name}: not a Barman server of this backup host ({', '.join(names)})")
+        return {name: list(tables.get(name) or []) for name in names}
+    return {name: list(tables or []) for name in names}
 
 
 def cron_fields(schedule):
@@ -129,11 +140,16 @@ def config_file(drill, servers):
         "dir": drill["dir"],
         "schedule": drill["schedule"],
         "target": drill["target"],
-        "tables": drill["tables"],
         "timeout": int(drill["timeout"]),
         "port": int(drill["port"]),
         "servers": {
-            s["name"]: {"bin_dir": s["bin_dir"], "version": s["version"], "verify": verifiable(s)} for s in servers
+            s["name"]: {
+                "bin_dir": s["bin_dir"],
+                "version": s["version"],
+                "verify": verifiable(s),
+                "tables": drill["tables"].get(s["name"], []),
+            }
+            for s in servers
         },
     }
 

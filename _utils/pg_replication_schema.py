@@ -244,6 +244,17 @@ def _drill_table(value):
     return _sibling("pg_replication_drill").check_table(value)
 
 
+def _drill_tables(value, key, errors):
+    """``drill:tables``: a list (every server's drill checks them) or a mapping of Barman
+    server names to lists (the plan checks the names)."""
+    tables = _list_of(_message(_drill_table))
+    if isinstance(value, dict):
+        for name, item in value.items():
+            tables(item, f"{key}:{name}", errors)
+    else:
+        tables(value, key, errors)
+
+
 # Application objects: every name also goes through psycopg2's sql.Identifier; these
 # patterns keep them printable in pg_hba.conf and in messages.
 HBA_TYPES = ("local", "host", "hostssl")
@@ -362,7 +373,7 @@ CLOUD_SPEC = {
 DRILL_SPEC = {
     "schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
     "target": _message(lambda v: _drill_target(v)),
-    "tables": _list_of(_message(lambda v: _drill_table(v))),
+    "tables": _drill_tables,
     "timeout": _int(10, 86400),
     "port": _int(1024, 65535),
 }

@@ -157,6 +157,8 @@ CASES = [
     ("drill-table-shell", ("barman", "drill"), {"tables": ["public.t; touch /tmp/pwned"]},
      "pg_replication:barman:drill:tables:0"),
     ("drill-tables-a-string", ("barman", "drill"), {"tables": "public.t"}, "pg_replication:barman:drill:tables"),
+    ("drill-tables-of-a-server-shell", ("barman", "drill"), {"tables": {"master-streaming": ["t; rm -rf /"]}},
+     "pg_replication:barman:drill:tables:master-streaming:0"),
     ("drill-timeout-zero", ("barman", "drill"), {"timeout": 0}, "pg_replication:barman:drill:timeout"),
     ("drill-port-privileged", ("barman", "drill"), {"port": 80}, "pg_replication:barman:drill:port"),
     # topology
@@ -306,6 +308,7 @@ PLAN_ONLY = frozenset(
         "drill-target-bad-date",
         "drill-table-shell",
         "drill-tables-a-string",
+        "drill-tables-of-a-server-shell",
         "drill-timeout-zero",
         "drill-port-privileged",
         "host-setting-newline",

@@ -38,9 +38,22 @@ def test_a_drill_is_completed_with_its_files_cron_and_server_binaries(plan_mod, 
     )
     assert drill["pkgs"] == ["postgresql-15"]
     assert drill["file"]["servers"] == {
-        "master-streaming": {"bin_dir": "/usr/lib/postgresql/15/bin", "version": 15, "verify": True}
-    }
-    assert drill["file"]["tables"] == ["public.orders", "app.public.t"]
+        "master-streaming": {"bin_dir": "/usr/lib/postgresql/15/bin", "version": 15, "verify": True,
+                             "tables": ["public.orders", "app.public.t"]}
+    }  # fmt: skip
+    assert "tables" not in drill["file"]
+
+
+def test_tables_per_server_and_a_name_that_is_no_server(plan_mod, config):
+    """A mapping names each server's tables (a server it does not name: the catalog only),
+    so one backup host drills clusters whose tables differ."""
+    config["barman"]["servers"] = {"other": {"address": "192.0.2.9", "slot_name": "barman_slot"}}
+    config["barman"]["drill"] = {"tables": {"other": ["app.public.t"]}}
+    servers = plan_mod.build(config, "backup")["barman"]["drill"]["file"]["servers"]
+    assert {name: s["tables"] for name, s in servers.items()} == {"master-streaming": [], "other": ["app.public.t"]}
+    config["barman"]["drill"] = {"tables": {"nope": ["public.t"]}}
+    with pytest.raises(Exception, match=r"pg_replication:barman:drill:tables:nope: not a Barman server"):
+        plan_mod.build(config, "backup")
 
 
 def test_on_demand_only_and_special_schedules(plan_mod, config, drill):
