@@ -103,8 +103,10 @@ def plan_drill(barman, servers, errors):
         errors.append(f"{KEY}: there is no Barman server to drill")
     drill["cron"] = cron_fields(drill["schedule"])
     # After salt-call (the state picks the one beside the minion's Python): no pillar needed.
-    drill["command"] = syntax.shell_words(["--local", "--out=quiet", "--log-level=quiet", "barman.drill",
-                                           f"config={drill['config']}"])  # fmt: skip
+    # The return is recorded in the result files: none on stdout (cron would mail it; Salt
+    # 3008 has no "quiet" outputter any more, so --out-file, not --out=quiet).
+    drill["command"] = syntax.shell_words(["--local", "--out=json", "--out-file=/dev/null", "--log-level=quiet",
+                                           "barman.drill", f"config={drill['config']}"])  # fmt: skip
     drill["identifier"] = CRON_IDENTIFIER
     # The server binaries (pg_ctl, postgres) of each backed-up major version.
     drill["pkgs"] = sorted({s["server_pkg"] for s in servers})

@@ -34,7 +34,8 @@ def test_a_drill_is_completed_with_its_files_cron_and_server_binaries(plan_mod, 
     assert drill["dir"] == "/var/lib/barman/pg_replication-drill"
     assert drill["cron"] == {"minute": "30", "hour": "4", "daymonth": "*", "month": "*", "dayweek": "0"}
     assert drill["command"] == (
-        "--local --out=quiet --log-level=quiet barman.drill config=/var/lib/barman/pg_replication-drill/drill.json"
+        "--local --out=json --out-file=/dev/null --log-level=quiet barman.drill"
+        " config=/var/lib/barman/pg_replication-drill/drill.json"
     )
     assert drill["pkgs"] == ["postgresql-15"]
     assert drill["file"]["servers"] == {
