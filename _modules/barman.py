@@ -188,7 +188,24 @@ def health(server):
         nagios = _run_all(["check", "--nagios", server], json_output=False)
     except CommandExecutionError as exc:  # no barman command
         nagios, failure = None, failure or str(exc)
-    return _nagios_health(server, nagios, checks, failure)
+    drill = __salt__["barman.drill_health"](server) if "barman.drill_health" in __salt__ else None
+    return _with_drill(_nagios_health(server, nagios, checks, failure), drill)
+
+
+def _with_drill(health_, drill):
+    """:func:`health` with the last restore drill's (``barman.drill_health``: None when
+    no drill is configured): a failed drill, or none recorded though drills are scheduled,
+    makes it CRITICAL, its message on the line (pure)."""
+    if drill is None:
+        return health_
+    health_ = dict(health_, drill=drill)
+    if drill["code"] >= 2:
+        if health_["code"] == 2:
+            line = f"{health_['line']} * {drill['message']}"
+        else:
+            line = f"BARMAN CRITICAL - {drill['message']}"
+        health_.update(status="CRITICAL", code=2, line=line)
+    return health_
 
 
 def _nagios_health(server, nagios, checks, failure=None):
@@ -536,7 +553,7 @@ def _slot_command(server, option, harmless):
     return True
 
 
-def verify_backup(server, backup_id="latest"):
+def verify_backup(server, backup_id="latest", timeout=1800):
     """
     Run ``barman verify-backup`` (pg_verifybackup on the backup; PostgreSQL 13+, and a
     plain-format backup: before PostgreSQL 18 pg_verifybackup reads no tarball, so a backup
@@ -553,11 +570,18 @@ def verify_backup(server, backup_id="latest"):
         if not backups:
             raise CommandExecutionError(f"no backup of {server} to verify")
         backup_id = backups[0]["backup_id"]
-    return _run("verify-backup", server, backup_id, parse=False, timeout=1800)
+    return _run("verify-backup", server, backup_id, parse=False, timeout=timeout)
 
 
 def restore(
-    server, destination, backup_id="latest", target_immediate=False, target_action=None, target_tli="latest", **targets
+    server,
+    destination,
+    backup_id="latest",
+    target_immediate=False,
+    target_action=None,
+    target_tli="latest",
+    timeout=3600,
+    **targets,
 ):
     """
     Restore a backup into ``destination`` (``barman recover``), optionally to a target:
@@ -584,7 +608,7 @@ def restore(
     if target_action:
         args += ["--target-action", target_action]
     args += [server, backup_id, destination]
-    return _run(*args, parse=False, timeout=3600)
+    return _run(*args, parse=False, timeout=timeout)
 
 
 def _major_version():

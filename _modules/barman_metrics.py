@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Barman's metrics for Prometheus (``pg_replication:monitoring``), from ``barman -f json``:
 per server, each ``barman check`` item, the backups by status, the last DONE backup's age
-and size, receive-wal running. A cron job of the backup host writes them to the node
+and size, receive-wal running, the last restore drill. A cron job of the backup host writes them to the node
 exporter's textfile directory with the formula's metrics script (the same functions,
 ``_utils/pg_replication_barman_metrics.py``, without a Salt loader); ``barman.write_metrics``
 writes them the same way for whoever calls it. Part of the ``barman`` execution module.
@@ -50,7 +50,16 @@ def metrics(max_ages):
         checks = _answer("check", server)
         backups = _answer("list_backups", server) if checks is not None else None
         samples += utils["pg_replication_barman_metrics.server_samples"](server, checks, backups, int(max_age), now)
+        samples += _drill_samples(server, now)
     return utils["pg_replication_barman_metrics.barman_metrics"](samples, now)
+
+
+def _drill_samples(server, now):
+    """The last restore drill's gauges (pg_replication:barman:drill), if drills are configured."""
+    if "barman.drill_last" not in __salt__:
+        return []
+    found = __salt__["barman.drill_last"](server)
+    return __utils__["pg_replication_barman_metrics.drill_samples"](server, (found or {}).get("result"), now)
 
 
 def write_metrics(path, max_ages):

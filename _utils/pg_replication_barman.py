@@ -15,6 +15,7 @@ _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)
 syntax = _sibling("pg_replication_syntax")
 schema = _sibling("pg_replication_schema")
 tls = _sibling("pg_replication_tls")
+drill = _sibling("pg_replication_drill")
 KEY = schema.KEY
 # pg_basebackup's client-side compressions that need pg_basebackup 15+.
 BACKUP_COMPRESSIONS_FROM_15 = ("lz4", "zstd")
@@ -77,6 +78,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
         _cloud_hooks(barman, servers, method, errors)
     tools = {s[k] for s in servers for k in ("compression", "backup_compression")}
     barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
+    barman["drill"] = drill.plan_drill(barman, servers, errors)
     return barman, servers
 
 
@@ -95,6 +97,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     server["address"] = str(spec["address"])
     server["bin_dir"] = schema.expand(config["bin_dir"], server["version"], "")
     server["client_pkg"] = schema.expand(config["pkgs"]["client"], server["version"], "")
+    server["server_pkg"] = schema.expand(config["pkgs"]["server"], server["version"], "")
     server["retention_policy"] = " ".join(str(server["retention_policy"]).upper().split())
     if server["backup_compression"] in BACKUP_COMPRESSIONS_FROM_15 and server["version"] < 15:
         errors.append(

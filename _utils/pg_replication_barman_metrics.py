@@ -10,6 +10,7 @@ execution module (``barman.write_metrics``) and ``pg_replication_monitoring`` us
 functions. Runs on the minion's Python (3.9 on Debian 11).
 """
 
+import json
 import os
 import tempfile
 
@@ -23,6 +24,9 @@ HELP = {
     "barman_backups": "Number of the server's backups in each status.",
     "barman_last_backup_age_seconds": "Seconds since the end of the last DONE backup.",
     "barman_last_backup_size_bytes": "Size of the last DONE backup.",
+    "barman_drill_ok": "1 if the last restore drill of the server passed, 0 if it failed.",
+    "barman_drill_age_seconds": "Seconds since the last restore drill of the server ended.",
+    "barman_drill_rto_seconds": "Seconds the last passed restore drill took to restore and open the copy (RTO).",
     "barman_backup_max_age_seconds": "The pillar's backup_max_age: the last DONE backup must be younger.",
     "barman_receive_wal_running": "1 if receive-wal runs for the server.",
     "barman_metrics_timestamp_seconds": "When these metrics were written.",
@@ -70,6 +74,30 @@ def server_samples(server, checks, backups, max_age, now):
         samples.append(("barman_last_backup_age_seconds", labels, max(0.0, now - end)))
         samples.append(("barman_last_backup_size_bytes", labels, last.get("size_bytes") or 0))
     return samples
+
+
+def drill_samples(server, recorded, now):
+    """The last restore drill's samples (``pg_replication:barman:drill``) from its recorded
+    result (none if none is recorded)."""
+    if not isinstance(recorded, dict):
+        return []
+    labels = {"server": server}
+    samples = [("barman_drill_ok", labels, 1 if recorded.get("ok") else 0),
+               ("barman_drill_age_seconds", labels, int(now - (recorded.get("finished") or 0)))]  # fmt: skip
+    if recorded.get("rto_seconds") is not None:
+        samples.append(("barman_drill_rto_seconds", labels, recorded["rto_seconds"]))
+    return samples
+
+
+def read_drill_result(drill_dir, server):
+    """The result a restore drill recorded for ``server`` in ``drill_dir``
+    (``<server>.result.json``), or None (none recorded, or unreadable)."""
+    try:
+        with open(os.path.join(drill_dir, f"{server}.result.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def barman_metrics(samples, now):

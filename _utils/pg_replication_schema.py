@@ -235,6 +235,26 @@ def _settings(value, key, errors):
 
 # --------------------------------------------------------------------------- the schema
 
+
+def _drill_target(value):
+    return _sibling("pg_replication_drill").check_target(value)
+
+
+def _drill_table(value):
+    return _sibling("pg_replication_drill").check_table(value)
+
+
+def _drill_tables(value, key, errors):
+    """``drill:tables``: a list (every server's drill checks them) or a mapping of Barman
+    server names to lists (the plan checks the names)."""
+    tables = _list_of(_message(_drill_table))
+    if isinstance(value, dict):
+        for name, item in value.items():
+            tables(item, f"{key}:{name}", errors)
+    else:
+        tables(value, key, errors)
+
+
 # Application objects: every name also goes through psycopg2's sql.Identifier; these
 # patterns keep them printable in pg_hba.conf and in messages.
 HBA_TYPES = ("local", "host", "hostssl")
@@ -349,6 +369,14 @@ CLOUD_SPEC = {
     ),
     "compression": _enum(*CLOUD_COMPRESSIONS),
 }
+# Restore drills on the backup host (pg_replication_drill): null for none.
+DRILL_SPEC = {
+    "schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
+    "target": _message(lambda v: _drill_target(v)),
+    "tables": _drill_tables,
+    "timeout": _int(10, 86400),
+    "port": _int(1024, 65535),
+}
 BARMAN_SERVER_SPEC = {
     "address": _host,
     "port": _port,
@@ -404,6 +432,7 @@ SCHEMA = {
         "build_pkgs": _list_of(_package),
         "cloud": _nullable(_record(CLOUD_SPEC, required=("destination", "access_key_id", "secret_access_key"))),
         "cloud_pkgs": _list_of(_package),
+        "drill": _nullable(_record(DRILL_SPEC)),
     },
     "switchover": {"max_lag_bytes": _int(0)},
     # salt-run pg_replication.upgrade_minor (pg_replication_upgrade).

@@ -144,6 +144,23 @@ CASES = [
      "pg_replication:barman:backup_schedule"),
     ("backup-schedule-newline", ("barman", "backup_schedule"), "0 3 * * *\n* * * * * root touch /tmp/pwned",
      "pg_replication:barman:backup_schedule"),
+    # restore drills (barman:drill)
+    ("drill-is-a-string", ("barman", "drill"), "weekly", "pg_replication:barman:drill: must be a mapping"),
+    ("drill-unknown-key", ("barman", "drill"), {"schedule": "@daily", "when": "now"},
+     "pg_replication:barman:drill:when"),
+    ("drill-schedule-command", ("barman", "drill"), {"schedule": "* * * * * root touch /tmp/pwned"},
+     "pg_replication:barman:drill:schedule"),
+    ("drill-target-no-zone", ("barman", "drill"), {"target": "2026-12-01 03:00:00"},
+     "pg_replication:barman:drill:target"),
+    ("drill-target-bad-date", ("barman", "drill"), {"target": "2026-13-01 03:00:00+00"},
+     "pg_replication:barman:drill:target"),
+    ("drill-table-shell", ("barman", "drill"), {"tables": ["public.t; touch /tmp/pwned"]},
+     "pg_replication:barman:drill:tables:0"),
+    ("drill-tables-a-string", ("barman", "drill"), {"tables": "public.t"}, "pg_replication:barman:drill:tables"),
+    ("drill-tables-of-a-server-shell", ("barman", "drill"), {"tables": {"master-streaming": ["t; rm -rf /"]}},
+     "pg_replication:barman:drill:tables:master-streaming:0"),
+    ("drill-timeout-zero", ("barman", "drill"), {"timeout": 0}, "pg_replication:barman:drill:timeout"),
+    ("drill-port-privileged", ("barman", "drill"), {"port": 80}, "pg_replication:barman:drill:port"),
     # topology
     ("sync-count-too-large", ("synchronous",), {"method": "any", "count": 2, "standbys": ["standby"]},
      "pg_replication:synchronous:count"),
@@ -284,6 +301,16 @@ CASES = [
 # that CI's time budget holds.
 PLAN_ONLY = frozenset(
     (
+        # barman:drill: the render test keeps the injection (drill-schedule-command).
+        "drill-is-a-string",
+        "drill-unknown-key",
+        "drill-target-no-zone",
+        "drill-target-bad-date",
+        "drill-table-shell",
+        "drill-tables-a-string",
+        "drill-tables-of-a-server-shell",
+        "drill-timeout-zero",
+        "drill-port-privileged",
         "host-setting-newline",
         "host-setting-hot-standby-minimum",
         "database-owner-unknown",

@@ -36,6 +36,19 @@ pg_replication-barman-receive-wal-clean-{{ server.name }}:
       - file: pg_replication-barman-config-clean
 {%- endfor %}
 
+{%- if salt['cmd.has_exec']('crontab') %}
+
+# Restore drills: their cron line and configuration (their results stay, in Barman's home;
+# no scratch copy outlives a drill).
+pg_replication-barman-drill-cron-clean:
+  cron.absent:
+    - name: barman.drill
+    - identifier: pg_replication-barman-drill
+    - user: root
+    - require_in:
+      - file: pg_replication-barman-config-clean
+{%- endif %}
+
 pg_replication-barman-config-clean:
   file.absent:
     - names:
@@ -43,6 +56,7 @@ pg_replication-barman-config-clean:
       - {{ pg.barman.config_dir }}/{{ server.name }}.conf
 {%- endfor %}
       - {{ pg.barman.home }}/.pgpass
+      - {{ pg.barman.home }}/pg_replication-drill/drill.json
 {%- if pg.cloud_credentials %}
       - {{ pg.cloud_credentials }}
       - {{ pg.barman.cloud.backup_hook }}

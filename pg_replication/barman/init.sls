@@ -11,6 +11,8 @@ include:
   - {{ tplroot }}.psycopg2
   - .install
   - .dirs
+  # Restore drills: their configuration, directory and cron line.
+  - .drill
   # TLS: the CA its conninfo verifies the servers with.
   - {{ tplroot }}.tls
 

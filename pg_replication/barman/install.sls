@@ -71,8 +71,24 @@ pg_replication-barman-link:
 # the pillar's compressions and barman:cloud, in one transaction: barman pulls in a client itself, so two
 # states could not both be predicted right by test=True on a bare host.
 {%- set clients = pg.barman_servers | map(attribute='client_pkg') | unique | list %}
+{#- Restore drills start the restored copy: the server binaries of each backed-up version. #}
+{%- set drill_pkgs = pg.barman.drill.pkgs if pg.barman.drill else [] %}
+{%- if drill_pkgs and pg.createcluster_conf %}
+
+# Debian: the server package creates and starts no default cluster on the backup host.
+pg_replication-barman-drill-createcluster-conf:
+  file.managed:
+    - name: {{ pg.createcluster_conf }}
+    - makedirs: True
+    - contents: |
+        # Managed by Salt (pg_replication)
+        create_main_cluster = false
+    - require_in:
+      - pkg: pg_replication-barman-packages
+{%- endif %}
+
 pg_replication-barman-packages:
   pkg.installed:
-    - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs + pg.cloud_pkgs) | json }}
+    - pkgs: {{ ((pg.barman.pkgs if install.method == 'pkg' else []) + clients + pg.barman.compression_pkgs + pg.cloud_pkgs + drill_pkgs) | json }}
     - require:
       - sls: {{ tplroot }}.repo

@@ -11,8 +11,10 @@
 {%- set metrics_file = m.node_exporter.textfile_dir ~ '/' ~ m.barman_metrics_file %}
 {%- set script = m.barman_metrics_script %}
 {#- Validated paths and Barman server names (no quoting needed but the JSON's). #}
-{%- set write_metrics = [script, '--barman', pg.barman.bin, '--config', pg.barman.config_file, metrics_file,
-                         "'" ~ (m.barman_max_ages | json) ~ "'"] | join(' ') %}
+{#- With restore drills: their results' directory (barman_drill_* metrics). #}
+{%- set drill_dir = ['--drill-dir', pg.barman.drill.dir] if pg.barman.drill else [] %}
+{%- set write_metrics = ([script, '--barman', pg.barman.bin, '--config', pg.barman.config_file] + drill_dir
+                         + [metrics_file, "'" ~ (m.barman_max_ages | json) ~ "'"]) | join(' ') %}
 
 include:
   - {{ tplroot }}.barman

@@ -4,6 +4,7 @@ cluster is encrypted and verified."""
 
 import json
 import pathlib
+import time
 
 import psycopg2
 import pytest
@@ -160,6 +161,105 @@ def test_second_highstate_changes_nothing_and_takes_no_backup(converged):
 def test_verify_backup_passes(converged):
     ret = converged.salt("barman.verify_backup", SERVER, target="backup", timeout=600)
     assert ret.returncode == 0, ret.stdout
+
+
+DRILL_DIR = "/var/lib/barman/pg_replication-drill"
+# A schedule that never fires during the test: the test runs the cron line's command itself.
+# The table is this cluster's (the second primary's drill checks its catalog only).
+DRILL = {"schedule": "59 23 31 12 *", "tables": {SERVER: ["otus.public.drill_probe"]}, "timeout": 300}
+
+
+def drill_result(salt_lab):
+    backup = salt_lab.lab["backup"]
+    return json.loads(backup.run(["cat", f"{DRILL_DIR}/{SERVER}.result.json"]).stdout)
+
+
+def scratch_exists(salt_lab):
+    return salt_lab.lab["backup"].run(["test", "-e", f"{DRILL_DIR}/{SERVER}.scratch"], check=False).returncode == 0
+
+
+def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fails_them(converged):
+    """barman:drill: a drill on demand restores the latest DONE backup, starts and checks it
+    (7 rows of the listed table, committed before it), records its RTO, and removes the copy;
+    the command root's cron line runs (in cron's bare environment, no highstate) records a
+    drill too; barman.health reports it. A backup the test takes and corrupts (bytes flipped
+    in a data file) fails the drill (barman verify-backup) and makes the health CRITICAL; the
+    copy is gone in both cases; the backup is deleted afterwards."""
+    started = time.monotonic()
+    good, backup, master = converged.pillar, converged.lab["backup"], converged.lab["master"]
+    ensure_otus(master)
+    master.psql("DROP TABLE IF EXISTS drill_probe", dbname="otus")
+    master.psql("CREATE TABLE drill_probe AS SELECT n FROM generate_series(1, 7) AS n", dbname="otus")
+    barman(converged, "restore_point", SERVER)
+    barman(converged, "switch_wal", SERVER, "archive=True")
+    converged.set_pillar(dict(good, barman=dict(good["barman"], drill=DRILL)))
+    corrupt = None
+    try:
+        # The drill's part of the highstate (the rest of it is unchanged by barman:drill here,
+        # where postgresql-15 is installed already).
+        ret = converged.highstate("pg_replication.barman.drill", target="backup")
+        assert state_errors(ret.data) == {}
+        mode = backup.run(["stat", "-c", "%U %G %a", DRILL_DIR]).stdout.split()
+        assert mode == ["barman", "barman", "750"]
+
+        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
+        assert ret.returncode == 0, ret.stdout
+        result = ret.data[SERVER]
+        assert result["ok"], result
+        assert result["backup_id"] == backup_ids(converged)[-1]
+        assert result["rows"] == {"otus.public.drill_probe": 7}
+        assert 0 < result["rto_seconds"] < 120
+        assert drill_result(converged) == result
+        assert not scratch_exists(converged)
+        print(f"restore drill on demand: RTO {result['rto_seconds']} s, steps {result['steps']}")
+        health = barman(converged, "health", SERVER)
+        assert (health["status"], health["code"]) == ("OK", 0), health["line"]
+        assert f"RTO {result['rto_seconds']}s" in health["drill"]["message"]
+
+        # What cron runs: the command of root's cron line, in cron's environment.
+        crontab = backup.run(["crontab", "-l", "-u", "root"]).stdout.splitlines()
+        (line,) = [x for x in crontab if "barman.drill" in x and not x.startswith("#")]
+        assert line.startswith("59 23 31 12 * ")
+        run = backup.run(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", "SHELL=/bin/sh", "sh", "-c",
+                          line.split(None, 5)[5]], check=False)  # fmt: skip
+        scheduled = drill_result(converged)
+        other = json.loads(backup.run(["cat", f"{DRILL_DIR}/{OTHER}.result.json"]).stdout)
+        # Both servers of the backup host drilled, quietly (cron would mail any output).
+        assert (scheduled["ok"], other["ok"]) == (True, True), (
+            scheduled,
+            other,
+            run.stdout[-2000:],
+            run.stderr[-2000:],
+        )
+        assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+        print(f"restore drills from cron: RTO {scheduled['rto_seconds']} s and {other['rto_seconds']} s")
+        assert scheduled["finished"] > result["finished"]
+        assert not scratch_exists(converged)
+
+        # A backup of the test's own, corrupted: the drill fails, health is CRITICAL.
+        corrupt = barman(converged, "backup", SERVER)["backup_id"]
+        data = f"/var/lib/barman/{SERVER}/base/{corrupt}/data"
+        victim = backup.run(["sh", "-c", f"ls -S {data}/base/1/* | head -n 1"]).stdout.strip()
+        backup.run(["sh", "-c", f"printf 'DRILL-CORRUPTION' | dd of={victim} bs=1 seek=100 conv=notrunc status=none"])
+        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
+        assert ret.returncode != 0
+        failed = drill_result(converged)
+        assert (failed["ok"], failed["backup_id"]) == (False, corrupt), failed
+        assert "verify-backup" in failed["reason"]
+        assert not scratch_exists(converged)
+        health = barman(converged, "health", SERVER)
+        assert (health["status"], health["code"]) == ("CRITICAL", 2), health
+        assert health["line"].startswith(f"BARMAN CRITICAL - restore drill of {SERVER} failed"), health["line"]
+    finally:
+        if corrupt:
+            backup.run(["runuser", "-u", "barman", "--", "barman", "delete", SERVER, corrupt], check=False)
+        master.psql("DROP TABLE IF EXISTS drill_probe", dbname="otus")
+        converged.set_pillar(good)
+        assert state_errors(converged.highstate("pg_replication.barman.drill", target="backup").data) == {}
+    assert corrupt not in backup_ids(converged)
+    assert "barman.drill" not in backup.run(["crontab", "-l", "-u", "root"], check=False).stdout
+    assert "drill" not in barman(converged, "health", SERVER)  # no drill configured any more
+    print(f"restore drill test: {time.monotonic() - started:.1f} s")
 
 
 def test_compressed_wal_and_base_backup_restore_to_a_point_in_time_row_for_row(converged):

@@ -33,7 +33,8 @@ def test_clean_removes_only_the_formulas_files(formula, example_pillar, minion_i
         if path.startswith(data_dir + "/"):
             assert path.rsplit("/", 1)[1] in FORMULA_FILES, path  # RedHat keeps them there
         if path.startswith("/var/lib/barman/"):
-            assert path == "/var/lib/barman/.pgpass", path
+            # .pgpass, and the restore drills' configuration (their results stay)
+            assert path in ("/var/lib/barman/.pgpass", "/var/lib/barman/pg_replication-drill/drill.json"), path
     functions = {f for state_id in rendering.states for f in rendering.state(state_id)}
     if ROLES[minion_id] == "barman":
         # The formula's own cron file; the package's only if it holds what the formula once
@@ -108,7 +109,8 @@ def test_clean_stops_pgbouncer_and_removes_its_files_beside_barman(formula, exam
     assert ini["onlyif"] == [{"fun": "file.contains", "path": "/etc/pgbouncer/pgbouncer.ini",
                               "text": "Managed by Salt (pg_replication)"}]  # fmt: skip
     assert "pg_replication-barman-config-clean" in rendering.states  # Barman's clean too
-    assert not any(p.startswith("/var/lib/barman/") and p != "/var/lib/barman/.pgpass" for p in paths)
+    barman_files = ("/var/lib/barman/.pgpass", "/var/lib/barman/pg_replication-drill/drill.json")
+    assert not any(p.startswith("/var/lib/barman/") and p not in barman_files for p in paths)
     assert (
         "pg_replication-pooler-service-clean"
         not in formula("master", example_pillar, sls="pg_replication.clean").states

@@ -116,6 +116,14 @@ def test_the_backup_host_writes_barmans_metrics_from_cron(backup):
     assert "pg_replication-monitoring-postgres-exporter" not in backup.states
 
 
+def test_with_restore_drills_the_metrics_script_reads_their_results(formula, example_pillar):
+    """Restore drills on: the script also reads their results (barman_drill_* metrics)."""
+    pillar = monitored(example_pillar)
+    pillar["barman"] = dict(pillar["barman"], drill={"schedule": "0 3 * * *"})
+    cron = formula("backup", pillar).args("pg_replication-monitoring-barman-cron")["contents"]
+    assert " --config /etc/barman.conf --drill-dir /var/lib/barman/pg_replication-drill /var/lib/" in cron
+
+
 @pytest.mark.parametrize("minion_id", ["master", "standby"])
 def test_every_server_runs_the_exporter_as_a_peer_authenticated_role(formula, example_pillar, minion_id):
     rendering = formula(minion_id, monitored(example_pillar))

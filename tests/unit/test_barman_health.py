@@ -119,3 +119,19 @@ def test_a_reused_check_is_the_jobs_last_unless_a_command_since_may_have_changed
     finally:
         for name in ("__context__", "__salt__"):
             delattr(barman_module, name)
+
+
+def test_a_failed_or_missing_drill_is_critical_and_a_good_one_is_reported(barman_module):
+    """A restore drill (barman.drill_health's answer) on top of Barman's answer."""
+    ok = barman_module._nagios_health("db", nagios("BARMAN OK - Ready to serve the Espresso backup for db\n", 0), {})
+    assert barman_module._with_drill(ok, None) == ok
+    good = {"code": 0, "message": "restore drill of db OK 60s ago, backup b2, RTO 12.3s", "result": {"ok": True}}
+    assert barman_module._with_drill(ok, good) == dict(ok, drill=good)
+    bad = {"code": 2, "message": "restore drill of db failed 5s ago: verify-backup", "result": {"ok": False}}
+    health = barman_module._with_drill(ok, bad)
+    assert (health["status"], health["code"]) == ("CRITICAL", 2)
+    assert health["line"] == "BARMAN CRITICAL - restore drill of db failed 5s ago: verify-backup"
+    failing = barman_module._nagios_health("db", nagios("BARMAN CRITICAL - server db has issues\n", 2), {})
+    assert barman_module._with_drill(failing, bad)["line"] == (
+        "BARMAN CRITICAL - server db has issues * restore drill of db failed 5s ago: verify-backup"
+    )

@@ -52,3 +52,20 @@ def test_a_server_barman_does_not_answer_for(monitoring):
     assert 'barman_backups{server="we\\"ird",status="DONE"} 0' in text
     assert "barman_last_backup_age_seconds" not in text
     assert "barman_check_ok" not in text
+
+
+def test_the_last_restore_drill_from_its_result_file(monitoring, tmp_path):
+    """The metrics script's barman_drill_* samples from the result a drill recorded (the
+    standalone code: pg_replication_barman_metrics, which the script loads)."""
+    metrics = load_file("pg_replication_barman_metrics", REPO_ROOT / "_utils/pg_replication_barman_metrics.py")
+    (tmp_path / "db.result.json").write_text('{"ok": false, "finished": 1799999990, "reason": "x"}')
+    (tmp_path / "torn.result.json").write_text('{"ok": tr')
+    assert metrics.read_drill_result(str(tmp_path), "none") is None
+    assert metrics.read_drill_result(str(tmp_path), "torn") is None
+    failed = metrics.read_drill_result(str(tmp_path), "db")
+    text = monitoring.barman_metrics(metrics.drill_samples("db", failed, NOW), NOW)
+    assert 'barman_drill_ok{server="db"} 0' in text.splitlines()
+    assert 'barman_drill_age_seconds{server="db"} 10' in text.splitlines()
+    assert "# HELP barman_drill_ok 1 if the last restore drill of the server passed, 0 if it failed." in text
+    assert "barman_drill_rto_seconds" not in text
+    assert metrics.drill_samples("db", None, NOW) == []

@@ -7,8 +7,10 @@ into the ``barman_*`` metrics and written atomically to the metrics file, by the
 ``pg_replication_barman_metrics.py`` installed beside this script (the formula's
 ``_utils/pg_replication_barman_metrics.py``, which ``barman.write_metrics`` also uses).
 
-Usage: barman-metrics [--barman BIN] [--config FILE] [--user USER] METRICS_FILE MAX_AGES_JSON
-(``MAX_AGES_JSON``: ``{"server": maximum age of its last DONE backup, in seconds}``).
+Usage: barman-metrics [--barman BIN] [--config FILE] [--user USER] [--drill-dir DIR]
+METRICS_FILE MAX_AGES_JSON (``MAX_AGES_JSON``: ``{"server": maximum age of its last DONE
+backup, in seconds}``; ``--drill-dir``: where restore drills record their results, whose
+``barman_drill_*`` metrics are added).
 Exit status 0 once the file is written (a server Barman did not answer for has
 ``barman_up 0``), 2 on bad arguments.
 """
@@ -82,6 +84,7 @@ def main(argv=None):
     parser.add_argument("--barman", default="barman")
     parser.add_argument("--config", default="/etc/barman.conf")
     parser.add_argument("--user", default="barman")
+    parser.add_argument("--drill-dir", default=None)
     parser.add_argument("path")
     parser.add_argument("max_ages", type=json.loads)
     args = parser.parse_args(argv)
@@ -93,6 +96,8 @@ def main(argv=None):
         checks = barman_json(args, "check", server, preexec, env)
         backups = barman_json(args, "list-backup", server, preexec, env) if checks is not None else None
         samples += METRICS.server_samples(server, checks, backups, int(max_age), now)
+        if args.drill_dir:
+            samples += METRICS.drill_samples(server, METRICS.read_drill_result(args.drill_dir, server), now)
     METRICS.write_atomically(args.path, METRICS.barman_metrics(samples, now))
     return 0
 
