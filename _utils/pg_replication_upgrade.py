@@ -87,11 +87,11 @@ def target(cluster, primary, to=None):
     return None
 
 
-def health(cluster, primary, installed, max_lag=None):
-    """The checks before anything changes: exactly the pillar's primary runs; every server
-    runs, each standby streams from its upstream and (unless delayed by design) has at most
-    ``max_lag`` bytes of the primary's WAL not replayed; each server's packages are
-    installed (``installed``: ``{host: {package: version}}``)."""
+def streaming_health(cluster, primary, max_lag=None, delayed_lag=False):
+    """The checks before an upgrade changes anything: exactly the pillar's primary runs;
+    every server runs, each standby streams from its upstream and has at most ``max_lag``
+    bytes of the primary's WAL not replayed (a delayed standby only with ``delayed_lag``:
+    else it lags by design). Shared by the minor and the major upgrade."""
     max_lag = int(
         max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
     )
@@ -108,11 +108,18 @@ def health(cluster, primary, installed, max_lag=None):
         server, source = cluster.server(host), cluster.upstream(host, primary)
         streaming = member.streams_from(server, cluster.hosts[source]["address"])
         check(checks, f"{host} streams from {source}", streaming, f"receiver: {server.get('receiver') or 'none'}")
-        if checks_util.apply_delay(cluster, host) != 0:
+        if not delayed_lag and checks_util.apply_delay(cluster, host) != 0:
             continue  # a delayed standby lags by design
         lag = postgres.lsn_bytes(head) - postgres.lsn_bytes(server.get("replay_lsn") or server["lsn"]) if head else None
         check(checks, f"{host} is at most {max_lag} bytes behind (WAL not replayed)",
               lag is not None and lag <= max_lag, f"{lag} bytes behind")  # fmt: skip
+    return checks
+
+
+def health(cluster, primary, installed, max_lag=None):
+    """:func:`streaming_health`, then each server's packages installed (``installed``:
+    ``{host: {package: version}}``)."""
+    checks = streaming_health(cluster, primary, max_lag)
     for host in cluster.servers():
         missing = sorted(name for name, version in (installed.get(host) or {}).items() if not version)
         check(checks, f"{host} has its PostgreSQL packages installed", installed.get(host) and not missing,

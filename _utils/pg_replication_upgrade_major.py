@@ -42,6 +42,7 @@ checks_util = _sibling("pg_replication_checks")
 cluster_model = _sibling("pg_replication_cluster")
 member = _sibling("pg_replication_member")
 postgres = _sibling("pg_replication_postgres")
+minor = _sibling("pg_replication_upgrade")
 
 check = checks_util.check
 FORMULA = cluster_model.FORMULA
@@ -138,26 +139,7 @@ def health(cluster, primary, max_lag=None):
     """Exactly the pillar's primary runs, every server runs, each standby streams from its
     upstream and has replayed the primary's WAL up to ``max_lag`` bytes (delayed standbys
     too: they are re-created from the new primary, what they hold is lost)."""
-    max_lag = int(
-        max_lag if max_lag is not None else (cluster.plan.get("switchover") or {}).get("max_lag_bytes", 16 << 20)
-    )
-    checks = []
-    running = cluster.running_primaries()
-    check(checks, f"exactly one primary runs, the pillar's ({primary})", running == [primary],
-          f"running: {running or 'none'}")  # fmt: skip
-    down = [h for h in cluster.servers() if not (cluster.server(h) or {}).get("running")]
-    check(checks, "every server runs", not down, f"not running: {down}" if down else "")
-    head = (cluster.server(primary) or {}).get("lsn") if primary in running else None
-    for host in cluster.servers():
-        if host == primary or host in down:
-            continue
-        server, source = cluster.server(host), cluster.upstream(host, primary)
-        check(checks, f"{host} streams from {source}", member.streams_from(server, cluster.hosts[source]["address"]),
-              f"receiver: {server.get('receiver') or 'none'}")  # fmt: skip
-        lag = postgres.lsn_bytes(head) - postgres.lsn_bytes(server.get("replay_lsn") or server["lsn"]) if head else None
-        check(checks, f"{host} is at most {max_lag} bytes behind (WAL not replayed)",
-              lag is not None and lag <= max_lag, f"{lag} bytes behind")  # fmt: skip
-    return checks
+    return minor.streaming_health(cluster, primary, max_lag, delayed_lag=True)
 
 
 def probe_options(names):
