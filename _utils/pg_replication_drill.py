@@ -207,8 +207,10 @@ def restore_args(target):
 def server_options(p, port):
     """``pg_ctl -o``: the scratch copy's own configuration file (the backup holds none on
     Debian), its private port, only a Unix socket in the scratch directory, no archiving, no
-    hot standby (the primary's sizes need not be matched: it opens once recovery is over).
-    On the command line, these win over the restored postgresql.auto.conf."""
+    hot standby (the primary's sizes need not be matched: it opens once recovery is over),
+    no synchronous standby to wait for (an ALTER SYSTEM one would hold pg_amcheck's CREATE
+    EXTENSION until the time limit). On the command line, these win over the restored
+    postgresql.auto.conf."""
     options = {
         "config_file": p["conf"],
         "hba_file": p["hba"],
@@ -217,6 +219,7 @@ def server_options(p, port):
         "listen_addresses": "",
         "unix_socket_directories": p["scratch"],
         "archive_mode": "off",
+        "synchronous_standby_names": "",
         "hot_standby": "off",
         "logging_collector": "off",
     }

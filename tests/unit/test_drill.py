@@ -115,6 +115,7 @@ def test_the_copy_starts_on_its_private_socket_only(drill):
     assert "-clisten_addresses= " in options
     assert "-cunix_socket_directories=/d/db.scratch" in options
     assert "-carchive_mode=off" in options
+    assert "-csynchronous_standby_names= " in options
     assert drill.restore_args("latest") == {}
     assert drill.restore_args("2026-12-01 03:00:00+00") == {"target_time": "2026-12-01 03:00:00+00",
                                                             "target_action": "promote"}  # fmt: skip
