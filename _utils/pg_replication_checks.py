@@ -52,6 +52,11 @@ def succeeded(comment, checks, done, **more):
     return {"result": True, "comment": comment, "checks": checks, "done": done, **more}
 
 
+def failed(comment, checks, done, **more):
+    """What an operation returns when it changed something and then failed (salt-run exits 1)."""
+    return {"result": False, "retcode": 1, "comment": comment, "checks": checks, "done": done, **more}
+
+
 def finished(operation, primary, comment, checks, done, left, change):
     """What an operation returns once ``primary`` was promoted: succeeded, or, with steps
     ``left`` (each with its error), failed with the new primary writable and the command
@@ -60,20 +65,12 @@ def finished(operation, primary, comment, checks, done, left, change):
     if not left:
         return succeeded(comment, checks, done, pillar_change=lines)
     finish = f"salt-run pg_replication.follow primary={primary}"
-    return {
-        "result": False,
-        "retcode": 1,
-        "comment": (
-            f"{operation}: {primary} is the primary and takes writes, but {len(left)} step(s) failed: "
-            + "; ".join(left)
-            + f". Fix them, then run `{finish}` to finish."
-        ),
-        "checks": checks,
-        "done": done,
-        "left": left,
-        "finish": finish,
-        "pillar_change": lines,
-    }
+    comment = (
+        f"{operation}: {primary} is the primary and takes writes, but {len(left)} step(s) failed: "
+        + "; ".join(left)
+        + f". Fix them, then run `{finish}` to finish."
+    )
+    return failed(comment, checks, done, left=left, finish=finish, pillar_change=lines)
 
 
 def failure(operation, exc, done):

@@ -224,15 +224,11 @@ def _net_change(cluster, primary, current):
 
 
 def _stopped(ret, done, moves, checks):
-    out = {
-        "result": False,
-        "retcode": 1,
-        "comment": f"upgrade_minor stopped: {ret.get('comment')}. Fix it, then run "
+    out = checks_util.failed(
+        f"upgrade_minor stopped: {ret.get('comment')}. Fix it, then run "
         f"`salt-run {FORMULA}.upgrade_minor` again (upgraded servers are left alone).",
-        "checks": checks,
-        "done": done,
-        "upgrades": moves,
-    }
+        checks, done, upgrades=moves,
+    )  # fmt: skip
     for key in ("left", "finish", "pillar_change"):
         if ret.get(key):
             out[key] = ret[key]

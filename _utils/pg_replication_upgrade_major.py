@@ -358,32 +358,21 @@ def _rolled_back(ops, cluster, primary, new, stopped, done, checks, exc):
             ops.call(host, "service.start", cluster.plan_of(host)["service_name"], timeout=600)
             again.append(f"started {host} again")
     except CommandExecutionError as undo_exc:
-        return {
-            "result": False,
-            "retcode": 1,
-            "comment": f"upgrade_major failed: {exc}; and undoing it failed: {undo_exc}. The old cluster "
+        return checks_util.failed(
+            f"upgrade_major failed: {exc}; and undoing it failed: {undo_exc}. The old cluster "
             f"({old['data_dir']}) is intact unless pg_upgrade --link's new cluster was started: "
             f"start {old['service_name']} by hand.",
-            "checks": checks,
-            "done": done + again,
-        }
-    return {
-        "result": False,
-        "retcode": 1,
-        "comment": f"upgrade_major failed before the new primary started, undone: the old cluster runs as "
-        f"before. {exc}",
-        "checks": checks,
-        "done": done + again,
-    }
+            checks, done + again,
+        )  # fmt: skip
+    return checks_util.failed(
+        f"upgrade_major failed before the new primary started, undone: the old cluster runs as before. {exc}",
+        checks, done + again,
+    )  # fmt: skip
 
 
 def _left(what, done, checks, new_version):
-    return {
-        "result": False,
-        "retcode": 1,
-        "comment": f"upgrade_major: the primary runs PostgreSQL {new_version} (no way back), but: {what}. "
+    return checks_util.failed(
+        f"upgrade_major: the primary runs PostgreSQL {new_version} (no way back), but: {what}. "
         f"Change the pillar ({', '.join(pillar_change(new_version))}), fix it and run the highstate.",
-        "checks": checks,
-        "done": done,
-        "pillar_change": pillar_change(new_version),
-    }
+        checks, done, pillar_change=pillar_change(new_version),
+    )  # fmt: skip
