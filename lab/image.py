@@ -310,24 +310,33 @@ apt-get clean; rm -rf /var/lib/apt/lists/*
 """
 
 
-def _build_layer(bare, repo, layer, key):
-    """The provisioned layer: what installing the formula's packages on ``bare`` adds, caught
-    in the upper directory of an overlay over it."""
+@contextlib.contextmanager
+def _overlay(lower, layer):
+    """An overlay over ``lower`` (directories, top first) whose changes land in ``layer``:
+    yields its merged root; then everything mounted below it is unmounted, and after a
+    build that went through, its work and merged directories are removed."""
     work, merged = layer.with_suffix(".work"), layer.with_suffix(".merged")
     for path in (layer, work, merged):
         path.mkdir(parents=True)
-    options = f"lowerdir={bare},upperdir={layer},workdir={work}"
+    options = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={layer},workdir={work}"
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
     try:
+        yield merged
+    finally:
+        _unmount_below(merged)
+    for path in (work, merged):
+        remove_tree(path)
+
+
+def _build_layer(bare, repo, layer, key):
+    """The provisioned layer: what installing the formula's packages on ``bare`` adds, caught
+    in the upper directory of an overlay over it."""
+    with _overlay([bare], layer) as merged:
         _bind(repo, merged / "tmp/repo")
         # postgresql-common's postinst runs systemd-tmpfiles, which fails without /proc (forky).
         subprocess.run(["mount", "-t", "proc", "proc", str(merged / "proc")], check=True)
         with _timed(key, "packages installed"):
             _chroot(merged, PROVISION_SCRIPT.format(packages=" ".join(_recorded_packages(bare))))
-    finally:
-        _unmount_below(merged)
-    for path in (work, merged):
-        remove_tree(path)
     # The (now empty) mount point of the repository is the layer's; the host makes its own.
     with contextlib.suppress(OSError):
         (layer / "tmp/repo").rmdir()
@@ -360,23 +369,16 @@ def _build_upgrade_layer(release, lower, repo, old_repo, layer, key, packages):
     layers, top first), from both releases' repositories (apt takes the newer release's
     build of what both have, the old one's libraries that the new release dropped) and the
     release's archive for what neither holds."""
-    work, merged = layer.with_suffix(".work"), layer.with_suffix(".merged")
-    for path in (layer, work, merged):
-        path.mkdir(parents=True)
-    options = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={layer},workdir={work}"
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
-    try:
-        _bind(repo, merged / "tmp/repo")
-        _bind(old_repo, merged / "tmp/repo-old")
-        _with_network(merged)
-        with _timed(key, "packages installed"):
-            _chroot(merged, UPGRADE_SCRIPT.format(packages=" ".join(packages), archive=_archive_sources(release)))
-    finally:
-        for path in ("tmp/ca.crt", "etc/resolv.conf"):
-            (merged / path).unlink(missing_ok=True)
-        _unmount_below(merged)
-    for path in (work, merged):
-        remove_tree(path)
+    with _overlay(lower, layer) as merged:
+        try:
+            _bind(repo, merged / "tmp/repo")
+            _bind(old_repo, merged / "tmp/repo-old")
+            _with_network(merged)
+            with _timed(key, "packages installed"):
+                _chroot(merged, UPGRADE_SCRIPT.format(packages=" ".join(packages), archive=_archive_sources(release)))
+        finally:
+            for path in ("tmp/ca.crt", "etc/resolv.conf"):
+                (merged / path).unlink(missing_ok=True)
     for mount_point in ("tmp/repo", "tmp/repo-old", "root/.cache/pip"):
         with contextlib.suppress(OSError):
             (layer / mount_point).rmdir()
