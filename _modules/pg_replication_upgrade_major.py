@@ -90,14 +90,11 @@ def extensions_missing(new_version, share_dir=None, **kwargs):
         salt primary pg_replication.extensions_missing 18
     """
     share_dir = share_dir or _share_dir(new_version)
-    conn = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    databases = _query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname", **conn)
     missing = []
-    for row in databases:
-        extensions = _query("SELECT extname FROM pg_extension ORDER BY extname", **dict(conn, dbname=row["datname"]))
+    for db, extensions in _in_each_database("SELECT extname FROM pg_extension ORDER BY extname", kwargs):
         for ext in extensions:
             if not os.path.exists(os.path.join(share_dir, "extension", f"{ext['extname']}.control")):
-                missing.append(f"{row['datname']}: {ext['extname']}")
+                missing.append(f"{db}: {ext['extname']}")
     return missing
 
 
@@ -114,17 +111,10 @@ def column_options(**kwargs):
 
         salt primary pg_replication.column_options
     """
-    conn = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    databases = _query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname", **conn)
-    out = {}
-    for row in databases:
-        names = _query(
-            "SELECT DISTINCT split_part(option, '=', 1) AS name"
-            " FROM pg_attribute, unnest(attoptions) AS option ORDER BY 1",
-            **dict(conn, dbname=row["datname"]),
-        )
-        out[row["datname"]] = [n["name"] for n in names]
-    return out
+    statement = (
+        "SELECT DISTINCT split_part(option, '=', 1) AS name FROM pg_attribute, unnest(attoptions) AS option ORDER BY 1"
+    )
+    return {db: [n["name"] for n in names] for db, names in _in_each_database(statement, kwargs)}
 
 
 def _share_dir(version):
@@ -136,15 +126,28 @@ def _share_dir(version):
     return f"/usr/share/postgresql/{int(version)}"
 
 
+def _in_each_database(statement, kwargs):
+    """``(database, rows)`` of ``statement`` in each database that takes connections, in
+    name order (``kwargs``: the connection settings, Salt's own ``__`` keys left out)."""
+    conn = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    for row in _query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname", **conn):
+        yield row["datname"], _query(statement, **dict(conn, dbname=row["datname"]))
+
+
 def _query(statement, **kwargs):
     configured = __salt__["config.option"]("pg_replication.connection", {})
     return __utils__["pg_replication_connection.query"](__context__.value(), configured, statement, **kwargs)
 
 
-def _run(cmd, cwd, what):
-    res = __salt__["cmd.run_all"](
-        cmd, runas="postgres", cwd=cwd, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
+def _as_postgres(cmd, cwd, **more):
+    """``cmd`` run as postgres (no shell, C locale); ``cmd.run_all``'s answer, whatever its exit code."""
+    return __salt__["cmd.run_all"](
+        cmd, runas="postgres", cwd=cwd, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}, **more
     )
+
+
+def _run(cmd, cwd, what):
+    res = _as_postgres(cmd, cwd)
     if res["retcode"]:
         raise CommandExecutionError(f"{what} failed: {_tail(res)}")
     return res
@@ -195,9 +198,7 @@ def upgrade_check(old_bin_dir, new_bin_dir, data_dir, config_file, initdb_comman
         cmd = _pure("pg_upgrade_args")(
             old_bin_dir, new_bin_dir, data_dir, scratch, config_file, mode, socket_dir, check=True, old_port=port
         )
-        res = __salt__["cmd.run_all"](
-            cmd, runas="postgres", cwd=home, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
-        )
+        res = _as_postgres(cmd, home)
         return {"ok": not res["retcode"], "output": _tail(res), "options_refused": refused}
     finally:
         _remove(scratch)
@@ -213,11 +214,8 @@ def _options_refused(new_bin_dir, scratch, options, home):
         return []
     lines = ["CREATE TABLE pg_replication_probe (c int)"]
     lines += [f"ALTER TABLE pg_replication_probe ALTER COLUMN c SET ({_ident(name)} = 0)" for name in probe]
-    res = __salt__["cmd.run_all"](
-        [os.path.join(new_bin_dir, "postgres"), "--single", "-D", scratch, "template1"],
-        runas="postgres", cwd=home, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"},
-        stdin="\n".join(lines) + "\n",
-    )  # fmt: skip
+    res = _as_postgres([os.path.join(new_bin_dir, "postgres"), "--single", "-D", scratch, "template1"], home,
+                       stdin="\n".join(lines) + "\n")  # fmt: skip
     if res["retcode"]:
         raise CommandExecutionError(f"the new version's server in single-user mode failed: {_tail(res)}")
     output = "\n".join(part for part in (res.get("stdout"), res.get("stderr")) if part)
@@ -264,9 +262,7 @@ def upgrade_cluster(old_bin_dir, new_bin_dir, data_dir, new_data_dir, config_fil
         os.chmod(new_data_dir, 0o700)
         _run(_pure("initdb_args")(initdb_command, new_data_dir, checksums, new_version), home, "initdb")
         cmd = _pure("pg_upgrade_args")(old_bin_dir, new_bin_dir, data_dir, new_data_dir, config_file, mode, socket_dir)
-        res = __salt__["cmd.run_all"](
-            cmd, runas="postgres", cwd=home, python_shell=False, ignore_retcode=True, env={"LC_ALL": "C"}
-        )
+        res = _as_postgres(cmd, home)
         if res["retcode"]:
             # The log pg_upgrade points at goes with the new data directory: its end goes into the error.
             raise CommandExecutionError(f"pg_upgrade failed: {_tail(res)}{_logs_named(res.get('stdout') or '')}")
