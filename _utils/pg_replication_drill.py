@@ -2,7 +2,8 @@
 """Restore drills on the backup host (``pg_replication:barman:drill``): the plan's part (the
 pillar's values checked and completed, the drill's files and cron line), and what a drill
 decides without running anything: which backup it restores, the command lines of its steps,
-its result, and what that result means for ``barman.health`` and the metrics.
+its result, and what that result means for ``barman.health`` (its metrics:
+``pg_replication_barman_metrics.drill_samples``).
 
 A drill restores the latest DONE backup of a Barman server (``barman recover``, locally) into
 a scratch directory under Barman's home, starts it on a private port with no TCP listener,
@@ -23,7 +24,6 @@ import shlex
 
 _sibling = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pg_replication_sibling.py"))["load"]
 syntax = _sibling("pg_replication_syntax")
-_barman_metrics = _sibling("pg_replication_barman_metrics")
 KEY = "pg_replication:barman:drill"
 # The pillar's drill, completed: schedule null runs drills on demand only.
 DEFAULTS = {"schedule": None, "target": "latest", "tables": [], "timeout": 1800, "port": 54329}
@@ -272,9 +272,3 @@ def health(server, scheduled, recorded, now):
         return 2, f"restore drill of {server} failed {age}s ago: {recorded.get('reason')}"
     backup_id, rto = recorded.get("backup_id"), recorded.get("rto_seconds")
     return 0, f"restore drill of {server} OK {age}s ago, backup {backup_id}, RTO {rto}s"
-
-
-def metrics(server, recorded, now):
-    """Prometheus samples ``(name, labels, value)`` of the last drill (none if none recorded):
-    ``pg_replication_barman_metrics.drill_samples``, which the metrics script also runs."""
-    return _barman_metrics.drill_samples(server, recorded, now)

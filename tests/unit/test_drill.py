@@ -139,13 +139,14 @@ def test_health_of_a_drill(drill):
 
 
 def test_metrics_of_a_drill(drill):
+    metrics = load_file("pg_replication_barman_metrics", REPO_ROOT / "_utils/pg_replication_barman_metrics.py")
     good = drill.result("db", True, None, "b2", rto=12.34, now=NOW - 60)
-    assert drill.metrics("db", good, NOW) == [
+    assert metrics.drill_samples("db", good, NOW) == [
         ("barman_drill_ok", {"server": "db"}, 1),
         ("barman_drill_age_seconds", {"server": "db"}, 60),
         ("barman_drill_rto_seconds", {"server": "db"}, 12.3),
     ]
-    assert drill.metrics("db", None, NOW) == []
+    assert metrics.drill_samples("db", None, NOW) == []
 
 
 def test_the_module_reads_the_configuration_and_the_last_result(drill, tmp_path):
