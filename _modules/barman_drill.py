@@ -315,10 +315,7 @@ def drill_last(server, config=None):
         return None
     if server not in conf.get("servers", {}):
         return None
-    recorded = None
-    path = _u("paths")(conf["dir"], server)["result"]
-    with contextlib.suppress(OSError, ValueError), open(path, encoding="utf-8") as fh:
-        recorded = json.load(fh)
+    recorded = __utils__["pg_replication_barman_metrics.read_drill_result"](conf["dir"], server)
     return {"scheduled": bool(conf.get("schedule")), "result": recorded}
 
 

@@ -155,7 +155,9 @@ def test_the_module_reads_the_configuration_and_the_last_result(drill, tmp_path)
     import json  # pylint: disable=import-outside-toplevel
 
     module = load_file("barman_drill_module", REPO_ROOT / "_modules/barman_drill.py")
+    metrics = load_file("pg_replication_barman_metrics", REPO_ROOT / "_utils/pg_replication_barman_metrics.py")
     module.__utils__ = {f"pg_replication_drill.{name}": getattr(drill, name) for name in dir(drill)}
+    module.__utils__["pg_replication_barman_metrics.read_drill_result"] = metrics.read_drill_result
     config = tmp_path / "drill.json"
     config.write_text(json.dumps({"dir": str(tmp_path), "schedule": "0 4 * * *", "servers": {"db": {}}}))
     assert module.drill_last("other", config=str(config)) is None
