@@ -243,6 +243,15 @@ class SaltLab:
             time.sleep(2)
         raise RuntimeError(f"minions {sorted(names)} did not all answer the master within {timeout}s")
 
+    @contextlib.contextmanager
+    def master_stopped(self):
+        """The salt-master (and the engines it runs) stopped meanwhile, started again on exit;
+        the booted minions, which reconnect by themselves, answer again before it returns."""
+        self._close_client()
+        with self.master.stopped():
+            yield
+        self.wait_for_minions(180)
+
     def minion_log(self, name):
         """The debug log of minion ``name`` (on a booted host, Salt's own /var/log/salt/minion)."""
         if self.lab.booted:

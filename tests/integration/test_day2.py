@@ -875,6 +875,104 @@ def _restore_after_ha(cluster, good, old, background):
         print(f"restoring the cluster after the HA scenario failed:\n{traceback.format_exc()}")
 
 
+def _engine_watching(cluster):
+    """What the engine's promotion needs (and the runner's failover reads, through
+    pg_replication_ha_proof): mode automatic, the primary healthy, its watchdog seen running."""
+    state = ha_state(cluster)
+    return state.get("mode") == "automatic" and state.get("state") == "healthy" and state.get("watchdog")
+
+
+def _fenced(lab, servers):
+    return [h for h in servers if lab[h].run(["test", "-e", MARKER], check=False).returncode == 0]
+
+
+# The salt-master stopped for longer than a fence and a failover together.
+MASTER_DOWN = HA["fence_timeout"] + HA["failover_timeout"] + HA["fence_margin"]
+# The primary's link taken down and up again, for a minute: each cut shorter than a fence.
+FLAP_DOWN, FLAP_UP, FLAP_FOR = 3, 3, 60
+
+
+def _master_stopped_and_restarted_changes_nothing(cluster, primary, standbys, background):
+    """The salt-master (and its engine) stopped for MASTER_DOWN seconds, a client committing:
+    the primary reaches its standbys, so its watchdog fences nothing and it keeps taking
+    writes; restarted, the engine starts its picture afresh and does nothing but see the
+    primary healthy (its state file: no decision but ``healthy``); never two writable."""
+    lab = cluster.lab
+    last_failover = ha_state(cluster).get("last_failover")
+    w = writer(cluster)
+    background.append(w)
+    probe = HistoryProbe([lab[h] for h in SERVERS]).start()
+    background.append(probe)
+    time.sleep(2)
+    with cluster.master_stopped():
+        stopped_at = time.time()
+        before = len(w.committed)
+        time.sleep(MASTER_DOWN)
+        during = len(w.committed) - before
+        fenced = _fenced(lab, SERVERS)
+        running = in_recovery(lab, SERVERS)
+    restarted_at = time.time()
+    healthy = wait_for(lambda: _engine_watching(cluster) and ha_state(cluster)["updated"] > restarted_at, 90)
+    time.sleep(2 * HA["check_interval"] + 2)
+    state = ha_state(cluster)
+    for item in (w, probe):
+        item.stop()
+    missing = w.missing_on(lab[primary])
+    print(f"salt-master stopped {MASTER_DOWN} s: the primary acknowledged {during} commits meanwhile; engine"
+          f" healthy again {time.time() - restarted_at:.1f} s after the restart; its last decision:"
+          f" {state.get('last_decision')}; {len(w.committed)} acknowledged, {len(missing)} missing")  # fmt: skip
+    assert during > 0, "the primary took no commit while the salt-master was stopped"
+    assert fenced == []
+    assert running == {primary: "f", **dict.fromkeys(standbys, "t")}
+    assert healthy, state
+    # Seen healthy at once, or first suspected while the minions reconnected: no decision.
+    assert state["last_decision"]["event"] in ("healthy", "primary_back"), state["last_decision"]
+    assert state["last_decision"]["time"] > stopped_at
+    assert (state.get("promoted"), state.get("last_failover")) == (None, last_failover)
+    assert in_recovery(lab, SERVERS) == running
+    assert _fenced(lab, SERVERS) == []
+    assert probe.two_writable == []
+    assert missing == []
+
+
+def _flapping_primary_link_fails_nothing_over(cluster, events, primary, standbys, background):
+    """The primary's link down FLAP_DOWN s and up FLAP_UP s, for FLAP_FOR s, a client
+    committing: no cut lasts a fence, so no fence, no failover (the engine's agreement
+    restarts with each healthy tick), never two writable, nothing acknowledged lost, and the
+    primary takes commits again after it."""
+    lab = cluster.lab
+    w = writer(cluster)
+    background.append(w)
+    probe = HistoryProbe([lab[h] for h in SERVERS]).start()
+    background.append(probe)
+    flap_at = time.monotonic()
+    cuts = 0
+    try:
+        while time.monotonic() - flap_at < FLAP_FOR:
+            lab[primary].run(["ip", "link", "set", "eth0", "down"])
+            cuts += 1
+            time.sleep(FLAP_DOWN)
+            lab[primary].run(["ip", "link", "set", "eth0", "up"])
+            time.sleep(FLAP_UP)
+    finally:
+        lab[primary].run(["ip", "link", "set", "eth0", "up"])
+    after = len(w.committed)
+    resumed = wait_for(lambda: len(w.committed) > after, 60)
+    for item in (w, probe):
+        item.stop()
+    missing = w.missing_on(lab[primary])
+    names = events.names(flap_at)
+    print(f"primary link flapping ({FLAP_DOWN} s down, {FLAP_UP} s up, {cuts} cuts in {FLAP_FOR} s):"
+          f" {len(w.committed)} commits acknowledged, {len(missing)} missing, longest pause"
+          f" {w.longest_pause:.1f} s; HA events: {names}")  # fmt: skip
+    assert resumed, "the primary took no commit after the flapping"
+    assert _fenced(lab, SERVERS) == []
+    assert in_recovery(lab, SERVERS) == {primary: "f", **dict.fromkeys(standbys, "t")}
+    assert not {"primary_lost", "candidate_chosen", "promoted"} & set(names)
+    assert probe.two_writable == []
+    assert missing == []
+
+
 def test_ha_engine_fails_an_isolated_running_primary_over_once_its_watchdog_fenced_it(cluster):
     """mode automatic with auto_rejoin (the watchdog on every server, the engine on the
     master), synchronous ANY 1 of the two standbys. The primary cut off from the salt-master
@@ -892,7 +990,10 @@ def test_ha_engine_fails_an_isolated_running_primary_over_once_its_watchdog_fenc
     standby, the engine rejoins it (``rejoining``, ``rejoined``): a standby of the new primary
     on its slot, its fence cleared, every acknowledged commit on it. Back to manual, the
     watchdog leaves every server. Whatever fails, the cluster is left as the later tests
-    expect."""
+    expect. Before the cut, two faults that must change nothing: the salt-master stopped
+    for longer than a fence and a failover (the primary keeps taking writes, nothing is
+    fenced; restarted, the engine sees the primary healthy and decides nothing), and the
+    primary's link flapping for a minute (no fence, no failover, nothing lost)."""
     good = cluster.pillar
     primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
     standbys = sorted(set(SERVERS) - {primary})
@@ -921,12 +1022,12 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     assert "active" not in _watchdogs(lab, ["backup"]).values()
     assert changed_states(cluster.highstate("test=True").data) == {}
     assert wait_for(lambda: sync_states(lab, primary) == ",".join(f"{s}:quorum" for s in standbys), 30)
+    assert wait_for(lambda: _engine_watching(cluster), 90), ha_state(cluster)
+    _master_stopped_and_restarted_changes_nothing(cluster, primary, standbys, background)
     with HaEvents(cluster) as events:
-        # What the engine's promotion needs (and the runner's failover reads, through
-        # pg_replication_ha_proof): mode automatic, the primary healthy, its watchdog seen running.
+
         def watching():
-            state = ha_state(cluster)
-            return state.get("mode") == "automatic" and state.get("state") == "healthy" and state.get("watchdog")
+            return _engine_watching(cluster)
 
         assert wait_for(watching, 90), ha_state(cluster)
 
@@ -959,7 +1060,7 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
             time.sleep(1)
             assert len(w0.committed) > during, "the primary took no commit with one standby cut off"
             assert in_recovery(lab, SERVERS) == {primary: "f", **dict.fromkeys(standbys, "t")}
-            assert [h for h in SERVERS if lab[h].run(["test", "-e", MARKER], check=False).returncode == 0] == []
+            assert _fenced(lab, SERVERS) == []
         finally:
             lab[lone].run(["ip", "link", "set", "eth0", "up"])
         streams = wait_for(lambda: sync_states(lab, primary) == ",".join(f"{s}:quorum" for s in standbys), 60)
@@ -972,6 +1073,8 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
         assert probe.two_writable == []
         assert w0.missing_on(lab[primary]) == []
         assert not {"primary_lost", "candidate_chosen"} & set(events.names(lone_at))
+        assert wait_for(watching, 90), ha_state(cluster)
+        _flapping_primary_link_fails_nothing_over(cluster, events, primary, standbys, background)
         assert wait_for(watching, 90), ha_state(cluster)
 
         # Cut off from everything, PostgreSQL running, a client on each side.
