@@ -786,7 +786,9 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
     newer than ``pg_replication:version``, its binaries are on every server, the new data
     directories are empty, each server has the free space, every installed extension is
     there for ``to``, every column option in use is one ``to`` knows (pg_upgrade's schema
-    restore sets them again), and ``pg_upgrade --check`` passes on the primary. ``test=True`` runs
+    restore sets them again), each backup host holds a DONE backup of the cluster's Barman
+    server younger than ``pg_replication:barman:backup_max_age``, and ``pg_upgrade --check``
+    passes on the primary. ``test=True`` runs
     these checks (pg_upgrade --check included, on a throw-away cluster) and lists the
     steps. The return ends with the pillar change (``pg_replication:version``) and the
     measured seconds without writes.
@@ -812,7 +814,9 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
         )  # fmt: skip
         for host, plan in new_plans.items()
     }
-    checks, steps = _pure("upgrade_major.preflight")(cluster, primary, to, new_plans, facts, None, None, mode, max_lag)
+    backups = _barman_backups(cluster)
+    preflight = functools.partial(_pure("upgrade_major.preflight"), backups=backups, now=time.time())
+    checks, steps = preflight(cluster, primary, to, new_plans, facts, None, None, mode, max_lag)
     # The checks on the primary's server need it running with the new binaries there.
     if all(c["ok"] for c in checks):
         old, new = cluster.plan_of(primary), new_plans[primary]
@@ -824,9 +828,8 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
             socket_dir=old["socket_dir"], home=old["home"], mode=_pure("upgrade_major.mode_of")(cluster, mode),
             options=_pure("upgrade_major.option_names")(column_options), timeout=600,
         )  # fmt: skip
-        checks, steps = _pure("upgrade_major.preflight")(
-            cluster, primary, to, new_plans, facts, upgrade_check, missing, mode, max_lag, column_options
-        )
+        checks, steps = preflight(cluster, primary, to, new_plans, facts, upgrade_check, missing, mode, max_lag,
+                                  column_options)  # fmt: skip
     stop = _pure("checks.preflight")("upgrade_major", checks, steps, test, f"upgrade_major to {to} would run")
     if stop:
         return stop
@@ -837,3 +840,18 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
 
 
 upgrade_major = _locked(upgrade_major)
+
+
+def _barman_backups(cluster):
+    """``{backup host: its barman.list_backups of the cluster's Barman server, or None when
+    it did not answer}``; None when the cluster has no Barman server."""
+    name = cluster.barman_server_name()
+    if name is None:
+        return None
+    out = {}
+    for host in cluster.backup_hosts():
+        try:
+            out[host] = _call(host, "barman.list_backups", name, timeout=60) if host in cluster.members else None
+        except CommandExecutionError:
+            out[host] = None
+    return out

@@ -23,7 +23,7 @@ PLAN_KEYS = ("minion_id", "role", "me", "hosts", "version", "port", "data_dir", 
              "socket_dir", "home", "service_name", "replication", "barman_servers", "switchover",
              "served_slots", "peer_tls", "routing", "pkgs", "upgrade", "initdb_command")  # fmt: skip
 # What the pillar's barman section says itself (not what the plan derives from it).
-BARMAN_PILLAR_KEYS = ("primary", "server_name")
+BARMAN_PILLAR_KEYS = ("primary", "server_name", "backup_max_age")
 
 
 def has_server(plan):

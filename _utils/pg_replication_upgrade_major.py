@@ -21,7 +21,8 @@ server runs, every standby streams and is caught up (lag), the new version is ne
 its binaries are on every server, the new data directories are empty, free space (the
 primary: the new cluster's own files, pg_upgrade links or clones the data files; a
 standby: a whole copy of the primary's data beside the old one), ``pg_upgrade --check``
-passes on the primary, every installed extension is there for the new version.
+passes on the primary, every installed extension is there for the new version, each
+backup host holds a DONE backup of the cluster younger than ``barman:backup_max_age``.
 
 The runner asks the minions; this module decides from their answers and runs the steps
 through the callables the runner passes in (``ops``: ``call``, ``apply``,
@@ -43,6 +44,7 @@ cluster_model = _sibling("pg_replication_cluster")
 member = _sibling("pg_replication_member")
 postgres = _sibling("pg_replication_postgres")
 minor = _sibling("pg_replication_upgrade")
+drill = _sibling("pg_replication_drill")
 
 check = checks_util.check
 FORMULA = cluster_model.FORMULA
@@ -173,13 +175,16 @@ def unknown_column_options(column_options, refused=None):
 
 
 def preflight(cluster, primary, new_version, new_plans, facts, upgrade_check, missing, mode=None, max_lag=None,
-              column_options=None):  # fmt: skip
+              column_options=None, backups=None, now=None):  # fmt: skip
     """``(checks, steps)`` of the upgrade to ``new_version``. ``new_plans``: each server's
     plan with the new version (``pg_replication.member`` with the change); ``facts``: each
     server's ``pg_replication.upgrade_facts``; ``upgrade_check``: the primary's
     ``pg_replication.upgrade_check`` (None: not run, an earlier check failed);
     ``missing``: the primary's ``pg_replication.extensions_missing``; ``column_options``:
-    its ``pg_replication.column_options`` (pg_upgrade --check does not try them)."""
+    its ``pg_replication.column_options`` (pg_upgrade --check does not try them);
+    ``backups``: each backup host's ``barman.list_backups`` of the cluster's Barman server
+    (None for a host that did not answer; ``backups`` None: the cluster has no Barman),
+    judged at ``now`` (a timestamp)."""
     mode = mode_of(cluster, mode)
     old = int(cluster.plan["version"])
     checks = []
@@ -187,6 +192,7 @@ def preflight(cluster, primary, new_version, new_plans, facts, upgrade_check, mi
     check(checks, f"PostgreSQL {new_version} is newer than the cluster's {old}", int(new_version) > old,
           f"{FORMULA}:version is {old}")  # fmt: skip
     checks += health(cluster, primary, max_lag)
+    checks += recent_backup(cluster, backups, now)
     primary_bytes = (facts.get(primary) or {}).get("data_bytes") or 0
     for host in cluster.servers():
         fact = facts.get(host)
@@ -217,6 +223,33 @@ def preflight(cluster, primary, new_version, new_plans, facts, upgrade_check, mi
         check(checks, f"pg_upgrade --check --{mode} passes on {primary}", upgrade_check["ok"],
               upgrade_check["output"] if not upgrade_check["ok"] else "")  # fmt: skip
     return checks, steps(cluster, primary, new_version, new_plans, mode)
+
+
+def recent_backup(cluster, backups, now):
+    """Each backup host holds a DONE backup of the cluster's Barman server that ended less
+    than ``barman:backup_max_age`` seconds before ``now``: the way back should the upgrade
+    go wrong after its point of no return."""
+    if backups is None:
+        return []
+    max_age = int((cluster.plan.get("barman_pillar") or {}).get("backup_max_age") or 86400)
+    name, checks = cluster.barman_server_name(), []
+    for host, listed in sorted(backups.items()):
+        what = f"{host} holds a DONE backup of {name} younger than {FORMULA}:barman:backup_max_age ({max_age} s)"
+        if listed is None:
+            check(checks, what, False, "no answer to barman.list_backups")
+            continue
+        last = drill.choose_backup(listed)
+        ended = (last or {}).get("end_time_timestamp")
+        age = None if ended is None else now - float(ended)
+        detail = (
+            "no DONE backup"
+            if last is None
+            else f"{last['backup_id']}, " + ("its end time not reported" if age is None else f"{age:.0f} s old")
+        )
+        check(checks, what, age is not None and age <= max_age,
+              f"{detail}: take one (`salt {host} barman.backup {name}`)" if age is None or age > max_age
+              else detail)  # fmt: skip
+    return checks
 
 
 def _server_packages(plan):

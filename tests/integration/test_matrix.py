@@ -82,6 +82,14 @@ def upgrade_lab(cluster):
 OLD_ONLY = "pgr_old_only"
 
 
+def refusals(ret):
+    """``{check: detail}`` of the checks that refused an upgrade_major."""
+    assert ret.returncode == 1, ret.stdout + ret.stderr
+    assert ret.data["result"] is False
+    assert ret.data["comment"].startswith("upgrade_major refused, nothing changed: ")
+    return {c["check"]: c["detail"] for c in ret.data["checks"] if not c["ok"]}
+
+
 def test_major_upgrade_refused_changes_nothing(upgrade_lab):
     cluster, new = upgrade_lab, upgrade_lab.upgrade_to
     master = cluster.lab["master"]
@@ -95,13 +103,20 @@ def test_major_upgrade_refused_changes_nothing(upgrade_lab):
     master.psql("INSERT INTO writes (id) SELECT generate_series(1, 100)", dbname="otus")
     tree = ["find", "/var/lib/postgresql", "/etc/postgresql", "-maxdepth", "2"]
     before = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
+    # The highstate's first backup is older than a backup_max_age of 1 s: refused for that.
+    good = cluster.pillar
+    cluster.set_pillar(dict(good, barman=dict(good.get("barman") or {}, backup_max_age=1)))
+    try:
+        too_old = refusals(cluster.run("pg_replication.upgrade_major", f"to={new}"))
+    finally:
+        cluster.set_pillar(good)
+    recent = "backup holds a DONE backup of master-streaming younger than pg_replication:barman:backup_max_age"
+    assert list(too_old) == [f"{recent} (1 s)"], too_old
+    assert "s old: take one (`salt backup barman.backup master-streaming`)" in too_old[f"{recent} (1 s)"]
     started = time.monotonic()
     ret = cluster.run("pg_replication.upgrade_major", f"to={new}")
     print(f"upgrade_major to={new} (refused): {time.monotonic() - started:.1f} s")
-    assert ret.returncode == 1, ret.stdout + ret.stderr
-    assert ret.data["result"] is False
-    assert ret.data["comment"].startswith("upgrade_major refused, nothing changed: ")
-    failed = {c["check"]: c["detail"] for c in ret.data["checks"] if not c["ok"]}
+    failed = refusals(ret)
     assert set(failed) == {f"every extension is there for PostgreSQL {new}"}, failed
     assert f"otus: {OLD_ONLY}" in failed[f"every extension is there for PostgreSQL {new}"]
     # What passed on these hosts: binaries, empty new data directories, space, the column
@@ -110,6 +125,7 @@ def test_major_upgrade_refused_changes_nothing(upgrade_lab):
     assert f"master has PostgreSQL {new}'s binaries" in passed
     assert f"every column option in use is one PostgreSQL {new} knows" in passed
     assert "pg_upgrade --check --link passes on master" in passed
+    assert f"{recent} (86400 s)" in passed
     after = {h: sorted(cluster.lab[h].run(tree).stdout.split()) for h in SERVERS}
     assert after == before
     assert master.psql("SHOW server_version_num").startswith(str(old))

@@ -15,7 +15,7 @@ def test_member_of_a_backup_host_is_its_plan(formula, example_pillar):
     assert set(out) == {"plan"}
     assert set(out["plan"]) == PLAN_KEYS
     assert (out["plan"]["minion_id"], out["plan"]["role"]) == ("backup", "barman")
-    assert out["plan"]["barman_pillar"] == {"primary": None, "server_name": "master-streaming"}
+    assert out["plan"]["barman_pillar"] == {"primary": None, "server_name": "master-streaming", "backup_max_age": 86400}
     assert "change-me" not in json.dumps(out)
 
 

@@ -70,7 +70,7 @@ def test_a_record_of_a_running_server_a_down_one_and_a_backup_host(shape):
     status = {"slots": {}, "wal_receiver": {"status": "streaming"}, "lag": {"bytes": 0}, "replication": []}
     running = shape.record(full, {"in_recovery": True, "lsn": "0/1"}, status)
     assert set(running["plan"]) == {*shape.PLAN_KEYS, "barman_pillar"}  # no secret, nothing else
-    assert running["plan"]["barman_pillar"] == {"primary": "master", "server_name": None}
+    assert running["plan"]["barman_pillar"] == {"primary": "master", "server_name": None, "backup_max_age": None}
     assert running["server"] == {"in_recovery": True, "lsn": "0/1", "running": True, "slots": {},
                                  "receiver": {"status": "streaming"}, "lag": {"bytes": 0}}  # fmt: skip
     control = {"Database cluster state": "shut down", "Latest checkpoint's TimeLineID": "3",

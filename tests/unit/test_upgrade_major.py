@@ -54,12 +54,15 @@ def model():
     return load_util("pg_replication_cluster")
 
 
-def cluster(model, servers=None, version=17, mode=None):
+def cluster(model, servers=None, version=17, mode=None, barman_server=None, backup_max_age=None):
     answers = records(servers or healthy())
     for record in answers.values():
         record["plan"].update(version=version, upgrade={"switch_back": False, "major_mode": mode})
+        record["plan"]["barman_pillar"] = {"backup_max_age": backup_max_age}
         if record["plan"]["role"] != "barman":
             record["plan"].update(plans(version)["master"])
+        elif barman_server:
+            record["plan"]["barman_servers"] = [{"name": barman_server}]
     return model.Cluster(answers)
 
 
@@ -299,3 +302,27 @@ def test_the_new_servers_answer_decides_which_column_options_it_knows(major, mod
     assert failed(checks) == ["every column option in use is one PostgreSQL 18 knows"]
     detail = next(c["detail"] for c in checks if not c["ok"])
     assert detail.startswith("refused by PostgreSQL 18's server (tried on a throw-away cluster): otus: pg_attver")
+
+
+def listed(*backups):
+    return [{"backup_id": b, "status": status, "end_time_timestamp": str(end)} for b, status, end in backups]
+
+
+def test_each_backup_host_must_hold_a_done_backup_younger_than_backup_max_age(major, model):
+    """The way back: a DONE backup of the cluster's Barman server that ended within
+    barman:backup_max_age (the pillar's seconds) before the upgrade; a silent backup host,
+    no backup, a failed newest one or an old one is a refusal naming the host."""
+    c = cluster(model, barman_server="master-streaming", backup_max_age=3600)
+    args = {"new_version": 18, "new_plans": plans(18), "facts": facts(), "upgrade_check": PASSED, "missing": []}
+    what = "backup holds a DONE backup of master-streaming younger than pg_replication:barman:backup_max_age (3600 s)"
+    now = 100_000
+    fresh = listed(("b1", "DONE", now - 7200), ("b2", "DONE", now - 600), ("b3", "FAILED", now - 60))
+    checks, _ = major.preflight(c, "master", **args, backups={"backup": fresh}, now=now)
+    assert failed(checks) == []
+    assert any(ch["check"] == what and "b2, 600 s old" in ch["detail"] for ch in checks), checks
+    for backups in ({"backup": None}, {"backup": []}, {"backup": listed(("b1", "DONE", now - 7200))},
+                    {"backup": listed(("b1", "FAILED", now - 60))}):  # fmt: skip
+        checks, _ = major.preflight(c, "master", **args, backups=backups, now=now)
+        assert failed(checks) == [what], backups
+    # No Barman in the cluster: nothing to hold.
+    assert failed(major.preflight(c, "master", **args, backups=None, now=now)[0]) == []
