@@ -15,12 +15,28 @@ syntax = _sibling("pg_replication_syntax")
 
 
 def settings(config, host_settings=None):
-    """The pillar's settings this version knows: the cluster's, and a host's own over them."""
+    """The pillar's settings this version knows: the cluster's, and a host's own over them.
+    With ``ha:mode: automatic`` and no ``wal_keep_size`` of the pillar's, each server keeps
+    ``max_wal_size`` of WAL (:func:`rewind_wal_keep`)."""
     settings = dict(config.get("settings") or {})
     settings.update(host_settings or {})
     if int(config["version"]) < 13:
         settings.pop("max_slot_wal_keep_size", None)
+    else:
+        settings.update(rewind_wal_keep(config, settings))
     return settings
+
+
+def rewind_wal_keep(config, settings):
+    """``{"wal_keep_size": max_wal_size}`` when automatic failover is on and the pillar keeps
+    no WAL itself: a fenced primary's fast shutdown (or its crash recovery) ends with a
+    checkpoint that may remove the WAL back to its last checkpoint before the failover,
+    which pg_rewind reads on it ("could not find previous WAL record") when the engine
+    rejoins it; checkpoints are at most about ``max_wal_size`` apart."""
+    if ((config.get("ha") or {}).get("mode") != "automatic" or "wal_keep_size" in settings
+            or "max_wal_size" not in settings):  # fmt: skip
+        return {}
+    return {"wal_keep_size": settings["max_wal_size"]}
 
 
 def hba(config, servers, backup_hosts, tls=False, poolers=()):

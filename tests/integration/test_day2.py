@@ -773,8 +773,6 @@ def test_ha_engine_in_manual_mode_fires_the_events_and_promotes_nothing(cluster)
 WATCHDOG = "pg_replication-watchdog.service"
 MARKER = "/var/lib/pg_replication/fenced"
 DATA_DIR = "/var/lib/postgresql/15/main"
-# Far more than the lab writes between two checkpoints (checkpoint_timeout, 5 min).
-REWIND_WAL_KEEP = "256MB"
 # A client on the primary's own side of the cut: a new connection per commit over the local
 # socket, printing each id with the time its COMMIT returned, or ``failed`` after it (the
 # lab's hosts share this clock).
@@ -1011,13 +1009,13 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     pillar = copy.deepcopy(good)
     pillar["synchronous"] = {"method": "any", "count": 1, "standbys": list(SERVERS)}
     pillar["ha"] = dict(HA, mode="automatic", auto_rejoin=True)
-    # The fence's stop (its shutdown checkpoint, or crash recovery's before pg_rewind) may
-    # remove the WAL since the last checkpoint before the promotion, which pg_rewind reads on
-    # the old primary ("could not find previous WAL record": rejoin fails); keep it.
-    pillar["settings"] = dict(good.get("settings") or {}, wal_keep_size=REWIND_WAL_KEEP)
     cluster.set_pillar(pillar)
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
+    # The fence's stop (its shutdown checkpoint, or crash recovery's before pg_rewind) may
+    # remove the WAL since the last checkpoint before the promotion, which pg_rewind reads on
+    # the old primary: in automatic mode the formula keeps max_wal_size of it (reloaded).
+    assert {h: lab[h].psql("SHOW wal_keep_size") for h in SERVERS} == dict.fromkeys(SERVERS, "1GB")
     assert _watchdogs(lab, SERVERS) == dict.fromkeys(SERVERS, "active")
     assert "active" not in _watchdogs(lab, ["backup"]).values()
     assert changed_states(cluster.highstate("test=True").data) == {}
@@ -1221,14 +1219,12 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     back = copy.deepcopy(cluster.pillar)
     back.pop("ha")
     back.pop("synchronous")
-    back["settings"] = good.get("settings")
-    if back["settings"] is None:
-        back.pop("settings")
     cluster.set_pillar(back)
     cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
     assert "active" not in _watchdogs(lab, SERVERS).values()
+    assert {h: lab[h].psql("SHOW wal_keep_size") for h in SERVERS} == dict.fromkeys(SERVERS, "0")
     assert changed_states(cluster.highstate().data) == {}
     assert following(cluster, new, SERVERS)
 

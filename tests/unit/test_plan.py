@@ -629,3 +629,23 @@ def test_a_role_both_declared_and_absent_is_refused(plan_mod, config):
 def test_tls_makes_the_applications_host_rules_hostssl(plan_mod, config):
     rules = plan_mod.apps.hba(config, True, [])
     assert [r["type"] for r in rules] == ["hostssl"]
+
+
+def test_automatic_failover_keeps_a_checkpoints_worth_of_wal_for_the_rewind(plan_mod, config):
+    """ha:mode automatic: each server keeps max_wal_size of WAL (wal_keep_size), so that the
+    fenced primary still has its WAL back to the checkpoint before the failover when the
+    engine rewinds it; the pillar's own wal_keep_size (cluster or host) wins; manual mode
+    and PostgreSQL 12 (no wal_keep_size) get nothing."""
+    assert "wal_keep_size" not in plan_mod.build(config, "master")["settings"]
+    config["ha"]["mode"] = "automatic"
+    for host in ("master", "standby"):
+        plan = plan_mod.build(config, host)
+        assert plan["settings"]["wal_keep_size"] == config["settings"]["max_wal_size"]
+        assert ("wal_keep_size", config["settings"]["max_wal_size"]) in plan["conf_settings"].items()
+    config["hosts"]["standby"]["settings"] = {"wal_keep_size": "64MB"}
+    assert plan_mod.build(config, "standby")["settings"]["wal_keep_size"] == "64MB"
+    config["settings"]["wal_keep_size"] = "2GB"
+    assert plan_mod.build(config, "master")["settings"]["wal_keep_size"] == "2GB"
+    config["version"] = 12
+    del config["settings"]["wal_keep_size"]
+    assert "wal_keep_size" not in plan_mod.build(config, "master")["settings"]
