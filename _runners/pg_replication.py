@@ -122,7 +122,7 @@ def _lsn(text):
 # --------------------------------------------------------------------------- the cluster
 
 
-def _cluster(tgt, timeout=20, ping_timeout=5):
+def _cluster(tgt, timeout=20, ping_timeout=2):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
@@ -136,9 +136,13 @@ def _cluster(tgt, timeout=20, ping_timeout=5):
     return cluster
 
 
-def _answering(tgt, timeout=5):
-    """The minions of ``tgt`` that answer ``test.ping`` within ``timeout`` seconds, sorted."""
-    return sorted(m for m, ok in _client().cmd(tgt, "test.ping", timeout=timeout).items() if ok is True)
+def _answering(tgt, timeout=2, gather_job_timeout=2):
+    """The minions of ``tgt`` that answer ``test.ping``, sorted. One silent for ``timeout``
+    seconds is asked whether the job runs (``saltutil.find_job``): a busy minion says so
+    and is waited for; a silent one is given up ``gather_job_timeout`` seconds later (Salt's
+    default, 10 s, held a failover up that long for the dead primary's minion)."""
+    pinged = _client().cmd(tgt, "test.ping", timeout=timeout, gather_job_timeout=gather_job_timeout)
+    return sorted(m for m, ok in pinged.items() if ok is True)
 
 
 def _start(tgt):
@@ -488,39 +492,57 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         salt-run pg_replication.failover to=standby2 fence=True
         salt-run pg_replication.failover fenced=True
     """
-    started = time.monotonic()
+    clock = _Clock()
     cluster, old = _start(tgt)
+    clock.mark("cluster read")
     reachable = _reaches(cluster, old) if old not in cluster.members else None
     proof = _watchdog_proof(old) if reachable is not None and not fenced else None
+    clock.mark("old primary's port tried")
     checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable, proof)
     stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
     if stop:
         return stop
+    clock.mark("new paths tried")
     done = []
     try:
         if alive:
             _call(old, "service.stop", cluster.plan_of(old)["service_name"])
             done.append(f"stopped {old}")
         _create_member_slots(cluster, chosen, change, done)
+        clock.mark("slots made")
         done.append(_promote(cluster, chosen, old, "failover"))
-        writable = time.monotonic() - started
+        writable = clock.mark("promoted")
     except CommandExecutionError as exc:
         return _pure("checks.failure")("failover", exc, done)
     answers = cluster.members.pop(old, None) is not None  # it is not touched: rejoin brings it back
     left = _pure("handover.handover")(cluster, _call, old, chosen, done, "RECONNECT", old_answers=answers)
+    clock.mark("clients repointed")
     left += [step for step in _follow(cluster, chosen, change, done) if not step.startswith(f"{old}:")]
+    clock.mark("members followed")
     comment = f"{chosen} is the primary; run `salt-run pg_replication.rejoin host={old}` when {old} is back"
     out = _pure("checks.finished")("failover", chosen, comment, checks, done, left, change)
-    return dict(out, seconds_to_writable_primary=round(writable, 1))
+    return dict(out, seconds_to_writable_primary=writable, timings=clock.marks)
+
+
+class _Clock:
+    """Seconds since an operation started, at each of its named steps (its ``timings``)."""
+
+    def __init__(self):
+        self.started, self.marks = time.monotonic(), {}
+
+    def mark(self, step):
+        self.marks[step] = round(time.monotonic() - self.started, 1)
+        return self.marks[step]
 
 
 def _reaches(cluster, host):
     """``{standby: whether it reaches host's PostgreSQL port}`` for each answering standby,
-    asked at once through Salt's ``network.connect`` (its own socket timeout 3 s)."""
+    asked at once through Salt's ``network.connect`` (its own socket timeout 2 s, as the
+    HA engine's)."""
     address, port = cluster.hosts[host]["address"], cluster.plan["port"]
     standbys = [s for s in cluster.servers() if s != host and s in cluster.members]
     answers = _client().cmd(
-        standbys, "network.connect", arg=[address, port], kwarg={"timeout": 3},
+        standbys, "network.connect", arg=[address, port], kwarg={"timeout": 2},
         timeout=15, full_return=True, tgt_type="list",
     )  # fmt: skip
     reached = _pure("checks.port_reached")
