@@ -801,7 +801,9 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
     re-created on the new version by the formula's bootstrap (pg_basebackup from the new
     primary, on its slot). The old clusters stay, stopped and not started at boot, until
     the operator removes them. Until the new primary starts, a failed step is undone and
-    the old cluster runs as before. Barman is not moved yet (the README says what to do).
+    the old cluster runs as before. The backup host is left alone: the pillar change gives
+    the new system a Barman server of its own (``barman:server_name``), which the highstate
+    then sets up with its first backup.
 
     Refused, with nothing changed, unless: exactly the pillar's primary runs, every server
     runs and each standby streams with at most ``max_lag`` bytes not replayed, ``to`` is
@@ -812,8 +814,8 @@ def upgrade_major(to, test=False, tgt="*", mode=None, max_lag=None, timeout=300)
     server younger than ``pg_replication:barman:backup_max_age``, and ``pg_upgrade --check``
     passes on the primary. ``test=True`` runs
     these checks (pg_upgrade --check included, on a throw-away cluster) and lists the
-    steps. The return ends with the pillar change (``pg_replication:version``) and the
-    measured seconds without writes.
+    steps. The return ends with the pillar change (``pg_replication:version``, and with
+    Barman ``barman:server_name``) and the measured seconds without writes.
 
     CLI Example:
 

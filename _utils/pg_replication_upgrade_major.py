@@ -124,9 +124,15 @@ def vacuumdb_args(new_bin_dir, new_version, socket_dir, port):
     return [*cmd, f"--host={socket_dir}", f"--port={int(port)}", "--username=postgres"]
 
 
-def pillar_change(new_version):
-    """The line the operator puts in the pillar once the upgrade is done."""
-    return [f"{FORMULA}:version: {int(new_version)}"]
+def pillar_change(cluster, primary, new_version):
+    """The lines the operator puts in the pillar once the upgrade is done: the version, and
+    with Barman a server of its own for the new system (its system identifier changed;
+    ``<primary>-pg<version>``), which the highstate sets up with its first backup."""
+    lines = [f"{FORMULA}:version: {int(new_version)}"]
+    old_server, new_server = cluster.barman_server_name(), f"{primary}-pg{int(new_version)}"
+    if old_server and old_server != new_server:
+        lines.append(f"{FORMULA}:barman:server_name: {new_server}")
+    return lines
 
 
 # --------------------------------------------------------------------------- preflight
@@ -294,7 +300,7 @@ def steps(cluster, primary, new_version, new_plans, mode):
         for h in reversed(standbys)
     ]
     out.append("the old clusters stay, stopped and not started at boot, until you remove them")
-    out.append("then change the pillar: " + ", ".join(pillar_change(new_version)))
+    out.append("then change the pillar: " + ", ".join(pillar_change(cluster, primary, new_version)))
     return out
 
 
@@ -336,7 +342,8 @@ def run(ops, cluster, primary, new_version, new_plans, checks, mode=None, timeou
     try:
         applied = ops.apply(primary, change)
     except CommandExecutionError as exc:
-        return _left(f"the formula on {primary} with PostgreSQL {new_version}: {exc}", done, checks, new_version)
+        return _left(f"the formula on {primary} with PostgreSQL {new_version}: {exc}", done, checks, new_version,
+                     pillar_change(cluster, primary, new_version))  # fmt: skip
     downtime = round(ops.now() - stop_started, 1)
     done.append(f"applied the formula on {primary} with PostgreSQL {new_version} ({len(applied)} states changed); "
                 f"it takes writes: {downtime} s without writes")  # fmt: skip
@@ -351,10 +358,11 @@ def run(ops, cluster, primary, new_version, new_plans, checks, mode=None, timeou
         except CommandExecutionError as exc:
             left.append(f"{step}: {exc}")
     if left:
-        return dict(_left("; ".join(left), done, checks, new_version), write_downtime_seconds=downtime)
+        change = pillar_change(cluster, primary, new_version)
+        return dict(_left("; ".join(left), done, checks, new_version, change), write_downtime_seconds=downtime)
     return checks_util.succeeded(
         f"the cluster runs PostgreSQL {new_version}; the old clusters are kept, stopped",
-        checks, done, pillar_change=pillar_change(new_version), write_downtime_seconds=downtime,
+        checks, done, pillar_change=pillar_change(cluster, primary, new_version), write_downtime_seconds=downtime,
     )  # fmt: skip
 
 
@@ -403,9 +411,9 @@ def _rolled_back(ops, cluster, primary, new, stopped, done, checks, exc):
     )  # fmt: skip
 
 
-def _left(what, done, checks, new_version):
+def _left(what, done, checks, new_version, change):
     return checks_util.failed(
         f"upgrade_major: the primary runs PostgreSQL {new_version} (no way back), but: {what}. "
-        f"Change the pillar ({', '.join(pillar_change(new_version))}), fix it and run the highstate.",
-        checks, done, pillar_change=pillar_change(new_version),
+        f"Change the pillar ({', '.join(change)}), fix it and run the highstate.",
+        checks, done, pillar_change=change,
     )  # fmt: skip

@@ -111,7 +111,8 @@ def test_a_healthy_cluster_passes_and_the_steps_end_with_the_pillar_change(major
     assert failed(checks) == []
     assert steps[0].startswith("stop the standby")
     assert any("pg_upgrade --link from /var/lib/postgresql/17/main (kept)" in s for s in steps)
-    assert steps[-1] == "then change the pillar: pg_replication:version: 18"
+    assert steps[-1] == ("then change the pillar: pg_replication:version: 18, "
+                         "pg_replication:barman:server_name: master-pg18")  # fmt: skip
     clone = major.preflight(cluster(model, mode="clone"), "master", 18, plans(18), facts(), PASSED, [])[1]
     assert any("pg_upgrade --clone" in s for s in clone)
 
@@ -200,7 +201,7 @@ def test_the_run_stops_everything_upgrades_the_primary_then_recreates_the_standb
     ops = Ops()
     ret = run(major, model, ops)
     assert ret["result"] is True, ret
-    assert ret["pillar_change"] == ["pg_replication:version: 18"]
+    assert ret["pillar_change"] == ["pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]
     assert ret["write_downtime_seconds"] == 25.0
     assert ops.calls[:6] == [
         ("standby", "service.stop"), ("standby2", "service.stop"), ("master", "service.stop"),
@@ -251,7 +252,7 @@ def test_a_standby_that_fails_after_the_point_of_no_return_is_left_with_the_pill
     assert ret["result"] is False
     assert "the primary runs PostgreSQL 18 (no way back)" in ret["comment"]
     assert "standby2 re-created on PostgreSQL 18" in ret["comment"]
-    assert ret["pillar_change"] == ["pg_replication:version: 18"]
+    assert ret["pillar_change"] == ["pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]
     assert ("standby", "apply", 18) in ops.calls  # the others went on
     assert not any(call[1] == "pg_replication.upgrade_undo" for call in ops.calls)
 
@@ -326,3 +327,15 @@ def test_each_backup_host_must_hold_a_done_backup_younger_than_backup_max_age(ma
         assert failed(checks) == [what], backups
     # No Barman in the cluster: nothing to hold.
     assert failed(major.preflight(c, "master", **args, backups=None, now=now)[0]) == []
+
+
+def test_the_pillar_change_gives_the_new_system_a_barman_server_of_its_own(major, model):
+    """Its system identifier changed: Barman's server for it is <primary>-pg<version>; no
+    Barman server, or one named so already, no line."""
+    assert major.pillar_change(cluster(model, barman_server="db-streaming"), "master", 18) == [
+        "pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]  # fmt: skip
+    assert major.pillar_change(cluster(model, barman_server="master-pg18"), "master", 18) == [
+        "pg_replication:version: 18"]  # fmt: skip
+    without = cluster(model)
+    without.members["backup"]["plan"]["barman_servers"] = []
+    assert major.pillar_change(without, "master", 18) == ["pg_replication:version: 18"]
