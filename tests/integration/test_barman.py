@@ -115,12 +115,17 @@ def test_a_backup_taken_over_tls_restores_to_a_point_in_time_row_for_row(converg
     assert restore_check(converged) == ["before-backup:3", "before-target:2"]
 
 
+def pillar_secrets(pillar):
+    """What must never be seen outside the pillar: the passwords and a line of the TLS key's body."""
+    return [pillar["tls"]["hosts"]["master"]["key"].splitlines()[1], pillar["replication"]["password"],
+            pillar["barman"]["password"]]  # fmt: skip
+
+
 def test_no_secret_in_lowstate_the_job_cache_logs_or_argv(converged):
     """The TLS key and the passwords reach the minions from the pillar: none is in
     state.show_sls / show_lowstate, the master's job cache, a minion's log, or the command
     line of any process while a highstate runs."""
-    key = converged.pillar["tls"]["hosts"]["master"]["key"].splitlines()[1]  # a line of the key's body
-    secrets = [key, converged.pillar["replication"]["password"], converged.pillar["barman"]["password"]]
+    secrets = pillar_secrets(converged.pillar)
     scanner = CmdlineScanner(secrets)
     scanner.start()
     try:
@@ -184,7 +189,8 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
     the command root's cron line runs (in cron's bare environment, no highstate) records a
     drill too; barman.health reports it. A backup the test takes and corrupts (bytes flipped
     in a data file) fails the drill (barman verify-backup) and makes the health CRITICAL; the
-    copy is gone in both cases; the backup is deleted afterwards."""
+    copy is gone in both cases; the backup is deleted afterwards. No secret of the pillar
+    shows in the drill's command lines, return, files or the minion's log."""
     started = time.monotonic()
     good, backup, master = converged.pillar, converged.lab["backup"], converged.lab["master"]
     ensure_otus(master)
@@ -202,7 +208,13 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         mode = backup.run(["stat", "-c", "%U %G %a", DRILL_DIR]).stdout.split()
         assert mode == ["barman", "barman", "750"]
 
-        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
+        scanner = CmdlineScanner(pillar_secrets(good))
+        scanner.start()
+        try:
+            ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
+        finally:
+            scanner.stop.set()
+            scanner.join()
         assert ret.returncode == 0, ret.stdout
         result = ret.data[SERVER]
         assert result["ok"], result
@@ -235,6 +247,13 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         print(f"restore drills from cron: RTO {scheduled['rto_seconds']} s and {other['rto_seconds']} s")
         assert scheduled["finished"] > result["finished"]
         assert not scratch_exists(converged)
+        # No secret of the pillar in any command line while the drill ran, its return, its
+        # configuration and result files, or the backup host's minion log.
+        assert scanner.scans > 0
+        assert scanner.hits == []
+        files = backup.run(["sh", "-c", f"cat {DRILL_DIR}/*.json"]).stdout
+        seen = [ret.stdout, run.stdout, run.stderr, files, converged.minion_log("backup")]
+        assert [s for s in pillar_secrets(good) if any(s in text for text in seen)] == []
 
         # A backup of the test's own, corrupted: the drill fails, health is CRITICAL.
         corrupt = barman(converged, "backup", SERVER)["backup_id"]
