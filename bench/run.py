@@ -69,6 +69,12 @@ BENCHES = [
         higher_is_better=True,
     ),
     Bench("scale", "Scale: growth per added host", r"^growth per added host.*$"),
+    Bench(
+        "switchover",
+        "Switchover write unavailability vs Patroni",
+        r"^(median (ours|patroni) .*|switchover unavailability ratio: .*)$",
+        goal=1.0,
+    ),
 ]
 
 

@@ -17,6 +17,11 @@ by a hash of the recipe) under ``PGR_LAB_CACHE`` (default /var/cache/pg_replicat
   holds (a library of the release that its own formula packages do not need, e.g. trixie's
   ``libgnutls30t64`` for bookworm's ``libldap-2.5-0``) from the release's archive, the same
   mirror its bare image came from.
+- ``patroni`` (bookworm, benchmarks only): ``provisioned`` with Debian's Patroni and etcd
+  (:data:`PATRONI_PACKAGES`, from the release's archive; their units disabled: the
+  benchmark starts what it needs), the peer ``bench/switchover.py`` measures against.
+  Another overlay layer over ``provisioned``, built only when a benchmark asks for it (it
+  is not in ``--all``, and the formula's images do not change with it).
 - the repository: the .debs of PostgreSQL, Barman and their dependencies, indexed with
   apt-ftparchive; the lab serves it over HTTP on its bridge address.
 
@@ -64,6 +69,11 @@ CLOUD_RELEASES = ("bookworm",)
 # pg_upgrade 17 -> 18 fails on any table (upgrade_major refuses it); bookworm's 15.20 records
 # it too and 17.12 knows it.
 UPGRADE_FROM = {"trixie": "bookworm", "forky": "trixie"}
+# Release -> what its ``patroni`` image adds (bench/switchover.py's peer): Patroni with
+# python-etcd for its DCS, and etcd's server and client (etcdctl).
+PATRONI_PACKAGES = {"bookworm": ("patroni", "python3-etcd", "etcd-server", "etcd-client")}
+# The layers over ``provisioned``: kind -> releases that have one.
+EXTRA_KINDS = {"upgrade": UPGRADE_FROM, "patroni": PATRONI_PACKAGES}
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "cron", "iproute2", "procps", "python3", "python3-venv",
     "ca-certificates", "sudo",
@@ -131,7 +141,14 @@ def upgrade_packages(release):
     return [f"postgresql-{version}", f"postgresql-client-{version}"]
 
 
+def extra_packages(release, kind):
+    """What the layer of ``kind`` (:data:`EXTRA_KINDS`) adds over ``release``'s provisioned one."""
+    return upgrade_packages(release) if kind == "upgrade" else list(PATRONI_PACKAGES[release])
+
+
 def _recipe(release, kind):
+    if kind == "patroni":
+        return {"provisioned": _key(release, "provisioned"), "packages": extra_packages(release, kind), "format": 1}
     if kind == "upgrade":
         old = UPGRADE_FROM[release]
         # Rebuilt when either release's repository (its bare image) or the provisioned layer is.
@@ -342,17 +359,21 @@ def _build_layer(bare, repo, layer, key):
         (layer / "tmp/repo").rmdir()
 
 
-UPGRADE_SCRIPT = """
+EXTRA_SCRIPT = """
 mkdir -p /etc/postgresql-common/createcluster.d
 echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/lab-build.conf
-echo 'deb [trusted=yes] file:/tmp/repo ./' > /etc/apt/sources.list.d/build.list
-echo 'deb [trusted=yes] file:/tmp/repo-old ./' >> /etc/apt/sources.list.d/build.list
+: > /etc/apt/sources.list.d/build.list
+{sources}
 {archive}
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+{after}
 rm /etc/apt/sources.list.d/build.list /etc/postgresql-common/createcluster.d/lab-build.conf
 apt-get clean; rm -rf /var/lib/apt/lists/*
 """
+# What runs after the layer's installation: a host of the patroni image starts no etcd or
+# Patroni of its own (the benchmark configures and starts them where it wants them).
+EXTRA_AFTER = {"patroni": "systemctl disable etcd.service patroni.service 2>/dev/null || true"}
 
 
 def _archive_sources(release):
@@ -364,22 +385,29 @@ def _archive_sources(release):
     return "\n".join(f"echo '{line}' >> /etc/apt/sources.list.d/build.list" for line in lines)
 
 
-def _build_upgrade_layer(release, lower, repo, old_repo, layer, key, packages):
-    """The upgrade layer: the old major's packages installed over ``lower`` (the provisioned
-    layers, top first), from both releases' repositories (apt takes the newer release's
-    build of what both have, the old one's libraries that the new release dropped) and the
-    release's archive for what neither holds."""
+def _build_extra_layer(release, kind, lower, repos, layer, key):
+    """The layer of ``kind`` (:data:`EXTRA_KINDS`): its packages installed over ``lower``
+    (the provisioned layers, top first), from the lab repositories ``repos`` (the upgrade
+    layer's: both releases', apt takes the newer release's build of what both have, the old
+    one's libraries that the new release dropped) and the release's archive for what they
+    do not hold."""
+    mounts = [f"tmp/repo{i or ''}" for i in range(len(repos))]
+    sources = "\n".join(f"echo 'deb [trusted=yes] file:/{m} ./' >> /etc/apt/sources.list.d/build.list" for m in mounts)
+    script = EXTRA_SCRIPT.format(
+        sources=sources, archive=_archive_sources(release), packages=" ".join(extra_packages(release, kind)),
+        after=EXTRA_AFTER.get(kind, ""),
+    )  # fmt: skip
     with _overlay(lower, layer) as merged:
         try:
-            _bind(repo, merged / "tmp/repo")
-            _bind(old_repo, merged / "tmp/repo-old")
+            for mount, repo in zip(mounts, repos):
+                _bind(repo, merged / mount)
             _with_network(merged)
             with _timed(key, "packages installed"):
-                _chroot(merged, UPGRADE_SCRIPT.format(packages=" ".join(packages), archive=_archive_sources(release)))
+                _chroot(merged, script)
         finally:
             for path in ("tmp/ca.crt", "etc/resolv.conf"):
                 (merged / path).unlink(missing_ok=True)
-    for mount_point in ("tmp/repo", "tmp/repo-old", "root/.cache/pip"):
+    for mount_point in (*mounts, "root/.cache/pip"):
         with contextlib.suppress(OSError):
             (layer / mount_point).rmdir()
 
@@ -438,19 +466,21 @@ def image(release, kind="provisioned", log=None):
         bare = _build_once(bare_key, build_bare)
     if kind == "bare":
         return (bare,), repo
-    if kind == "upgrade":
-        if release not in UPGRADE_FROM:
-            raise ValueError(f"no upgrade image for {release!r} (one of {', '.join(UPGRADE_FROM)})")
+    if kind in EXTRA_KINDS:
+        if release not in EXTRA_KINDS[kind]:
+            raise ValueError(f"no {kind} image for {release!r} (one of {', '.join(EXTRA_KINDS[kind])})")
         lower, _ = image(release, "provisioned", log)
-        _, old_repo = image(UPGRADE_FROM[release], "bare", log)
+        repos = [repo]
+        if kind == "upgrade":
+            repos.append(image(UPGRADE_FROM[release], "bare", log)[1])
         key = _key(release, kind)
 
-        def build_upgrade(tmp):
-            _build_upgrade_layer(release, lower, repo, old_repo, tmp, key, upgrade_packages(release))
+        def build_extra(tmp):
+            _build_extra_layer(release, kind, lower, repos, tmp, key)
             (tmp / ".pgr-image.json").write_text(json.dumps(_recipe(release, kind)))
 
         with _locked(key):
-            return (_build_once(key, build_upgrade), *lower), repo
+            return (_build_once(key, build_extra), *lower), repo
     key = _key(release, kind)
 
     def build_layer(tmp):
@@ -511,7 +541,7 @@ def main(argv=None):
     parser.add_argument("release", nargs="*", help=f"one of {', '.join(RELEASES)} (default: bookworm)")
     parser.add_argument("--all", action="store_true", help="every release: bookworm, then the others side by side")
     parser.add_argument(
-        "--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned", "upgrade"]
+        "--kind", nargs="+", default=["bare", "provisioned"], choices=["bare", "provisioned", *EXTRA_KINDS]
     )
     args = parser.parse_args(argv)
     unknown = set(args.release) - set(RELEASES)

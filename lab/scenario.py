@@ -87,9 +87,9 @@ def following(salt_lab, primary, servers, timeout=60, upstreams=None):
     return wait_for(members, timeout=timeout, interval=2)
 
 
-def ensure_otus(master):
-    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'") == "0":
-        master.psql("CREATE DATABASE otus")
+def ensure_otus(master, port=5432):
+    if master.psql("SELECT count(*) FROM pg_database WHERE datname = 'otus'", port=port) == "0":
+        master.psql("CREATE DATABASE otus", port=port)
 
 
 def row_on_standby(salt_lab, note, timeout=10):
@@ -222,12 +222,15 @@ class _Background:
 class Writer(_Background):
     """A client that commits one row at a time, as fast as it can, to whichever of
     ``addresses`` is the writable primary, and remembers every id whose COMMIT returned.
-    Used to count what a switchover or failover loses (it must be nothing acknowledged)."""
+    Used to count what a switchover or failover loses (it must be nothing acknowledged).
+    With ``multihost``, libpq finds the primary itself: one connection string naming every
+    address, ``target_session_attrs=read-write`` (as an application would)."""
 
-    def __init__(self, addresses, password, user="writer", dbname="otus", table="writes", port=5432, start_id=None):
+    def __init__(self, addresses, password, user="writer", dbname="otus", table="writes", port=5432, start_id=None,
+                 multihost=False):  # fmt: skip
         super().__init__()
         self.addresses, self.user, self.password, self.dbname, self.table = addresses, user, password, dbname, table
-        self.port = port
+        self.port, self.multihost = port, multihost
         self.committed, self.errors = [], 0
         # ids of earlier writers stay below (writers started together: give each its own start_id)
         self.start_id = start_id or int(time.time() * 1000) * 1000
@@ -236,16 +239,23 @@ class Writer(_Background):
         self.connections, self.longest_pause, self._last_commit = 0, 0.0, None
 
     @staticmethod
-    def prepare(primary, password, user="writer", dbname="otus", table="writes"):
+    def prepare(primary, password, user="writer", dbname="otus", table="writes", port=5432):
         """The writer's role (scram over the lab network) and table, made on the primary."""
-        ensure_otus(primary)
-        primary.psql(f"DROP ROLE IF EXISTS {user}; CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        ensure_otus(primary, port)
+        primary.psql(f"DROP ROLE IF EXISTS {user}; CREATE ROLE {user} LOGIN PASSWORD '{password}'", port=port)
         primary.psql(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
-                     f"; GRANT SELECT, INSERT ON {table} TO {user}", dbname=dbname)  # fmt: skip
+                     f"; GRANT SELECT, INSERT ON {table} TO {user}", dbname=dbname, port=port)  # fmt: skip
 
     def _connect(self):
         import psycopg2  # pylint: disable=import-outside-toplevel
 
+        if self.multihost:  # no writable primary: an error the loop counts
+            conn = psycopg2.connect(host=",".join(self.addresses), port=self.port, user=self.user,
+                                    password=self.password, dbname=self.dbname, connect_timeout=2,
+                                    target_session_attrs="read-write", tcp_user_timeout=2000, keepalives_idle=1,
+                                    keepalives_interval=1, keepalives_count=2)  # fmt: skip
+            self.connections += 1
+            return conn
         for address in self.addresses:
             try:
                 # A primary killed with its link down sends no reset: give up on it after 2s.
@@ -294,7 +304,7 @@ class Writer(_Background):
 
     def missing_on(self, host):
         """Ids whose COMMIT returned to the writer but that ``host`` does not hold."""
-        rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname)
+        rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname, port=self.port)
         present = set(map(int, rows.split()))
         return sorted(set(self.committed) - present)
 
