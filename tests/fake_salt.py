@@ -25,7 +25,8 @@ class FakeClient:
         self.answers, self.calls, self.failing, self.returns = answers, [], failing or {}, returns or {}
         self.jobs, self.event = {}, types.SimpleNamespace(unsubscribe=lambda tag: None)
 
-    def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob"):
+    def cmd(self, tgt, fun, arg=None, kwarg=None, timeout=None, full_return=False, tgt_type="glob",
+            gather_job_timeout=None):  # fmt: skip
         self.calls.append((fun, tgt))
         if fun == "test.ping":
             return {m: True for m in self.answers}
