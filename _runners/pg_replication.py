@@ -209,8 +209,9 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
     cascading standby keeps its upstream (when ``to`` is that upstream, it follows the
     promotion on the same slot).
 
-    Steps: create the slots of every other member on ``to`` (before anyone connects); stop
-    the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
+    Steps: create the slots of every other member on ``to`` (before anyone connects); a
+    CHECKPOINT on the primary while clients still write (its shutdown checkpoint is then
+    short); stop the primary cleanly; wait until ``to`` has received its shutdown checkpoint (otherwise
     start it again and stop; a unit that the service manager has not finished stopping after
     ``stop_timeout`` seconds holds nothing up once PostgreSQL's control file says it is shut
     down); promote ``to``; apply the formula with the new roles on ``to``,
@@ -245,6 +246,10 @@ def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_tim
     done = []
     try:
         created = _create_member_slots(cluster, to, change, done)
+        # While clients still write: the stop's shutdown checkpoint then has little left to
+        # flush, and the write pause is shorter (Patroni's demote does the same).
+        _call(old, "pg_replication.checkpoint", **cluster.conn(old))
+        done.append(f"checkpoint on {old}")
         try:
             _pure("handover.pause")(cluster, _call, done)  # clients wait in PgBouncer (issue #29)
             _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout)

@@ -285,7 +285,7 @@ class Cluster:
         writer.stop()
         probe.stop()
         self.primary = new
-        lost = len(writer.missing_on(self.lab[new]))
+        lost = len(writer.missing_on(self.lab[new], port=self.port))
         figures = round_figures(writer, probe.samples, started, command, lost)
         if not settled:
             print(f"{self.name}: {new} has not every member streaming after {SETTLE_TIMEOUT} s", flush=True)

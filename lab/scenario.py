@@ -302,9 +302,11 @@ class Writer(_Background):
             next_id += 1  # an id whose COMMIT did not return is never reused
             time.sleep(0.01)
 
-    def missing_on(self, host):
-        """Ids whose COMMIT returned to the writer but that ``host`` does not hold."""
-        rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname, port=self.port)
+    def missing_on(self, host, port=5432):
+        """Ids whose COMMIT returned to the writer but that ``host``'s server (on ``port``,
+        over its local socket: not the port this client went through, e.g. PgBouncer's) does
+        not hold."""
+        rows = host.psql(f"SELECT id FROM {self.table} WHERE id >= {self.start_id}", dbname=self.dbname, port=port)
         present = set(map(int, rows.split()))
         return sorted(set(self.committed) - present)
 
