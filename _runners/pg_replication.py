@@ -246,11 +246,11 @@ def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_tim
     done = []
     try:
         created = _create_member_slots(cluster, to, change, done)
-        # While clients still write: the stop's shutdown checkpoint then has little left to
-        # flush, and the write pause is shorter (Patroni's demote does the same).
-        _call(old, "pg_replication.checkpoint", **cluster.conn(old))
-        done.append(f"checkpoint on {old}")
         try:
+            # While clients still write: the stop's shutdown checkpoint then has little left
+            # to flush, and the write pause is shorter (Patroni's demote does the same).
+            _call(old, "pg_replication.checkpoint", **cluster.conn(old))
+            done.append(f"checkpoint on {old}")
             _pure("handover.pause")(cluster, _call, done)  # clients wait in PgBouncer (issue #29)
             _stop_primary_cleanly(cluster, old, to, timeout, done, stop_timeout)
         except CommandExecutionError:

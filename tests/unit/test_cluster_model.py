@@ -311,6 +311,27 @@ def test_a_refused_switchover_keeps_its_reason_when_the_old_primary_does_not_sta
     assert "pg_replication.promote" not in {fun for fun, _ in calls}
 
 
+def test_a_switchover_checkpoints_the_primary_before_its_stop_and_a_failed_one_changes_nothing(run):
+    """The CHECKPOINT comes after the target's slots and before the poolers' pause and the
+    stop; if it fails, the slots made on the target are dropped and nothing is stopped."""
+    answers = records({"master": PRIMARY, "standby": standby(), "standby2": standby()})
+    answers["standby"]["plan"]["served_slots"] = ["master_slot"]
+    returns = {("pg_replication.slots", "standby"): []}
+    # The stop then finds it not shut down cleanly: started again, refused (the order is what counts).
+    stopped = {**returns, ("pg_replication.controldata", "master"): {"Database cluster state": "in production"}}
+    ret, calls = run("switchover", answers, to="standby", returns=stopped)
+    funs = [fun for fun, _ in calls]
+    assert funs.index("pg_replication.slot_create") < funs.index("pg_replication.checkpoint") < funs.index(
+        "service.stop")  # fmt: skip
+    assert ("pg_replication.checkpoint", "master") in calls
+    failing = {("pg_replication.checkpoint", "master"): "canceling statement due to statement timeout"}
+    ret, calls = run("switchover", answers, to="standby", returns=returns, failing=failing)
+    assert ret["result"] is False
+    assert "statement timeout" in ret["comment"]
+    assert ("pg_replication.slot_drop", "standby") in calls
+    assert not {fun for fun, _ in calls} & {"service.stop", "pg_replication.promote"}
+
+
 def test_an_operation_past_its_promotion_reports_what_is_left_and_how_to_finish(ops, model):
     change = {"hosts": {"master": {"role": "standby"}, "standby": {"role": "primary"}}}
     ret = ops.finished("switchover", "standby", "done", [], ["promoted standby"], ["standby2: applied: boom"], change)
