@@ -131,7 +131,15 @@ def slots_follow(name, slots, user="postgres", **kwargs):
         return ret
     try:
         for slot in changes.get("dropped", ()):
-            __salt__["pg_replication.slot_drop"](slot, **conn)
+            if not _dropped_unless_streamed(slot, conn):
+                # A client connected since it was read: kept and recorded, as any active one.
+                active.append(slot)
+                notes.insert(0, f"no longer in the pillar but still streamed from: {slot}; stop that client first")
+        if active:
+            changes = {"dropped": [s for s in stale if s not in active]} if len(stale) > len(active) else {}
+            record = sorted(wanted | set(active))
+            if record != sorted(recorded):
+                changes["record"] = record
         if "record" in changes:
             _write_record(name, record, user)
     except (CommandExecutionError, OSError) as exc:
@@ -140,6 +148,19 @@ def slots_follow(name, slots, user="postgres", **kwargs):
     if active:
         ret["result"] = False
     return ret
+
+
+def _dropped_unless_streamed(slot, conn):
+    """Drop ``slot``; False (nothing dropped) when a client streams from it now: the module
+    refuses an active slot, and a slot still streamed from is never dropped."""
+    try:
+        __salt__["pg_replication.slot_drop"](slot, **conn)
+        return True
+    except CommandExecutionError:
+        now = __salt__["pg_replication.slots"](**conn).get(slot)
+        if now and now["active"]:
+            return False
+        raise
 
 
 def _write_record(path, slots, user):
