@@ -327,7 +327,10 @@ def test_switchover_aborts_and_restarts_the_primary_when_the_target_misses_its_s
     # The stopping primary waits for the frozen receiver's reply up to wal_sender_timeout.
     lab["master"].psql("ALTER SYSTEM SET wal_sender_timeout = '5s'")
     lab["master"].psql("SELECT pg_reload_conf()")
-    receiver = lab["standby2"].psql("SELECT pid FROM pg_stat_wal_receiver")
+    # The previous test restarted standby2: its WAL receiver may still be connecting.
+    receiver = wait_for(lambda: lab["standby2"].psql("SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'"),
+                        60, 0.5)  # fmt: skip
+    assert receiver, "standby2 does not stream"
     w = writer(cluster)
     time.sleep(1)
     lab["standby2"].run(["kill", "-STOP", receiver])
