@@ -116,10 +116,7 @@ def slots_follow(name, slots, user="postgres", **kwargs):
     stale = sorted((recorded - wanted) & set(existing))
     active = [slot for slot in stale if existing[slot]["active"]]
     unmanaged = sorted(set(existing) - wanted - recorded)
-    record = sorted(wanted | set(active))
-    changes = {"dropped": [s for s in stale if s not in active]} if len(stale) > len(active) else {}
-    if record != sorted(recorded):
-        changes["record"] = record
+    changes, record = _changes(stale, active, wanted, recorded)
     notes = [f"left alone (not made by this formula): {', '.join(unmanaged)}"] if unmanaged else []
     if active:
         busy = ", ".join(
@@ -135,11 +132,7 @@ def slots_follow(name, slots, user="postgres", **kwargs):
                 # A client connected since it was read: kept and recorded, as any active one.
                 active.append(slot)
                 notes.insert(0, f"no longer in the pillar but still streamed from: {slot}; stop that client first")
-        if active:
-            changes = {"dropped": [s for s in stale if s not in active]} if len(stale) > len(active) else {}
-            record = sorted(wanted | set(active))
-            if record != sorted(recorded):
-                changes["record"] = record
+        changes, record = _changes(stale, active, wanted, recorded)
         if "record" in changes:
             _write_record(name, record, user)
     except (CommandExecutionError, OSError) as exc:
@@ -148,6 +141,16 @@ def slots_follow(name, slots, user="postgres", **kwargs):
     if active:
         ret["result"] = False
     return ret
+
+
+def _changes(stale, active, wanted, recorded):
+    """``(changes, record)``: the stale slots dropped but the ``active`` ones, which stay in
+    the slot record beside the ``wanted`` ones."""
+    record = sorted(wanted | set(active))
+    changes = {"dropped": [s for s in stale if s not in active]} if len(stale) > len(active) else {}
+    if record != sorted(recorded):
+        changes["record"] = record
+    return changes, record
 
 
 def _dropped_unless_streamed(slot, conn):
