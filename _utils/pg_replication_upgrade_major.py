@@ -338,12 +338,11 @@ def run(ops, cluster, primary, new_version, new_plans, checks, mode=None, timeou
         )
     except CommandExecutionError as exc:
         return _rolled_back(ops, cluster, primary, new, stopped, done, checks, exc)
-    left = []
+    left, lines = [], pillar_change(cluster, primary, new_version)
     try:
         applied = ops.apply(primary, change)
     except CommandExecutionError as exc:
-        return _left(f"the formula on {primary} with PostgreSQL {new_version}: {exc}", done, checks, new_version,
-                     pillar_change(cluster, primary, new_version))  # fmt: skip
+        return _left(f"the formula on {primary} with PostgreSQL {new_version}: {exc}", done, checks, new_version, lines)
     downtime = round(ops.now() - stop_started, 1)
     done.append(f"applied the formula on {primary} with PostgreSQL {new_version} ({len(applied)} states changed); "
                 f"it takes writes: {downtime} s without writes")  # fmt: skip
@@ -358,11 +357,10 @@ def run(ops, cluster, primary, new_version, new_plans, checks, mode=None, timeou
         except CommandExecutionError as exc:
             left.append(f"{step}: {exc}")
     if left:
-        change = pillar_change(cluster, primary, new_version)
-        return dict(_left("; ".join(left), done, checks, new_version, change), write_downtime_seconds=downtime)
+        return dict(_left("; ".join(left), done, checks, new_version, lines), write_downtime_seconds=downtime)
     return checks_util.succeeded(
         f"the cluster runs PostgreSQL {new_version}; the old clusters are kept, stopped",
-        checks, done, pillar_change=pillar_change(cluster, primary, new_version), write_downtime_seconds=downtime,
+        checks, done, pillar_change=lines, write_downtime_seconds=downtime,
     )  # fmt: skip
 
 
