@@ -1,5 +1,7 @@
 """The salt-master's event bus, listened to from the test's process."""
 
+import json
+import pathlib
 import threading
 import time
 
@@ -41,3 +43,19 @@ class MasterEvents:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(30)
+
+
+def ha_state(salt_lab):
+    """The HA engine's state file on the lab's master (what cluster_status shows as ``ha``)."""
+    path = pathlib.Path(salt_lab.master.config["cachedir"]) / "pg_replication" / "ha.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def engine_watching(salt_lab):
+    """What the engine's promotion needs (and the runner's failover reads, through
+    pg_replication_ha_proof): mode automatic, the primary healthy, its watchdog seen running."""
+    state = ha_state(salt_lab)
+    return state.get("mode") == "automatic" and state.get("state") == "healthy" and bool(state.get("watchdog"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab.booted import REPO_PORT, RepoServer
-from lab.events import MasterEvents
+from lab.events import MasterEvents, engine_watching, ha_state
 from lab.hosts import Lab
 from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
@@ -715,15 +715,6 @@ class HaEvents(MasterEvents):
         return wait_for(lambda: next((data for at, n, data in self.seen if n == name and at >= since), None), timeout)
 
 
-def ha_state(salt_lab):
-    """The engine's state file on the master (what cluster_status shows as ``ha``)."""
-    path = pathlib.Path(salt_lab.master.config["cachedir"]) / "pg_replication" / "ha.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def kill_and_cut(host):
     """SIGKILL the postmaster of ``host`` and take its link down; the time of the failure."""
     postmaster = host.run(["head", "-1", "/var/lib/postgresql/15/main/postmaster.pid"]).stdout.strip()
@@ -876,13 +867,6 @@ def _restore_after_ha(cluster, good, old, background):
         print(f"restoring the cluster after the HA scenario failed:\n{traceback.format_exc()}")
 
 
-def _engine_watching(cluster):
-    """What the engine's promotion needs (and the runner's failover reads, through
-    pg_replication_ha_proof): mode automatic, the primary healthy, its watchdog seen running."""
-    state = ha_state(cluster)
-    return state.get("mode") == "automatic" and state.get("state") == "healthy" and state.get("watchdog")
-
-
 def _fenced(lab, servers):
     return [h for h in servers if lab[h].run(["test", "-e", MARKER], check=False).returncode == 0]
 
@@ -913,7 +897,7 @@ def _master_stopped_and_restarted_changes_nothing(cluster, primary, standbys, ba
         fenced = _fenced(lab, SERVERS)
         running = in_recovery(lab, SERVERS)
     restarted_at = time.time()
-    healthy = wait_for(lambda: _engine_watching(cluster) and ha_state(cluster)["updated"] > restarted_at, 90)
+    healthy = wait_for(lambda: engine_watching(cluster) and ha_state(cluster)["updated"] > restarted_at, 90)
     time.sleep(2 * HA["check_interval"] + 2)
     state = ha_state(cluster)
     for item in (w, probe):
@@ -1023,12 +1007,12 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     assert "active" not in _watchdogs(lab, ["backup"]).values()
     assert changed_states(cluster.highstate("test=True").data) == {}
     assert wait_for(lambda: sync_states(lab, primary) == ",".join(f"{s}:quorum" for s in standbys), 30)
-    assert wait_for(lambda: _engine_watching(cluster), 90), ha_state(cluster)
+    assert wait_for(lambda: engine_watching(cluster), 90), ha_state(cluster)
     _master_stopped_and_restarted_changes_nothing(cluster, primary, standbys, background)
     with HaEvents(cluster) as events:
 
         def watching():
-            return _engine_watching(cluster)
+            return engine_watching(cluster)
 
         assert wait_for(watching, 90), ha_state(cluster)
 
