@@ -10,7 +10,9 @@ primary does not answer as a primary it also asks each other server whether it r
 primary's PostgreSQL port (``network.connect``), and tries that port itself. What it decides from the answers is pure
 code, ``_utils/pg_replication_ha.py`` (the states, the majority, eligibility, cooldown).
 Every 30 s, and after a failover, it re-reads the cluster (``saltutil.refresh_pillar``,
-``pg_replication.member``): the pillar's primary, its standbys, their addresses.
+``pg_replication.member``): the pillar's primary, its standbys, their addresses. In the
+middle of a failure it asks only the servers that answered its last check, and changes its
+picture only if the pillar names another primary (an operator's failover).
 
 A failover is the runner's own (``pg_replication.failover`` with ``to`` the chosen standby
 and ``fenced=True``: by then the old primary's watchdog has fenced it), through Salt's
@@ -73,6 +75,8 @@ class _Watch:
         self.said_no_cluster = False
         # Whether the periodic re-read may run (Decider.rereads, after each tick).
         self.rereads = True
+        # The servers that answered the last tick's health check.
+        self.answered = []
 
     def fire(self, name, data):
         log.warning("pg_replication HA: %s %s", name, data)
@@ -80,12 +84,14 @@ class _Watch:
 
     def topology(self, now, force=False):
         """The cluster model (``pg_replication_cluster.Cluster``), re-read every
-        ``topology_every`` seconds while the primary is healthy or after a failover (never
-        in the middle of a failure: a silent minion would hold every call up); the last one
-        otherwise."""
+        ``topology_every`` seconds while the primary is healthy or after a failover; in the
+        middle of a failure (a silent minion would hold every call up) only
+        :meth:`primary_renamed`'s read; the last one otherwise."""
         due = self.read_at is None or now - self.read_at >= self.topology_every
-        if not force and (not due or (self.cluster is not None and not self.rereads)):
+        if not force and not due:
             return self.cluster
+        if not force and self.cluster is not None and not self.rereads:
+            return self.primary_renamed(now)
         self.read_at = now
         quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
         try:
@@ -105,6 +111,28 @@ class _Watch:
             self.fire("no_cluster", {"tgt": self.tgt, "comment": "no minion answered with a pg_replication pillar"})
         return self.cluster
 
+    def primary_renamed(self, now):
+        """In the middle of a failure the engine keeps the picture it decides on, unless the
+        pillar names another primary meanwhile (an operator ran ``salt-run
+        pg_replication.failover`` and made its pillar change): without this, it would watch
+        the former primary until the master restarts. Read from the servers that answered
+        the last tick only, so that a silent minion holds nothing up."""
+        self.read_at = now
+        if not self.answered:
+            return self.cluster
+        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
+        try:
+            self.client.cmd(self.answered, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
+            answers = self.client.cmd(self.answered, "pg_replication.member", timeout=20, **quick)
+            cluster = __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
+        except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
+            log.warning("pg_replication HA: could not re-read the pillar's primary: %s", exc)
+            return self.cluster
+        if cluster is not None and cluster.pillar_primary() != self.cluster.pillar_primary():
+            log.warning("pg_replication HA: the pillar names %s as the primary now", cluster.pillar_primary())
+            self.cluster = cluster
+        return self.cluster
+
     def observe(self, cluster, ha):
         """One tick's observation for ``Decider.step``."""
         primary = cluster.pillar_primary()
@@ -115,6 +143,7 @@ class _Watch:
         answers = self.client.cmd(servers, "pg_replication.health", kwarg=cluster.conn(primary), timeout=wait,
                                   full_return=True, tgt_type="list", gather_job_timeout=2)  # fmt: skip
         found = {h: a["ret"] for h, a in answers.items() if isinstance(a, dict) and isinstance(a.get("ret"), dict)}
+        self.answered = sorted(found)
         obs = {"primary": primary, "standbys": standbys, "peers": peers, "servers": {h: found.get(h) for h in servers},
                "reaches": {}, "master_reaches": None}  # fmt: skip
         obs["ha"] = self.ha((found.get(primary) or next(iter(found.values()), {})).get("ha"))

@@ -182,6 +182,8 @@ class Decider:
         if primary != self.primary:
             self.primary, self.lost_since, self.eligible, self.retry_at = primary, None, None, None
             self.agreed_since, self.watchdog = None, None
+            if self.state in (SUSPECTED, LOST):  # another primary now: nothing came back
+                self.state = None
         servers = obs["servers"]
         server = servers.get(primary)
         if primary_ok(server):

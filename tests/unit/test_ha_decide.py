@@ -426,3 +426,18 @@ def test_the_cluster_is_re_read_except_while_the_primary_is_suspected_or_lost_bu
     assert (d.state, d.rereads()) == (ha.SUSPECTED, False)
     run(d, [obs(DEAD, LOST_BY_ALL)] * 15, start=6.0)
     assert (d.state, d.rereads()) == (ha.COOLDOWN, True)
+
+
+def test_another_primary_named_while_the_old_one_is_lost_is_healthy_not_back(ha):
+    """The operator failed over and changed the pillar while the engine had the old primary
+    suspected: the new one's first healthy tick says ``healthy`` about it, not
+    ``primary_back``, and nothing from the old one's failure is kept."""
+    d = ha.Decider(0)
+    events, _ = run(d, [obs(HEALTHY), obs(DEAD, LOST_BY_ALL, mode="manual")])
+    assert names(events) == ["healthy", "primary_suspected"]
+    now_primary = {"master": None, "standby": primary("0/6000"), "standby2": standby("0/6000")}
+    after = dict(obs(now_primary, pillar_primary="standby", mode="manual"), standbys=["master", "standby2"])
+    events, failovers = run(d, [after], start=5.0)
+    assert names(events) == ["healthy"]
+    assert failovers == []
+    assert (events[0][1]["primary"], d.state, d.lost_since, d.agreed_since) == ("standby", ha.HEALTHY, None, None)

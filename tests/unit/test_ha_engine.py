@@ -73,30 +73,70 @@ def test_auto_rejoin_is_announced_then_run_then_reported(engine, ha):
 
 
 class Client:
-    """The master's LocalClient as ``_Watch.topology`` uses it: what it was asked."""
+    """The master's LocalClient as ``_Watch.topology`` uses it: what it was asked, and whom."""
 
     def __init__(self):
         self.asked = []
 
     def cmd(self, tgt, fun, **kwargs):
-        self.asked.append(fun)
-        return {"master": True, "standby": True} if fun == "test.ping" else {}
+        self.asked.append((fun, tgt))
+        return {"master": True, "standby": True} if fun == "test.ping" else {"standby": {"ret": {}}}
+
+
+class Picture:
+    """A cluster model as far as the engine's re-read compares them: its pillar's primary."""
+
+    def __init__(self, primary):
+        self.primary = primary
+
+    def pillar_primary(self):
+        return self.primary
+
+
+def watching(engine, monkeypatch, read_primary):
+    """A ``_Watch`` whose last picture names ``master`` and whose next read names ``read_primary``."""
+    watch = engine._Watch.__new__(engine._Watch)
+    watch.tgt, watch.topology_every, watch.read_at, watch.cluster = "*", 30, 0.0, Picture("master")
+    watch.client, watch.said_no_cluster, watch.answered = Client(), False, ["standby", "standby2"]
+    read = Picture(read_primary)
+    monkeypatch.setattr(engine, "__utils__", {"pg_replication_cluster.from_answers": lambda answers: read})
+    return watch, read
 
 
 def test_the_cluster_is_re_read_in_cooldown_so_that_the_pillar_change_is_seen(engine, ha, monkeypatch):
-    """With the former primary down, the pillar's primary is not healthy; in the middle of a
-    failure the engine keeps its last picture, but in cooldown it re-reads it when due (the
-    pillar change it waits for, and ``auto_rejoin``, come from that re-read)."""
-    watch = engine._Watch.__new__(engine._Watch)
-    watch.tgt, watch.topology_every, watch.read_at, watch.cluster = "*", 30, 0.0, "last"
-    watch.client, watch.said_no_cluster = Client(), False
-    monkeypatch.setattr(engine, "__utils__", {"pg_replication_cluster.from_answers": lambda answers: "new"})
+    """With the former primary down, the pillar's primary is not healthy; in cooldown the
+    engine re-reads its picture when due (the pillar change it waits for, and
+    ``auto_rejoin``, come from that re-read), every minion that answers a ping."""
+    watch, read = watching(engine, monkeypatch, "standby")
+    decider = ha.Decider(0)
+    decider.state = ha.COOLDOWN
+    watch.rereads = decider.rereads()
+    assert watch.topology(10.0) is not read  # not due
+    assert watch.client.asked == []
+    assert watch.topology(40.0) is read
+    assert [fun for fun, _ in watch.client.asked] == ["test.ping", "saltutil.refresh_pillar", "pg_replication.member"]
+
+
+def test_in_the_middle_of_a_failure_the_picture_stays_unless_the_pillar_names_another_primary(engine, ha, monkeypatch):
+    """Suspected: no ping (the silent primary would hold it up), the servers that answered
+    the last check asked; the same primary named keeps the picture decided on."""
+    watch, read = watching(engine, monkeypatch, "master")
     decider = ha.Decider(0)
     decider.state = ha.SUSPECTED
     watch.rereads = decider.rereads()
-    assert watch.topology(40.0) == "last"
-    assert watch.client.asked == []
-    decider.state = ha.COOLDOWN
+    last = watch.cluster
+    assert watch.topology(40.0) is last
+    assert watch.client.asked == [("saltutil.refresh_pillar", ["standby", "standby2"]),
+                                  ("pg_replication.member", ["standby", "standby2"])]  # fmt: skip
+
+
+def test_an_operators_failover_in_the_middle_of_a_failure_is_seen_at_the_next_due_read(engine, ha, monkeypatch):
+    """The bench found it: after ``salt-run pg_replication.failover`` and its pillar change,
+    the engine watched the former primary (suspected) until the master restarted, so that a
+    later ``ha:mode: automatic`` never saw the new primary healthy."""
+    watch, read = watching(engine, monkeypatch, "standby")
+    decider = ha.Decider(0)
+    decider.state = ha.LOST
     watch.rereads = decider.rereads()
-    watch.topology(40.0)
-    assert watch.client.asked == ["test.ping", "saltutil.refresh_pillar", "pg_replication.member"]
+    assert watch.topology(40.0) is read
+    assert "test.ping" not in [fun for fun, _ in watch.client.asked]
