@@ -1,6 +1,7 @@
 """Write unavailability during a planned switchover: the formula's runner against Patroni
 (the peer), in one run, on the same three lab hosts (a primary and two standbys, booted
-from the ``patroni`` image: bookworm, PostgreSQL 15, Debian's Patroni 3.0.2 and etcd 3.4).
+from the ``patroni`` image: bookworm, PostgreSQL 15, Debian's Patroni 3.0.2 and etcd 3.4),
+and a fourth, ``backup``, where the formula runs PgBouncer in front of its cluster.
 
 Both clusters run side by side on the same hosts, so that they share the machine's load:
 the formula's (its highstate, port 5432, Debian's /var/lib/postgresql/15/main) and
@@ -11,7 +12,8 @@ time through libpq's multi-host connection string (``host=a,b,c
 target_session_attrs=read-write``, connect_timeout 2 s) while
 
 - ours: ``salt-run pg_replication.switchover to=<next>``, then the pillar change it
-  returns and a highstate (:func:`bench.switchover_plot.switchover`);
+  returns and a highstate (:func:`bench.switchover_plot.switchover`); a second client
+  commits through PgBouncer (its figures printed apart: Patroni has no pooler);
 - Patroni: ``patronictl switchover --leader <primary> --candidate <next> --force``.
 
 Each round's figures: the longest gap between two acknowledged commits (write
@@ -19,7 +21,8 @@ unavailability), the client's errors (failed statements and connections), second
 command to a writable new primary and until both other members stream from it again, how
 long the command took, and the acknowledged commits the new primary lacks afterwards. Then
 the medians per contender and the ratio ours/Patroni of the write unavailability (goal <=
-1.0, and 0 lost). Not a test: run as root, ``.venv/bin/python bench/switchover.py``
+1.0, and 0 lost), drawn per round into ``docs/benchmarks-switchover.png`` (unless
+``--no-plot``). Not a test: run as root, ``.venv/bin/python bench/switchover.py``
 (``--quick``: one round each).
 """
 
@@ -33,7 +36,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench.labbench import lab_rounds  # noqa: E402
+from bench.labbench import lab_options  # noqa: E402
+from bench.rounds_plot import per_round, plot_rounds  # noqa: E402
 from bench.switchover_plot import switchover as formula_switchover  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
@@ -41,8 +45,13 @@ from lab.salt import SaltLab, reference_pillar  # noqa: E402
 from lab.scenario import Writer, _Background, converge, wait_for  # noqa: E402
 
 IMAGE = ("bookworm", "patroni")
+PLOT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "benchmarks-switchover.png"
 SERVERS = ("master", "standby", "standby2")
-ROLES = {"master": "primary", "standby": "standby", "standby2": "standby"}
+# PgBouncer (the formula's pooler, pointed at the primary) on a host of its own: ours gets a
+# second client through it. Patroni's cluster has none (Patroni configures no pooler).
+POOLER = "backup"
+POOLER_PORT = 6432
+ROLES = {"master": "primary", "standby": "standby", "standby2": "standby", POOLER: "pooler"}
 CONTENDERS = ("ours", "patroni")
 # Seconds of commits before the command and after every member streams again.
 STEADY = 5
@@ -51,6 +60,7 @@ SETTLE_TIMEOUT = 240
 PATRONI_PORT = 5433
 PATRONI_CONFIG = "/etc/patroni/bench.yml"
 PATRONI_DATA = "/var/lib/postgresql/patroni-bench"
+PATRONI_UNIT_FILE = "/run/bench-patroni.unit"
 ETCD_HOST = "master"
 # One etcd member (v2 API: Patroni 3.0's ``etcd`` DCS), on ETCD_HOST's lab address.
 ETCD_DEFAULTS = """\
@@ -73,7 +83,7 @@ STATUS_SQL = (
 )
 
 
-def patroni_config(lab, host, passwords):
+def patroni_config(lab, host, passwords, etcd_host=ETCD_HOST):
     """Patroni's YAML for ``host`` (JSON is YAML): Patroni's defaults but for the paths and
     port kept apart from the formula's cluster on the same host."""
     address, network = lab[host].address, str(lab.network)
@@ -81,7 +91,7 @@ def patroni_config(lab, host, passwords):
         "scope": "bench",
         "name": host,
         "restapi": {"listen": f"{address}:8008", "connect_address": f"{address}:8008"},
-        "etcd": {"host": f"{lab[ETCD_HOST].address}:2379"},
+        "etcd": {"host": f"{lab[etcd_host].address}:2379"},
         "bootstrap": {
             "dcs": {"postgresql": {"use_pg_rewind": True, "parameters": {"wal_log_hints": "on"}}},
             "initdb": [{"encoding": "UTF8"}],
@@ -123,10 +133,29 @@ def leader(lab):
     return next((m["Member"] for m in patroni_members(lab) if m["Role"] == "Leader"), None)
 
 
-def start_patroni(lab):
-    """etcd on ETCD_HOST, then Patroni on every server (``master`` first, so it bootstraps
-    the cluster); returns once ``master`` leads and both others stream from it."""
-    etcd = lab[ETCD_HOST]
+def run_patroni(host):
+    """Start Patroni on ``host``, its configuration written already, as a transient systemd
+    unit of its own (killing it kills its PostgreSQL too); its name is kept in
+    PATRONI_UNIT_FILE. A new name each time: inside the lab's containers systemd cannot
+    always kill a unit's control group, and a unit with a process left is never unloaded."""
+    unit = f"bench-patroni-{time.monotonic_ns()}"
+    write_file(host, PATRONI_UNIT_FILE, unit)
+    res = host.run(["systemd-run", "--collect", f"--unit={unit}", "--uid=postgres", "--gid=postgres",
+                    "/usr/bin/patroni", PATRONI_CONFIG], check=False)  # fmt: skip
+    if res.returncode:
+        raise SystemExit(f"Patroni does not start on {host.name}: {res.stdout}{res.stderr}")
+
+
+def patroni_pid(host):
+    """The pid of Patroni on ``host`` (the main process of the unit :func:`run_patroni` started)."""
+    unit = host.run(["cat", PATRONI_UNIT_FILE]).stdout.strip()
+    return host.run(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
+
+
+def start_patroni(lab, etcd_host=ETCD_HOST):
+    """etcd on ``etcd_host``, then Patroni on every server (``master`` first, so it
+    bootstraps the cluster); returns once ``master`` leads and both others stream from it."""
+    etcd = lab[etcd_host]
     write_file(etcd, "/etc/default/etcd", ETCD_DEFAULTS.format(address=etcd.address))
     etcd.run(["systemctl", "start", "etcd"])
     health = ["etcdctl", f"--endpoints=http://{etcd.address}:2379", "endpoint", "health"]
@@ -135,9 +164,9 @@ def start_patroni(lab):
     passwords = {"superuser": secrets.token_urlsafe(12), "replication": secrets.token_urlsafe(12)}
     for name in SERVERS:
         host = lab[name]
-        write_file(host, PATRONI_CONFIG, patroni_config(lab, name, passwords), owner="postgres", mode="0600")
-        host.run(["systemd-run", "--unit=bench-patroni", "--uid=postgres", "--gid=postgres",
-                  "/usr/bin/patroni", PATRONI_CONFIG])  # fmt: skip
+        config = patroni_config(lab, name, passwords, etcd_host)
+        write_file(host, PATRONI_CONFIG, config, owner="postgres", mode="0600")
+        run_patroni(host)
         if name == SERVERS[0] and not wait_for(lambda: leader(lab) == SERVERS[0], timeout=180, interval=2):
             raise SystemExit(f"Patroni: {name} did not become the leader: {patroni_members(lab)}")
     if not wait_for(lambda: all_streaming(streaming(lab, SERVERS[0], PATRONI_PORT)), timeout=300, interval=2):
@@ -224,31 +253,55 @@ def gap_path(spans):
     return f"{jobs}; {(spans[-1][2] - spans[0][1]).total_seconds():.2f} s from the stop to the promotion"
 
 
-MEDIAN_KEYS = ("unavailable_s", "errors", "writable_s", "streaming_s", "command_s")
+MEDIAN_KEYS = ("unavailable_s", "errors", "writable_s", "streaming_s", "command_s", "pooled_unavailable_s",
+               "pooled_errors")  # fmt: skip
 
 
-def medians(rounds):
-    """The median of each figure over ``rounds`` (figure dicts; a None, a timeout, is left
-    out), and the commits lost summed."""
+def medians(rounds, keys=MEDIAN_KEYS):
+    """The median of each figure ``keys`` over ``rounds`` (figure dicts; a None, a timeout,
+    is left out), and the commits lost summed."""
     out = {}
-    for key in MEDIAN_KEYS:
-        values = [r[key] for r in rounds if r[key] is not None]
+    for key in keys:
+        values = [r[key] for r in rounds if r.get(key) is not None]
         out[key] = round(statistics.median(values), 2) if values else None
     out["lost"] = sum(r["lost"] for r in rounds)
+    if any("pooled_lost" in r for r in rounds):
+        out["pooled_lost"] = sum(r.get("pooled_lost", 0) for r in rounds)
+        out["pooled_committed"] = sum(r.get("pooled_committed", 0) for r in rounds)
     return out
 
 
-def ratio(ours, peer):
-    """ours/peer of the write unavailability (None without both)."""
-    if ours.get("unavailable_s") is None or not peer.get("unavailable_s"):
+def ratio(ours, peer, key="unavailable_s"):
+    """ours/peer of figure ``key``, the write unavailability by default (None without both)."""
+    if ours.get(key) is None or not peer.get(key):
         return None
-    return round(ours["unavailable_s"] / peer["unavailable_s"], 2)
+    return round(ours[key] / peer[key], 2)
 
 
 def describe(figures):
     return (f"unavailable {figures['unavailable_s']} s, errors {figures['errors']}, writable after"
             f" {figures['writable_s']} s, all streaming after {figures['streaming_s']} s, command"
-            f" {figures['command_s']} s, lost {figures['lost']}")  # fmt: skip
+            f" {figures['command_s']} s, lost {figures['lost']}{describe_pooled(figures)}")  # fmt: skip
+
+
+def pooled_writer(lab, password, start_id):
+    """A second client, through PgBouncer on POOLER only (ids of its own), started."""
+    return Writer([lab[POOLER].address], password, port=POOLER_PORT, start_id=start_id + 10**8).start()
+
+
+def pooled_figures(writer, primary):
+    """The pooled client's figures (``writer`` stopped here), its commits counted on
+    ``primary``'s server."""
+    writer.stop()
+    return {"pooled_unavailable_s": round(writer.longest_pause, 2), "pooled_errors": writer.errors,
+            "pooled_committed": len(writer.committed), "pooled_lost": len(writer.missing_on(primary))}  # fmt: skip
+
+
+def describe_pooled(figures):
+    if figures.get("pooled_unavailable_s") is None:
+        return ""
+    return (f"; through PgBouncer: unavailable {figures['pooled_unavailable_s']} s, errors"
+            f" {figures['pooled_errors']}, lost {figures['pooled_lost']} of {figures['pooled_committed']}")  # fmt: skip
 
 
 def schedule(rounds):
@@ -261,9 +314,9 @@ class Cluster:
     ``explain(since)``, if given, describes where the write gap of a switchover that started
     at ``since`` (epoch seconds) went."""
 
-    def __init__(self, name, lab, port, switch, explain=None):
+    def __init__(self, name, lab, port, switch, explain=None, pooled=False):
         self.name, self.lab, self.port, self._switch, self._explain = name, lab, port, switch, explain
-        self.primary = SERVERS[0]
+        self.primary, self.pooled = SERVERS[0], pooled
 
     def next_primary(self):
         return SERVERS[(SERVERS.index(self.primary) + 1) % len(SERVERS)]
@@ -272,6 +325,7 @@ class Cluster:
         """One switchover under the client's writes: its figures."""
         old, new = self.primary, self.next_primary()
         writer = Writer([self.lab[h].address for h in SERVERS], password, port=self.port, multihost=True).start()
+        pooled = pooled_writer(self.lab, password, writer.start_id) if self.pooled else None
         time.sleep(STEADY)
         probe = StatusProbe(self.lab, new, self.port).start()
         started, since = time.monotonic(), time.time()
@@ -287,6 +341,8 @@ class Cluster:
         self.primary = new
         lost = len(writer.missing_on(self.lab[new], port=self.port))
         figures = round_figures(writer, probe.samples, started, command, lost)
+        if pooled:
+            figures.update(pooled_figures(pooled, self.lab[new]))
         if not settled:
             print(f"{self.name}: {new} has not every member streaming after {SETTLE_TIMEOUT} s", flush=True)
         return old, new, figures
@@ -315,10 +371,10 @@ def runner_jobs(manager, salt_lab):
 
 def run_lab(root, rounds):
     """Both clusters up on one lab, then the rounds (each printed): {contender: [figures]}."""
-    lab = Lab(f"{root}/lab", list(SERVERS), image=IMAGE)
+    lab = Lab(f"{root}/lab", list(ROLES), image=IMAGE)
     results = {name: [] for name in CONTENDERS}
     with lab, factories(f"{root}/salt") as manager:
-        pillar = reference_pillar(lab, roles=ROLES)
+        pillar = reference_pillar(lab, roles=ROLES, pooler={"auth_password": secrets.token_urlsafe(18)})
         pillar["hosts"]["standby2"]["slot"] = "standby2_slot"
         salt_lab = SaltLab(manager, lab, pillar)
         with salt_lab.started():
@@ -327,7 +383,7 @@ def run_lab(root, rounds):
             password = secrets.token_urlsafe(12)
             Writer.prepare(lab[SERVERS[0]], password)
             Writer.prepare(lab[SERVERS[0]], password, port=PATRONI_PORT)
-            ours = Cluster("ours", lab, 5432, formula_switch(salt_lab), runner_jobs(manager, salt_lab))
+            ours = Cluster("ours", lab, 5432, formula_switch(salt_lab), runner_jobs(manager, salt_lab), pooled=True)
             clusters = {"ours": ours, "patroni": Cluster("patroni", lab, PATRONI_PORT, patroni_switch(lab))}
             for number, name in enumerate(schedule(rounds), 1):
                 old, new, figures = clusters[name].measure(password)
@@ -344,16 +400,20 @@ def summary(results):
         f"median ours ({len(results['ours'])} rounds): {describe(ours)}",
         f"median patroni ({len(results['patroni'])} rounds): {describe(peer)}",
         f"switchover unavailability ratio: {value}x (ours/Patroni, goal <= 1.0); lost ours {ours['lost']},"
-        f" patroni {peer['lost']} (goal 0)",
+        f" patroni {peer['lost']} (goal 0); ours through PgBouncer: errors {ours.get('pooled_errors')} (goal 0),"
+        f" lost {ours.get('pooled_lost')}",
     ]
 
 
 def main(argv=None):
-    rounds = lab_rounds(__doc__, 2, argv)
+    rounds, args = lab_options(__doc__, 2, argv, [("--no-plot", "print the figures only")])
     with tempfile.TemporaryDirectory(prefix="pgr-switchover-") as tmp:
         results = run_lab(tmp, rounds)
     for line in summary(results):
         print(line)
+    if not args.no_plot:
+        panels = {"write unavailability (longest gap between commits)": per_round(results, "unavailable_s")}
+        plot_rounds(panels, PLOT, "Switchover: pg_replication vs Patroni")
 
 
 if __name__ == "__main__":
