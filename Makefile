@@ -40,7 +40,7 @@ integration: deps venv
 docs: venv  ## regenerate docs/pillar.md, docs/modules.md, docs/states.md
 	$(PY) docs/build.py
 
-bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and Ansible, re-apply, cold converge, backup, scale, switchover vs Patroni; writes the table in docs/benchmarks.md
+bench: deps venv  ## benchmarks (bench/): role/slot re-check vs Salt core and Ansible, re-apply, cold converge, backup, scale, switchover and failover vs Patroni; writes the table in docs/benchmarks.md
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # CI's smoke run of the benchmark code (bench/run.py and the role/slot re-check, small and

@@ -75,6 +75,12 @@ BENCHES = [
         r"^(median (ours|patroni) .*|switchover unavailability ratio: .*)$",
         goal=1.0,
     ),
+    Bench(
+        "failover",
+        "Failover (primary host lost) vs Patroni: failure to a writable primary",
+        r"^(median (patroni|manual|automatic) .*|failover ratio: .*)$",
+        goal=1.0,
+    ),
 ]
 
 
