@@ -38,38 +38,31 @@ automatic mode <= 1.0), drawn per round into ``docs/benchmarks-failover.png`` (u
 
 import copy
 import pathlib
-import secrets
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench import switchover  # noqa: E402
-from bench.labbench import lab_options  # noqa: E402
-from bench.rounds_plot import per_round, plot_rounds  # noqa: E402
+from bench.rounds_plot import peer_main  # noqa: E402
 from bench.switchover import (  # noqa: E402
-    IMAGE,
     PATRONI_CONFIG,
     PATRONI_DATA,
     PATRONI_PORT,
     POOLER,
-    ROLES,
     SERVERS,
+    StatusProbe,
+    both_clusters,
     describe_pooled,
     patroni_pid,
     pooled_figures,
     pooled_writer,
     run_patroni,
-    start_patroni,
     streaming,
 )
-from lab.demo import factories  # noqa: E402
 from lab.events import MasterEvents, engine_watching  # noqa: E402
-from lab.hosts import Lab  # noqa: E402
 from lab.results import state_errors  # noqa: E402
-from lab.salt import SaltLab, reference_pillar  # noqa: E402
-from lab.scenario import Writer, _Background, apply_pillar_change, converge, wait_for  # noqa: E402
+from lab.scenario import Writer, apply_pillar_change, wait_for  # noqa: E402
 
 PLOT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "benchmarks-failover.png"
 DCS = POOLER
@@ -85,19 +78,16 @@ COOLDOWN = 30
 ENGINE_EVENTS = ("primary_suspected", "primary_lost", "candidate_chosen", "promoted")
 
 
-class SurvivorProbe(_Background):
+class SurvivorProbe(StatusProbe):
     """:func:`bench.switchover.streaming` of every surviving server every ``interval``
     seconds: [(monotonic time, {host: status or None})]."""
 
     def __init__(self, lab, hosts, port, interval=0.2):
-        super().__init__()
-        self.lab, self.hosts, self.port, self.interval = lab, hosts, port, interval
-        self.samples = []
+        super().__init__(lab, None, port, interval)
+        self.hosts = hosts
 
-    def _loop(self):
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), {h: streaming(self.lab, h, self.port) for h in self.hosts}))
-            self._stop.wait(self.interval)
+    def sample(self):
+        return {h: streaming(self.lab, h, self.port) for h in self.hosts}
 
     def writable(self, since):
         """(seconds from ``since``, host) of the first sample with a writable server, or None."""
@@ -285,25 +275,15 @@ def describe(figures):
 
 def run_lab(root, rounds):
     """Both clusters up on one lab, then the rounds (each printed): {kind: [figures]}."""
-    lab = Lab(f"{root}/lab", list(ROLES), image=IMAGE)
     results = {kind: [] for kind in KINDS}
-    with lab, factories(f"{root}/salt") as manager:
-        pillar = reference_pillar(lab, roles=ROLES, pooler={"auth_password": secrets.token_urlsafe(18)})
-        pillar["hosts"]["standby2"]["slot"] = "standby2_slot"
-        salt_lab = SaltLab(manager, lab, pillar, engines=[{"pg_replication_ha": {}}])
-        with salt_lab.started():
-            converge(salt_lab)
-            start_patroni(lab, etcd_host=DCS)
-            password = secrets.token_urlsafe(12)
-            Writer.prepare(lab[SERVERS[0]], password)
-            Writer.prepare(lab[SERVERS[0]], password, port=PATRONI_PORT)
-            bench = Bench(lab, salt_lab, password)
-            for number in range(rounds):
-                for kind in KINDS:
-                    old, new, figures = bench.measure(kind)
-                    results[kind].append(figures)
-                    print(f"round {number + 1} {kind:9} {old} -> {new}: {describe(figures)}", flush=True)
-            bench.ha_mode("manual")  # the watchdogs gone before the lab is
+    with both_clusters(root, DCS, engines=[{"pg_replication_ha": {}}]) as (lab, _, salt_lab, password):
+        bench = Bench(lab, salt_lab, password)
+        for number in range(rounds):
+            for kind in KINDS:
+                old, new, figures = bench.measure(kind)
+                results[kind].append(figures)
+                print(f"round {number + 1} {kind:9} {old} -> {new}: {describe(figures)}", flush=True)
+        bench.ha_mode("manual")  # the watchdogs gone before the lab is
     return results
 
 
@@ -321,17 +301,10 @@ def summary(results):
 
 
 def main(argv=None):
-    rounds, args = lab_options(__doc__, 2, argv, [("--no-plot", "print the figures only")])
-    with tempfile.TemporaryDirectory(prefix="pgr-failover-") as tmp:
-        results = run_lab(tmp, rounds)
-    for line in summary(results):
-        print(line)
-    if not args.no_plot:
-        panels = {
-            "failure to a writable primary": per_round(results, "writable_s"),
-            "write unavailability (longest gap between commits)": per_round(results, "unavailable_s"),
-        }
-        plot_rounds(panels, PLOT, "Failover: pg_replication (manual runner, automatic) vs Patroni")
+    panels = {"failure to a writable primary": "writable_s",
+              "write unavailability (longest gap between commits)": "unavailable_s"}  # fmt: skip
+    plot = (PLOT, "Failover: pg_replication (manual runner, automatic) vs Patroni", panels)
+    peer_main(__doc__, run_lab, summary, plot, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,25 @@
-"""The per-round plot of the benchmarks that time an operation against a peer (switchover,
-failover): one panel per figure, one group of bars per round, one bar per contender."""
+"""What the benchmarks that time an operation against a peer (switchover, failover) share:
+their main (the lab's rounds, the summary printed, the plot) and the per-round plot, one
+panel per figure, one group of bars per round, one bar per contender."""
 
+import tempfile
 import time
+
+from bench.labbench import lab_options
+
+
+def peer_main(doc, run_lab, summary, plot, argv=None):
+    """Parse the arguments (``--rounds``, ``--quick``, ``--no-plot``), run ``run_lab(tmp,
+    rounds)``, print ``summary(results)``, then unless ``--no-plot`` draw ``plot`` (the path,
+    the title, ``{panel title: figure key}``)."""
+    rounds, args = lab_options(doc, 2, argv, [("--no-plot", "print the figures only")])
+    with tempfile.TemporaryDirectory(prefix="pgr-bench-") as tmp:
+        results = run_lab(tmp, rounds)
+    for line in summary(results):
+        print(line)
+    if not args.no_plot:
+        path, title, panels = plot
+        plot_rounds({panel: per_round(results, key) for panel, key in panels.items()}, path, title)
 
 
 def per_round(results, key):

@@ -26,18 +26,17 @@ the medians per contender and the ratio ours/Patroni of the write unavailability
 (``--quick``: one round each).
 """
 
+import contextlib
 import json
 import pathlib
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench.labbench import lab_options  # noqa: E402
-from bench.rounds_plot import per_round, plot_rounds  # noqa: E402
+from bench.rounds_plot import peer_main  # noqa: E402
 from bench.switchover_plot import switchover as formula_switchover  # noqa: E402
 from lab.demo import factories  # noqa: E402
 from lab.hosts import Lab  # noqa: E402
@@ -193,9 +192,12 @@ class StatusProbe(_Background):
         self.lab, self.primary, self.port, self.interval = lab, primary, port, interval
         self.samples = []
 
+    def sample(self):
+        return streaming(self.lab, self.primary, self.port)
+
     def _loop(self):
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), streaming(self.lab, self.primary, self.port)))
+            self.samples.append((time.monotonic(), self.sample()))
             self._stop.wait(self.interval)
 
 
@@ -369,26 +371,35 @@ def runner_jobs(manager, salt_lab):
     return lambda since: gap_path(job_spans(manager.event_listener.get_events(patterns, after_time=since)))
 
 
-def run_lab(root, rounds):
-    """Both clusters up on one lab, then the rounds (each printed): {contender: [figures]}."""
+@contextlib.contextmanager
+def both_clusters(root, etcd_host=ETCD_HOST, engines=None):
+    """The lab up with both clusters, ``master`` the primary of each, and the client's role
+    and table on both: yields (lab, the salt-factories manager, the SaltLab, the client's
+    password)."""
     lab = Lab(f"{root}/lab", list(ROLES), image=IMAGE)
-    results = {name: [] for name in CONTENDERS}
     with lab, factories(f"{root}/salt") as manager:
         pillar = reference_pillar(lab, roles=ROLES, pooler={"auth_password": secrets.token_urlsafe(18)})
         pillar["hosts"]["standby2"]["slot"] = "standby2_slot"
-        salt_lab = SaltLab(manager, lab, pillar)
+        salt_lab = SaltLab(manager, lab, pillar, engines=engines)
         with salt_lab.started():
             converge(salt_lab)
-            start_patroni(lab)
+            start_patroni(lab, etcd_host)
             password = secrets.token_urlsafe(12)
             Writer.prepare(lab[SERVERS[0]], password)
             Writer.prepare(lab[SERVERS[0]], password, port=PATRONI_PORT)
-            ours = Cluster("ours", lab, 5432, formula_switch(salt_lab), runner_jobs(manager, salt_lab), pooled=True)
-            clusters = {"ours": ours, "patroni": Cluster("patroni", lab, PATRONI_PORT, patroni_switch(lab))}
-            for number, name in enumerate(schedule(rounds), 1):
-                old, new, figures = clusters[name].measure(password)
-                results[name].append(figures)
-                print(f"round {number} {name:7} {old} -> {new}: {describe(figures)}", flush=True)
+            yield lab, manager, salt_lab, password
+
+
+def run_lab(root, rounds):
+    """Both clusters up on one lab, then the rounds (each printed): {contender: [figures]}."""
+    results = {name: [] for name in CONTENDERS}
+    with both_clusters(root) as (lab, manager, salt_lab, password):
+        ours = Cluster("ours", lab, 5432, formula_switch(salt_lab), runner_jobs(manager, salt_lab), pooled=True)
+        clusters = {"ours": ours, "patroni": Cluster("patroni", lab, PATRONI_PORT, patroni_switch(lab))}
+        for number, name in enumerate(schedule(rounds), 1):
+            old, new, figures = clusters[name].measure(password)
+            results[name].append(figures)
+            print(f"round {number} {name:7} {old} -> {new}: {describe(figures)}", flush=True)
     return results
 
 
@@ -406,14 +417,8 @@ def summary(results):
 
 
 def main(argv=None):
-    rounds, args = lab_options(__doc__, 2, argv, [("--no-plot", "print the figures only")])
-    with tempfile.TemporaryDirectory(prefix="pgr-switchover-") as tmp:
-        results = run_lab(tmp, rounds)
-    for line in summary(results):
-        print(line)
-    if not args.no_plot:
-        panels = {"write unavailability (longest gap between commits)": per_round(results, "unavailable_s")}
-        plot_rounds(panels, PLOT, "Switchover: pg_replication vs Patroni")
+    panels = {"write unavailability (longest gap between commits)": "unavailable_s"}
+    peer_main(__doc__, run_lab, summary, (PLOT, "Switchover: pg_replication vs Patroni", panels), argv)
 
 
 if __name__ == "__main__":
