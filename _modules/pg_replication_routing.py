@@ -283,7 +283,11 @@ def pooler_repoint(ini, address, server_port, then=None, port=6432, socket_dir="
     Point the local PgBouncer at ``address``: its [databases] line in ``ini`` rewritten (as
     the highstate writes it), RELOAD, then ``then`` (RESUME after a switchover's PAUSE,
     RECONNECT after a failover: server connections to the old primary are closed as they
-    are released).
+    are released). Before a failover's RECONNECT, the databases with a query in flight on
+    the old primary are KILLed and RESUMEd: a host lost without a reset never answers that
+    query, so its server connection would never be released and its client would wait for
+    TCP to give up (many minutes); killed, the client gets an error and reconnects, to the
+    new primary.
 
     CLI Example:
 
@@ -294,9 +298,25 @@ def pooler_repoint(ini, address, server_port, then=None, port=6432, socket_dir="
     line = __utils__["pg_replication_routing.database_line"](str(ipaddress.ip_address(address)), int(server_port))
     diff = __salt__["file.replace"](ini, pattern=r"^\* = .*$", repl=line, count=1, backup=False, show_changes=True)
     done = [f"{ini}: {line}" if diff else f"{ini} already says {line}", pooler_admin("RELOAD", port, socket_dir)]
+    if then == "RECONNECT":
+        done += _kill_in_flight(port, socket_dir)
     if then:
         done.append(pooler_admin(then, port, socket_dir))
     return done
+
+
+def _kill_in_flight(port, socket_dir):
+    """KILL the databases whose pools hold a server connection linked to a client (after a
+    failover: a query in flight on the old primary), then RESUME them (KILL leaves each
+    paused on its own); what was done."""
+    busy = __utils__["pg_replication_routing.busy_databases"](_admin_run("SHOW POOLS", port, socket_dir))
+    if not busy:
+        return []
+    _remember_killed(port, busy)  # before the KILLs: the RESUME must find each of them
+    for database in busy:
+        _admin_run(f"KILL {_name(database)}", port, socket_dir)
+    _resume_all(port, socket_dir)
+    return [f"KILL {database}" for database in busy] + ["RESUME"]
 
 
 def pooler_lookup_databases(**kwargs):
