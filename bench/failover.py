@@ -159,6 +159,8 @@ class Bench:
                 extra["command_s"] = round(found[0] - (extra["started"] - failed_at), 2)
             wait_for(lambda: probe.followed(failed_at, new, 1) is not None, timeout=SETTLE_TIMEOUT, interval=0.5)
             time.sleep(STEADY)
+            unavailable = writer.unavailable()
+            pooled_seen = pooled_figures(pooled, self.lab[new]) if pooled else {}
         finally:
             for client in (writer, probe, pooled):
                 if client:
@@ -167,15 +169,14 @@ class Bench:
         figures = {
             "writable_s": found[0],
             "command_s": extra.get("command_s"),
-            "unavailable_s": round(writer.longest_pause, 2),
+            "unavailable_s": round(unavailable, 2),
             "errors": writer.errors,
             "follows_s": probe.followed(failed_at, new, 1),
             "committed": len(writer.committed),
             "lost": lost,
             "engine": extra.get("engine"),
         }
-        if pooled:
-            figures.update(pooled_figures(pooled, self.lab[new]))
+        figures.update(pooled_seen)
         figures["back_s"] = self._heal(contender, old, new, change)
         self.primary[contender] = new
         return old, new, figures

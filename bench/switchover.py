@@ -294,8 +294,9 @@ def pooled_writer(lab, password, start_id):
 def pooled_figures(writer, primary):
     """The pooled client's figures (``writer`` stopped here), its commits counted on
     ``primary``'s server."""
+    unavailable = writer.unavailable()
     writer.stop()
-    return {"pooled_unavailable_s": round(writer.longest_pause, 2), "pooled_errors": writer.errors,
+    return {"pooled_unavailable_s": round(unavailable, 2), "pooled_errors": writer.errors,
             "pooled_committed": len(writer.committed), "pooled_lost": len(writer.missing_on(primary))}  # fmt: skip
 
 

@@ -302,6 +302,13 @@ class Writer(_Background):
             next_id += 1  # an id whose COMMIT did not return is never reused
             time.sleep(0.01)
 
+    def unavailable(self):
+        """The longest wait between two commits so far, the one still running included (a
+        client stuck on a lost server commits nothing more: ``longest_pause`` alone would
+        never show it)."""
+        since_last = time.monotonic() - self._last_commit if self._last_commit is not None else 0.0
+        return max(self.longest_pause, since_last)
+
     def missing_on(self, host, port=5432):
         """Ids whose COMMIT returned to the writer but that ``host``'s server (on ``port``,
         over its local socket: not the port this client went through, e.g. PgBouncer's) does
