@@ -284,10 +284,11 @@ def pooler_repoint(ini, address, server_port, then=None, port=6432, socket_dir="
     the highstate writes it), RELOAD, then ``then`` (RESUME after a switchover's PAUSE,
     RECONNECT after a failover: server connections to the old primary are closed as they
     are released). Before a failover's RECONNECT, the databases with a query in flight on
-    the old primary are KILLed and RESUMEd: a host lost without a reset never answers that
-    query, so its server connection would never be released and its client would wait for
-    TCP to give up (many minutes); killed, the client gets an error and reconnects, to the
-    new primary.
+    the old primary, a login to it or a client waiting for one are KILLed and RESUMEd: a
+    host lost without a reset never answers that query, so its server connection would
+    never be released and its client would wait for TCP to give up (many minutes), and a
+    login waits for ``server_connect_timeout``; killed, the clients get an error and
+    reconnect, to the new primary.
 
     CLI Example:
 
@@ -306,10 +307,10 @@ def pooler_repoint(ini, address, server_port, then=None, port=6432, socket_dir="
 
 
 def _kill_in_flight(port, socket_dir):
-    """KILL the databases whose pools hold a server connection linked to a client (after a
-    failover: a query in flight on the old primary), then RESUME them (KILL leaves each
-    paused on its own); what was done."""
-    busy = __utils__["pg_replication_routing.busy_databases"](_admin_run("SHOW POOLS", port, socket_dir))
+    """KILL the databases with anything on the way to the old primary (after a failover:
+    ``pg_replication_routing.stuck_databases``), then RESUME them (KILL leaves each paused
+    on its own); what was done."""
+    busy = __utils__["pg_replication_routing.stuck_databases"](_admin_run("SHOW POOLS", port, socket_dir))
     if not busy:
         return []
     _remember_killed(port, busy)  # before the KILLs: the RESUME must find each of them

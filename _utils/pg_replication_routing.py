@@ -215,6 +215,17 @@ def busy_databases(pools):
     return sorted(n for n in names if n != "pgbouncer")
 
 
+def stuck_databases(pools):
+    """The databases (SHOW POOLS ``pools``) with anything on the way to the old primary
+    after a failover: a server connection linked to a client (a query in flight) or
+    logging in, or a client waiting for one. Each would wait for a host that is gone (a
+    login until ``server_connect_timeout``, a query until TCP gives up); KILLed, its clients
+    reconnect, to the new primary. The admin console's own is never one."""
+    keys = ("sv_active", "sv_login", "cl_waiting")
+    names = {str(row.get("database")) for row in pools or () if any(int(row.get(k) or 0) > 0 for k in keys)}
+    return sorted(n for n in names if n != "pgbouncer")
+
+
 def paused_databases(databases):
     """The databases (SHOW DATABASES ``databases``) paused on their own (a KILL leaves a
     database so): what RESUME must name besides the pooler's own pause."""

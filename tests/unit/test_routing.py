@@ -163,6 +163,11 @@ def test_busy_and_paused_databases_from_pgbouncers_show_output(routing):
         {"database": "we ird", "sv_active": 1},
     ]  # fmt: skip
     assert routing.busy_databases(pools) == ["otus", "we ird"]
+    # After a failover, a login to the old primary or a client waiting for one count too.
+    pools += [{"database": "logging", "sv_login": 1}, {"database": "waiting", "cl_waiting": 4},
+              {"database": "pgbouncer", "cl_waiting": 1}]  # fmt: skip
+    assert routing.stuck_databases(pools) == ["logging", "otus", "waiting", "we ird"]
+    assert routing.busy_databases(pools) == ["otus", "we ird"]
     databases = [{"name": "pgbouncer", "paused": 0}, {"name": "otus", "paused": 1}, {"name": "app", "paused": 0},
                  {"name": 'a "b"', "paused": 1}]  # fmt: skip
     assert routing.paused_databases(databases) == ['a "b"', "otus"]
