@@ -250,11 +250,7 @@ def pooler_pause(wait=5, port=6432, socket_dir="/var/run/postgresql", timeout=30
         # paused on its own, its clients disconnected), PAUSE again.
         _admin_run("RESUME", port, socket_dir)
         rows = _admin_run("SHOW POOLS", port, socket_dir)
-        busy = __utils__["pg_replication_routing.busy_databases"](rows)
-        _remember_killed(port, busy)  # before the KILLs: a RESUME must find each of them
-        for database in busy:
-            _admin_run(f"KILL {_name(database)}", port, socket_dir)
-            killed.append(database)
+        killed = _kill(__utils__["pg_replication_routing.busy_databases"](rows), port, socket_dir)
         if not _pause(port, socket_dir, time.monotonic() + float(timeout)):
             _admin_run("RESUME", port, socket_dir)
             raise CommandExecutionError(
@@ -310,14 +306,21 @@ def _kill_in_flight(port, socket_dir):
     """KILL the databases with anything on the way to the old primary (after a failover:
     ``pg_replication_routing.stuck_databases``), then RESUME them (KILL leaves each paused
     on its own); what was done."""
-    busy = __utils__["pg_replication_routing.stuck_databases"](_admin_run("SHOW POOLS", port, socket_dir))
-    if not busy:
+    stuck = __utils__["pg_replication_routing.stuck_databases"](_admin_run("SHOW POOLS", port, socket_dir))
+    if not stuck:
         return []
-    _remember_killed(port, busy)  # before the KILLs: the RESUME must find each of them
-    for database in busy:
-        _admin_run(f"KILL {_name(database)}", port, socket_dir)
+    _kill(stuck, port, socket_dir)
     _resume_all(port, socket_dir)
-    return [f"KILL {database}" for database in busy] + ["RESUME"]
+    return [f"KILL {database}" for database in stuck] + ["RESUME"]
+
+
+def _kill(databases, port, socket_dir):
+    """KILL each of ``databases`` (its clients and server connections dropped; it stays
+    paused on its own), remembered first so that a RESUME finds each; the list."""
+    _remember_killed(port, databases)
+    for database in databases:
+        _admin_run(f"KILL {_name(database)}", port, socket_dir)
+    return list(databases)
 
 
 def pooler_lookup_databases(**kwargs):

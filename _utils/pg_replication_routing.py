@@ -211,8 +211,7 @@ def busy_databases(pools):
     """The databases (SHOW POOLS ``pools``) whose pools still hold a server connection
     linked to a client (a running transaction; in pool_mode session, a connected client):
     what a PAUSE still waits for. The admin console's own is never one."""
-    names = {str(row.get("database")) for row in pools or () if int(row.get("sv_active") or 0) > 0}
-    return sorted(n for n in names if n != "pgbouncer")
+    return _pools_with(pools, ("sv_active",))
 
 
 def stuck_databases(pools):
@@ -221,8 +220,13 @@ def stuck_databases(pools):
     logging in, or a client waiting for one. Each would wait for a host that is gone (a
     login until ``server_connect_timeout``, a query until TCP gives up); KILLed, its clients
     reconnect, to the new primary. The admin console's own is never one."""
-    keys = ("sv_active", "sv_login", "cl_waiting")
-    names = {str(row.get("database")) for row in pools or () if any(int(row.get(k) or 0) > 0 for k in keys)}
+    return _pools_with(pools, ("sv_active", "sv_login", "cl_waiting"))
+
+
+def _pools_with(pools, counts):
+    """The databases (SHOW POOLS ``pools``) with a pool where any of ``counts`` is not 0,
+    sorted, the admin console's own left out."""
+    names = {str(row.get("database")) for row in pools or () if any(int(row.get(k) or 0) > 0 for k in counts)}
     return sorted(n for n in names if n != "pgbouncer")
 
 
