@@ -93,14 +93,9 @@ class _Watch:
         if not force and self.cluster is not None and not self.rereads:
             return self.primary_renamed(now)
         self.read_at = now
-        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
         try:
             pinged = self.client.cmd(self.tgt, "test.ping", timeout=3, gather_job_timeout=3)
-            alive = sorted(m for m, ok in pinged.items() if ok is True)
-            if alive:
-                self.client.cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
-            answers = self.client.cmd(alive, "pg_replication.member", timeout=20, **quick) if alive else {}
-            cluster = __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
+            cluster = self._read(sorted(m for m, ok in pinged.items() if ok is True))
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
             log.warning("pg_replication HA: could not read the cluster: %s", exc)
             cluster = None
@@ -111,6 +106,16 @@ class _Watch:
             self.fire("no_cluster", {"tgt": self.tgt, "comment": "no minion answered with a pg_replication pillar"})
         return self.cluster
 
+    def _read(self, minions):
+        """The cluster model from ``minions``' member answers, their pillar refreshed first;
+        None when none answers with one."""
+        if not minions:
+            return None
+        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
+        self.client.cmd(minions, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
+        answers = self.client.cmd(minions, "pg_replication.member", timeout=20, **quick)
+        return __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
+
     def primary_renamed(self, now):
         """In the middle of a failure the engine keeps the picture it decides on, unless the
         pillar names another primary meanwhile (an operator ran ``salt-run
@@ -118,13 +123,8 @@ class _Watch:
         the former primary until the master restarts. Read from the servers that answered
         the last tick only, so that a silent minion holds nothing up."""
         self.read_at = now
-        if not self.answered:
-            return self.cluster
-        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
         try:
-            self.client.cmd(self.answered, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
-            answers = self.client.cmd(self.answered, "pg_replication.member", timeout=20, **quick)
-            cluster = __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
+            cluster = self._read(self.answered)
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
             log.warning("pg_replication HA: could not re-read the pillar's primary: %s", exc)
             return self.cluster
