@@ -130,6 +130,8 @@ def formula_packages(release):
     packages += ["prometheus-postgres-exporter", "prometheus-node-exporter", "prometheus"]
     # The pooler role's PgBouncer, and arping for the VIP's gratuitous ARP (issue #29).
     packages += ["pgbouncer", "iputils-arping"]
+    # standby:restore_from_barman: sshd on the backup host, ssh on the servers (issue #33).
+    packages += ["openssh-server"]
     if release in CLOUD_RELEASES:
         packages += ["barman-cli-cloud", "python3-boto3"]
     return packages
