@@ -191,7 +191,8 @@ def barman_grants(version):
 def cloud_pkgs(plan):
     """barman-cloud's packages where a barman-cloud tool runs: the backup host with barman:cloud,
     and every server with standby:restore_from_cloud (a switchover makes a primary a standby)."""
-    runs_a_tool = plan["barman"].get("cloud") if plan["role"] == "barman" else plan["restore_command"]
+    from_cloud = (plan.get("standby") or {}).get("restore_from_cloud") and plan["restore_command"]
+    runs_a_tool = plan["barman"].get("cloud") if plan["role"] == "barman" else from_cloud
     return list(plan["barman"].get("cloud_pkgs") or []) if plan["role"] and runs_a_tool else []
 
 

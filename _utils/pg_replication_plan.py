@@ -31,6 +31,7 @@ apps = _sibling("pg_replication_apps")
 monitoring = _sibling("pg_replication_monitoring")
 routing = _sibling("pg_replication_routing")
 fence = _sibling("pg_replication_fence")
+ssh = _sibling("pg_replication_ssh")
 
 # The entry points and rules others read from here.
 KEY, SCHEMA, PlanError, RESERVED_SETTINGS = schema.KEY, schema.SCHEMA, schema.PlanError, schema.RESERVED_SETTINGS
@@ -114,7 +115,10 @@ def _cluster(config, hosts, errors):
             certs.check_pooler_vip(config["tls"], hosts, clients["vip"], errors)
     backup, barman_servers = barman.plan_barman(config, hosts, primary, errors, tls_on)
     topology.check_slots(hosts, barman_servers, errors)
-    restore_command = barman.restore_command(config, backup, barman_servers, errors)
+    # From Barman over SSH, or from barman:cloud's copy (both: an error).
+    restore_command = ssh.restore_command(config, backup_hosts, barman_servers, errors) or barman.restore_command(
+        config, backup, barman_servers, errors
+    )
     topology.check_headroom(config, standbys, backup_hosts, errors)
     synchronous_standby_names = topology.synchronous(config, hosts, errors)
     app_objects, app_hba = apps.plan(config, errors), apps.hba(config, tls_on, errors)
@@ -192,6 +196,7 @@ def _add_files(plan):
     plan["cloud_pkgs"] = barman.cloud_pkgs(plan)
     plan["cloud_credentials"] = barman.cloud_credentials(plan)
     plan["cloud_profile"] = barman.CLOUD_PROFILE
+    plan["ssh"] = ssh.minion_ssh(plan)
     plan["conf_lines"] = render.conf_lines(plan)
     # Every setting the file holds: what the server runs with after a restart (others: defaults).
     plan["conf_settings"] = dict(render.conf_pairs(plan))

@@ -44,7 +44,7 @@ RESERVED_SETTINGS = {
     "primary_conninfo": f"{KEY}:hosts",
     "primary_slot_name": f"{KEY}:hosts:<standby>:slot",
     "synchronous_standby_names": f"{KEY}:synchronous",
-    "restore_command": f"{KEY}:standby:restore_from_cloud",
+    "restore_command": f"{KEY}:standby:restore_from_cloud or restore_from_barman",
     "ssl": f"{KEY}:tls",
     "ssl_ca_file": f"{KEY}:tls",
     "ssl_cert_file": f"{KEY}:tls",
@@ -405,6 +405,8 @@ SCHEMA = {
         "rebuild_lost_slot": _bool,
         # restore_command from barman:cloud's WAL copy: a standby behind its slot catches up.
         "restore_from_cloud": _bool,
+        # ...or from Barman itself over SSH (barman-wal-restore; pg_replication_ssh).
+        "restore_from_barman": _bool,
         "bootstrap_timeout": _int(1),
     },
     "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),
@@ -432,6 +434,9 @@ SCHEMA = {
         "build_pkgs": _list_of(_package),
         "cloud": _nullable(_record(CLOUD_SPEC, required=("destination", "access_key_id", "secret_access_key"))),
         "cloud_pkgs": _list_of(_package),
+        "ssh_client_pkgs": _list_of(_package),
+        "ssh_server_pkgs": _list_of(_package),
+        "ssh_service": _pattern(syntax.SERVICE_RE, "a service name"),
         "drill": _nullable(_record(DRILL_SPEC)),
     },
     "switchover": {"max_lag_bytes": _int(0)},

@@ -121,6 +121,8 @@ CASES = [
      "pg_replication:barman:backup_compression: barman-cloud-backup copies plain base backups only"),
     ("restore-from-cloud-without-cloud", ("standby", "restore_from_cloud"), True,
      "pg_replication:standby:restore_from_cloud: needs a barman host and pg_replication:barman:cloud"),
+    ("restore-from-barman-and-cloud", ("standby",), {"restore_from_barman": True, "restore_from_cloud": True},
+     "pg_replication:standby:restore_from_barman: set it or pg_replication:standby:restore_from_cloud, not both"),
     # cron (/etc/cron.d/pg_replication-barman runs these paths through a shell)
     ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
      "pg_replication:barman:install:link"),

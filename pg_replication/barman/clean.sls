@@ -61,6 +61,17 @@ pg_replication-barman-config-clean:
       - {{ pg.cloud_credentials }}
       - {{ pg.barman.cloud.backup_hook }}
 {%- endif %}
+{%- if pg.ssh %}
+      - {{ pg.ssh.get_wal_only }}
+
+# standby:restore_from_barman: the servers' keys the formula authorized go (no client left).
+pg_replication-barman-ssh-clients-clean:
+  pg_replication.ssh_clients_authorized:
+    - name: {{ pg.ssh.user }}
+    - clients: []
+    - options: []
+    - mine: {{ pg.ssh.mine }}
+{%- endif %}
 
 # Barman's configuration file while it holds the formula's content (a second clean leaves the
 # package's alone).

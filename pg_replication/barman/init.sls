@@ -15,6 +15,10 @@ include:
   - .drill
   # TLS: the CA its conninfo verifies the servers with.
   - {{ tplroot }}.tls
+{%- if pg.ssh %}
+  # standby:restore_from_barman: the servers fetch WAL with `barman get-wal` over SSH.
+  - .ssh
+{%- endif %}
 
 pg_replication-barman-conf:
   file.managed:

@@ -27,6 +27,10 @@ pg_replication-config-clean:
 {%- if pg.cloud_credentials %}
       - {{ pg.cloud_credentials }}
 {%- endif %}
+{%- if pg.ssh %}
+      - {{ pg.ssh.key_file }}
+      - {{ pg.ssh.key_file }}.pub
+{%- endif %}
       - {{ pg.home }}/.pg_replication-slots-{{ pg.version }}-{{ pg.cluster }}.json
 {%- if pg.createcluster_conf %}
       - {{ pg.createcluster_conf }}
@@ -39,6 +43,15 @@ pg_replication-config-clean:
 {%- endif %}
     - require:
       - service: pg_replication-service-clean
+
+{%- if pg.ssh %}
+
+# standby:restore_from_barman: the backup host's pinned key leaves postgres's known_hosts.
+pg_replication-ssh-barman-host-clean:
+  ssh_known_hosts.absent:
+    - name: {{ pg.ssh.barman_address }}
+    - user: postgres
+{%- endif %}
 
 {%- if grains.get('init') == 'systemd' %}
 

@@ -18,6 +18,9 @@ include:
   - .primary
   - .apps
 {%- endif %}
+{%- if pg.ssh %}
+  - .ssh
+{%- endif %}
 {%- if pg.routing.vip %}
   - .vip
 {%- endif %}

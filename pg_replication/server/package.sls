@@ -25,7 +25,7 @@ pg_replication-packages:
     - pkgs:
       - {{ pg.pkgs.server }}
       - {{ pg.pkgs.client }}
-{%- for pkg in pg.cloud_pkgs %}
+{%- for pkg in pg.cloud_pkgs + (pg.ssh.pkgs if pg.ssh else []) %}
       - {{ pkg }}
 {%- endfor %}
     - require:

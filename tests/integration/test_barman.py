@@ -462,16 +462,22 @@ def test_backups_and_wal_copied_to_the_object_store_restore_from_it_row_for_row(
         converged.set_pillar(good)
 
 
-def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_object_store(converged, object_store):
-    """standby:restore_from_cloud: standbys get a restore_command from the store. A standby
-    stopped while the primary writes past max_slot_wal_keep_size (1MB, set by hand) loses
-    its slot's WAL; its highstate (test=True first) makes the slot again without a base
-    backup (its data directory is the same one), and it replays what it missed from the
-    store and streams on with every row."""
+@pytest.mark.parametrize("source", ["object store", "barman over ssh"])
+def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_archive(converged, request, source):
+    """standby:restore_from_cloud (the object store) or standby:restore_from_barman (Barman
+    itself over SSH, no object store): standbys get a restore_command. A standby stopped
+    while the primary writes past max_slot_wal_keep_size (1MB, set by hand) loses its slot's
+    WAL; its highstate (test=True first) makes the slot again without a base backup (its
+    data directory is the same one), and it replays what it missed from the archive and
+    streams on with every row."""
     good, lab = converged.pillar, converged.lab
     master, standby = lab["master"], lab["standby"]
-    pillar = dict(good, barman=dict(good["barman"], cloud=object_store.pillar()))
-    converged.set_pillar(dict(pillar, standby=dict(good.get("standby") or {}, restore_from_cloud=True)))
+    if source == "object store":
+        pillar = dict(good, barman=dict(good["barman"], cloud=request.getfixturevalue("object_store").pillar()))
+        switch = {"restore_from_cloud": True}
+    else:
+        pillar, switch = good, {"restore_from_barman": True}
+    converged.set_pillar(dict(pillar, standby=dict(good.get("standby") or {}, **switch)))
 
     def alter_system(sql):
         master.psql(f"ALTER SYSTEM {sql}")
@@ -481,9 +487,14 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_object_store(conv
     try:
         ret = converged.highstate()
         assert state_errors(ret.data) == {}
-        assert "barman-cloud-wal-restore" in standby.psql("SHOW restore_command")
-        mode = standby.run(["stat", "-c", "%U %a", "/var/lib/postgresql/.pg_replication-cloud-credentials"]).stdout
-        assert mode.split() == ["postgres", "600"]
+        if source == "object store":
+            assert "barman-cloud-wal-restore" in standby.psql("SHOW restore_command")
+            credentials = "/var/lib/postgresql/.pg_replication-cloud-credentials"
+            mode = standby.run(["stat", "-c", "%U %a", credentials]).stdout
+            assert mode.split() == ["postgres", "600"]
+        else:
+            assert standby.psql("SHOW restore_command").startswith("barman-wal-restore -U barman ")
+            ssh_link_is_pinned_and_restricted(converged)
         datadir = standby.psql("SHOW data_directory")
         standby.run(["touch", f"{datadir}/pgr-not-rebuilt"])
 
@@ -508,7 +519,7 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_object_store(conv
             master.psql("CHECKPOINT")
             assert wait_for(lambda: slot_wal_status(master, "standby_slot") == "lost", 20)
             assert slot_wal_status(master, "barman_slot") != "lost"
-            barman(converged, "switch_wal", SERVER, "archive=True")  # every segment in the store
+            barman(converged, "switch_wal", SERVER, "archive=True")  # every segment archived (and stored)
         finally:
             alter_system("RESET max_slot_wal_keep_size")
 
@@ -530,6 +541,9 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_object_store(conv
             ["sh", "-c", f"tail -n 40 {datadir}/log/*.log"], check=False
         ).stdout
         assert standby.run(["test", "-e", f"{datadir}/pgr-not-rebuilt"], check=False).returncode == 0
+        # What it missed came through restore_command (PostgreSQL logs each segment it restores).
+        restored = standby.run(["sh", "-c", f"grep -h 'restored log file' {datadir}/log/*.log"], check=False)
+        assert "from archive" in restored.stdout, restored.stdout
         assert wait_for(lambda: slot_wal_status(master, "standby_slot") == "reserved", 60, interval=2)
         streaming = "SELECT state FROM pg_stat_replication WHERE application_name = 'standby'"
         assert wait_for(lambda: master.psql(streaming) == "streaming", 60, interval=2)
@@ -538,6 +552,33 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_object_store(conv
         master.psql("DROP TABLE IF EXISTS cloud_probe", dbname="otus")
         converged.set_pillar(good)
         converged.highstate()
+
+
+def ssh_link_is_pinned_and_restricted(salt_lab):
+    """standby:restore_from_barman's SSH link, after one highstate of every host: the
+    servers' keys are authorized on the backup host with the forced command only, its host
+    key is pinned (StrictHostKeyChecking stays on), `barman-wal-restore --test` connects,
+    anything else the key asks for is refused, and a second highstate changes nothing."""
+    lab, backup = salt_lab.lab, salt_lab.lab["backup"]
+    lines = backup.run(["cat", "/var/lib/barman/.ssh/authorized_keys"]).stdout.splitlines()
+    ours = [line for line in lines if " pg_replication:" in line]
+    assert sorted(line.rsplit(":", 1)[1] for line in ours) == ["master", "standby"]
+    assert all(line.startswith('restrict,command="/usr/local/lib/pg_replication/barman-get-wal-only ') for line in ours)
+    for name in ("master", "standby"):
+        host = lab[name]
+        known = host.run(["cat", "/var/lib/postgresql/.ssh/known_hosts"]).stdout
+        assert known.startswith(f"{backup.address} ssh-ed25519 "), known
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        test = host.run(
+            [*as_postgres, "barman-wal-restore", "--test", "-U", "barman", backup.address, SERVER, "x", "y"]
+        )
+        assert "Ready to retrieve WAL files from the server" in test.stdout + test.stderr
+        refused = host.run([*as_postgres, "ssh", f"barman@{backup.address}", "id"], check=False)
+        assert refused.returncode != 0
+        assert "may only run barman get-wal" in refused.stderr
+        other = f"barman get-wal {OTHER} 000000010000000000000001"
+        assert host.run([*as_postgres, "ssh", f"barman@{backup.address}", other], check=False).returncode != 0
+    assert changed_states(salt_lab.highstate().data) == {}
 
 
 def slot_wal_status(host, slot):

@@ -115,3 +115,16 @@ def test_clean_stops_pgbouncer_and_removes_its_files_beside_barman(formula, exam
         "pg_replication-pooler-service-clean"
         not in formula("master", example_pillar, sls="pg_replication.clean").states
     )
+
+
+def test_clean_takes_back_the_ssh_link_of_restore_from_barman(formula, example_pillar):
+    pillar = dict(example_pillar, standby=dict(example_pillar["standby"], restore_from_barman=True))
+    standby = formula("standby", pillar, "Debian", sls="pg_replication.clean")
+    key = "/var/lib/postgresql/.ssh/id_ed25519"
+    assert {key, key + ".pub"} <= set(removed(standby))
+    known = standby.state("pg_replication-ssh-barman-host-clean")["ssh_known_hosts.absent"]
+    assert (known["name"], known["user"]) == ("192.168.11.103", "postgres")
+    backup = formula("backup", pillar, "Debian", sls="pg_replication.clean")
+    assert "/usr/local/lib/pg_replication/barman-get-wal-only" in removed(backup)
+    clients = backup.state("pg_replication-barman-ssh-clients-clean")["pg_replication.ssh_clients_authorized"]
+    assert (clients["name"], clients["clients"]) == ("barman", [])

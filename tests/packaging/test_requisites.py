@@ -55,6 +55,9 @@ def variants(example_pillar):
     pip["barman"]["install"] = {"method": "pip"}
     pip["version"] = 11
     yield "pip-and-pg11", pip
+    ssh = copy.deepcopy(example_pillar)
+    ssh["standby"]["restore_from_barman"] = True
+    yield "restore-from-barman", ssh
 
 
 def _entries(body):
