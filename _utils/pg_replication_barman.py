@@ -89,7 +89,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
         errors.append(f"{key}: {name!r} is reserved by Barman; choose another server name")
     server = {k: spec.get(k, barman.get(k)) for k in schema.BARMAN_SERVER_DEFAULTS}
     server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
-    server.update(cloud_wal_script=None, cloud_backup_script=None)  # barman:cloud's hooks
+    server.update(cloud_wal_script=None, cloud_backup_script=None, cloud_retention_command=None)  # barman:cloud
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):
@@ -130,7 +130,13 @@ def _cloud_hooks(barman, servers, method, errors):
     """barman:cloud: each server's hook scripts copy its WAL (before Barman archives a
     segment, retried until it is stored) and each DONE base backup to the object store."""
     key = f"{KEY}:barman:cloud"
-    cloud = barman["cloud"] = {"region": "us-east-1", "compression": "gzip", **barman["cloud"]}
+    defaults = {
+        "region": "us-east-1",
+        "compression": "gzip",
+        "retention_policy": None,
+        "retention_schedule": "0 5 * * *",
+    }
+    cloud = barman["cloud"] = {**defaults, **barman["cloud"]}
     cloud["backup_hook"] = CLOUD_BACKUP_HOOK
     if method != "pkg":
         errors.append(f"{key}: needs {KEY}:barman:install:method pkg (the barman-cli-cloud package)")
@@ -148,6 +154,10 @@ def _cloud_hooks(barman, servers, method, errors):
         server["cloud_backup_script"] = syntax.shell_words(
             [CLOUD_BACKUP_HOOK, *cloud_command(cloud, barman["home"], "barman-cloud-backup", *flags, *words)]
         )
+        # The store's retention, from cron: the copies (and their WAL) the policy no longer needs.
+        policy = cloud["retention_policy"]
+        delete = cloud_command(cloud, barman["home"], "barman-cloud-backup-delete", "-r", policy, *words)
+        server["cloud_retention_command"] = syntax.shell_words(delete) if policy else None
 
 
 def restore_command(config, barman, servers, errors):

@@ -368,6 +368,9 @@ CLOUD_SPEC = {
         syntax.SECRET_ACCESS_KEY_RE, "a secret access key (letters, digits, / + = _ . -)"
     ),
     "compression": _enum(*CLOUD_COMPRESSIONS),
+    # The store's own retention (barman-cloud-backup-delete from cron): null keeps every copy.
+    "retention_policy": _nullable(_retention),
+    "retention_schedule": _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)"),
 }
 # Restore drills on the backup host (pg_replication_drill): null for none.
 DRILL_SPEC = {

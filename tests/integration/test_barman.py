@@ -462,6 +462,44 @@ def test_backups_and_wal_copied_to_the_object_store_restore_from_it_row_for_row(
         converged.set_pillar(good)
 
 
+def test_the_stores_retention_removes_the_oldest_copy_and_what_is_left_restores(converged, object_store):
+    """barman:cloud:retention_policy: cron runs barman-cloud-backup-delete on the store. With
+    REDUNDANCY 1 and two copies stored, the cron line's own command (as cron runs it)
+    removes the older copy from the store; Barman's own backups stay, and a restore from the
+    store alone (the copy left, and its WAL) holds every row."""
+    good, backup = converged.pillar, converged.lab["backup"]
+    cloud = dict(object_store.pillar(), retention_policy="REDUNDANCY 1")
+    converged.set_pillar(dict(good, barman=dict(good["barman"], cloud=cloud)))
+    listed = cloud_command(object_store, "barman-cloud-backup-list", "--format", "json", "s3://pg-backups/lab", SERVER)
+
+    def stored():
+        return sorted(b["backup_id"] for b in json.loads(backup.run(listed).stdout)["backups_list"])
+
+    try:
+        assert state_errors(converged.highstate(target="backup").data) == {}
+        cron = backup.run(["cat", "/etc/cron.d/pg_replication-barman"]).stdout
+        lines = [line for line in cron.splitlines() if "barman-cloud-backup-delete" in line]
+        assert len(lines) == 2  # one per server the store holds: this cluster's and `other`'s
+        (line,) = [line for line in lines if line.endswith(f" {SERVER}")]
+        fields = line.split(None, 6)
+        assert (" ".join(fields[:5]), fields[5]) == ("0 5 * * *", "barman")
+        command = fields[6]
+        assert "-r 'REDUNDANCY 1'" in command
+        while len(stored()) < 2:
+            barman(converged, "backup", SERVER)  # its post-backup hook copies it once DONE
+        oldest, *newer = stored()
+        in_barman = backup_ids(converged)
+        backup.run(["runuser", "-u", "barman", "--", "env", "-i", "PATH=/usr/bin:/bin", "sh", "-c", command])
+        assert stored() == newer[-1:]
+        assert object_store.keys(f"lab/{SERVER}/base/{oldest}/") == []
+        assert backup_ids(converged) == in_barman  # Barman's own retention is its own
+        rows = restore_check(converged, restore=cloud_restore(object_store), backup_id=newer[-1])
+        assert rows == ["before-backup:3", "before-target:2"]
+    finally:
+        converged.set_pillar(good)
+        converged.highstate(target="backup")
+
+
 @pytest.mark.parametrize("source", ["object store", "barman over ssh"])
 def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_archive(converged, request, source):
     """standby:restore_from_cloud (the object store) or standby:restore_from_barman (Barman

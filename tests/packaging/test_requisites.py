@@ -47,7 +47,7 @@ def variants(example_pillar):
     full = copy.deepcopy(example_pillar)
     full["hosts"]["cascade"] = {"role": "standby", "address": "192.168.11.104", "upstream": "standby"}
     full["tls"] = _tls(full)
-    full["barman"]["cloud"] = dict(CLOUD)
+    full["barman"]["cloud"] = dict(CLOUD, retention_policy="REDUNDANCY 3")
     full["standby"]["restore_from_cloud"] = True
     full["upstream_repo"] = True
     yield "everything", full

@@ -541,6 +541,25 @@ def test_cloud_copy_runs_as_barman_hooks_with_credentials_from_a_file(plan_mod, 
     assert plan_mod.build(config, "standby")["cloud_pkgs"] == []  # restore_from_cloud is off
 
 
+def test_the_stores_retention_runs_barman_cloud_backup_delete_only_when_asked(plan_mod, config):
+    config["barman"]["cloud"] = dict(CLOUD)
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    assert server["cloud_retention_command"] is None  # null: the store keeps every copy
+    config["barman"]["cloud"] = dict(CLOUD, retention_policy="RECOVERY WINDOW OF 4 WEEKS")
+    plan = plan_mod.build(config, "backup")
+    (server,) = plan["barman_servers"]
+    assert server["cloud_retention_command"] == (
+        "env AWS_SHARED_CREDENTIALS_FILE=/var/lib/barman/.pg_replication-cloud-credentials"
+        " AWS_DEFAULT_REGION=us-east-1 barman-cloud-backup-delete --cloud-provider aws-s3 --profile"
+        " pg_replication --endpoint-url http://10.0.0.5:9000 -r 'RECOVERY WINDOW OF 4 WEEKS'"
+        " s3://pg-backups/cluster1 master-streaming"
+    )
+    assert plan["barman"]["cloud"]["retention_schedule"] == "0 5 * * *"
+    config["barman"]["cloud"] = dict(CLOUD, retention_policy="REDUNDANCY 0; rm -rf /")
+    with pytest.raises(Exception, match="pg_replication:barman:cloud:retention_policy"):
+        plan_mod.build(config, "backup")
+
+
 def test_restore_from_cloud_gives_standbys_a_restore_command(plan_mod, config):
     config["barman"]["cloud"] = dict(CLOUD, compression="none", region="eu-west-3")
     config["standby"]["restore_from_cloud"] = True
