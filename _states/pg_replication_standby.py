@@ -62,6 +62,7 @@ def standby_bootstrapped(
     catch_up_from_archive=False,
     timeout=300,
     tls=None,
+    from_barman=None,
 ):
     """
     Ensure ``name`` (a data directory) holds a standby of the primary at ``primary_host``.
@@ -82,6 +83,10 @@ def standby_bootstrapped(
     stopped, and never ``/``, a system directory or a directory less than two levels deep.
     The primary is waited for up to ``timeout`` seconds. ``tls``: libpq's ``sslmode``,
     ``sslrootcert`` and ``channel_binding`` for every connection to the primary.
+    ``from_barman`` (``barman_host``, ``server``: standby:bootstrap_from barman): the directory
+    is filled with Barman's latest DONE backup instead (``pg_replication.barman_backup_fetch``,
+    over SSH; its WAL comes through restore_command), and from the primary only when Barman
+    has none it can send.
     """
     ret = __utils__["pg_replication_state.ret"](name)
     peer = {"port": primary_port, "user": user, "passfile": passfile, "tls": tls}
@@ -98,7 +103,8 @@ def standby_bootstrapped(
             return __utils__["pg_replication_state.fail"](ret, decision["reason"])
         if action == "renew_slot":
             return _renew_lost_slot(ret, primary_host, slot, peer)
-        source = {"primary_host": primary_host, "slot": slot, "bin_dir": bin_dir, "peer": peer, "timeout": timeout}
+        source = {"primary_host": primary_host, "slot": slot, "bin_dir": bin_dir, "peer": peer, "timeout": timeout,
+                  "from_barman": from_barman}  # fmt: skip
         return _base_backup(ret, name, version, service, source, wipe=action == "rebuild",
                             slot_lost=decision.get("slot_lost", False))  # fmt: skip
     except CommandExecutionError as exc:
@@ -138,9 +144,11 @@ def _base_backup(ret, name, version, service, source, wipe, slot_lost):
         ret["changes"]["wiped"] = True
     if slot_lost:
         ret["changes"]["lost_slot"] = slot
+    from_barman = source.get("from_barman")
+    origin = f"Barman at {from_barman['barman_host']} (else {primary_host})" if from_barman else primary_host
     if __opts__["test"]:
         why = f" (slot {slot} lost its WAL)" if slot_lost else ""
-        ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {primary_host}{why}")
+        ret.update(result=None, comment=ret["comment"] + f"{name} would be bootstrapped from {origin}{why}")
         return ret
     if wipe:
         _stop_before_wipe(name, service)
@@ -154,15 +162,27 @@ def _base_backup(ret, name, version, service, source, wipe, slot_lost):
         for entry in os.listdir(name):
             __salt__["file.remove"](os.path.join(name, entry))
 
-    __utils__["pg_replication_poll.retry"](
-        lambda: __salt__["pg_replication.basebackup"](name, primary_host, slot, bin_dir=source["bin_dir"], **peer),
-        source["timeout"],
-        interval=1,
-        before_retry=empty_datadir,
+    def fetch_from_barman():
+        return __salt__["pg_replication.barman_backup_fetch"](name, from_barman["barman_host"], from_barman["server"])
+
+    # The backup host may authorize this server's key only now (its own highstate): retried.
+    from_backup = bool(from_barman) and __utils__["pg_replication_poll.retry"](
+        fetch_from_barman, source["timeout"], interval=2, before_retry=empty_datadir
     )
+    if from_backup:
+        ret["changes"]["from_barman"] = from_barman["server"]
+    else:
+        empty_datadir()
+        __utils__["pg_replication_poll.retry"](
+            lambda: __salt__["pg_replication.basebackup"](name, primary_host, slot, bin_dir=source["bin_dir"], **peer),
+            source["timeout"],
+            interval=1,
+            before_retry=empty_datadir,
+        )
     if __utils__["pg_replication_postgres.uses_standby_signal"](version):
         marker, _ = __utils__["pg_replication_postgres.standby_marker"](name, version)
         __salt__["file.touch"](marker)
         __salt__["file.chown"](marker, "postgres", "postgres")
-    ret["comment"] = f"{name} bootstrapped from {primary_host} on slot {slot}"
+    origin = f"Barman's backup of {from_barman['server']}" if from_backup else primary_host
+    ret["comment"] = f"{name} bootstrapped from {origin} on slot {slot}"
     return ret

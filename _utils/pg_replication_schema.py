@@ -410,6 +410,8 @@ SCHEMA = {
         "restore_from_cloud": _bool,
         # ...or from Barman itself over SSH (barman-wal-restore; pg_replication_ssh).
         "restore_from_barman": _bool,
+        # Where a new or rebuilt standby's data comes from (barman: Barman's latest backup).
+        "bootstrap_from": _enum("primary", "barman"),
         "bootstrap_timeout": _int(1),
     },
     "initdb_options": _list_of(_pattern(syntax.INITDB_OPTION_RE, "an initdb option (--name or --name=value)")),

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """SSH between the servers and the backup host, for ``standby:restore_from_barman``: a
 standby's restore_command fetches the WAL its primary no longer keeps from Barman with
-``barman-wal-restore`` (``barman get-wal`` over SSH, as the postgres user).
+``barman-wal-restore`` (``barman get-wal`` over SSH, as the postgres user); with
+``standby:bootstrap_from: barman`` a new or rebuilt standby pulls Barman's latest backup
+over the same link.
 
 Each host makes its own key; the public keys go through the Salt mine (:data:`MINE`). The
-backup host authorizes each server's key for ``barman get-wal`` of this cluster's Barman
-server only (a forced command, :data:`GET_WAL_ONLY`), and each server pins the backup host's
-host key in the postgres user's known_hosts.
+backup host authorizes each server's key for ``barman get-wal`` and the backup's sending,
+of this cluster's Barman server only (a forced command, :data:`FORCED_COMMAND`), and each
+server pins the backup host's host key in the postgres user's known_hosts.
 
 Functions append ``"pillar:key: message"`` to ``errors`` for each fault. Pure logic; runs on
 the minion's Python (3.9 on Debian 11).
@@ -20,8 +22,9 @@ syntax = _sibling("pg_replication_syntax")
 KEY = _sibling("pg_replication_schema").KEY
 # The Salt mine entry each host's public keys go to (pg_replication_ssh.public_keys).
 MINE = "pg_replication_ssh"
-# The backup host's forced command: it runs `barman get-wal` of the servers it names, nothing else.
-GET_WAL_ONLY = "/usr/local/lib/pg_replication/barman-get-wal-only"
+# The backup host's forced command: `barman get-wal` and the latest backup's sending, of the
+# servers it names, nothing else.
+FORCED_COMMAND = "/usr/local/lib/pg_replication/barman-forced-command"
 # The system user Barman runs as (both families' packages make it).
 BARMAN_USER = "barman"
 # The postgres user's key (made on the server, never leaves it; its .pub goes to the mine).
@@ -32,9 +35,18 @@ def wanted(config):
     return bool((config.get("standby") or {}).get("restore_from_barman"))
 
 
+def bootstraps_from_barman(config):
+    return (config.get("standby") or {}).get("bootstrap_from") == "barman"
+
+
 def restore_command(config, backup_hosts, servers, errors):
     """A standby's restore_command with standby:restore_from_barman: this cluster's WAL from
     the (first) backup host's Barman server over SSH, or None without the switch."""
+    if bootstraps_from_barman(config) and not wanted(config):
+        errors.append(
+            f"{KEY}:standby:bootstrap_from: barman needs {KEY}:standby:restore_from_barman"
+            " (the SSH link it pulls the backup through, and the WAL after it)"
+        )
     if not wanted(config):
         return None
     own = [s for s in servers if not s["external"]]
@@ -44,14 +56,22 @@ def restore_command(config, backup_hosts, servers, errors):
     if not backup_hosts or not own:
         errors.append(f"{KEY}:standby:restore_from_barman: needs a barman host backing up this cluster")
         return None
+    if bootstraps_from_barman(config) and own[0]["backup_compression"] != "none":
+        errors.append(
+            f"{KEY}:standby:bootstrap_from: barman sends plain backups only; set {KEY}:barman:backup_compression none"
+        )
     words = ["barman-wal-restore", "-U", BARMAN_USER, backup_hosts[0]["address"], own[0]["name"]]
     return syntax.shell_words(words) + " %f %p"
+
+
+def own_server(plan):
+    return [s["name"] for s in plan["barman_servers"] if not s["external"]][0]
 
 
 def minion_ssh(plan):
     """What this minion does for the SSH link, or None: a server makes a key, publishes it and
     pins the backup host's host key; the backup host runs sshd, publishes its host key and
-    authorizes the servers' keys for ``barman get-wal`` only."""
+    authorizes the servers' keys for its forced command only."""
     if not wanted(plan) or not plan["restore_command"]:
         return None
     barman, role = plan["barman"], plan["role"]
@@ -67,14 +87,17 @@ def minion_ssh(plan):
             "keygen": syntax.shell_words([*keygen, "-f", key_file]),
             "barman_id": backup["id"],
             "barman_address": backup["address"],
+            # standby:bootstrap_from barman: a new or rebuilt standby pulls Barman's latest backup.
+            "bootstrap": {"barman_host": backup["address"], "server": own_server(plan)}
+            if bootstraps_from_barman(plan)
+            else None,
         }
     if role == "barman" and plan["backup_hosts"][0]["id"] == plan["minion_id"]:
-        names = [s["name"] for s in plan["barman_servers"] if not s["external"]]
-        command = syntax.shell_words([GET_WAL_ONLY, barman["bin"], barman["config_file"], *names])
+        command = syntax.shell_words([FORCED_COMMAND, barman["bin"], barman["config_file"], own_server(plan)])
         return {
             "mine": MINE,
             "user": BARMAN_USER,
-            "get_wal_only": GET_WAL_ONLY,
+            "forced_command": FORCED_COMMAND,
             "pkgs": list(barman.get("ssh_server_pkgs") or []),
             "service": barman.get("ssh_service"),
             "clients": sorted(h["id"] for h in plan["hosts"].values() if h["role"] in ("primary", "standby")),

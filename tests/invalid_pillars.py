@@ -123,6 +123,9 @@ CASES = [
      "pg_replication:standby:restore_from_cloud: needs a barman host and pg_replication:barman:cloud"),
     ("restore-from-barman-and-cloud", ("standby",), {"restore_from_barman": True, "restore_from_cloud": True},
      "pg_replication:standby:restore_from_barman: set it or pg_replication:standby:restore_from_cloud, not both"),
+    ("bootstrap-from-barman-without-the-link", ("standby", "bootstrap_from"), "barman",
+     "pg_replication:standby:bootstrap_from: barman needs pg_replication:standby:restore_from_barman"),
+    ("bootstrap-from-elsewhere", ("standby", "bootstrap_from"), "s3", "pg_replication:standby:bootstrap_from"),
     # cron (/etc/cron.d/pg_replication-barman runs these paths through a shell)
     ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
      "pg_replication:barman:install:link"),

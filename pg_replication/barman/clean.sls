@@ -62,7 +62,7 @@ pg_replication-barman-config-clean:
       - {{ pg.barman.cloud.backup_hook }}
 {%- endif %}
 {%- if pg.ssh %}
-      - {{ pg.ssh.get_wal_only }}
+      - {{ pg.ssh.forced_command }}
 
 # standby:restore_from_barman: the servers' keys the formula authorized go (no client left).
 pg_replication-barman-ssh-clients-clean:

@@ -2,7 +2,8 @@
 # vim: ft=sls
 # SPDX-License-Identifier: Apache-2.0
 # standby:restore_from_barman: sshd, this host's key in the Salt mine for the servers to pin,
-# and the servers' keys authorized for `barman get-wal` of this cluster's server only.
+# and the servers' keys authorized for `barman get-wal` (and sending the latest backup) of
+# this cluster's server only.
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import pg with context %}
 {%- set ssh = pg.ssh %}
@@ -26,10 +27,10 @@ pg_replication-barman-ssh-published:
       - service: pg_replication-barman-sshd
 
 # The forced command of every server's key: the key can run nothing else.
-pg_replication-barman-get-wal-only:
+pg_replication-barman-forced-command:
   file.managed:
-    - name: {{ ssh.get_wal_only }}
-    - source: salt://{{ tplroot }}/barman/files/barman-get-wal-only
+    - name: {{ ssh.forced_command }}
+    - source: salt://{{ tplroot }}/barman/files/barman-forced-command
     - makedirs: True
     - user: root
     - group: root
@@ -44,5 +45,5 @@ pg_replication-barman-ssh-clients:
     - mine: {{ ssh.mine }}
     - timeout: {{ pg.barman.check_timeout }}
     - require:
-      - file: pg_replication-barman-get-wal-only
+      - file: pg_replication-barman-forced-command
       - sls: {{ tplroot }}.barman.install

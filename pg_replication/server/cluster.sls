@@ -96,8 +96,15 @@ pg_replication-standby-bootstrap:
     - rebuild_lost_slot: {{ pg.standby.rebuild_lost_slot }}
     - timeout: {{ pg.standby.bootstrap_timeout }}
     - tls: {{ pg.peer_tls | json }}
+{%- if pg.ssh and pg.ssh.bootstrap %}
+    # standby:bootstrap_from barman: Barman's latest backup over the SSH link.
+    - from_barman: {{ pg.ssh.bootstrap | json }}
+{%- endif %}
     - require:
       - file: pg_replication-pgpass
+{%- if pg.ssh and pg.ssh.bootstrap %}
+      - sls: {{ tplroot }}.server.ssh
+{%- endif %}
 {%- if pg.peer_tls %}
       - sls: {{ tplroot }}.tls
 {%- endif %}

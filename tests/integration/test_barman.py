@@ -592,6 +592,77 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_archive(converged
         converged.highstate()
 
 
+def test_a_rebuilt_standby_comes_from_barmans_backup_and_the_primary_sends_none(converged):
+    """standby:bootstrap_from barman: a standby whose data directory is gone is restored by
+    its highstate (test=True first) from Barman's latest DONE backup over the SSH link, replays
+    the WAL written since from Barman, and streams on its slot with every row. The primary
+    logs every replication command meanwhile (log_replication_commands): no BASE_BACKUP."""
+    good, lab = converged.pillar, converged.lab
+    master, standby = lab["master"], lab["standby"]
+    switches = {"restore_from_barman": True, "bootstrap_from": "barman"}
+    converged.set_pillar(dict(good, standby=dict(good.get("standby") or {}, **switches)))
+    ensure_otus(master)
+    master_log = f"{master.psql('SHOW data_directory')}/log/*.log"
+
+    def logged(command):
+        found = master.run(["sh", "-c", f"cat {master_log} | grep -c 'replication command: {command}'"], check=False)
+        return int(found.stdout.strip() or 0)
+
+    def insert(first, last):
+        master.psql(f"INSERT INTO boot_probe SELECT generate_series({first}, {last})", dbname="otus")
+
+    try:
+        assert state_errors(converged.highstate().data) == {}
+        master.psql("DROP TABLE IF EXISTS boot_probe", dbname="otus")
+        master.psql("CREATE TABLE boot_probe (n int)", dbname="otus")
+        insert(1, 100)
+        backup_id = barman(converged, "backup", SERVER)["backup_id"]
+        insert(101, 200)  # after the backup: from Barman's WAL
+        barman(converged, "switch_wal", SERVER, "archive=True")
+        master.psql("ALTER SYSTEM SET log_replication_commands = on")
+        master.psql("SELECT pg_reload_conf()")
+        sent, started = logged("BASE_BACKUP"), logged("START_REPLICATION")
+        datadir = standby.psql("SHOW data_directory")
+        standby.run(["systemctl", "stop", STANDBY_UNIT])
+        standby.run(["rm", "-rf", datadir])
+
+        predicted = converged.highstate("test=True", target="standby")
+        (boot,) = [s for s in predicted.data["standby"].values() if s["__id__"] == "pg_replication-standby-bootstrap"]
+        assert boot["result"] is None
+        assert f"would be bootstrapped from Barman at {lab['backup'].address}" in boot["comment"]
+        ret = converged.highstate(target="standby")
+        assert state_errors(ret.data) == {}
+        (boot,) = [s for s in ret.data["standby"].values() if s["__id__"] == "pg_replication-standby-bootstrap"]
+        assert boot["changes"]["from_barman"] == SERVER, boot
+        insert(201, 300)  # streamed
+
+        def rows():
+            try:
+                return standby.psql("SELECT count(*) FROM boot_probe", dbname="otus")
+            except RuntimeError:
+                return None
+
+        assert wait_for(lambda: rows() == "300", 120, interval=2)
+        # It started from Barman's backup: its backup label names that backup's first segment.
+        info = lab["backup"].run(["cat", f"/var/lib/barman/{SERVER}/base/{backup_id}/backup.info"]).stdout
+        (begin_wal,) = [line.split("=", 1)[1] for line in info.splitlines() if line.startswith("begin_wal=")]
+        label = standby.run(["cat", f"{datadir}/backup_label.old"]).stdout
+        assert f"(file {begin_wal})" in label, label
+        streaming = "SELECT state FROM pg_stat_replication WHERE application_name = 'standby'"
+        assert wait_for(lambda: master.psql(streaming) == "streaming", 60, interval=2)
+        assert master.psql("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'") == "t"
+        assert logged("START_REPLICATION") > started  # the log shows the standby's commands...
+        assert logged("BASE_BACKUP") == sent  # ...and no base backup
+        assert changed_states(converged.highstate(target="standby").data) == {}
+    finally:
+        master.psql("ALTER SYSTEM RESET log_replication_commands")
+        master.psql("SELECT pg_reload_conf()")
+        standby.run(["systemctl", "start", STANDBY_UNIT], check=False)
+        master.psql("DROP TABLE IF EXISTS boot_probe", dbname="otus")
+        converged.set_pillar(good)
+        converged.highstate()
+
+
 def ssh_link_is_pinned_and_restricted(salt_lab):
     """standby:restore_from_barman's SSH link, after one highstate of every host: the
     servers' keys are authorized on the backup host with the forced command only, its host
@@ -601,7 +672,9 @@ def ssh_link_is_pinned_and_restricted(salt_lab):
     lines = backup.run(["cat", "/var/lib/barman/.ssh/authorized_keys"]).stdout.splitlines()
     ours = [line for line in lines if " pg_replication:" in line]
     assert sorted(line.rsplit(":", 1)[1] for line in ours) == ["master", "standby"]
-    assert all(line.startswith('restrict,command="/usr/local/lib/pg_replication/barman-get-wal-only ') for line in ours)
+    assert all(
+        line.startswith('restrict,command="/usr/local/lib/pg_replication/barman-forced-command ') for line in ours
+    )
     for name in ("master", "standby"):
         host = lab[name]
         known = host.run(["cat", "/var/lib/postgresql/.ssh/known_hosts"]).stdout

@@ -125,6 +125,6 @@ def test_clean_takes_back_the_ssh_link_of_restore_from_barman(formula, example_p
     known = standby.state("pg_replication-ssh-barman-host-clean")["ssh_known_hosts.absent"]
     assert (known["name"], known["user"]) == ("192.168.11.103", "postgres")
     backup = formula("backup", pillar, "Debian", sls="pg_replication.clean")
-    assert "/usr/local/lib/pg_replication/barman-get-wal-only" in removed(backup)
+    assert "/usr/local/lib/pg_replication/barman-forced-command" in removed(backup)
     clients = backup.state("pg_replication-barman-ssh-clients-clean")["pg_replication.ssh_clients_authorized"]
     assert (clients["name"], clients["clients"]) == ("barman", [])

@@ -1,5 +1,5 @@
 """standby:restore_from_barman: the SSH link's plan (pg_replication_ssh) and the backup
-host's forced command (barman-get-wal-only)."""
+host's forced command (barman-forced-command)."""
 
 import os
 import pathlib
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-GET_WAL_ONLY = REPO / "pg_replication" / "barman" / "files" / "barman-get-wal-only"
+FORCED_COMMAND = REPO / "pg_replication" / "barman" / "files" / "barman-forced-command"
 BARMAN = ["/usr/bin/barman", "/etc/barman.conf"]
 
 
@@ -32,6 +32,7 @@ def test_standbys_restore_from_the_backup_hosts_barman_over_ssh(plan_mod, config
         "keygen": "ssh-keygen -q -t ed25519 -N '' -C pg_replication@standby -f /var/lib/postgresql/.ssh/id_ed25519",
         "barman_id": "backup",
         "barman_address": "192.168.11.103",
+        "bootstrap": None,
     }
     assert (standby["cloud_pkgs"], standby["cloud_credentials"]) == ([], None)  # no barman-cloud tool runs
     # A switchover makes the primary a standby: it has its key and the pinned host key too.
@@ -42,7 +43,7 @@ def test_the_backup_host_authorizes_the_servers_for_get_wal_of_this_cluster_only
     ssh = plan_mod.build(config, "backup")["ssh"]
     assert ssh["clients"] == ["master", "standby"]
     assert (ssh["pkgs"], ssh["service"]) == (["openssh-server"], "ssh")
-    forced = "/usr/local/lib/pg_replication/barman-get-wal-only /usr/bin/barman /etc/barman.conf master-streaming"
+    forced = "/usr/local/lib/pg_replication/barman-forced-command /usr/bin/barman /etc/barman.conf master-streaming"
     assert ssh["options"] == ["restrict", f'command="{forced}"']
     # Salt's ssh module splits an authorized_keys line's options at commas, and takes its key
     # from the first "ssh-" or "ecds": neither may be in the command, or no run is idempotent.
@@ -63,7 +64,7 @@ def test_the_switch_needs_a_backup_host(plan_mod, config):
 
 @pytest.fixture(scope="module")
 def allowed():
-    return runpy.run_path(str(GET_WAL_ONLY))["allowed"]
+    return runpy.run_path(str(FORCED_COMMAND))["allowed"]
 
 
 @pytest.mark.parametrize(
@@ -102,4 +103,35 @@ def test_the_forced_command_refuses_anything_else(allowed, asked):
 
 
 def test_the_forced_command_is_executable():
-    assert os.access(GET_WAL_ONLY, os.X_OK)
+    assert os.access(FORCED_COMMAND, os.X_OK)
+
+
+def test_the_forced_command_sends_a_backup_of_its_servers_only(allowed):
+    assert allowed("pg_replication-send-backup master-streaming", BARMAN, ["master-streaming"]) == [
+        "pg_replication-send-backup",
+        "master-streaming",
+    ]
+    for asked in ("pg_replication-send-backup other-streaming", "pg_replication-send-backup master-streaming x"):
+        assert allowed(asked, BARMAN, ["master-streaming"]) is None
+
+
+def test_bootstrap_from_barman_pulls_the_backup_over_the_same_link(plan_mod, config):
+    assert plan_mod.build(config, "standby")["ssh"]["bootstrap"] is None  # from the primary by default
+    config["standby"]["bootstrap_from"] = "barman"
+    bootstrap = {"barman_host": "192.168.11.103", "server": "master-streaming"}
+    assert plan_mod.build(config, "standby")["ssh"]["bootstrap"] == bootstrap
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"standby": {"restore_from_barman": False}}, "bootstrap_from: barman needs pg_replication:standby:restore_"),
+        ({"barman": {"backup_compression": "gzip"}}, "set pg_replication:barman:backup_compression none"),
+    ],
+)
+def test_bootstrap_from_barman_needs_the_link_and_plain_backups(plan_mod, config, change, message):
+    config["standby"]["bootstrap_from"] = "barman"
+    for section, values in change.items():
+        config[section].update(values)
+    with pytest.raises(Exception, match=message):
+        plan_mod.build(config, "standby")
