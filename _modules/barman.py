@@ -352,6 +352,37 @@ def show_backup(server, backup_id="latest"):
     return _server_section("show-backup", server, backup_id)
 
 
+def keep_status(server, backup_id):
+    """
+    What ``barman keep`` holds backup ``backup_id`` for: ``full``, ``standalone``, or
+    ``nokeep``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.keep_status master-streaming 20261207T101500
+    """
+    found = _server_section("keep", server, "--status", backup_id)
+    return str((found.get("keep_status") or {}).get("message") or "nokeep")
+
+
+def keep(server, backup_id, target="full"):
+    """
+    Hold backup ``backup_id`` past the retention policy (``barman keep --target``, ``full`` or
+    ``standalone``), or release it with ``target=none``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt backup barman.keep master-streaming 20261207T101500 target=standalone
+    """
+    args = ["--release"] if target == "none" else ["--target", target]
+    _run("keep", *args, server, backup_id, parse=False)
+    return keep_status(server, backup_id)
+
+
 def status(server):
     """
     ``barman status`` as a dict.

@@ -202,6 +202,38 @@ def backup_fresh(name, max_age=86400):
     return ret
 
 
+def kept(name, backups):
+    """
+    Ensure ``barman keep`` holds each of server ``name``'s ``backups`` (``{backup id:
+    full | standalone | none}``) as the pillar says: ``none`` releases a keep (the retention
+    policy may then remove the backup). A backup the pillar does not list is left as it is.
+    """
+    ret = __utils__["pg_replication_state.ret"](name)
+    try:
+        wrong = {}
+        for backup_id, target in sorted(backups.items()):
+            held = __salt__["barman.keep_status"](name, backup_id)
+            if held != ("nokeep" if target == "none" else target):
+                wrong[backup_id] = {"old": held, "new": target}
+        if not wrong:
+            ret["comment"] = f"{name}: every backup the pillar lists is kept as it says"
+            return ret
+
+        def apply():
+            for backup_id, change in wrong.items():  # a new target replaces the old one at once
+                __salt__["barman.keep"](name, backup_id, change["new"])
+
+        return __utils__["pg_replication_state.change"](
+            __opts__, ret, wrong, would=f"{name}: keeps would change", done=f"{name}: keeps changed", act=apply
+        )
+    except CommandExecutionError as exc:
+        if __utils__["pg_replication_state.unavailable_in_test"](__opts__, exc):
+            changes = {b: {"new": t} for b, t in backups.items()}
+            ret.update(result=None, changes=changes, comment=f"{name}: keeps would be set")
+            return ret
+        return __utils__["pg_replication_state.fail"](ret, exc)
+
+
 def restored(name, server, backup_id="latest", **targets):
     """
     Restore a backup of ``server`` into directory ``name`` (to ``target_time``,

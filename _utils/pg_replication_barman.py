@@ -90,6 +90,8 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     server = {k: spec.get(k, barman.get(k)) for k in schema.BARMAN_SERVER_DEFAULTS}
     server.update(name=name, key=key, primary=spec.get("primary"), external=bool(spec.get("external")))
     server.update(cloud_wal_script=None, cloud_backup_script=None, cloud_retention_command=None)  # barman:cloud
+    # `barman keep`: this cluster's from barman:keep, another's from its barman:servers entry.
+    server["keep"] = dict((spec if spec.get("external") else barman).get("keep") or {})
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):

@@ -204,8 +204,29 @@ def _add_files(plan):
     plan["pgpass_lines"] = render.pgpass(plan)
 
 
+# Distribution releases whose Barman package is older than `barman keep` (2.14): Debian 11's 2.12.
+BARMAN_WITHOUT_KEEP = {("Debian", 11)}
+
+
+def _check_barman_keep(plan, grains, errors):
+    """barman:keep needs Barman 2.14+: not the package of a release listed above."""
+    if plan["role"] != "barman" or plan["barman"]["install"].get("method") != "pkg":
+        return
+    try:
+        release = (grains.get("os"), int(grains.get("osmajorrelease")))
+    except (TypeError, ValueError):
+        return
+    for server in plan["barman_servers"] if release in BARMAN_WITHOUT_KEEP else ():
+        if server["keep"]:
+            errors.append(
+                f"{server['key']}:keep: needs Barman 2.14+ ({release[0]} {release[1]} ships 2.12);"
+                f" set {KEY}:barman:install:method pip"
+            )
+
+
 def _check_distribution(plan, grains, errors):
     """The versions this host installs must be the distribution's, or come upstream."""
+    _check_barman_keep(plan, grains, errors)
     if plan.get("upstream_repo"):
         return
     os_name, release = grains.get("os"), grains.get("osmajorrelease")

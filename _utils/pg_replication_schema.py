@@ -380,11 +380,17 @@ DRILL_SPEC = {
     "timeout": _int(10, 86400),
     "port": _int(1024, 65535),
 }
+# Backups `barman keep` holds past the retention policy, by id: full, standalone, or none
+# (the keep released; the policy may then remove the backup).
+_keep = _mapping_of(
+    _pattern(syntax.BACKUP_ID_RE, "a Barman backup id (YYYYMMDDTHHMMSS)"), _enum("full", "standalone", "none")
+)
 BARMAN_SERVER_SPEC = {
     "address": _host,
     "port": _port,
     "version": _version,
     "primary": _nullable(_host),
+    "keep": _keep,
     **BARMAN_SERVER_DEFAULTS,
 }
 # A Prometheus exporter's address, port and options file (monitoring).
@@ -428,6 +434,7 @@ SCHEMA = {
         **BARMAN_SERVER_DEFAULTS,
         "user_replication": _bool,
         "backup_max_age": _int(1),
+        "keep": _keep,
         "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
         "check_timeout": _int(1),
         "config_file": _path,

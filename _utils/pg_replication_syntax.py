@@ -69,6 +69,8 @@ BARE_CONNINFO_RE = re.compile(r"^[A-Za-z0-9_.@/:+-]+$")
 CRON_SCHEDULE_RE = re.compile(r"^([0-9*/,-]+( [0-9*/,-]+){4}|@(hourly|daily|weekly|monthly))$")
 # A Prometheus duration: 30s, 2m, 1h30m (0s: at once).
 DURATION_RE = re.compile(r"^([0-9]+(ms|[smhdwy]))+$")
+# A Barman backup id (barman list-backups): its start time, YYYYMMDDTHHMMSS.
+BACKUP_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}$")
 RETENTION_RE = re.compile(r"^(REDUNDANCY [1-9][0-9]*|RECOVERY WINDOW OF [1-9][0-9]* (DAY|WEEK|MONTH)S?)$", re.I)
 
 

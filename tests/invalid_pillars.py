@@ -126,6 +126,9 @@ CASES = [
     ("bootstrap-from-barman-without-the-link", ("standby", "bootstrap_from"), "barman",
      "pg_replication:standby:bootstrap_from: barman needs pg_replication:standby:restore_from_barman"),
     ("bootstrap-from-elsewhere", ("standby", "bootstrap_from"), "s3", "pg_replication:standby:bootstrap_from"),
+    ("keep-not-an-id", ("barman", "keep"), {"latest": "full"}, "pg_replication:barman:keep:latest"),
+    ("keep-bad-target", ("barman", "keep"), {"20261207T101500": "forever"},
+     "pg_replication:barman:keep:20261207T101500"),
     # cron (/etc/cron.d/pg_replication-barman runs these paths through a shell)
     ("cron-link-shell", ("barman", "install"), {"method": "pip", "link": "/usr/local/bin/barman; touch /tmp/pwned"},
      "pg_replication:barman:install:link"),

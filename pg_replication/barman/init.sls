@@ -209,4 +209,14 @@ pg_replication-barman-check-{{ server.name }}:
     - fix: False
     - require:
       - barman: pg_replication-barman-backup-{{ server.name }}
+{%- if server.keep %}
+
+# barman:keep: the backups Barman holds past its retention policy (`barman keep`).
+pg_replication-barman-keep-{{ server.name }}:
+  barman.kept:
+    - name: {{ server.name }}
+    - backups: {{ server.keep | json }}
+    - require:
+      - barman: pg_replication-barman-ready-{{ server.name }}
+{%- endif %}
 {%- endfor %}

@@ -331,6 +331,43 @@ def backup_ids(salt_lab):
     return sorted(b["backup_id"] for b in barman(salt_lab, "list_backups", SERVER) if b["status"] == "DONE")
 
 
+def test_a_backup_the_pillar_keeps_outlives_the_retention_policy_until_released(converged):
+    """barman:keep: the oldest backup, kept (full) by the pillar's highstate (test=True
+    first), survives two newer backups and `barman cron` under REDUNDANCY 2, while the one
+    after it goes; released by the pillar (none), the next `barman cron` removes it. The
+    host's own cron is stopped meanwhile, so that only the test's `barman cron` runs."""
+    good, backup = converged.pillar, converged.lab["backup"]
+
+    def keep(target):
+        converged.set_pillar(dict(good, barman=dict(good["barman"], keep={kept: target})))
+        predicted = converged.highstate("test=True", target="backup")
+        ret = converged.highstate(target="backup")
+        assert state_errors(ret.data) == {}
+        assert state_ids(predicted.data, test=True) == state_ids(ret.data)
+        assert changed_states(converged.highstate(target="backup").data) == {}
+        return barman(converged, "keep_status", SERVER, kept)
+
+    backup.run(["systemctl", "stop", "cron"])
+    try:
+        while len(backup_ids(converged)) < 2:
+            barman(converged, "backup", SERVER)
+        kept, after = backup_ids(converged)[:2]
+        assert keep("full") == "full"
+        barman(converged, "backup", SERVER)
+        barman(converged, "backup", SERVER)
+        barman(converged, "cron")
+        ids = backup_ids(converged)
+        assert kept in ids  # held past REDUNDANCY 2...
+        assert after not in ids  # ...while the backup after it, not kept, went
+        assert keep("none") == "nokeep"
+        barman(converged, "cron")
+        assert kept not in backup_ids(converged)
+    finally:
+        backup.run(["systemctl", "start", "cron"])
+        converged.set_pillar(good)
+        converged.highstate(target="backup")
+
+
 def test_retention_keeps_two_backups_and_minimum_redundancy_keeps_more(converged):
     """REDUNDANCY 2 (the default): after a third backup, `barman cron` removes the oldest.
     With minimum_redundancy 3 (more than the policy keeps), a third backup is kept. The host's

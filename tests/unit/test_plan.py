@@ -668,3 +668,15 @@ def test_automatic_failover_keeps_a_checkpoints_worth_of_wal_for_the_rewind(plan
     config["version"] = 12
     del config["settings"]["wal_keep_size"]
     assert "wal_keep_size" not in plan_mod.build(config, "master")["settings"]
+
+
+def test_barman_keep_goes_to_its_server_and_needs_barman_2_14(plan_mod, config):
+    config["barman"]["keep"] = {"20261207T101500": "full", "20261101T030000": "none"}
+    secrets = {"password": "db2-barman-secret", "streaming_password": "db2-streaming-secret"}
+    config["barman"]["servers"] = {"db2-streaming": dict(secrets, address="192.168.12.5")}
+    servers = {s["name"]: s["keep"] for s in plan_mod.build(config, "backup")["barman_servers"]}
+    assert servers == {"master-streaming": config["barman"]["keep"], "db2-streaming": {}}
+    debian = {"os": "Debian", "init": "systemd"}
+    plan_mod.build(config, "backup", grains=dict(debian, osmajorrelease=12))  # Barman 3.4
+    with pytest.raises(Exception, match=r"pg_replication:barman:keep: needs Barman 2\.14\+ \(Debian 11 ships 2\.12\)"):
+        plan_mod.build(dict(config, version=13), "backup", grains=dict(debian, osmajorrelease=11))
