@@ -14,6 +14,7 @@ pip (``pg_replication:barman:install``), else ``barman`` on the PATH; the user f
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 
@@ -639,7 +640,23 @@ def restore(
     if target_action:
         args += ["--target-action", target_action]
     args += [server, backup_id, destination]
-    return _run(*args, parse=False, timeout=timeout)
+    out = _run(*args, parse=False, timeout=timeout)
+    _ensure_empty_dirs(destination)
+    return out
+
+
+# Directories every data directory has, which Barman's local recover of an incremental
+# backup (3.11-3.13) leaves out when it moves the combined copy into place: PostgreSQL will
+# not start without pg_wal (Barman's own WAL goes to barman_wal or through get-wal).
+RECOVERED_DIRS = ("pg_wal", "pg_tblspc")
+
+
+def _ensure_empty_dirs(destination):
+    owner = __salt__["config.option"]("barman.user", "barman")
+    for name in RECOVERED_DIRS:
+        path = os.path.join(destination, name)
+        if os.path.isdir(destination) and not os.path.lexists(path):
+            __salt__["file.mkdir"](path, user=owner, group=owner, mode="0700")
 
 
 def _major_version():
