@@ -74,12 +74,31 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
             errors.append(f"{key}: server name {name!r} is already this cluster's server")
         spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
         servers.append(_server(config, barman, errors, key, name, spec))
+    _incremental(barman, servers, errors)
     if barman.get("cloud"):
         _cloud_hooks(barman, servers, method, errors)
     tools = {s[k] for s in servers for k in ("compression", "backup_compression")}
     barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
     barman["drill"] = drill.plan_drill(barman, servers, errors)
     return barman, servers
+
+
+def _incremental(barman, servers, errors):
+    """barman:incremental_schedule: cron takes an incremental backup of each server on
+    PostgreSQL 17+ (pg_basebackup --incremental over WAL summaries: the servers run
+    summarize_wal); a full one when no backup is eligible as its parent yet (none taken with
+    WAL summaries). Barman combines the chain in its staging directory to restore it."""
+    if not barman.get("incremental_schedule"):
+        return
+    for server in servers:
+        if server["version"] < 17:
+            continue
+        if server["backup_compression"] != "none":
+            errors.append(f"{server['key']}:backup_compression: incremental backups need none")
+        base = [barman["bin"], "-c", barman["config_file"], "-q", "backup"]
+        incremental = syntax.shell_words([*base, "--incremental", "latest", server["name"]])
+        server["incremental"] = True
+        server["incremental_command"] = f"{incremental} || {syntax.shell_words([*base, server['name']])}"
 
 
 def _server(config, barman, errors, key, name, spec, tls_ca=None):
@@ -92,6 +111,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     server.update(cloud_wal_script=None, cloud_backup_script=None, cloud_retention_command=None)  # barman:cloud
     # `barman keep`: this cluster's from barman:keep, another's from its barman:servers entry.
     server["keep"] = dict((spec if spec.get("external") else barman).get("keep") or {})
+    server["incremental"] = False  # barman:incremental_schedule (_incremental, once its version is known)
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):

@@ -204,29 +204,42 @@ def _add_files(plan):
     plan["pgpass_lines"] = render.pgpass(plan)
 
 
-# Distribution releases whose Barman package is older than `barman keep` (2.14): Debian 11's 2.12.
-BARMAN_WITHOUT_KEEP = {("Debian", 11)}
+# The Barman each distribution release packages: (os grain, osmajorrelease) -> version.
+DISTRIBUTION_BARMAN = {
+    ("Debian", 11): (2, 12),
+    ("Debian", 12): (3, 4),
+    ("Debian", 13): (3, 13),
+    ("Debian", 14): (3, 20),
+}
+# What a server's pillar asks of Barman: (the pillar key that asks it of a server, or None
+# when it does not, and the first Barman version that does it).
+BARMAN_FEATURES = (
+    (lambda server: f"{server['key']}:keep" if server["keep"] else None, (2, 14)),
+    (lambda server: f"{KEY}:barman:incremental_schedule" if server["incremental"] else None, (3, 11)),
+)
 
 
-def _check_barman_keep(plan, grains, errors):
-    """barman:keep needs Barman 2.14+: not the package of a release listed above."""
+def _check_barman_features(plan, grains, errors):
+    """What the pillar asks of Barman must be in the distribution's package (method pkg)."""
     if plan["role"] != "barman" or plan["barman"]["install"].get("method") != "pkg":
         return
     try:
         release = (grains.get("os"), int(grains.get("osmajorrelease")))
     except (TypeError, ValueError):
         return
-    for server in plan["barman_servers"] if release in BARMAN_WITHOUT_KEEP else ():
-        if server["keep"]:
+    packaged = DISTRIBUTION_BARMAN.get(release)
+    for asking, needed in BARMAN_FEATURES if packaged else ():
+        keys = sorted({asking(server) for server in plan["barman_servers"]} - {None})
+        for key in keys if packaged < needed else ():
             errors.append(
-                f"{server['key']}:keep: needs Barman 2.14+ ({release[0]} {release[1]} ships 2.12);"
-                f" set {KEY}:barman:install:method pip"
+                f"{key}: needs Barman {'.'.join(map(str, needed))}+ ({release[0]} {release[1]} ships"
+                f" {'.'.join(map(str, packaged))}); set {KEY}:barman:install:method pip"
             )
 
 
 def _check_distribution(plan, grains, errors):
     """The versions this host installs must be the distribution's, or come upstream."""
-    _check_barman_keep(plan, grains, errors)
+    _check_barman_features(plan, grains, errors)
     if plan.get("upstream_repo"):
         return
     os_name, release = grains.get("os"), grains.get("osmajorrelease")

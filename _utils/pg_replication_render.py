@@ -24,6 +24,9 @@ def settings(config, host_settings=None):
         settings.pop("max_slot_wal_keep_size", None)
     else:
         settings.update(rewind_wal_keep(config, settings))
+    if int(config["version"]) >= 17 and (config.get("barman") or {}).get("incremental_schedule"):
+        # Incremental backups read WAL summaries (pg_basebackup --incremental); a reload.
+        settings.setdefault("summarize_wal", "on")
     return settings
 
 

@@ -436,6 +436,9 @@ SCHEMA = {
         "backup_max_age": _int(1),
         "keep": _keep,
         "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
+        "incremental_schedule": _nullable(
+            _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")
+        ),
         "check_timeout": _int(1),
         "config_file": _path,
         "config_dir": _path,

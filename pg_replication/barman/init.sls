@@ -68,6 +68,9 @@ pg_replication-barman-cron:
 {%- if pg.barman.backup_schedule %}
         {{ pg.barman.backup_schedule }} barman {{ pg.barman.cron_test }} && {{ pg.barman.backup_command }}
 {%- endif %}
+{%- for server in pg.barman_servers if server.incremental %}
+        {{ pg.barman.incremental_schedule }} barman {{ pg.barman.cron_test }} && {{ server.incremental_command }}
+{%- endfor %}
 {%- for server in pg.barman_servers if server.cloud_retention_command %}
         {{ pg.barman.cloud.retention_schedule }} barman {{ server.cloud_retention_command }}
 {%- endfor %}

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from lab.hosts import Lab
-from lab.results import changed_states
+from lab.results import changed_states, state_errors
 from lab.salt import SaltLab, reference_pillar
 from lab.scenario import (
     SERVER,
@@ -33,6 +33,7 @@ from lab.scenario import (
     apply_pillar_change,
     barman,
     converge,
+    ensure_otus,
     following,
     restore_check,
     row_on_standby,
@@ -223,6 +224,53 @@ def test_barman_check_all_ok_and_a_done_backup(scenario):
 def test_point_in_time_restore_holds_exactly_the_rows(scenario):
     cluster = scenario
     assert restore_check(cluster) == ["before-backup:3", "before-target:2"]
+
+
+def test_incremental_backups_restore_row_for_row(scenario):
+    """barman:incremental_schedule (PostgreSQL 17+, Barman 3.11+): after a highstate the
+    servers run summarize_wal (a reload). Cron's line, run as cron runs it, takes a full
+    backup while none is eligible as a parent, then an incremental one on top of it. That
+    incremental backup restores (Barman combines the chain) with the rows written between the
+    two backups, and every row to the target time."""
+    cluster = scenario
+    if int(cluster.pillar["version"]) < 17:
+        pytest.skip("incremental backups need PostgreSQL 17")
+    good, master, backup = cluster.pillar, cluster.lab["master"], cluster.lab["backup"]
+    ensure_otus(master)
+    cluster.set_pillar(dict(good, barman=dict(good.get("barman") or {}, incremental_schedule="0 */6 * * *")))
+    try:
+        assert state_errors(cluster.highstate().data) == {}
+        assert master.psql("SHOW summarize_wal") == "on"
+        cron = backup.run(["cat", "/etc/cron.d/pg_replication-barman"]).stdout
+        (line,) = [line for line in cron.splitlines() if "--incremental" in line]
+        assert line.startswith("0 */6 * * * barman ")
+        as_cron = [
+            "runuser",
+            "-u",
+            "barman",
+            "--",
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin",
+            "sh",
+            "-c",
+            line.split(None, 6)[6],
+        ]
+        backup.run(as_cron)
+        full = barman(cluster, "show_backup", SERVER, "latest")
+        assert full["backup_type"] == "full"  # no backup with WAL summaries yet: a full one
+        master.psql("CREATE TABLE IF NOT EXISTS inc_probe (n int)", dbname="otus")
+        master.psql("INSERT INTO inc_probe SELECT generate_series(1, 50)", dbname="otus")
+        backup.run(as_cron)
+        incremental = barman(cluster, "show_backup", SERVER, "latest")
+        assert incremental["backup_type"] == "incremental", incremental
+        assert incremental["catalog_information"]["parent_backup_id"] == full["backup_id"]
+        rows, probe = restore_check(cluster, backup_id=incremental["backup_id"], query="SELECT count(*) FROM inc_probe")
+        assert (rows, probe.strip()) == (["before-backup:3", "before-target:2"], "50")
+    finally:
+        master.psql("DROP TABLE IF EXISTS inc_probe", dbname="otus")
+        cluster.set_pillar(good)
+        cluster.highstate()
 
 
 # The way back finds the old primary's unit slow to stop after PostgreSQL is down (what

@@ -680,3 +680,24 @@ def test_barman_keep_goes_to_its_server_and_needs_barman_2_14(plan_mod, config):
     plan_mod.build(config, "backup", grains=dict(debian, osmajorrelease=12))  # Barman 3.4
     with pytest.raises(Exception, match=r"pg_replication:barman:keep: needs Barman 2\.14\+ \(Debian 11 ships 2\.12\)"):
         plan_mod.build(dict(config, version=13), "backup", grains=dict(debian, osmajorrelease=11))
+
+
+def test_incremental_schedule_takes_incremental_backups_of_servers_on_17_and_later(plan_mod, config):
+    config["barman"]["incremental_schedule"] = "0 */6 * * *"
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    assert server["incremental"] is False  # PostgreSQL 15: full backups only
+    assert "summarize_wal" not in plan_mod.build(config, "master")["conf_settings"]
+    config["version"] = 17
+    plan = plan_mod.build(config, "backup")
+    (server,) = plan["barman_servers"]
+    base = "/usr/bin/barman -c /etc/barman.conf -q backup"
+    assert server["incremental_command"] == f"{base} --incremental latest master-streaming || {base} master-streaming"
+    assert plan_mod.build(config, "master")["conf_settings"]["summarize_wal"] == "on"
+    debian = {"os": "Debian", "init": "systemd", "osmajorrelease": 13}
+    plan_mod.build(config, "backup", grains=debian)  # Barman 3.13
+    message = r"pg_replication:barman:incremental_schedule: needs Barman 3\.11\+ \(Debian 12 ships 3\.4\)"
+    with pytest.raises(Exception, match=message):
+        plan_mod.build(dict(config, upstream_repo=True), "backup", grains=dict(debian, osmajorrelease=12))
+    config["barman"]["backup_compression"] = "gzip"
+    with pytest.raises(Exception, match="pg_replication:barman:backup_compression: incremental backups need none"):
+        plan_mod.build(config, "backup")
