@@ -8,9 +8,14 @@ On fresh hosts the other side's key reaches the mine during the same highstate: 
 that needs it waits for it (``timeout``); in test mode it predicts instead of waiting.
 """
 
+import re
+
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "pg_replication"
+# A public key as pg_replication.ssh_public_keys sends it (type and base64, no comment): what
+# any other value a minion put in the mine is taken for is "no key".
+PUBLIC_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}")
 # The comment of an authorized_keys line the formula made, before the server's minion id.
 COMMENT = "pg_replication:"
 
@@ -129,7 +134,8 @@ def _wait_for(mine, minions, kind, timeout):
 
     def found():
         mined = _mined(mine, minions)
-        return {m: (mined.get(m) or {}).get(kind) for m in minions if (mined.get(m) or {}).get(kind)}
+        keys = {m: (mined.get(m) or {}).get(kind) if isinstance(mined.get(m), dict) else None for m in minions}
+        return {m: key for m, key in keys.items() if isinstance(key, str) and PUBLIC_KEY_RE.fullmatch(key)}
 
     keys = found()
     if len(keys) < len(minions) and not __opts__["test"]:
