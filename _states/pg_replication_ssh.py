@@ -137,6 +137,8 @@ def _wait_for(mine, minions, kind, timeout):
         keys = {m: (mined.get(m) or {}).get(kind) if isinstance(mined.get(m), dict) else None for m in minions}
         return {m: key for m, key in keys.items() if isinstance(key, str) and PUBLIC_KEY_RE.fullmatch(key)}
 
+    if not minions:
+        return {}
     keys = found()
     if len(keys) < len(minions) and not __opts__["test"]:
         __utils__["pg_replication_poll.until"](lambda: len(found()) == len(minions), timeout, interval=2)

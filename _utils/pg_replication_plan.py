@@ -197,6 +197,7 @@ def _add_files(plan):
     plan["cloud_credentials"] = barman.cloud_credentials(plan)
     plan["cloud_profile"] = barman.CLOUD_PROFILE
     plan["ssh"] = ssh.minion_ssh(plan)
+    plan["ssh_revoked"] = ssh.revoked(plan)
     plan["conf_lines"] = render.conf_lines(plan)
     # Every setting the file holds: what the server runs with after a restart (others: defaults).
     plan["conf_settings"] = dict(render.conf_pairs(plan))

@@ -105,3 +105,11 @@ def minion_ssh(plan):
             "options": ["restrict", f'command="{command}"'],
         }
     return None
+
+
+def revoked(plan):
+    """On a backup host without standby:restore_from_barman: the user whose authorized_keys
+    loses every line the formula made (the switch turned off), and the mine entry; else None."""
+    if plan["role"] != "barman" or minion_ssh(plan):
+        return None
+    return {"user": BARMAN_USER, "mine": MINE}

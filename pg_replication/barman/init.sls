@@ -20,6 +20,20 @@ include:
   - .ssh
 {%- endif %}
 
+{%- if pg.ssh_revoked %}
+
+# standby:restore_from_barman off: the servers' keys the formula authorized go (none if it
+# never was on).
+pg_replication-barman-ssh-clients-revoked:
+  pg_replication.ssh_clients_authorized:
+    - name: {{ pg.ssh_revoked.user }}
+    - clients: []
+    - options: []
+    - mine: {{ pg.ssh_revoked.mine }}
+    - require:
+      - sls: {{ tplroot }}.barman.install
+{%- endif %}
+
 pg_replication-barman-conf:
   file.managed:
     - name: {{ pg.barman.config_file }}

@@ -624,6 +624,11 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_archive(converged
         assert wait_for(lambda: slot_wal_status(master, "standby_slot") == "reserved", 60, interval=2)
         streaming = "SELECT state FROM pg_stat_replication WHERE application_name = 'standby'"
         assert wait_for(lambda: master.psql(streaming) == "streaming", 60, interval=2)
+        if source == "barman over ssh":  # switched off: the backup host revokes the servers' keys
+            converged.set_pillar(good)
+            assert state_errors(converged.highstate(target="backup").data) == {}
+            keys = lab["backup"].run(["cat", "/var/lib/barman/.ssh/authorized_keys"]).stdout
+            assert " pg_replication:" not in keys, keys
     finally:
         standby.run(["systemctl", "start", STANDBY_UNIT], check=False)
         master.psql("DROP TABLE IF EXISTS cloud_probe", dbname="otus")

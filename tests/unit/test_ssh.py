@@ -56,6 +56,13 @@ def test_without_the_switch_nothing_uses_ssh(plan_mod, config):
     assert "restore_command" not in plan_mod.build(config, "standby")["conf_settings"]
 
 
+def test_with_the_switch_off_the_backup_host_revokes_what_it_authorized(plan_mod, config):
+    assert plan_mod.build(config, "backup")["ssh_revoked"] is None  # on: it authorizes
+    config["standby"]["restore_from_barman"] = False
+    assert plan_mod.build(config, "backup")["ssh_revoked"] == {"user": "barman", "mine": "pg_replication_ssh"}
+    assert plan_mod.build(config, "standby")["ssh_revoked"] is None
+
+
 def test_the_switch_needs_a_backup_host(plan_mod, config):
     config["hosts"] = {k: v for k, v in config["hosts"].items() if v["role"] != "barman"}
     with pytest.raises(Exception, match="restore_from_barman: needs a barman host backing up this cluster"):
