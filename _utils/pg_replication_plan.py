@@ -220,13 +220,18 @@ BARMAN_FEATURES = (
 )
 
 
+def _release(grains):
+    """``(os grain, osmajorrelease as a number)``, or None when the grains do not say."""
+    try:
+        return grains.get("os"), int(grains.get("osmajorrelease"))
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_barman_features(plan, grains, errors):
     """What the pillar asks of Barman must be in the distribution's package (method pkg)."""
-    if plan["role"] != "barman" or plan["barman"]["install"].get("method") != "pkg":
-        return
-    try:
-        release = (grains.get("os"), int(grains.get("osmajorrelease")))
-    except (TypeError, ValueError):
+    release = _release(grains)
+    if plan["role"] != "barman" or plan["barman"]["install"].get("method") != "pkg" or not release:
         return
     packaged = DISTRIBUTION_BARMAN.get(release)
     for asking, needed in BARMAN_FEATURES if packaged else ():
@@ -243,11 +248,10 @@ def _check_distribution(plan, grains, errors):
     _check_barman_features(plan, grains, errors)
     if plan.get("upstream_repo"):
         return
-    os_name, release = grains.get("os"), grains.get("osmajorrelease")
-    try:
-        shipped = DISTRIBUTION_VERSIONS.get((os_name, int(release)))
-    except (TypeError, ValueError):
+    if not _release(grains):
         return
+    os_name, release = _release(grains)
+    shipped = DISTRIBUTION_VERSIONS.get((os_name, release))
     if shipped is None:
         return
     needed = []
@@ -258,7 +262,7 @@ def _check_distribution(plan, grains, errors):
             needed.append((server["key"] + ":version" if server["external"] else f"{KEY}:version", server["version"]))
     # Debian's release upgrade leaves the previous release's PostgreSQL installed beside the
     # new one (postgresql-common moves the cluster, or salt-run pg_replication.upgrade_major).
-    kept = DISTRIBUTION_VERSIONS.get((os_name, int(release) - 1)) if os_name == "Debian" else None
+    kept = DISTRIBUTION_VERSIONS.get((os_name, release - 1)) if os_name == "Debian" else None
     for key, version in needed:
         if version not in (shipped, kept):
             errors.append(
