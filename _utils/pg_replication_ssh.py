@@ -108,8 +108,9 @@ def minion_ssh(plan):
 
 
 def revoked(plan):
-    """On a backup host without standby:restore_from_barman: the user whose authorized_keys
-    loses every line the formula made (the switch turned off), and the mine entry; else None."""
-    if plan["role"] != "barman" or minion_ssh(plan):
+    """On a backup host without standby:restore_from_barman (``plan["ssh"]`` is None: after
+    :func:`minion_ssh`), the user whose authorized_keys loses every line the formula made
+    (the switch turned off), and the mine entry; else None."""
+    if plan["role"] != "barman" or plan["ssh"]:
         return None
     return {"user": BARMAN_USER, "mine": MINE}
