@@ -46,14 +46,14 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
             errors.append(f"{KEY}:barman:install:{path_key}: an absolute path is required for method pip")
     # The barman command cron runs (pip: the link to the virtualenv's entry point).
     barman["bin"] = install.get("link") if method == "pip" else "/usr/bin/barman"
-    barman["cron_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "cron"])
+    barman["cron_command"] = syntax.shell_words(barman_words(barman, "cron"))
     barman["cron_test"] = syntax.shell_words(["test", "-x", barman["bin"]])
     # The formula's cron.d file (no dot in the name: Debian's cron skips those), and the one
     # Barman's package ships (a conffile on Debian), which the formula leaves to the package.
     barman["cron_file"] = CRON_FILE
     barman["package_cron_file"] = PACKAGE_CRON_FILE
     # Scheduled base backups of every server (Barman's own `backup all`), from cron.
-    barman["backup_command"] = syntax.shell_words([barman["bin"], "-c", barman["config_file"], "-q", "backup", "all"])
+    barman["backup_command"] = syntax.shell_words(barman_words(barman, "backup", "all"))
     # barman check's "backup maximum age", in Barman's whole days.
     barman["last_backup_maximum_age"] = f"{max(1, -(-int(barman.get('backup_max_age') or 86400) // 86400))} DAYS"
     target = barman.get("primary") or (primary or {}).get("id")
@@ -83,6 +83,11 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     return barman, servers
 
 
+def barman_words(barman, *args):
+    """A quiet barman command line (words) with the pillar's binary and configuration file."""
+    return [barman["bin"], "-c", barman["config_file"], "-q", *args]
+
+
 def _incremental(barman, servers, errors):
     """barman:incremental_schedule: cron takes an incremental backup of each server on
     PostgreSQL 17+ (pg_basebackup --incremental over WAL summaries: the servers run
@@ -95,10 +100,10 @@ def _incremental(barman, servers, errors):
             continue
         if server["backup_compression"] != "none":
             errors.append(f"{server['key']}:backup_compression: incremental backups need none")
-        base = [barman["bin"], "-c", barman["config_file"], "-q", "backup"]
-        incremental = syntax.shell_words([*base, "--incremental", "latest", server["name"]])
+        incremental = syntax.shell_words(barman_words(barman, "backup", "--incremental", "latest", server["name"]))
+        full = syntax.shell_words(barman_words(barman, "backup", server["name"]))
         server["incremental"] = True
-        server["incremental_command"] = f"{incremental} || {syntax.shell_words([*base, server['name']])}"
+        server["incremental_command"] = f"{incremental} || {full}"
 
 
 def _server(config, barman, errors, key, name, spec, tls_ca=None):
