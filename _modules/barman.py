@@ -487,11 +487,14 @@ def show_server(server):
 
 @contextlib.contextmanager
 def _primary_cursor(server):
-    """A cursor on the server's primary, through Barman's own ``conninfo`` and .pgpass (the
-    barman role may EXECUTE pg_create_restore_point and pg_switch_wal)."""
+    """A cursor on the server's primary, through Barman's own ``primary_conninfo`` (backups
+    from a standby) or ``conninfo``, and .pgpass (the barman role may EXECUTE
+    pg_create_restore_point and pg_switch_wal)."""
     import psycopg2  # pylint: disable=import-outside-toplevel
 
-    conninfo = show_server(server).get("conninfo")
+    shown = show_server(server)
+    given = [shown[k] for k in ("primary_conninfo", "conninfo") if shown.get(k) not in (None, "None", "")]
+    conninfo = given[0] if given else None
     if not conninfo:
         raise CommandExecutionError(f"no conninfo for barman server {server}")
     home = __salt__["user.info"](__salt__["config.option"]("barman.user", "barman")).get("home", "/var/lib/barman")

@@ -35,6 +35,9 @@ FORMULA = "pg_replication"
 # Fired on the master's bus the moment a standby is promoted, long before the runner returns
 # (the other members' highstates come after): a reactor can repoint clients or DNS at once.
 PROMOTED_TAG = "salt/pg_replication/promoted"
+# A Barman server's connections (replication or not); the wal_ ones with barman:backup_from.
+WHAT_BARMAN_CONNECTS_WITH = (("conninfo", False), ("streaming_conninfo", True), ("wal_conninfo", False),
+                             ("wal_streaming_conninfo", True))  # fmt: skip
 
 
 def __virtual__():
@@ -394,7 +397,9 @@ def _new_paths(cluster, to, change):
         for server in plan["barman_servers"] or ():
             if server.get("external"):
                 continue
-            for which, replication in (("conninfo", False), ("streaming_conninfo", True)):
+            for which, replication in WHAT_BARMAN_CONNECTS_WITH:
+                if not server.get(which):
+                    continue
                 name = f"{host} reaches {to} with Barman's {server['name']} {which}"
                 # conninfo as a keyword: a positional argument with "=" in it is parsed as one
                 _try(checks, name, host, "pg_replication.conninfo_works", conninfo=server[which],

@@ -16,6 +16,7 @@ syntax = _sibling("pg_replication_syntax")
 schema = _sibling("pg_replication_schema")
 tls = _sibling("pg_replication_tls")
 drill = _sibling("pg_replication_drill")
+settings_util = _sibling("pg_replication_settings")
 KEY = schema.KEY
 # pg_basebackup's client-side compressions that need pg_basebackup 15+.
 BACKUP_COMPRESSIONS_FROM_15 = ("lz4", "zstd")
@@ -36,6 +37,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     plus one per entry of ``barman:servers`` (primaries of other clusters)."""
     barman = copy.deepcopy(config["barman"])
     barman["compression_pkgs"] = []
+    barman["marker_hook"] = drill.MARKER_HOOK  # barman:drill's backup marker (pre_backup_script)
     servers = []
     if not any(h["role"] == "barman" for h in hosts.values()):
         return barman, servers
@@ -63,6 +65,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
         errors.append(f"{KEY}:barman:primary: host {target!r} is not a primary")
     elif target:
         spec = {"primary": target, "address": hosts[target]["address"]}
+        spec.update(backup_source(barman, hosts, target, errors))
         name = barman.get("server_name") or f"{target}-streaming"
         if not syntax.SERVER_RE.fullmatch(name):
             errors.append(f"{KEY}:barman:server_name: {name!r} is not a valid Barman server name")
@@ -81,6 +84,34 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
     barman["drill"] = drill.plan_drill(barman, servers, errors)
     return barman, servers
+
+
+def backup_source(barman, hosts, primary, errors):
+    """Where barman:backup_from takes this cluster's base backups: ``{}`` from the primary, or
+    the standby's id and address (Barman 3.12+: backup from a standby, WAL from the primary).
+    ``standby`` picks the first standby by id that streams from the primary without a delay;
+    a named host that is the primary now (after a switchover) means the primary."""
+    key, wanted = f"{KEY}:barman:backup_from", barman.get("backup_from") or "primary"
+    if wanted == "standby":
+        candidates = [h for h in sorted(hosts) if _plain_standby(hosts[h], primary)]
+        if not candidates:
+            errors.append(f"{key}: standby, but no standby streams from {primary} without a delay")
+            return {}
+        wanted = candidates[0]
+    if wanted in ("primary", primary):
+        return {}
+    if wanted not in hosts or hosts[wanted]["role"] != "standby":
+        errors.append(f"{key}: {wanted!r} is not primary, standby or a standby in {KEY}:hosts")
+        return {}
+    return {"backup_standby": wanted, "backup_address": hosts[wanted]["address"]}
+
+
+def _plain_standby(host, primary):
+    return (
+        host["role"] == "standby"
+        and host.get("upstream") in (None, primary)
+        and settings_util.apply_delay_seconds(host.get("settings")) == 0
+    )
 
 
 def barman_words(barman, *args):
@@ -117,6 +148,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     # `barman keep`: this cluster's from barman:keep, another's from its barman:servers entry.
     server["keep"] = dict((spec if spec.get("external") else barman).get("keep") or {})
     server["incremental"] = False  # barman:incremental_schedule (_incremental, once its version is known)
+    server["marker_script"] = None  # barman:drill's backup marker (pg_replication_drill.plan_drill)
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):
@@ -134,10 +166,23 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     common = {"host": server["address"], "port": server["port"]}
     if tls_ca and not server["external"]:  # this cluster's primary: TLS only
         common.update(tls.conninfo(tls_ca, server["version"]))
-    server["conninfo"] = syntax.conninfo(**common, user=server["user"], dbname="postgres")
-    server["streaming_conninfo"] = syntax.conninfo(**common, user=server["streaming_user"])
+    primary_conninfo = syntax.conninfo(**common, user=server["user"], dbname="postgres")
+    streaming_conninfo = syntax.conninfo(**common, user=server["streaming_user"])
+    # Written before each backup by the pre-backup hook (the drill counts it): on the primary.
+    server["marker_conninfo"] = primary_conninfo
+    server["backup_standby"] = spec.get("backup_standby")
     where = f"{server['address']}:{server['port']}"
     server["description"] = f"PostgreSQL {server['version']} on {server['primary']} ({where}), streaming"
+    if server["backup_standby"]:
+        # Base backups from the standby; WAL from the primary's slot; WAL switches on the primary.
+        on_standby = dict(common, host=spec["backup_address"])
+        server["conninfo"] = syntax.conninfo(**on_standby, user=server["user"], dbname="postgres")
+        server["streaming_conninfo"] = syntax.conninfo(**on_standby, user=server["streaming_user"])
+        server["primary_conninfo"] = server["wal_conninfo"] = primary_conninfo
+        server["wal_streaming_conninfo"] = streaming_conninfo
+        server["description"] += f", base backups from {server['backup_standby']} ({spec['backup_address']})"
+    else:
+        server["conninfo"], server["streaming_conninfo"] = primary_conninfo, streaming_conninfo
     return server
 
 

@@ -217,6 +217,8 @@ DISTRIBUTION_BARMAN = {
 BARMAN_FEATURES = (
     (lambda server: f"{server['key']}:keep" if server["keep"] else None, (2, 14)),
     (lambda server: f"{KEY}:barman:incremental_schedule" if server["incremental"] else None, (3, 11)),
+    # wal_conninfo (3.10), which `barman check` uses for the primary's slot from 3.12 on.
+    (lambda server: f"{KEY}:barman:backup_from" if server["backup_standby"] else None, (3, 12)),
 )
 
 

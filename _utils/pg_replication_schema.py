@@ -431,6 +431,8 @@ SCHEMA = {
         },
         "server_name": _nullable(_server_name),
         "primary": _nullable(_minion_id),
+        # Where base backups are taken: primary, standby (the first one), or a standby's id.
+        "backup_from": _minion_id,
         **BARMAN_SERVER_DEFAULTS,
         "user_replication": _bool,
         "backup_max_age": _int(1),

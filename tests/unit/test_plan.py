@@ -701,3 +701,53 @@ def test_incremental_schedule_takes_incremental_backups_of_servers_on_17_and_lat
     config["barman"]["backup_compression"] = "gzip"
     with pytest.raises(Exception, match="pg_replication:barman:backup_compression: incremental backups need none"):
         plan_mod.build(config, "backup")
+
+
+def test_backup_from_a_standby_points_barmans_backups_at_it_and_its_wal_at_the_primary(plan_mod, config):
+    """barman:backup_from: conninfo and streaming_conninfo reach the standby (pg_basebackup
+    there); primary_conninfo, wal_conninfo and wal_streaming_conninfo the primary (its slot,
+    its WAL switches); the backup marker is written on the primary either way."""
+    primary = "host=192.168.11.101 port=5432 user=barman dbname=postgres"
+    for wanted in ("primary", "master"):  # the default, and the primary named by its id
+        config["barman"]["backup_from"] = wanted
+        (server,) = plan_mod.build(config, "backup")["barman_servers"]
+        assert (server["backup_standby"], server["conninfo"], server["marker_conninfo"]) == (None, primary, primary)
+        assert "wal_conninfo" not in server
+    config["barman"]["backup_from"] = "standby"  # the keyword: the first standby by id
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    assert server["backup_standby"] == "standby"
+    assert server["conninfo"] == "host=192.168.11.102 port=5432 user=barman dbname=postgres"
+    assert server["streaming_conninfo"] == "host=192.168.11.102 port=5432 user=barman_streaming"
+    assert server["primary_conninfo"] == server["wal_conninfo"] == server["marker_conninfo"] == primary
+    assert server["wal_streaming_conninfo"] == "host=192.168.11.101 port=5432 user=barman_streaming"
+    # After a switchover: the keyword follows to the new standby; a named host that is the
+    # primary now means backups from the primary.
+    hosts = config["hosts"]
+    hosts["master"]["role"], hosts["standby"]["role"] = "standby", "primary"
+    config["barman"]["primary"] = None
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    assert (server["backup_standby"], server["conninfo"]) == ("master", primary)
+    assert server["wal_conninfo"].startswith("host=192.168.11.102 ")
+    config["barman"]["backup_from"] = "master"
+    assert plan_mod.build(config, "backup")["barman_servers"][0]["backup_standby"] == "master"
+    hosts["master"]["role"], hosts["standby"]["role"] = "primary", "standby"
+    (server,) = plan_mod.build(config, "backup")["barman_servers"]
+    assert (server["backup_standby"], server["conninfo"]) == (None, primary)
+
+
+def test_backup_from_is_refused_at_render_where_it_cannot_work(plan_mod, config):
+    key = "pg_replication:barman:backup_from"
+    for wanted, message in (("backup", "'backup' is not primary, standby or a standby"),
+                            ("nowhere", "'nowhere' is not primary, standby or a standby")):  # fmt: skip
+        config["barman"]["backup_from"] = wanted
+        with pytest.raises(Exception, match=f"{key}: {message}"):
+            plan_mod.build(config, "backup")
+    config["barman"]["backup_from"] = "standby"
+    config["hosts"]["standby"]["settings"] = {"recovery_min_apply_delay": "1h"}
+    with pytest.raises(Exception, match=f"{key}: standby, but no standby streams from master without a delay"):
+        plan_mod.build(config, "backup")
+    del config["hosts"]["standby"]["settings"]
+    debian = {"os": "Debian", "init": "systemd"}
+    plan_mod.build(dict(config, version=17), "backup", grains=dict(debian, osmajorrelease=13))  # Barman 3.13
+    with pytest.raises(Exception, match=rf"{key}: needs Barman 3\.12\+ \(Debian 12 ships 3\.4\)"):
+        plan_mod.build(config, "backup", grains=dict(debian, osmajorrelease=12))
