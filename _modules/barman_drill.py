@@ -163,6 +163,30 @@ def _row_counts(p, port, tables):
     return counts
 
 
+def _marker_count(p, port, server, backup_id):
+    """The backup markers in the copy up to and including ``backup_id``'s (None: no table)."""
+    names = _u("marker")()
+    conn = _connect(p, port, dbname=names["database"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{names['schema']}.{names['table']}",))
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute(names["count_sql"], {"server": server, "backup_id": backup_id})
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _marker_expected(drill_dir, server, backup_id):
+    """What the marker hook recorded for ``backup_id`` (None: no marker was written for it)."""
+    try:
+        with open(_u("marker_record_path")(drill_dir, server), encoding="utf-8") as fh:
+            return json.load(fh).get(backup_id)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _log_tail(p):
     try:
         with open(p["log"], encoding="utf-8", errors="replace") as fh:
@@ -183,7 +207,7 @@ def _one(server, conf, spec):
     p = _u("paths")(drill_dir, server)
     started = time.time()
     deadline = time.monotonic() + int(conf["timeout"])
-    steps, backup_id, rto, rows = {}, None, None, {}
+    steps, backup_id, rto, rows, marker = {}, None, None, {}, None
 
     def left(step):
         remaining = deadline - time.monotonic()
@@ -235,6 +259,12 @@ def _one(server, conf, spec):
         if res["retcode"]:
             raise _Failed("pg_amcheck: " + " | ".join(_said(res)))
         rows = _row_counts(p, port, spec.get("tables") or [])
+        if spec.get("marker"):
+            marker = {"expected": _marker_expected(drill_dir, server, backup_id),
+                      "found": _marker_count(p, port, server, backup_id)}  # fmt: skip
+            counted, why = _u("marker_verdict")(backup_id, marker["expected"], marker["found"])
+            if not counted:
+                raise _Failed(why)
         ok = True
     except _Failed as exc:
         reason = str(exc)
@@ -251,7 +281,7 @@ def _one(server, conf, spec):
             ok, reason = False, reason or "the scratch copy could not be removed"
     steps["total"] = round(time.time() - started, 1)
     return _u("result")(
-        server, ok, reason, backup_id, rto=rto, started=started, steps=steps, now=time.time(), rows=rows
+        server, ok, reason, backup_id, rto=rto, started=started, steps=steps, now=time.time(), rows=rows, marker=marker
     )
 
 
@@ -262,9 +292,11 @@ def drill(server=None, config=None):
     latest backup before it) into ``<home>/pg_replication-drill/<server>.scratch``, verify it
     (``barman verify-backup``), start it with its major version's ``pg_ctl`` on the private
     port (Unix socket only), wait until it leaves recovery, run ``pg_amcheck`` on the catalog
-    and the pillar's tables, record the result in ``<server>.result.json`` (ok, reason,
-    backup_id, rto_seconds: restore + start until it accepts writes, started, finished,
-    steps' seconds), and remove the copy, also on failure and timeout. ``config``: the
+    and the pillar's tables, count the backup markers (this cluster's server: the rows
+    Barman's pre-backup hook wrote on the primary up to this backup must all be there), record
+    the result in ``<server>.result.json`` (ok, reason, backup_id, rto_seconds: restore +
+    start until it accepts writes, started, finished, steps' seconds, rows, marker: expected
+    and found), and remove the copy, also on failure and timeout. ``config``: the
     drill's configuration file (default: under the pillar's Barman home). Returns
     ``{server: result}``; the job fails if a drill failed. One drill at a time runs.
 

@@ -39,6 +39,21 @@ TABLE_RE = re.compile(rf"^({IDENT}\.)?{IDENT}\.{IDENT}$")
 # and in the PGDG packages), over its Unix socket with trust: the copy has no TCP listener.
 SUPERUSER = "postgres"
 CRON_IDENTIFIER = "pg_replication-barman-drill"
+# The backup marker: before each backup of this cluster's Barman server, Barman's
+# pre_backup_script (MARKER_HOOK, as the barman user) writes a row for it on the primary and
+# records how many rows the server's markers had then; a drill counts them in the restored
+# copy. The primary's highstate creates the table (owned by postgres; the barman role may
+# only read and insert).
+MARKER_HOOK = "/usr/local/lib/pg_replication/barman-backup-marker"
+# (A schema name may not begin with pg_: those are the system's.)
+MARKER_DATABASE, MARKER_SCHEMA, MARKER_TABLE = "postgres", "pgr_drill", "backup_marker"
+MARKER_PRIVILEGES = ("SELECT", "INSERT")
+# Rows of the markers up to and including a backup's own (ids only grow, across failovers:
+# a promoted standby's sequence is ahead of what it replayed).
+MARKER_COUNT_SQL = (
+    "SELECT count(*) FROM pgr_drill.backup_marker WHERE server = %(server)s AND id <="
+    " (SELECT id FROM pgr_drill.backup_marker WHERE server = %(server)s AND backup_id = %(backup_id)s)"
+)
 SPECIAL_SCHEDULES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *"}
 
 
@@ -110,8 +125,45 @@ def plan_drill(barman, servers, errors):
     drill["identifier"] = CRON_IDENTIFIER
     # The server binaries (pg_ctl, postgres) of each backed-up major version.
     drill["pkgs"] = sorted({s["server_pkg"] for s in servers})
+    for server in servers:
+        server["marker_script"] = None if server["external"] else marker_script(barman, drill, server)
     drill["file"] = config_file(drill, servers)
     return drill
+
+
+def marker():
+    """The backup marker table's names and the drill's count query (for the modules: the
+    loader passes functions only)."""
+    return {"database": MARKER_DATABASE, "schema": MARKER_SCHEMA, "table": MARKER_TABLE,
+            "privileges": list(MARKER_PRIVILEGES), "count_sql": MARKER_COUNT_SQL}  # fmt: skip
+
+
+def marker_script(barman, drill, server):
+    """The server's pre_backup_script: the marker hook with the Python that has psycopg2 (the
+    barman package's, or the pip install's virtualenv), where it records, the primary's
+    conninfo, and the barman user's password file."""
+    install = barman.get("install") or {}
+    python = f"{install['venv']}/bin/python3" if install.get("method") == "pip" else "/usr/bin/python3"
+    words = [python, MARKER_HOOK, marker_record_path(drill["dir"], server["name"]), server["marker_conninfo"],
+             f"{barman['home']}/.pgpass"]  # fmt: skip
+    return syntax.shell_words(words)
+
+
+def marker_record_path(drill_dir, server):
+    """Where the marker hook records each backup's marker count (``{backup_id: rows}``)."""
+    return f"{drill_dir}/{server}.markers.json"
+
+
+def marker_verdict(backup_id, expected, found):
+    """``(ok, reason)`` of a restored copy's marker count: ``expected`` (what the hook
+    recorded for ``backup_id``; None: no marker was written for it, nothing to compare) and
+    ``found`` (the count in the copy; None: no marker table)."""
+    if expected is None or expected == found:
+        return True, None
+    return False, (
+        f"the restored copy holds {found or 0} of the {expected} backup markers written up to backup"
+        f" {backup_id} (before it started): the restore lost committed rows"
+    )
 
 
 def tables_by_server(tables, servers, errors):
@@ -150,6 +202,7 @@ def config_file(drill, servers):
                 "version": s["version"],
                 "verify": verifiable(s),
                 "tables": drill["tables"].get(s["name"], []),
+                "marker": bool(s["marker_script"]),
             }
             for s in servers
         },
@@ -245,8 +298,9 @@ def amcheck_command(bin_dir, p, port, tables):
     return words
 
 
-def result(server, ok, reason, backup_id=None, rto=None, started=None, steps=None, now=None, rows=None):
-    """The JSON a drill records."""
+def result(server, ok, reason, backup_id=None, rto=None, started=None, steps=None, now=None, rows=None,
+           marker=None):  # fmt: skip
+    """The JSON a drill records (``marker``: the backup markers expected and found, or None)."""
     return {
         "server": server,
         "ok": bool(ok),
@@ -257,6 +311,7 @@ def result(server, ok, reason, backup_id=None, rto=None, started=None, steps=Non
         "finished": now,
         "steps": steps or {},
         "rows": rows or {},
+        "marker": marker,
     }
 
 

@@ -57,6 +57,7 @@ pg_replication-barman-config-clean:
 {%- endfor %}
       - {{ pg.barman.home }}/.pgpass
       - {{ pg.barman.home }}/pg_replication-drill/drill.json
+      - {{ pg.barman.marker_hook }}
 {%- if pg.cloud_credentials %}
       - {{ pg.cloud_credentials }}
       - {{ pg.barman.cloud.backup_hook }}

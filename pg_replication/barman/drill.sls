@@ -26,6 +26,21 @@ pg_replication-barman-drill-dir:
     - require:
       - file: pg_replication-barman-dirs
 
+# The backup marker hook (Barman's pre_backup_script of this cluster's server): a row on
+# the primary before each backup, counted by the drill in the restored copy.
+pg_replication-barman-drill-marker-hook:
+  file.managed:
+    - name: {{ pg.barman.marker_hook }}
+    - source: salt://{{ tplroot }}/barman/files/backup_marker.py
+    - makedirs: True
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require_in:
+{%-   for server in pg.barman_servers if server.marker_script %}
+      - file: pg_replication-barman-server-{{ server.name }}
+{%-   endfor %}
+
 pg_replication-barman-drill-config:
   file.serialize:
     - name: {{ drill.config }}
@@ -64,4 +79,8 @@ pg_replication-barman-drill-cron:
 pg_replication-barman-drill-config:
   file.absent:
     - name: {{ pg.barman.home }}/pg_replication-drill/drill.json
+
+pg_replication-barman-drill-marker-hook:
+  file.absent:
+    - name: {{ pg.barman.marker_hook }}
 {%- endif %}

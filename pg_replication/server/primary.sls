@@ -51,4 +51,16 @@ pg_replication-barman-streaming-role:
     - host: {{ pg.socket_dir }}
     - require:
       - sls: {{ tplroot }}.server.service
+{%-   if pg.barman_servers | selectattr('marker_script') | list %}
+
+# barman:drill: the table Barman's pre-backup hook writes a marker row in before each
+# backup (the barman role: SELECT and INSERT only); restore drills count them.
+pg_replication-backup-marker-table:
+  pg_replication.backup_marker_present:
+    - name: {{ pg.barman.user }}
+    - port: {{ pg.port }}
+    - host: {{ pg.socket_dir }}
+    - require:
+      - pg_replication: pg_replication-barman-role
+{%-   endif %}
 {%- endif %}

@@ -169,6 +169,7 @@ def test_verify_backup_passes(converged):
 
 
 DRILL_DIR = "/var/lib/barman/pg_replication-drill"
+MARKER_HOOK = "/usr/local/lib/pg_replication/barman-backup-marker"
 # A schedule that never fires during the test: the test runs the cron line's command itself.
 # The table is this cluster's (the second primary's drill checks its catalog only).
 DRILL = {"schedule": "59 23 31 12 *", "tables": {SERVER: ["otus.public.drill_probe"]}, "timeout": 300}
@@ -184,8 +185,11 @@ def scratch_exists(salt_lab):
 
 
 def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fails_them(converged):
-    """barman:drill: a drill on demand restores the latest DONE backup, starts and checks it
-    (7 rows of the listed table, committed before it), records its RTO, and removes the copy;
+    """barman:drill: the primary gets the backup marker table, the backup host the hook that
+    writes a row in it before each backup; a drill on demand restores the latest DONE backup,
+    starts and checks it (7 rows of the listed table, committed before it; every backup
+    marker written up to it), records its RTO, and removes the copy; a record expecting one
+    marker more fails the drill on its count;
     the command root's cron line runs (in cron's bare environment, no highstate) records a
     drill too; barman.health reports it. A backup the test takes and corrupts (bytes flipped
     in a data file) fails the drill (barman verify-backup) and makes the health CRITICAL; the
@@ -201,12 +205,27 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
     converged.set_pillar(dict(good, barman=dict(good["barman"], drill=DRILL)))
     corrupt = None
     try:
-        # The drill's part of the highstate (the rest of it is unchanged by barman:drill here,
-        # where postgresql-15 is installed already).
-        ret = converged.highstate("pg_replication.barman.drill", target="backup")
+        # The drill's files and cron line on the backup host, the backup marker's hook in its
+        # server file, and the marker table on the primary.
+        ret = converged.highstate()
         assert state_errors(ret.data) == {}
+        changed = [sid.split("_|-")[1] for sid in changed_states(ret.data).get("master", {})]
+        assert changed == ["pg_replication-backup-marker-table"], changed_states(ret.data)
         mode = backup.run(["stat", "-c", "%U %G %a", DRILL_DIR]).stdout.split()
         assert mode == ["barman", "barman", "750"]
+        grants = master.psql(
+            "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants"
+            " WHERE table_schema = 'pgr_drill' AND table_name = 'backup_marker' AND grantee = 'barman'"
+        )
+        assert grants == "INSERT,SELECT"
+        conf = backup.run(["cat", f"/etc/barman.d/{SERVER}.conf"]).stdout
+        assert f"pre_backup_script = /usr/bin/python3 {MARKER_HOOK} " in conf
+        assert "pre_backup_script" not in backup.run(["cat", f"/etc/barman.d/{OTHER}.conf"]).stdout
+        # A backup now: the hook writes its marker on the primary before it starts.
+        marked = barman(converged, "backup", SERVER)["backup_id"]
+        markers = json.loads(backup.run(["cat", f"{DRILL_DIR}/{SERVER}.markers.json"]).stdout)
+        on_primary = int(master.psql(f"SELECT count(*) FROM pgr_drill.backup_marker WHERE server = '{SERVER}'"))
+        assert markers[marked] == on_primary >= 1, (markers, on_primary)
 
         scanner = CmdlineScanner(pillar_secrets(good))
         scanner.start()
@@ -218,8 +237,10 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         assert ret.returncode == 0, ret.stdout
         result = ret.data[SERVER]
         assert result["ok"], result
-        assert result["backup_id"] == backup_ids(converged)[-1]
+        assert result["backup_id"] == backup_ids(converged)[-1] == marked
         assert result["rows"] == {"otus.public.drill_probe": 7}
+        # Every marker written up to the backup, counted in the restored copy.
+        assert result["marker"] == {"expected": on_primary, "found": on_primary}
         assert 0 < result["rto_seconds"] < 120
         assert drill_result(converged) == result
         assert not scratch_exists(converged)
@@ -255,6 +276,19 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
         seen = [ret.stdout, run.stdout, run.stderr, files, converged.minion_log("backup")]
         assert [s for s in pillar_secrets(good) if any(s in text for text in seen)] == []
 
+        # A record that expects one marker more than the copy holds (as a restore that lost
+        # the last committed rows would): the drill fails on the count.
+        record = f"{DRILL_DIR}/{SERVER}.markers.json"
+        backup.run(["cp", "-p", record, f"{record}.good"])
+        backup.run(["sh", "-c", f'sed -i \'s/"{marked}": {on_primary}/"{marked}": {on_primary + 1}/\' {record}'])
+        ret = converged.salt("barman.drill", SERVER, target="backup", timeout=600)
+        backup.run(["mv", f"{record}.good", record])
+        lost = drill_result(converged)
+        assert (ret.returncode != 0, lost["ok"]) == (True, False), lost
+        assert lost["marker"] == {"expected": on_primary + 1, "found": on_primary}
+        assert "the restore lost committed rows" in lost["reason"]
+        assert not scratch_exists(converged)
+
         # A backup of the test's own, corrupted: the drill fails, health is CRITICAL.
         corrupt = barman(converged, "backup", SERVER)["backup_id"]
         data = f"/var/lib/barman/{SERVER}/base/{corrupt}/data"
@@ -274,8 +308,10 @@ def test_restore_drills_on_demand_and_from_cron_pass_and_a_corrupted_backup_fail
             backup.run(["runuser", "-u", "barman", "--", "barman", "delete", SERVER, corrupt], check=False)
         master.psql("DROP TABLE IF EXISTS drill_probe", dbname="otus")
         converged.set_pillar(good)
-        assert state_errors(converged.highstate("pg_replication.barman.drill", target="backup").data) == {}
+        assert state_errors(converged.highstate(target="backup").data) == {}
     assert corrupt not in backup_ids(converged)
+    assert "pre_backup_script" not in backup.run(["cat", f"/etc/barman.d/{SERVER}.conf"]).stdout
+    assert backup.run(["test", "-e", MARKER_HOOK], check=False).returncode == 1
     assert "barman.drill" not in backup.run(["crontab", "-l", "-u", "root"], check=False).stdout
     assert "drill" not in barman(converged, "health", SERVER)  # no drill configured any more
     print(f"restore drill test: {time.monotonic() - started:.1f} s")

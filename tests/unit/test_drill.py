@@ -40,9 +40,46 @@ def test_a_drill_is_completed_with_its_files_cron_and_server_binaries(plan_mod, 
     assert drill["pkgs"] == ["postgresql-15"]
     assert drill["file"]["servers"] == {
         "master-streaming": {"bin_dir": "/usr/lib/postgresql/15/bin", "version": 15, "verify": True,
-                             "tables": ["public.orders", "app.public.t"]}
+                             "tables": ["public.orders", "app.public.t"], "marker": True}
     }  # fmt: skip
     assert "tables" not in drill["file"]
+
+
+def test_this_clusters_server_gets_the_marker_hook_another_clusters_does_not(plan_mod, config):
+    """The pre_backup_script writes the marker on the primary (its conninfo; the barman
+    user's password file), with the barman package's Python; another cluster's server has
+    no marker table, so no hook and nothing to count."""
+    config["barman"]["servers"] = {"other": {"address": "192.0.2.9", "slot_name": "barman_slot"}}
+    config["barman"]["drill"] = {}
+    plan = plan_mod.build(config, "backup")
+    hooks = {s["name"]: s["marker_script"] for s in plan["barman_servers"]}
+    assert hooks == {
+        "master-streaming": "/usr/bin/python3 /usr/local/lib/pg_replication/barman-backup-marker"
+        " /var/lib/barman/pg_replication-drill/master-streaming.markers.json"
+        " 'host=192.168.11.101 port=5432 user=barman dbname=postgres' /var/lib/barman/.pgpass",
+        "other": None,
+    }
+    servers = plan["barman"]["drill"]["file"]["servers"]
+    assert {name: s["marker"] for name, s in servers.items()} == {"master-streaming": True, "other": False}
+    # On the primary: the table the hook writes in.
+    assert [s["name"] for s in plan_mod.build(config, "master")["barman_servers"] if s["marker_script"]] == [
+        "master-streaming"
+    ]
+    config["barman"]["drill"] = None
+    assert [s["marker_script"] for s in plan_mod.build(config, "backup")["barman_servers"]] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("expected", "found", "ok"),
+    [(3, 3, True), (None, None, True), (None, 2, True), (3, 2, False), (3, None, False), (1, 0, False)],
+)
+def test_marker_verdict_fails_only_a_copy_that_lost_a_recorded_marker(drill, expected, found, ok):
+    counted, why = drill.marker_verdict("20261207T101010", expected, found)
+    assert counted is ok
+    assert (why is None) is ok
+    if not ok:
+        assert f"holds {found or 0} of the {expected} backup markers" in why
+        assert "20261207T101010" in why
 
 
 def test_tables_per_server_and_a_name_that_is_no_server(plan_mod, config):
