@@ -11,9 +11,9 @@ SERVER = "master-streaming"
 _POLL = load_util("pg_replication_poll")
 
 
-def pg_ctl(salt_lab):
-    """pg_ctl of the lab cluster's PostgreSQL version (Debian's layout)."""
-    return f"/usr/lib/postgresql/{salt_lab.pillar['version']}/bin/pg_ctl"
+def pg_ctl(salt_lab, version=None):
+    """pg_ctl of the lab cluster's PostgreSQL version, or ``version`` (Debian's layout)."""
+    return f"/usr/lib/postgresql/{version or salt_lab.pillar['version']}/bin/pg_ctl"
 
 
 def barman(salt_lab, fun, *args, timeout=600):
@@ -109,22 +109,22 @@ def row_on_standby(salt_lab, note, timeout=10):
     return wait_for(read, timeout)
 
 
-def ensure_server_binaries(salt_lab, host):
+def ensure_server_binaries(salt_lab, host, version=None):
     """The backup host has only PostgreSQL's client (a booted bare host); starting a restored
     copy needs the server's binaries: install them from the lab's repository, no cluster."""
-    if host.run(["test", "-x", pg_ctl(salt_lab)], check=False).returncode == 0:
+    if host.run(["test", "-x", pg_ctl(salt_lab, version)], check=False).returncode == 0:
         return
-    version = salt_lab.pillar["version"]
+    version = version or salt_lab.pillar["version"]
     host.run(["sh", "-c", "mkdir -p /etc/postgresql-common/createcluster.d && echo 'create_main_cluster = false'"
               " > /etc/postgresql-common/createcluster.d/restore-check.conf && apt-get update -qq &&"
               f" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-{version}"])  # fmt: skip
 
 
-def barman_restore(salt_lab, dest, backup_id, target):
+def barman_restore(salt_lab, dest, backup_id, target, server=SERVER):
     """Restore ``backup_id`` into ``dest`` on the backup host up to ``target`` (a time), then
     promote: the barman.restored state."""
     ret = salt_lab.salt(
-        "state.single", "barman.restored", f"name={dest}", f"server={SERVER}", f"backup_id={backup_id}",
+        "state.single", "barman.restored", f"name={dest}", f"server={server}", f"backup_id={backup_id}",
         f"target_time={target}", "target_action=promote", target="backup", timeout=900,
     )  # fmt: skip
     results = list(ret.data.values()) if isinstance(ret.data, dict) else []
@@ -145,8 +145,18 @@ def restore_check(
     WAL segment since, across timeline switches. ``query``: SQL also run on the restored copy;
     then (rows, its output) is returned. ``restore(salt_lab, dest, backup_id, target)``: how
     the backup is restored (default: the barman.restored state)."""
-    master, backup = salt_lab.lab[primary], salt_lab.lab["backup"]
-    ensure_server_binaries(salt_lab, backup)
+    backup_id, target = rows_around_a_backup(salt_lab, primary, backup_id)
+    try:
+        return restored_rows(salt_lab, backup_id, target, dest=dest, port=port, query=query, restore=restore)
+    finally:
+        salt_lab.lab[primary].psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
+
+
+def rows_around_a_backup(salt_lab, primary="master", backup_id=None):
+    """restore_check's rows on ``primary`` (3 before the backup, 2 before the target time, 4
+    after it, in otus.restore_check), the backup (a new one unless ``backup_id``) and the
+    target, their WAL archived: ``(backup_id, target)``."""
+    master = salt_lab.lab[primary]
     ensure_otus(master)
     master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
     master.psql("CREATE TABLE restore_check (id serial PRIMARY KEY, phase text)", dbname="otus")
@@ -159,15 +169,29 @@ def restore_check(
     master.psql("INSERT INTO restore_check (phase) SELECT 'after-target' FROM generate_series(1, 4)", dbname="otus")
     barman(salt_lab, "restore_point", SERVER)
     barman(salt_lab, "switch_wal", SERVER, "archive=True")
+    return backup_id, target
 
-    (restore or barman_restore)(salt_lab, dest, backup_id, target)
+
+def restored_rows(
+    salt_lab, backup_id, target, dest="/var/lib/barman/restore-check", port=5599, query=None, restore=None,
+    server=SERVER, version=None,
+):  # fmt: skip
+    """restore_check's restore: ``backup_id`` of Barman's ``server`` restored to ``target``
+    on the backup host, started with the pg_ctl of ``version`` (default: the pillar's); its
+    rows as ["phase:count", ...], with ``query``'s output too when given."""
+    backup = salt_lab.lab["backup"]
+    ensure_server_binaries(salt_lab, backup, version)
+    if restore:
+        restore(salt_lab, dest, backup_id, target)
+    else:
+        barman_restore(salt_lab, dest, backup_id, target, server=server)
     # Debian keeps configuration outside the data directory: give the copy a minimal one.
     backup.run(["sh", "-c", f"echo \"listen_addresses = ''\" > {dest}/postgresql.conf && "
                 f"echo 'local all all trust' > {dest}/pg_hba.conf && : > {dest}/pg_ident.conf && "
                 f"chown barman:barman {dest}/postgresql.conf {dest}/pg_hba.conf {dest}/pg_ident.conf"])  # fmt: skip
     start = backup.run(
-        ["runuser", "-u", "barman", "--", pg_ctl(salt_lab), "-D", dest, "-l", f"{dest}/restore.log", "-w", "-t", "120",
-         "-o", f"-p {port} -k {dest}", "start"],
+        ["runuser", "-u", "barman", "--", pg_ctl(salt_lab, version), "-D", dest, "-l", f"{dest}/restore.log", "-w",
+         "-t", "120", "-o", f"-p {port} -k {dest}", "start"],
         check=False,
     )  # fmt: skip
     try:
@@ -190,10 +214,10 @@ def restore_check(
         return (rows, psql(query)) if query else rows
     finally:
         backup.run(
-            ["runuser", "-u", "barman", "--", pg_ctl(salt_lab), "-D", dest, "-m", "fast", "-w", "stop"], check=False
+            ["runuser", "-u", "barman", "--", pg_ctl(salt_lab, version), "-D", dest, "-m", "fast", "-w", "stop"],
+            check=False,
         )
         backup.run(["rm", "-rf", dest], check=False)
-        master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
 
 
 class _Background:
