@@ -11,14 +11,18 @@ pip (``pg_replication:barman:install``), else ``barman`` on the PATH; the user f
 :depends: barman
 """
 
+import configparser
 import contextlib
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 
 import psutil
+import salt.utils.files
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
 
@@ -60,8 +64,12 @@ def _binary():
     return binary
 
 
-def _base(json_output=True):
-    base = [_binary(), "-c", _setting("barman.config_file", "config_file", "/etc/barman.conf")]
+def _config_file():
+    return _setting("barman.config_file", "config_file", "/etc/barman.conf")
+
+
+def _base(json_output=True, config=None):
+    base = [_binary(), "-c", config or _config_file()]
     return base + ["-f", "json"] if json_output else base
 
 
@@ -70,12 +78,13 @@ READ_ONLY_COMMANDS = ("check", "list-backup", "list-backups", "show-backup", "sh
                       "replication-status", "--version")  # fmt: skip
 
 
-def _run_all(args, timeout=None, json_output=True):
-    """Run one barman command as the barman user: ``cmd.run_all``'s answer."""
+def _run_all(args, timeout=None, json_output=True, config=None):
+    """Run one barman command as the barman user (``config``: another configuration file than
+    Barman's): ``cmd.run_all``'s answer."""
     if args[0] not in READ_ONLY_COMMANDS:
         __context__.pop("barman.last_checks", None)
     return __salt__["cmd.run_all"](
-        _base(json_output) + [str(a) for a in args],
+        _base(json_output, config) + [str(a) for a in args],
         runas=__salt__["config.option"]("barman.user", "barman"),
         python_shell=False,
         ignore_retcode=True,
@@ -84,9 +93,9 @@ def _run_all(args, timeout=None, json_output=True):
     )
 
 
-def _run(*args, parse=True, timeout=None):
+def _run(*args, parse=True, timeout=None, config=None):
     """Run one barman command; return its parsed JSON output."""
-    res = _run_all(args, timeout=timeout)
+    res = _run_all(args, timeout=timeout, config=config)
     out = res["stdout"].strip()
     data = None
     if parse and out:
@@ -624,7 +633,9 @@ def restore(
     ``target_tli``: the timeline to recover along, ``latest`` (default: across the timeline
     switches of switchovers and failovers since the backup, as PostgreSQL 12+ does),
     ``current`` (the backup's) or a number. Barman 2 knows numbers only: there ``latest``
-    leaves Barman's default, the backup's own timeline.
+    leaves Barman's default, the backup's own timeline. The copy opens once its recovery is
+    over: a backup taken from a standby leaves its standby.signal behind. A retired server
+    (``barman:retired``, inactive) restores too, also on Barman before 3.17.
 
     CLI Example:
 
@@ -643,9 +654,60 @@ def restore(
     if target_action:
         args += ["--target-action", target_action]
     args += [server, backup_id, destination]
-    out = _run(*args, parse=False, timeout=timeout)
+    with _recovering_config(server) as config:
+        out = _run(*args, parse=False, timeout=timeout, config=config)
     _ensure_empty_dirs(destination)
+    _without_standby_signal(destination)
     return out
+
+
+def _without_standby_signal(destination):
+    """A backup taken from a standby (barman:backup_from) holds that standby's standby.signal,
+    which Barman copies along: the restored copy would then wait for more WAL as a standby
+    forever instead of opening at the end of its recovery. A restore here is a recovery."""
+    path = os.path.join(destination, "standby.signal")
+    if os.path.isfile(path):
+        os.unlink(path)
+
+
+# `barman recover` of an inactive server (barman:retired) works from Barman 3.17 on; before,
+# it skips the server without a word.
+RECOVERS_INACTIVE = (3, 17)
+INACTIVE_RE = re.compile(r"^active\s*=\s*(false|off|no|0)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@contextlib.contextmanager
+def _recovering_config(server):
+    """The configuration ``barman recover`` of ``server`` runs with: Barman's own, or, for a
+    retired (inactive) server on Barman before 3.17, a temporary one under Barman's home that
+    holds only that server, active. Cron never reads it; it is removed after the restore."""
+    config = _config_file()
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config)
+    directory = parser.get("barman", "configuration_files_directory", fallback=None)
+    home = parser.get("barman", "barman_home", fallback="/var/lib/barman")
+    try:
+        with salt.utils.files.fopen(os.path.join(directory or "", f"{server}.conf"), "r") as fh:
+            section = fh.read()
+    except OSError:
+        section = ""
+    if not INACTIVE_RE.search(section) or _version() >= RECOVERS_INACTIVE:
+        yield config
+        return
+    owner = __salt__["config.option"]("barman.user", "barman")
+    scratch = tempfile.mkdtemp(prefix=".pg_replication-recover-", dir=home)
+    try:
+        os.mkdir(os.path.join(scratch, "servers"))
+        parser.set("barman", "configuration_files_directory", os.path.join(scratch, "servers"))
+        with salt.utils.files.fopen(os.path.join(scratch, "barman.conf"), "w") as fh:
+            parser.write(fh)
+        with salt.utils.files.fopen(os.path.join(scratch, "servers", f"{server}.conf"), "w") as fh:
+            fh.write(INACTIVE_RE.sub("active = true", section))
+        for path in (scratch, os.path.join(scratch, "servers")):
+            __salt__["file.chown"](path, owner, owner)
+        yield os.path.join(scratch, "barman.conf")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # Directories every data directory has, which Barman's local recover of an incremental
@@ -662,10 +724,15 @@ def _ensure_empty_dirs(destination):
             __salt__["file.mkdir"](path, user=owner, group=owner, mode="0700")
 
 
+def _version():
+    """Barman's version as numbers (``barman --version``; (0,) if it says none)."""
+    if "barman.version" not in __context__:
+        out = __salt__["cmd.run_stdout"](_base()[:1] + ["--version"], python_shell=False, ignore_retcode=True)
+        found = re.search(r"(\d+)\.(\d+)", out or "")
+        __context__["barman.version"] = tuple(int(n) for n in found.groups()) if found else (0,)
+    return __context__["barman.version"]
+
+
 def _major_version():
     """Barman's major version (``barman --version``)."""
-    if "barman.major_version" not in __context__:
-        out = __salt__["cmd.run_stdout"](_base()[:1] + ["--version"], python_shell=False, ignore_retcode=True)
-        digits = out.strip().split(".")[0].split()[-1] if out.strip() else "0"
-        __context__["barman.major_version"] = int(digits) if digits.isdigit() else 0
-    return __context__["barman.major_version"]
+    return _version()[0]
