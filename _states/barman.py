@@ -289,8 +289,10 @@ def _on_running_receive_wal(name, done, act):
 def receive_wal_stopped(name):
     """
     Ensure Barman's receive-wal for server ``name`` is not running (``barman receive-wal
-    --stop``): for the clean states, once cron no longer starts it again. A server Barman no
-    longer knows (its configuration already removed) has none. Backups and WAL stay.
+    --stop``): for the clean states, once cron no longer starts it again, and with
+    ``prereq`` on a server file that makes the server inactive (barman:retired; Barman does
+    not stop an inactive server's). A server Barman no longer knows (its configuration
+    already removed) has none. Backups and WAL stay.
 
     name
         Barman server name.

@@ -38,6 +38,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     barman = copy.deepcopy(config["barman"])
     barman["compression_pkgs"] = []
     barman["marker_hook"] = drill.MARKER_HOOK  # barman:drill's backup marker (pre_backup_script)
+    barman["retired_servers"] = []
     servers = []
     if not any(h["role"] == "barman" for h in hosts.values()):
         return barman, servers
@@ -77,6 +78,7 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
             errors.append(f"{key}: server name {name!r} is already this cluster's server")
         spec = dict(spec, external=True, primary=spec.get("primary") or spec.get("address"))
         servers.append(_server(config, barman, errors, key, name, spec))
+    barman["retired_servers"] = _retired(config, barman, servers, hosts, target, errors)
     _incremental(barman, servers, errors)
     if barman.get("cloud"):
         _cloud_hooks(barman, servers, method, errors)
@@ -84,6 +86,25 @@ def plan_barman(config, hosts, primary, errors, tls_on=False):
     barman["compression_pkgs"] = sorted(COMPRESSION_PKGS[t] for t in tools if t in COMPRESSION_PKGS)
     barman["drill"] = drill.plan_drill(barman, servers, errors)
     return barman, servers
+
+
+def _retired(config, barman, servers, hosts, primary, errors):
+    """barman:retired: a server file each, as the cluster's server file would be for that
+    name and version, with ``active = false``: Barman restores from it and does nothing else
+    (no backup, no receive-wal, no retention: `barman cron` skips inactive servers)."""
+    retired = []
+    for name, version in sorted((barman.get("retired") or {}).items()):
+        key = f"{KEY}:barman:retired:{name}"
+        if any(s["name"] == name for s in servers):
+            errors.append(f"{key}: {name!r} is an active Barman server (give the active one another server_name)")
+            continue
+        spec = {"primary": primary, "address": hosts[primary]["address"] if primary in hosts else "127.0.0.1",
+                "version": version}  # fmt: skip
+        server = _server(config, barman, errors, key, name, spec)
+        server.update(retired=True, incremental=False, keep={})
+        server["description"] = f"retired: PostgreSQL {server['version']} backups of {primary}, kept for restores"
+        retired.append(server)
+    return retired
 
 
 def backup_source(barman, hosts, primary, errors):
@@ -149,6 +170,7 @@ def _server(config, barman, errors, key, name, spec, tls_ca=None):
     server["keep"] = dict((spec if spec.get("external") else barman).get("keep") or {})
     server["incremental"] = False  # barman:incremental_schedule (_incremental, once its version is known)
     server["marker_script"] = None  # barman:drill's backup marker (pg_replication_drill.plan_drill)
+    server["retired"] = False  # barman:retired (_retired)
     server["port"] = int(spec.get("port") or config["port"])
     server["version"] = int(spec.get("version") or config["version"])
     for user_key, password_key in (("user", "password"), ("streaming_user", "streaming_password")):

@@ -437,6 +437,9 @@ SCHEMA = {
         "user_replication": _bool,
         "backup_max_age": _int(1),
         "keep": _keep,
+        # Servers whose backups stay restorable after their system went (a major upgrade made
+        # a new one): server name -> its PostgreSQL major version.
+        "retired": _mapping_of(_server_name, _version),
         "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
         "incremental_schedule": _nullable(
             _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")

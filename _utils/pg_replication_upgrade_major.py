@@ -127,11 +127,13 @@ def vacuumdb_args(new_bin_dir, new_version, socket_dir, port):
 def pillar_change(cluster, primary, new_version):
     """The lines the operator puts in the pillar once the upgrade is done: the version, and
     with Barman a server of its own for the new system (its system identifier changed;
-    ``<primary>-pg<version>``), which the highstate sets up with its first backup."""
+    ``<primary>-pg<version>``), which the highstate sets up with its first backup, and the
+    old server retired (``barman:retired``): its backups stay restorable."""
     lines = [f"{FORMULA}:version: {int(new_version)}"]
     old_server, new_server = cluster.barman_server_name(), f"{primary}-pg{int(new_version)}"
     if old_server and old_server != new_server:
         lines.append(f"{FORMULA}:barman:server_name: {new_server}")
+        lines.append(f"{FORMULA}:barman:retired:{old_server}: {int(cluster.plan['version'])}")
     return lines
 
 

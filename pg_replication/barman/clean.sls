@@ -52,7 +52,7 @@ pg_replication-barman-drill-cron-clean:
 pg_replication-barman-config-clean:
   file.absent:
     - names:
-{%- for server in pg.barman_servers %}
+{%- for server in pg.barman_servers + pg.barman.retired_servers %}
       - {{ pg.barman.config_dir }}/{{ server.name }}.conf
 {%- endfor %}
       - {{ pg.barman.home }}/.pgpass

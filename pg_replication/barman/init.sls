@@ -164,7 +164,7 @@ pg_replication-barman-cloud-backup-hook:
 pg_replication-barman-servers-follow-the-pillar:
   barman.servers_follow:
     - name: {{ pg.barman.config_dir }}
-    - servers: {{ pg.barman_servers | map(attribute='name') | list | json }}
+    - servers: {{ (pg.barman_servers + pg.barman.retired_servers) | map(attribute='name') | list | json }}
     - require:
       - file: pg_replication-barman-conf
 
@@ -236,4 +236,29 @@ pg_replication-barman-keep-{{ server.name }}:
     - require:
       - barman: pg_replication-barman-ready-{{ server.name }}
 {%- endif %}
+{%- endfor %}
+{%- for server in pg.barman.retired_servers %}
+
+# barman:retired: its receive-wal stopped while the server is still active (Barman refuses
+# `receive-wal --stop` on an inactive one), then its file with active = false: its backups
+# stay restorable. Its slot is left: the cluster's new server may stream on that name.
+pg_replication-barman-retire-{{ server.name }}:
+  barman.receive_wal_stopped:
+    - name: {{ server.name }}
+    - prereq:
+      - file: pg_replication-barman-server-{{ server.name }}
+
+pg_replication-barman-server-{{ server.name }}:
+  file.managed:
+    - name: {{ pg.barman.config_dir }}/{{ server.name }}.conf
+    - source: salt://{{ tplroot }}/barman/files/server.conf.jinja
+    - template: jinja
+    - user: root
+    - group: barman
+    - mode: '0644'
+    - context:
+        tplroot: {{ tplroot }}
+        server_name: {{ server.name | json }}
+    - require:
+      - sls: {{ tplroot }}.barman.dirs
 {%- endfor %}

@@ -12,8 +12,10 @@ the upgrade image (bookworm's PostgreSQL 15 beside trixie's 17, as Debian's rele
 leaves a server), the cluster built on 15. ``salt-run pg_replication.upgrade_major to=17``
 is refused with nothing changed while an extension 17 lacks is installed, then runs with a
 client committing: every row it saw committed is on the upgraded primary and its standby,
-which streams on its slot on 17; with the new pillar (and a new Barman server for the new
-system) a highstate sets Barman up, takes its first backup, and a second one changes nothing.
+which streams on its slot on 17; with the new pillar (a new Barman server for the new
+system, the old one retired) a highstate sets Barman up, takes its first backup, and a
+second one changes nothing; a backup of the old system, taken before the upgrade, restores
+from the retired server to a point in time, row for row.
 (Debian 14's 18.6 is older than the registry's 17.12 and refuses the column option
 pg_attver that 17.12 stores, so 17 -> 18 is only refused: README.)"""
 
@@ -36,7 +38,9 @@ from lab.scenario import (
     ensure_otus,
     following,
     restore_check,
+    restored_rows,
     row_on_standby,
+    rows_around_a_backup,
     wait_for,
 )
 
@@ -140,6 +144,10 @@ def test_major_upgrade_keeps_every_acknowledged_row_and_the_standby_streams(upgr
     master.psql(f"DROP EXTENSION IF EXISTS {OLD_ONLY}", dbname="otus")
     if master.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'writer'") == "0":
         Writer.prepare(master, WRITER_PASSWORD)  # the refusal's test made it, unless run alone
+    # A backup of the old system with rows around it and a target time: after the upgrade the
+    # retired server still restores it, to that time, row for row.
+    old_version = int(cluster.pillar["version"])
+    old_backup, old_target = rows_around_a_backup(cluster)
     rows = int(master.psql("SELECT count(*) FROM writes", dbname="otus"))
     writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
     time.sleep(1)
@@ -169,7 +177,8 @@ def test_major_upgrade_keeps_every_acknowledged_row_and_the_standby_streams(upgr
     print(f"rows on the upgraded primary: {total} ({rows} before the client + {len(ids)} it saw committed), 0 lost")
     new_server = f"master-pg{new}"
     assert ret.data["pillar_change"] == [
-        f"pg_replication:version: {new}", f"pg_replication:barman:server_name: {new_server}"]  # fmt: skip
+        f"pg_replication:version: {new}", f"pg_replication:barman:server_name: {new_server}",
+        f"pg_replication:barman:retired:{SERVER}: {old_version}"]  # fmt: skip
     apply_pillar_change(cluster, ret.data["pillar_change"])
     assert following(cluster, "master", SERVERS), "the standby does not stream from the upgraded primary"
     slot = master.psql(
@@ -190,7 +199,22 @@ def test_major_upgrade_keeps_every_acknowledged_row_and_the_standby_streams(upgr
     check = barman(cluster, "check", new_server)
     assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
     assert [b["status"] for b in barman(cluster, "list_backups", new_server)] == ["DONE"]
-    assert cluster.lab["backup"].run(["test", "-d", f"/var/lib/barman/{SERVER}/base"], check=False).returncode == 0
+    # The old server, retired: inactive (nothing taken or streamed; Barman's listings skip
+    # it), its backups kept and restorable with the old version's binaries.
+    backup = cluster.lab["backup"]
+    conf = backup.run(["cat", f"/etc/barman.d/{SERVER}.conf"]).stdout
+    assert "\nactive = false\n" in conf, conf
+    # (backup.info: under meta/ since Barman 3.13.2, in the backup's directory before.)
+    home = f"/var/lib/barman/{SERVER}"
+    info = backup.run(
+        ["sh", "-c", f"cat {home}/meta/{old_backup}-backup.info || cat {home}/base/{old_backup}/backup.info"]
+    )
+    assert "status=DONE" in info.stdout.splitlines()
+    assert barman(cluster, "receive_wal_running", new_server) is True
+    restored = restored_rows(cluster, old_backup, old_target, server=SERVER, version=old_version)
+    print(f"backup {old_backup} of the retired {SERVER} (PostgreSQL {old_version}) restored: {restored}")
+    assert restored == ["before-backup:3", "before-target:2"]
+    master.psql("DROP TABLE IF EXISTS restore_check", dbname="otus")
 
 
 def test_highstate_converged(scenario):
@@ -271,6 +295,53 @@ def test_incremental_backups_restore_row_for_row(scenario):
         master.psql("DROP TABLE IF EXISTS inc_probe", dbname="otus")
         cluster.set_pillar(good)
         cluster.highstate()
+
+
+def test_a_backup_from_the_standby_restores_row_for_row_and_passes_a_drill(scenario):
+    """barman:backup_from standby (Barman 3.12+; refused at render on Debian 11's 2.12, naming
+    the key, nothing changed): the server file points Barman's conninfo at the standby and its
+    WAL at the primary's slot; `barman check` is all OK; the base backup is the standby's
+    (its backup_label says BACKUP FROM: standby) and restores to a point in time row for row.
+    With barman:drill, the backup marker goes to the primary before the backup, and a drill of
+    that standby backup finds every marker in its restored copy."""
+    cluster = scenario
+    good, master, standby, backup = cluster.pillar, *(cluster.lab[h] for h in HOSTS)
+    conf_path = f"/etc/barman.d/{SERVER}.conf"
+    before = backup.run(["cat", conf_path]).stdout
+    barman_pillar = dict(good.get("barman") or {}, backup_from="standby", drill={})
+    cluster.set_pillar(dict(good, barman=barman_pillar))
+    try:
+        if int(cluster.pillar["version"]) < 17:  # Debian 11: Barman 2.12
+            ret = cluster.salt("state.apply", "test=True", target="backup", timeout=300)
+            assert ret.returncode != 0
+            assert "pg_replication:barman:backup_from: needs Barman 3.12+ (Debian 11 ships 2.12)" in str(ret.data)
+            assert backup.run(["cat", conf_path]).stdout == before
+            return
+        assert state_errors(cluster.highstate().data) == {}
+        conf = backup.run(["cat", conf_path]).stdout
+        assert f"\nconninfo = host={standby.address} port=5432 user=barman dbname=postgres\n" in conf, conf
+        assert f"\nwal_conninfo = host={master.address} port=5432 user=barman dbname=postgres\n" in conf, conf
+        assert f"\nwal_streaming_conninfo = host={master.address} port=5432 user=barman_streaming\n" in conf, conf
+        check = barman(cluster, "check", SERVER)
+        assert {item: r["status"] for item, r in check.items() if r["status"] != "OK"} == {}
+        streaming = "SELECT active FROM pg_replication_slots WHERE slot_name = 'barman_slot'"
+        assert wait_for(lambda: master.psql(streaming) == "t", 60, interval=2)  # WAL: the primary's slot
+
+        assert restore_check(cluster) == ["before-backup:3", "before-target:2"]
+        latest = barman(cluster, "show_backup", SERVER, "latest")["backup_id"]
+        label = backup.run(["cat", f"/var/lib/barman/{SERVER}/base/{latest}/data/backup_label"]).stdout
+        assert "BACKUP FROM: standby" in label, label
+        ret = cluster.salt("barman.drill", SERVER, target="backup", timeout=600)
+        assert ret.returncode == 0, ret.stdout
+        result = ret.data[SERVER]
+        on_primary = int(master.psql(f"SELECT count(*) FROM pgr_drill.backup_marker WHERE server = '{SERVER}'"))
+        assert (result["ok"], result["backup_id"]) == (True, latest), result
+        assert result["marker"] == {"expected": on_primary, "found": on_primary}
+        print(f"drill of a standby backup: RTO {result['rto_seconds']} s, {on_primary} markers")
+    finally:
+        cluster.set_pillar(good)
+        assert state_errors(cluster.highstate().data) == {}
+    assert "wal_conninfo" not in backup.run(["cat", conf_path]).stdout
 
 
 # The way back finds the old primary's unit slow to stop after PostgreSQL is down (what

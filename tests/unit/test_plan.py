@@ -751,3 +751,23 @@ def test_backup_from_is_refused_at_render_where_it_cannot_work(plan_mod, config)
     plan_mod.build(dict(config, version=17), "backup", grains=dict(debian, osmajorrelease=13))  # Barman 3.13
     with pytest.raises(Exception, match=rf"{key}: needs Barman 3\.12\+ \(Debian 12 ships 3\.4\)"):
         plan_mod.build(config, "backup", grains=dict(debian, osmajorrelease=12))
+
+
+def test_a_retired_barman_server_keeps_an_inactive_file_of_its_version(plan_mod, config):
+    """barman:retired (upgrade_major's pillar change names the old server): its section is
+    written like the cluster's own, for its version, with active = false; its name cannot be
+    an active server's, and nothing else (checks, drills, metrics) sees it."""
+    config["barman"].update(server_name="master-pg17", retired={"master-streaming": 15})
+    config["version"] = 17
+    plan = plan_mod.build(config, "backup")
+    assert [s["name"] for s in plan["barman_servers"]] == ["master-pg17"]
+    (retired,) = plan["barman"]["retired_servers"]
+    assert (retired["name"], retired["version"], retired["retired"]) == ("master-streaming", 15, True)
+    assert retired["bin_dir"] == "/usr/lib/postgresql/15/bin"
+    assert retired["description"] == "retired: PostgreSQL 15 backups of master, kept for restores"
+    config["barman"]["retired"] = {"master-pg17": 15}
+    with pytest.raises(Exception, match=r"pg_replication:barman:retired:master-pg17: 'master-pg17' is an active"):
+        plan_mod.build(config, "backup")
+    config["barman"]["retired"] = {"old": 9}
+    with pytest.raises(Exception, match=r"pg_replication:barman:retired:old: "):
+        plan_mod.build(config, "backup")

@@ -111,8 +111,7 @@ def test_a_healthy_cluster_passes_and_the_steps_end_with_the_pillar_change(major
     assert failed(checks) == []
     assert steps[0].startswith("stop the standby")
     assert any("pg_upgrade --link from /var/lib/postgresql/17/main (kept)" in s for s in steps)
-    assert steps[-1] == ("then change the pillar: pg_replication:version: 18, "
-                         "pg_replication:barman:server_name: master-pg18")  # fmt: skip
+    assert steps[-1] == "then change the pillar: " + ", ".join(CHANGE_TO_18)
     clone = major.preflight(cluster(model, mode="clone"), "master", 18, plans(18), facts(), PASSED, [])[1]
     assert any("pg_upgrade --clone" in s for s in clone)
 
@@ -201,7 +200,7 @@ def test_the_run_stops_everything_upgrades_the_primary_then_recreates_the_standb
     ops = Ops()
     ret = run(major, model, ops)
     assert ret["result"] is True, ret
-    assert ret["pillar_change"] == ["pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]
+    assert ret["pillar_change"] == CHANGE_TO_18
     assert ret["write_downtime_seconds"] == 25.0
     assert ops.calls[:6] == [
         ("standby", "service.stop"), ("standby2", "service.stop"), ("master", "service.stop"),
@@ -252,7 +251,7 @@ def test_a_standby_that_fails_after_the_point_of_no_return_is_left_with_the_pill
     assert ret["result"] is False
     assert "the primary runs PostgreSQL 18 (no way back)" in ret["comment"]
     assert "standby2 re-created on PostgreSQL 18" in ret["comment"]
-    assert ret["pillar_change"] == ["pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]
+    assert ret["pillar_change"] == CHANGE_TO_18
     assert ("standby", "apply", 18) in ops.calls  # the others went on
     assert not any(call[1] == "pg_replication.upgrade_undo" for call in ops.calls)
 
@@ -329,11 +328,17 @@ def test_each_backup_host_must_hold_a_done_backup_younger_than_backup_max_age(ma
     assert failed(major.preflight(c, "master", **args, backups=None, now=now)[0]) == []
 
 
+CHANGE_TO_18 = ["pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18",
+                "pg_replication:barman:retired:master-streaming: 17"]  # fmt: skip
+
+
 def test_the_pillar_change_gives_the_new_system_a_barman_server_of_its_own(major, model):
-    """Its system identifier changed: Barman's server for it is <primary>-pg<version>; no
-    Barman server, or one named so already, no line."""
+    """Its system identifier changed: Barman's server for it is <primary>-pg<version>, and the
+    old one is retired (its backups stay restorable); no Barman server, or one named so
+    already, no line."""
     assert major.pillar_change(cluster(model, barman_server="db-streaming"), "master", 18) == [
-        "pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18"]  # fmt: skip
+        "pg_replication:version: 18", "pg_replication:barman:server_name: master-pg18",
+        "pg_replication:barman:retired:db-streaming: 17"]  # fmt: skip
     assert major.pillar_change(cluster(model, barman_server="master-pg18"), "master", 18) == [
         "pg_replication:version: 18"]  # fmt: skip
     without = cluster(model)
