@@ -101,7 +101,7 @@ def test_a_reused_check_is_the_jobs_last_unless_a_command_since_may_have_changed
         return {"stdout": __import__("json").dumps(out), "stderr": "", "retcode": 0}
 
     monkeypatch.setattr(
-        barman_module, "_base", lambda json_output=True: ["barman", "-c", "/etc/barman.conf", "-f", "json"]
+        barman_module, "_base", lambda json_output=True, config=None: ["barman", "-c", "/etc/barman.conf", "-f", "json"]
     )
     barman_module.__context__ = {}
     barman_module.__salt__ = {"cmd.run_all": run_all, "config.option": lambda key, default=None: default}
