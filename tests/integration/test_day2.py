@@ -807,11 +807,11 @@ def _watchdogs(lab, servers):
 
 def _restore_after_ha(cluster, good, old, background):
     """Whatever failed in the HA scenario, leave the cluster as the module's later tests
-    expect: the clients and probes stopped, the old primary's link and route back, ``ha``
+    expect: the clients and probes stopped, every server's link and route back, ``ha``
     manual and asynchronous (``good``, the pillar before the test), the roles as the servers
-    run them (the engine may have promoted a standby: the pillar then names it, and the old
-    primary is rejoined; else the old primary's fence is cleared and it starts again as the
-    primary), every member streaming. Best effort: a failure here is printed, not raised over
+    run them (the engine may have promoted a standby, or two: the pillar then names the one
+    writable, and the others are rejoined; else the old primary's fence is cleared and it
+    starts again as the primary), every member streaming. Best effort: a failure here is printed, not raised over
     the test's own."""
     import traceback  # pylint: disable=import-outside-toplevel
 
@@ -823,12 +823,14 @@ def _restore_after_ha(cluster, good, old, background):
             else:
                 item.stop()
     try:
-        lab[old].run(["ip", "route", "del", "prohibit", f"{lab.master_address}/32"], check=False)
-        lab[old].run(["ip", "link", "set", "eth0", "up"], check=False)
+        for host in SERVERS:  # the old primary, or the killed one of the last step
+            lab[host].run(["ip", "route", "del", "prohibit", f"{lab.master_address}/32"], check=False)
+            lab[host].run(["ip", "link", "set", "eth0", "up"], check=False)
         # Manual first, so that the engine decides nothing more; a failover it runs now holds
         # the cluster lock: wait for it to end.
         cluster.set_pillar(copy.deepcopy(good))
-        lab[old].run(["systemctl", "restart", "salt-minion"], check=False)
+        for host in SERVERS:
+            lab[host].run(["systemctl", "restart", "salt-minion"], check=False)
         cluster.wait_for_minions(120)
         cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
         wait_for(lambda: ha_state(cluster).get("state") != "promoting", 600, interval=2)
@@ -836,30 +838,31 @@ def _restore_after_ha(cluster, good, old, background):
         wait_for(lambda: (cluster.run("pg_replication.cluster_status").data or {}).get("lock") is None, 600,
                  interval=5)  # fmt: skip
         running = in_recovery(lab, SERVERS)
-        promoted = [h for h in SERVERS if h != old and running[h] == "f"]
+        writable = [h for h in SERVERS if running[h] == "f"]
         print(f"HA scenario failed: restoring the cluster; in recovery: {running}")
-        if promoted:
-            new = promoted[0]
-            pillar = copy.deepcopy(good)
-            pillar["hosts"][new]["role"], pillar["hosts"][old]["role"] = "primary", "standby"
-            if pillar.get("barman", {}).get("primary") == old:
-                pillar["barman"]["primary"] = new
-            cluster.set_pillar(pillar)
-            cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
-            if running[old] == "t":  # the engine rejoined it already (auto_rejoin)
-                rejoin = None
-            else:
-                rejoin = cluster.run("pg_replication.rejoin", f"host={old}")
-                print(f"rejoin {old}: {rejoin.stdout[-2000:]}")
-            if rejoin is not None and rejoin.returncode != 0:
+        # The engine may have promoted a standby (twice: the killed primary's step).
+        new = writable[0] if len(writable) == 1 else old
+        pillar = copy.deepcopy(good)
+        for host in SERVERS:
+            pillar["hosts"][host]["role"] = "primary" if host == new else "standby"
+        if pillar.get("barman", {}).get("primary") in SERVERS:
+            pillar["barman"]["primary"] = new
+        cluster.set_pillar(pillar)
+        cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+        for host in SERVERS:
+            if running[host] == "t" or (host == new and running[host] == "f"):
+                continue  # a standby (the engine may have rejoined it already), or the primary
+            if host == new:  # never failed over: its fence cleared, the highstate starts it
+                cluster.salt("pg_replication.fence_clear", target=host)
+                continue
+            rejoin = cluster.run("pg_replication.rejoin", f"host={host}")
+            print(f"rejoin {host}: {rejoin.stdout[-2000:]}")
+            if rejoin.returncode != 0:
                 # Not rewindable (e.g. its WAL since the last common checkpoint is gone): in
                 # this lab only, its data directory emptied for the highstate's base backup.
-                lab[old].run(["systemctl", "stop", STANDBY_UNIT], check=False)
-                cluster.salt("pg_replication.fence_clear", target=old)
-                lab[old].run(["find", DATA_DIR, "-mindepth", "1", "-delete"], check=False)
-        else:
-            new = old
-            cluster.salt("pg_replication.fence_clear", target=old)
+                lab[host].run(["systemctl", "stop", STANDBY_UNIT], check=False)
+                cluster.salt("pg_replication.fence_clear", target=host)
+                lab[host].run(["find", DATA_DIR, "-mindepth", "1", "-delete"], check=False)
         ret = cluster.highstate()
         print(f"highstate errors: {state_errors(ret.data)}")
         print(f"{new} followed by every member: {bool(following(cluster, new, SERVERS, timeout=120))}")
@@ -978,7 +981,9 @@ def test_ha_engine_fails_an_isolated_running_primary_over_once_its_watchdog_fenc
     expect. Before the cut, two faults that must change nothing: the salt-master stopped
     for longer than a fence and a failover (the primary keeps taking writes, nothing is
     fenced; restarted, the engine sees the primary healthy and decides nothing), and the
-    primary's link flapping for a minute (no fence, no failover, nothing lost)."""
+    primary's link flapping for a minute (no fence, no failover, nothing lost). After the
+    rejoin, the new primary is killed outright (_killed_primary_failed_over): promoted again,
+    nothing lost, the killed host rejoined."""
     good = cluster.pillar
     primary = next(h for h in SERVERS if good["hosts"][h]["role"] == "primary")
     standbys = sorted(set(SERVERS) - {primary})
@@ -1202,6 +1207,8 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     assert set(local_acks) <= set(
         map(int, lab[primary].psql(f"SELECT id FROM writes WHERE id >= {local_start}", dbname="otus").split())
     )
+    # Now the new primary dies outright: killed, its link down. Promoted again, nothing lost.
+    new = _killed_primary_failed_over(cluster, new, background)
     # Back to manual and asynchronous, the watchdog leaves every server.
     back = copy.deepcopy(cluster.pillar)
     back.pop("ha")
@@ -1214,6 +1221,64 @@ def _isolated_running_primary_failed_over(cluster, good, primary, standbys, back
     assert {h: lab[h].psql("SHOW wal_keep_size") for h in SERVERS} == dict.fromkeys(SERVERS, "0")
     assert changed_states(cluster.highstate().data) == {}
     assert following(cluster, new, SERVERS)
+
+
+def _killed_primary_failed_over(cluster, killed, background):
+    """The primary killed (its postmaster SIGKILLed, then its link down), synchronous ANY 1, a
+    client committing through the libpq multi-host list, a probe asking every server five
+    times a second: the engine promotes the other standby (the previous failover's cooldown
+    lowered to 0 first, in the pillar), the probe never sees two writable primaries, and no
+    acknowledged commit is lost; the RTO is printed. Healed, with the engine's pillar change,
+    auto_rejoin rewinds the killed host as a standby with every acknowledged commit.
+    Returns the new primary."""
+    lab = cluster.lab
+    pillar = copy.deepcopy(cluster.pillar)
+    pillar["ha"]["failover_cooldown"] = 0
+    cluster.set_pillar(pillar)
+    cluster.salt("saltutil.refresh_pillar", "wait=True", timeout=120)
+    # The engine re-reads the pillar every 30 s: out of its cooldown, watching again.
+    assert wait_for(lambda: engine_watching(cluster), 120), ha_state(cluster)
+    with HaEvents(cluster) as events:
+        w = writer(cluster)
+        background.append(w)
+        probe = HistoryProbe([lab[h] for h in SERVERS]).start()
+        background.append(probe)
+        try:
+            time.sleep(3)
+            before = len(w.committed)
+            failed_at = kill_and_cut(lab[killed])
+            promoted = events.wait("promoted", failed_at, 420)
+            assert promoted, (events.names(failed_at), ha_state(cluster))
+            new = promoted["candidate"]
+            assert wait_for(lambda: w.resumed, 30)
+            time.sleep(2)
+        finally:
+            for item in (w, probe):
+                item.stop()
+        promoted_at = next(at for at, n, _ in events.seen if n == "promoted" and at >= failed_at)
+        missing = w.missing_on(lab[new])
+        print(f"primary {killed} killed and cut off: automatic failover to {new}, RTO {w.resumed - failed_at:.1f} s"
+              f" (failure to the first acknowledged commit on the new primary; promotion done"
+              f" {promoted_at - failed_at:.1f} s after); {len(missing)} of {len(w.committed)} acknowledged commits"
+              f" missing ({before} before the kill); HA events: {events.names(failed_at)}")  # fmt: skip
+        assert new != killed
+        assert events.in_order(failed_at, "primary_lost", "candidate_chosen", "promoted")
+        assert probe.two_writable == []
+        assert before > 0
+        assert missing == []  # synchronous ANY 1 of 2
+
+        lab[killed].run(["ip", "link", "set", "eth0", "up"])
+        lab[killed].run(["systemctl", "restart", "salt-minion"])
+        cluster.wait_for_minions(120)
+        changed_at = time.monotonic()
+        apply_pillar_change(cluster, promoted["pillar_change"])
+        rejoined = events.wait("rejoined", changed_at, 420)
+        assert rejoined, (events.names(changed_at), ha_state(cluster))
+        assert rejoined["host"] == killed
+    assert wait_for(lambda: ha_state(cluster).get("rejoin") is None, 60), ha_state(cluster)
+    assert lab[killed].psql("SELECT pg_is_in_recovery()") == "t"
+    assert wait_for(lambda: w.missing_on(lab[killed]) == [], 60), w.missing_on(lab[killed])[:10]
+    return new
 
 
 def test_every_day2_operation_is_refused_while_another_holds_the_cluster_lock(cluster):
