@@ -189,20 +189,47 @@ def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing
     assert unchanged_snapshot(cluster, hosts) == before
 
 
+# The new standby is cloned from Barman's latest backup over the formula's SSH link (and
+# catches up from Barman), not from the primary.
+FROM_BARMAN = {"restore_from_barman": True, "bootstrap_from": "barman"}
+
+
+def replication_commands(host, command):
+    """How many times ``host`` logged the replication command (log_replication_commands)."""
+    logs = "/var/lib/postgresql/15/main/log/*.log"
+    found = host.run(["sh", "-c", f"cat {logs} | grep -c 'replication command: {command}'"], check=False)
+    return int(found.stdout.strip() or 0)
+
+
 def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
-    """standby4 joins as a delayed standby (recovery_min_apply_delay): it lags by its delay,
-    cluster_status shows it, and a switchover to it is refused."""
+    """standby4 joins as a delayed standby (recovery_min_apply_delay), cloned from Barman
+    (standby:bootstrap_from barman, over the restore_from_barman link the same highstate sets
+    up): the primary, logging every replication command, sends no base backup; standby4
+    holds every row, streams on its slot, lags by its delay, cluster_status shows it, and a
+    switchover to it is refused."""
     lab, pillar = cluster.lab, copy.deepcopy(cluster.pillar)
+    master = lab["master"]
     before = start_times(lab)
     pillar["hosts"]["standby4"] = {"role": "standby", "address": lab["standby4"].address,
                                    "settings": {"recovery_min_apply_delay": f"{DELAY}s"}}  # fmt: skip
+    pillar["standby"] = dict(pillar.get("standby") or {}, **FROM_BARMAN)
     cluster.set_pillar(pillar)
     predicted = cluster.highstate("test=True")
     assert predicted.returncode == 0, predicted.stdout[-3000:]
     assert restart_changes(predicted) == {}
     assert "pg_replication-slot-standby4_slot" in state_ids(predicted.data, test=True)["master"]
-    ret = cluster.highstate()
-    assert state_errors(ret.data) == {}
+    master.psql("ALTER SYSTEM SET log_replication_commands = on")
+    master.psql("SELECT pg_reload_conf()")
+    try:
+        sent = replication_commands(master, "BASE_BACKUP")
+        ret = cluster.highstate()
+        assert state_errors(ret.data) == {}
+        (boot,) = [s for s in ret.data["standby4"].values() if s["__id__"] == "pg_replication-standby-bootstrap"]
+        assert boot["changes"]["from_barman"] == SERVER, boot
+        assert replication_commands(master, "BASE_BACKUP") == sent  # the primary sent none
+    finally:
+        master.psql("ALTER SYSTEM RESET log_replication_commands")
+        master.psql("SELECT pg_reload_conf()")
     assert start_times(lab) == before
     assert "standby4:standby4_slot" in streaming_clients(lab["master"])
     seconds = seconds_until_visible(cluster, "master", ["standby3", "standby4"], DELAY + 30)
@@ -210,6 +237,8 @@ def test_adding_a_standby_restarts_no_server_and_test_mode_said_so(cluster):
     assert seconds["standby3"] < 10, seconds
     assert seconds["standby4"] is not None, seconds
     assert DELAY - 1 <= seconds["standby4"] <= DELAY + 20, seconds
+    count = "SELECT count(*) FROM homework"  # every row, those before it joined included
+    assert lab["standby4"].psql(count, dbname="otus") == master.psql(count, dbname="otus")
     assert cluster_status(cluster)["standby4"]["apply_delay_seconds"] == DELAY
     refused = cluster.run("pg_replication.switchover", "to=standby4", "test=True")
     failed = {c["check"]: c["detail"] for c in refused.data["checks"] if not c["ok"]}
@@ -227,6 +256,8 @@ def test_removing_it_drops_its_slot_and_leaves_the_others_untouched(cluster):
     before = start_times(lab)
     lab["standby4"].run(["systemctl", "stop", "postgresql@15-main"])
     del pillar["hosts"]["standby4"]
+    for key in FROM_BARMAN:  # the SSH link off again: the backup host revokes the keys
+        pillar["standby"].pop(key)
     cluster.set_pillar(pillar)
     ret = cluster.highstate()
     assert state_errors(ret.data) == {}
