@@ -60,7 +60,9 @@ def restore_command(config, backup_hosts, servers, errors):
         errors.append(
             f"{KEY}:standby:bootstrap_from: barman sends plain backups only; set {KEY}:barman:backup_compression none"
         )
-    words = ["barman-wal-restore", "-U", BARMAN_USER, backup_hosts[0]["address"], own[0]["name"]]
+    # --partial: the segment Barman is still receiving (its .partial) too, so that a standby
+    # gets from Barman all that Barman has (barman-cli 2.12 and later have it).
+    words = ["barman-wal-restore", "--partial", "-U", BARMAN_USER, backup_hosts[0]["address"], own[0]["name"]]
     return syntax.shell_words(words) + " %f %p"
 
 

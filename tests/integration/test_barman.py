@@ -606,7 +606,7 @@ def test_a_standby_whose_slot_lost_its_wal_catches_up_from_the_archive(converged
             mode = standby.run(["stat", "-c", "%U %a", credentials]).stdout
             assert mode.split() == ["postgres", "600"]
         else:
-            assert standby.psql("SHOW restore_command").startswith("barman-wal-restore -U barman ")
+            assert standby.psql("SHOW restore_command").startswith("barman-wal-restore --partial -U barman ")
             ssh_link_is_pinned_and_restricted(converged)
         datadir = standby.psql("SHOW data_directory")
         standby.run(["touch", f"{datadir}/pgr-not-rebuilt"])

@@ -22,7 +22,7 @@ def config(merged_config):
 
 def test_standbys_restore_from_the_backup_hosts_barman_over_ssh(plan_mod, config):
     standby = plan_mod.build(config, "standby")
-    command = "barman-wal-restore -U barman 192.168.11.103 master-streaming %f %p"
+    command = "barman-wal-restore --partial -U barman 192.168.11.103 master-streaming %f %p"
     assert standby["conf_settings"]["restore_command"] == command
     assert standby["ssh"] == {
         "mine": "pg_replication_ssh",
