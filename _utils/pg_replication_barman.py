@@ -101,7 +101,7 @@ def _retired(config, barman, servers, hosts, primary, errors):
         spec = {"primary": primary, "address": hosts[primary]["address"] if primary in hosts else "127.0.0.1",
                 "version": version}  # fmt: skip
         server = _server(config, barman, errors, key, name, spec)
-        server.update(retired=True, incremental=False, keep={})
+        server.update(retired=True, keep={})  # not the cluster's keeps
         server["description"] = f"retired: PostgreSQL {server['version']} backups of {primary}, kept for restores"
         retired.append(server)
     return retired

@@ -250,9 +250,10 @@ def _check_distribution(plan, grains, errors):
     _check_barman_features(plan, grains, errors)
     if plan.get("upstream_repo"):
         return
-    if not _release(grains):
+    found = _release(grains)
+    if not found:
         return
-    os_name, release = _release(grains)
+    os_name, release = found
     shipped = DISTRIBUTION_VERSIONS.get((os_name, release))
     if shipped is None:
         return

@@ -169,6 +169,7 @@ _port = _int(1, 65535)
 _version = _int(MIN_VERSION, MAX_VERSION)
 _duration = _pattern(syntax.DURATION_RE, "a Prometheus duration (e.g. 30s, 2m, 1h)")
 _retention = _pattern(syntax.RETENTION_RE, "a retention policy (REDUNDANCY n or RECOVERY WINDOW OF n DAYS)")
+_cron_schedule = _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")
 
 
 def _templated(spec):
@@ -370,11 +371,11 @@ CLOUD_SPEC = {
     "compression": _enum(*CLOUD_COMPRESSIONS),
     # The store's own retention (barman-cloud-backup-delete from cron): null keeps every copy.
     "retention_policy": _nullable(_retention),
-    "retention_schedule": _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)"),
+    "retention_schedule": _cron_schedule,
 }
 # Restore drills on the backup host (pg_replication_drill): null for none.
 DRILL_SPEC = {
-    "schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
+    "schedule": _nullable(_cron_schedule),
     "target": _message(lambda v: _drill_target(v)),
     "tables": _drill_tables,
     "timeout": _int(10, 86400),
@@ -440,10 +441,8 @@ SCHEMA = {
         # Servers whose backups stay restorable after their system went (a major upgrade made
         # a new one): server name -> its PostgreSQL major version.
         "retired": _mapping_of(_server_name, _version),
-        "backup_schedule": _nullable(_pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")),
-        "incremental_schedule": _nullable(
-            _pattern(syntax.CRON_SCHEDULE_RE, "a cron schedule (five fields, or @daily)")
-        ),
+        "backup_schedule": _nullable(_cron_schedule),
+        "incremental_schedule": _nullable(_cron_schedule),
         "check_timeout": _int(1),
         "config_file": _path,
         "config_dir": _path,

@@ -168,7 +168,8 @@ pg_replication-barman-servers-follow-the-pillar:
     - require:
       - file: pg_replication-barman-conf
 
-{%- for server in pg.barman_servers %}
+{#- One server file of Barman's configuration directory: an active server's, or a retired one's. #}
+{%- macro server_file(server) %}
 
 pg_replication-barman-server-{{ server.name }}:
   file.managed:
@@ -183,9 +184,13 @@ pg_replication-barman-server-{{ server.name }}:
         server_name: {{ server.name | json }}
     - require:
       - sls: {{ tplroot }}.barman.dirs
-{%- if pg.tls %}
+{%- if pg.tls and not server.retired %}
       - sls: {{ tplroot }}.tls
 {%- endif %}
+{%- endmacro %}
+
+{%- for server in pg.barman_servers %}
+{{- server_file(server) }}
 
 # A changed server file (its primary's address, TLS...) takes effect on receive-wal's next
 # connection: a running receive-wal is restarted with it.
@@ -247,18 +252,5 @@ pg_replication-barman-retire-{{ server.name }}:
     - name: {{ server.name }}
     - prereq:
       - file: pg_replication-barman-server-{{ server.name }}
-
-pg_replication-barman-server-{{ server.name }}:
-  file.managed:
-    - name: {{ pg.barman.config_dir }}/{{ server.name }}.conf
-    - source: salt://{{ tplroot }}/barman/files/server.conf.jinja
-    - template: jinja
-    - user: root
-    - group: barman
-    - mode: '0644'
-    - context:
-        tplroot: {{ tplroot }}
-        server_name: {{ server.name | json }}
-    - require:
-      - sls: {{ tplroot }}.barman.dirs
+{{- server_file(server) }}
 {%- endfor %}
