@@ -44,6 +44,7 @@ PostgreSQL down). Watch them with ``salt-run state.event 'salt/pg_replication/ha
 
 import logging
 import socket
+import threading
 import time
 
 import salt.client
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pg_replication_ha"
 TAG = "salt/pg_replication/ha"
+# Whether a server reaches the primary's port: its connect's timeout (a LAN answers in
+# milliseconds; a timeout only ever counts towards "lost", which the decision needs on every
+# tick for ha:failover_timeout), and how long the tick waits for the answers.
+PROBE_TIMEOUT = 1
+PROBE_WAIT = 2
 
 
 def __virtual__():
@@ -77,6 +83,10 @@ class _Watch:
         self.rereads = True
         # The servers that answered the last tick's health check.
         self.answered = []
+        # The servers that did not.
+        self.silent = []
+        # Whether the last tick found the primary not running as a primary.
+        self.suspecting = False
 
     def fire(self, name, data):
         log.warning("pg_replication HA: %s %s", name, data)
@@ -134,32 +144,45 @@ class _Watch:
         return self.cluster
 
     def observe(self, cluster, ha):
-        """One tick's observation for ``Decider.step``."""
+        """One tick's observation for ``Decider.step``. A silent minion costs the tick
+        ``check_interval + 1`` seconds, no more (``pg_replication_jobs.collect``: no
+        ``find_job`` after it). While the primary is not seen healthy, each peer is also
+        asked whether it reaches its port (from the second such tick on, in the same breath
+        as the health check), and the master tries it meanwhile."""
         primary = cluster.pillar_primary()
         servers = cluster.servers()
         standbys = [h for h in servers if h != primary and cluster.upstream(h, primary) == primary]
         peers = [h for h in servers if h != primary]  # what the primary's watchdog counts
-        wait = max(2, int(ha["check_interval"]) * 2)
-        answers = self.client.cmd(servers, "pg_replication.health", kwarg=cluster.conn(primary), timeout=wait,
-                                  full_return=True, tgt_type="list", gather_job_timeout=2)  # fmt: skip
-        found = {h: a["ret"] for h, a in answers.items() if isinstance(a, dict) and isinstance(a.get("ret"), dict)}
+        wait = float(ha["check_interval"]) + 1
+        publish, collect = __utils__["pg_replication_jobs.publish"], __utils__["pg_replication_jobs.collect"]
+        address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
+        probe = (peers, "network.connect", [address, port], {"timeout": PROBE_TIMEOUT})
+        published = [publish(self.client, servers, "pg_replication.health", kwarg=cluster.conn(primary))]
+        if self.suspecting:  # the port asked at once, and tried from the master meanwhile
+            published.append(publish(self.client, *probe))
+            master_reaches = _Background(_port_answers, address, port)
+        answers, *reached = collect(self.client, published, max(wait, PROBE_WAIT) if self.suspecting else wait)
+        found = {h: a["ret"] for h, a in answers.items() if isinstance(a.get("ret"), dict)}
         self.answered = sorted(found)
+        self.silent = sorted(set(servers) - set(found))
         obs = {"primary": primary, "standbys": standbys, "peers": peers, "servers": {h: found.get(h) for h in servers},
                "reaches": {}, "master_reaches": None}  # fmt: skip
         obs["ha"] = self.ha((found.get(primary) or next(iter(found.values()), {})).get("ha"))
-        if not __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary]):
-            asked = [s for s in peers if s in found]
-            address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
-            obs["master_reaches"] = _port_answers(address, port)
-            reached = self.client.cmd(asked, "network.connect", arg=[address, port], kwarg={"timeout": 2},
-                                      timeout=wait + 2, full_return=True, tgt_type="list",
-                                      gather_job_timeout=2)  # fmt: skip
+        was_suspecting = self.suspecting
+        self.suspecting = not __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary])
+        if self.suspecting:
+            if not was_suspecting:  # the first tick that finds it so: asked now
+                master_reaches = _Background(_port_answers, address, port)
+                reached = collect(self.client, [publish(self.client, *probe)], PROBE_WAIT)
+            obs["master_reaches"] = master_reaches.result()
             port_reached = __utils__["pg_replication_checks.port_reached"]
-            obs["reaches"] = {s: port_reached(reached.get(s)) for s in asked}
+            obs["reaches"] = {s: port_reached(reached[0].get(s)) for s in peers if s in found}
         return obs
 
     def failover(self, to):
-        return self._run("failover", to=to, fenced=True)
+        # Without the servers silent on this tick (the lost primary's minion): one would cost
+        # the runner's first ping its whole wait.
+        return self._run("failover", to=to, fenced=True, tgt=_without(self.tgt, self.silent))
 
     def rejoin(self, host):
         return self._run("rejoin", host=host)
@@ -181,7 +204,28 @@ class _Watch:
         __utils__["pg_replication_ha.write_state"](self.cachedir, data)
 
 
-def _port_answers(address, port, timeout=2):
+def _without(tgt, minions):
+    """The compound target ``tgt`` (a glob) but ``minions``."""
+    return f"{tgt} and not L@{','.join(minions)}" if minions else tgt
+
+
+class _Background(threading.Thread):
+    """``fun(*args)`` run in a thread of its own; :meth:`result` waits for it."""
+
+    def __init__(self, fun, *args):
+        super().__init__(daemon=True)
+        self.fun, self.args, self.value = fun, args, None
+        self.start()
+
+    def run(self):
+        self.value = self.fun(*self.args)
+
+    def result(self):
+        self.join()
+        return self.value
+
+
+def _port_answers(address, port, timeout=PROBE_TIMEOUT):
     """Whether ``address:port`` answers the master: accepted, or refused (the host is up:
     its watchdog reaches the master too); False when the connection times out or the
     network says the host is unreachable."""

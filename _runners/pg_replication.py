@@ -58,15 +58,19 @@ def _client():
     return __context__["pg_replication.client"]
 
 
-# ``pg_replication_jobs.ask``, kept in a plain global: polls run _call in the utils loader,
-# where this module's __utils__ is not packed (the first call is made outside a poll).
-_ASK = []
+# ``pg_replication_jobs``' functions, kept in a plain global: polls run _call in the utils
+# loader, where this module's __utils__ is not packed (the first call is made outside a poll).
+_JOBS = {}
+
+
+def _jobs(name):
+    if name not in _JOBS:
+        _JOBS[name] = __utils__[f"pg_replication_jobs.{name}"]
+    return _JOBS[name]
 
 
 def _ask(*args, **kwargs):
-    if not _ASK:
-        _ASK.append(__utils__["pg_replication_jobs.ask"])
-    return _ASK[0](_client(), *args, **kwargs)
+    return _jobs("ask")(_client(), *args, **kwargs)
 
 
 def _call(minion, fun, *args, timeout=120, limit=900, **kwargs):
@@ -125,7 +129,7 @@ def _lsn(text):
 # --------------------------------------------------------------------------- the cluster
 
 
-def _cluster(tgt, timeout=20, ping_timeout=2):
+def _cluster(tgt, timeout=20, ping_timeout=3):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
@@ -139,13 +143,13 @@ def _cluster(tgt, timeout=20, ping_timeout=2):
     return cluster
 
 
-def _answering(tgt, timeout=2, gather_job_timeout=2):
-    """The minions of ``tgt`` that answer ``test.ping``, sorted. One silent for ``timeout``
-    seconds is asked whether the job runs (``saltutil.find_job``): a busy minion says so
-    and is waited for; a silent one is given up ``gather_job_timeout`` seconds later (Salt's
-    default, 10 s, held a failover up that long for the dead primary's minion)."""
-    pinged = _client().cmd(tgt, "test.ping", timeout=timeout, gather_job_timeout=gather_job_timeout)
-    return sorted(m for m, ok in pinged.items() if ok is True)
+def _answering(tgt, timeout=3):
+    """The minions of ``tgt`` (a compound target: a glob, or ``L@a,b``) that answer
+    ``test.ping`` within ``timeout`` seconds, sorted. A silent one is given up then, with no
+    ``saltutil.find_job`` after it (Salt's ``cmd`` would wait ``gather_job_timeout`` more:
+    10 s by default, which held a failover up that long for the dead primary's minion)."""
+    pinged = _jobs("gather")(_client(), tgt, "test.ping", wait=timeout, tgt_type="compound")
+    return sorted(m for m, answer in pinged.items() if answer.get("ret") is True)
 
 
 def _start(tgt):

@@ -38,14 +38,26 @@ class FakeClient:
             out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
         return out
 
-    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False):
+    def run_job(self, tgt, fun, arg=(), kwarg=None, timeout=None, listen=False, tgt_type="glob"):
         jid = str(len(self.jobs) + 1)
-        self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)[tgt]
-        return {"jid": jid, "minions": [tgt]}
+        if fun == "test.ping":  # every minion of the made-up records answers
+            self.calls.append((fun, tgt))
+            self.jobs[jid] = {m: {"ret": True, "retcode": 0} for m in self.answers}
+        else:
+            self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)
+        return {"jid": jid, "minions": sorted(self.jobs[jid])}
 
     def get_returns_no_block(self, tag):
-        answer = self.jobs[tag.split("/")[2]]
-        yield {"data": {"return": answer["ret"], "retcode": answer["retcode"]}}
+        """A job's returns: one minion's (``salt/job/<jid>/ret/<minion>``), or every job's
+        (``salt/job/``)."""
+        parts = tag.split("/")
+        jids = [parts[2]] if len(parts) > 3 else list(self.jobs)
+        for jid in jids:
+            for minion, answer in self.jobs[jid].items():
+                if len(parts) <= 3 or parts[4] == minion:
+                    yield {"data": {"jid": jid, "id": minion, "return": answer["ret"], "retcode": answer["retcode"]}}
+        while True:
+            yield None
 
 
 def wired_runner(name, client):

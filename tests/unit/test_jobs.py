@@ -1,6 +1,7 @@
 """_utils/pg_replication_jobs.py: one job on one minion, with a bound on the whole wait, over
 a client that plays the salt-master's side (what the minion answers is made up)."""
 
+import time
 import types
 
 import pytest
@@ -57,3 +58,58 @@ def test_a_job_that_ended_without_a_return_or_a_minion_not_connected_is_no_answe
     monkeypatch.setattr(JOBS, "LATE_RETURN_GRACE", 0.1)
     assert JOBS.ask(Client(returns_after=None, running=False), "master", "test.ping", timeout=0.1, limit=60) is None
     assert JOBS.ask(Client(connected=False), "master", "test.ping") is None
+
+
+class BusClient:
+    """The parts of LocalClient that ``gather`` and ``collect`` use: each published job gets
+    the next jid; ``answers[fun]``: ``{minion: (poll at which it returns, return)}``; a
+    minion missing there never returns."""
+
+    def __init__(self, answers, matched=None):
+        self.answers, self.matched, self.jobs, self.unsubscribed = answers, matched, {}, []
+        self.event = types.SimpleNamespace(unsubscribe=self.unsubscribed.append)
+
+    def run_job(self, tgt, fun, arg=(), kwarg=None, tgt_type="list", listen=False):
+        jid = str(len(self.jobs) + 1)
+        self.jobs[jid] = fun
+        minions = self.matched if self.matched is not None else list(tgt)
+        return {"jid": jid, "minions": minions} if minions else {}
+
+    def get_returns_no_block(self, tag):
+        assert tag == "salt/job/"
+        polls = 0
+        while True:
+            polls += 1
+            events = [
+                {"data": {"jid": jid, "id": minion, "return": ret, "retcode": 0}}
+                for jid, fun in self.jobs.items()
+                for minion, (at, ret) in self.answers.get(fun, {}).items()
+                if at == polls
+            ]
+            yield from events or [None]
+
+
+def test_gather_takes_the_returns_and_gives_a_silent_minion_up_at_the_deadline():
+    client = BusClient({"test.ping": {"standby": (1, True), "standby2": (3, True)}})
+    started = time.monotonic()
+    out = JOBS.gather(client, ["master", "standby", "standby2"], "test.ping", wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+    assert out == {"standby": {"ret": True, "retcode": 0}, "standby2": {"ret": True, "retcode": 0}}
+    assert client.unsubscribed == ["salt/job/1"]
+
+
+def test_gather_returns_as_soon_as_every_minion_answered():
+    client = BusClient({"test.ping": {"master": (2, True)}})
+    started = time.monotonic()
+    assert JOBS.gather(client, ["master"], "test.ping", wait=30) == {"master": {"ret": True, "retcode": 0}}
+    assert time.monotonic() - started < 1
+
+
+def test_collect_sorts_two_jobs_returns_and_a_target_that_matched_nothing_is_no_answer():
+    client = BusClient({"pg_replication.health": {"standby": (1, {"running": True})},
+                        "network.connect": {"standby": (2, {"result": False})}})  # fmt: skip
+    jobs = [JOBS.publish(client, ["standby"], fun) for fun in ("pg_replication.health", "network.connect")]
+    health, reached = JOBS.collect(client, jobs, 5)
+    assert health == {"standby": {"ret": {"running": True}, "retcode": 0}}
+    assert reached == {"standby": {"ret": {"result": False}, "retcode": 0}}
+    assert JOBS.gather(BusClient({}, matched=[]), "nobody*", "test.ping", tgt_type="compound") == {}
