@@ -56,10 +56,10 @@ COOLDOWN = "cooldown"
 
 DEFAULTS = {
     "mode": "manual",
-    "check_interval": 2,
-    "fence_timeout": 20,
-    "failover_timeout": 30,
-    "fence_margin": 5,
+    "check_interval": 1,
+    "fence_timeout": 8,
+    "failover_timeout": 12,
+    "fence_margin": 2,
     "max_lag_on_failover": 16777216,
     "failover_cooldown": 600,
     "auto_rejoin": False,

@@ -16,7 +16,7 @@ Rounds, in turn:
 - ``manual``: ``salt-run pg_replication.failover fenced=True`` at once (the operator knows
   the host is gone; the issue's goal: command to writable <= 10 s);
 - ``automatic``: ``ha:mode: automatic`` with the formula's default timings (check_interval
-  2 s, fence_timeout 20 s, failover_timeout 30 s, fence_margin 5 s): the master's HA engine
+  1 s, fence_timeout 8 s, failover_timeout 12 s, fence_margin 2 s): the master's HA engine
   decides and runs the failover.
 
 Only the round's contender acts: Patroni is paused (``patronictl pause``) during ours, and

@@ -299,8 +299,8 @@ CASES = [
      "pg_replication:pooler:auth_password: a password is required"),
     # Automatic failover (issue #28): the mode, and the timings' invariant.
     ("ha-mode-unknown", ("ha", "mode"), "auto", "pg_replication:ha:mode: 'auto' is not one of manual, automatic"),
-    ("ha-failover-before-the-fence", ("ha",), {"fence_timeout": 20, "failover_timeout": 25},
-     "pg_replication:ha:failover_timeout: 25 s must be at least"),
+    ("ha-failover-before-the-fence", ("ha",), {"fence_timeout": 20, "failover_timeout": 23},
+     "pg_replication:ha:failover_timeout: 23 s must be at least"),
 ]  # fmt: skip
 
 # Cases the integration test leaves to the unit test (the same render path, through the same

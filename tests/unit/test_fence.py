@@ -28,7 +28,7 @@ def test_manual_by_default_and_no_watchdog(plan_mod, config):
     ha = plan_mod.build(config, "master")["ha"]
     assert ha["mode"] == "manual"
     assert ha["watchdog"] is False
-    assert (ha["check_interval"], ha["fence_timeout"], ha["failover_timeout"], ha["fence_margin"]) == (2, 20, 30, 5)
+    assert (ha["check_interval"], ha["fence_timeout"], ha["failover_timeout"], ha["fence_margin"]) == (1, 8, 12, 2)
     assert ha["auto_rejoin"] is False
     assert ha["failover_cooldown"] == 600
 
@@ -55,9 +55,9 @@ def test_automatic_runs_the_watchdog_on_every_server_with_every_other_server_as_
         ({"failover_cooldown": "ten"}, "pg_replication:ha:failover_cooldown"),
         ({"auto_rejoin": "yes"}, "pg_replication:ha:auto_rejoin"),
         ({"typo_timeout": 3}, "pg_replication:ha:typo_timeout"),
-        # The invariant: 20 + 5 + 2 * 2 = 29 > 28.
-        ({"failover_timeout": 28}, "pg_replication:ha:failover_timeout: 28 s must be at least .* = 29 s"),
-        ({"fence_timeout": 40}, "pg_replication:ha:failover_timeout: 30 s must be at least"),
+        # The invariant: 8 + 2 + 2 * 1 = 12 > 11.
+        ({"failover_timeout": 11}, "pg_replication:ha:failover_timeout: 11 s must be at least .* = 12 s"),
+        ({"fence_timeout": 40}, "pg_replication:ha:failover_timeout: 12 s must be at least"),
         ({"check_interval": 5, "fence_timeout": 9, "failover_timeout": 60},
          "pg_replication:ha:fence_timeout: 9 s is shorter than two checks"),
     ],

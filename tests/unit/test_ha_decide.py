@@ -223,12 +223,12 @@ def test_the_cooldown_survives_a_restart_of_the_master(ha, tmp_path):
 
 
 def test_config_fills_the_defaults_and_never_acts_on_what_it_cannot_read(ha):
-    assert ha.config({"mode": "automatic"})["failover_timeout"] == 30
+    assert ha.config({"mode": "automatic"})["failover_timeout"] == 12
     assert ha.config(None)["mode"] == "manual"
-    masked = ha.config({"mode": "**********", "check_interval": "**********", "failover_timeout": 12})
+    masked = ha.config({"mode": "**********", "check_interval": "**********", "failover_timeout": 20})
     assert masked["mode"] == "manual"
-    assert masked["check_interval"] == 2
-    assert masked["failover_timeout"] == 12
+    assert masked["check_interval"] == 1
+    assert masked["failover_timeout"] == 20
 
 
 # --------------------------------------------------------------------------- the lock
