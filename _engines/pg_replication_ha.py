@@ -56,10 +56,11 @@ log = logging.getLogger(__name__)
 __virtualname__ = "pg_replication_ha"
 TAG = "salt/pg_replication/ha"
 # Whether a server reaches the primary's port: its connect's timeout (a LAN answers in
-# milliseconds; a timeout only ever counts towards "lost", which the decision needs on every
-# tick for ha:failover_timeout), and how long the tick waits for the answers.
-PROBE_TIMEOUT = 1
-PROBE_WAIT = 2
+# milliseconds, and a lost SYN is sent again after 1 s; a timeout only ever counts towards
+# "lost", which the decision needs on every tick for ha:failover_timeout), and how long the
+# tick waits for the answers.
+PROBE_TIMEOUT = 1.5
+PROBE_WAIT = 2.5
 
 
 def __virtual__():

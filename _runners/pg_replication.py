@@ -129,7 +129,7 @@ def _lsn(text):
 # --------------------------------------------------------------------------- the cluster
 
 
-def _cluster(tgt, timeout=20, ping_timeout=3):
+def _cluster(tgt, timeout=20, ping_timeout=2):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
@@ -143,7 +143,7 @@ def _cluster(tgt, timeout=20, ping_timeout=3):
     return cluster
 
 
-def _answering(tgt, timeout=3):
+def _answering(tgt, timeout=2):
     """The minions of ``tgt`` (a compound target: a glob, or ``L@a,b``) that answer
     ``test.ping`` within ``timeout`` seconds, sorted. A silent one is given up then, with no
     ``saltutil.find_job`` after it (Salt's ``cmd`` would wait ``gather_job_timeout`` more:
@@ -551,12 +551,12 @@ class _Clock:
 
 def _reaches(cluster, host):
     """``{standby: whether it reaches host's PostgreSQL port}`` for each answering standby,
-    asked at once through Salt's ``network.connect`` (its own socket timeout 2 s, as the
-    HA engine's)."""
+    asked at once through Salt's ``network.connect`` (its own socket timeout 1.5 s, as the
+    HA engine's: a LAN answers in milliseconds, a lost SYN is sent again after 1 s)."""
     address, port = cluster.hosts[host]["address"], cluster.plan["port"]
     standbys = [s for s in cluster.servers() if s != host and s in cluster.members]
     answers = _client().cmd(
-        standbys, "network.connect", arg=[address, port], kwarg={"timeout": 2},
+        standbys, "network.connect", arg=[address, port], kwarg={"timeout": 1.5},
         timeout=15, full_return=True, tgt_type="list",
     )  # fmt: skip
     reached = _pure("checks.port_reached")
