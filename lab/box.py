@@ -15,6 +15,7 @@ Run ``python -m lab.box`` to build it (cached beside the images) and add it to V
 import argparse
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -86,10 +87,12 @@ def _key(bare):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build(log=None):
+def build(log=None, niceness=0):
     """The box file (built if not cached) and the repository its guests mount (also at the
-    stable path :data:`REPO_LINK`, which kitchen.lxc.yml names)."""
+    stable path :data:`REPO_LINK`, which kitchen.lxc.yml names). ``niceness``: the box
+    itself is built that much below the caller's priority (its image is not)."""
     (bare,), repo = image.image(RELEASE, "bare", log=log)
+    os.nice(niceness)
     if REPO_LINK.is_symlink() or REPO_LINK.exists():
         REPO_LINK.unlink()
     REPO_LINK.symlink_to(repo.name)
@@ -150,8 +153,9 @@ def ensure_added(box):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-add", action="store_true", help="build only; do not add it to Vagrant")
+    parser.add_argument("--nice", type=int, default=0, help="build the box (not its image) this much nicer")
     args = parser.parse_args(argv)
-    box, repo = build()
+    box, repo = build(niceness=args.nice)
     if not args.no_add:
         add(box)
     print(f"box {box}\nrepository {REPO_LINK} -> {repo} (mount it at {GUEST_REPO})")

@@ -54,6 +54,9 @@ RELEASES = {"bullseye": 13, "bookworm": 15, "trixie": 17, "forky": 18}
 # cores three builds at once take as long as the slowest, ~200 s: the labs would wait), then
 # the others side by side; forky (testing, the newest PostgreSQL) last.
 BUILD_ORDER = (("bookworm",), ("bullseye", "trixie"), ("forky",))
+# How much lower the groups after the first run than the tests (``nice``): on two cores
+# the builds otherwise slow the labs beside them more than the labs that need them wait.
+LATER_GROUPS_NICENESS = 10
 # Minions whose Python the master's Salt does not run on: Salt 3008 declares Python >= 3.8
 # but uses `str | None` at runtime (salt/cluster/ring.py), so Debian 11 (3.9) gets the 3007
 # branch, which a 3008 master serves (3007.16: 3007.17 requires a certifi release that
@@ -527,9 +530,13 @@ def build_all(groups=BUILD_ORDER, kinds=("bare", "provisioned")):
     procs, codes = [], []
     stopped = []
     forward_signals(lambda: stopped.append(True) or [p.pid for p in procs if p.poll() is None])
-    for group in groups:
+    for number, group in enumerate(groups):
         if stopped:
             break
+        if number == 1:
+            # The first group is the release most labs boot, which they wait for; the others
+            # are needed later and build at a lower priority than the tests beside them.
+            os.nice(LATER_GROUPS_NICENESS)
         procs = [
             subprocess.Popen([sys.executable, "-m", "lab.image", "--kind", *kinds, "--", release], cwd=REPO_ROOT)  # noqa: S603
             for release in group
