@@ -1,11 +1,12 @@
 """The reference scenario on each supported Debian release with the PostgreSQL and Barman it
 ships: Debian 11 + PostgreSQL 13 (Barman 2.12), Debian 13 + 17 (Barman 3.13), Debian 14 + 18
 (Barman 3.20), each on hosts booted from that release's provisioned image. One lab per
-release, shared by its tests: the reference scenario, then a switchover and back through the
-runner, with a client committing throughout. Debian 12 + 15 (Barman 3.4) is every other
-integration module's release: the same scenario runs there in test_barman.py (restores row
-for row) and test_day2.py (switchovers with a client committing, Barman following), so it
-is not run a second time here.
+release, shared by its tests: the reference scenario, then a switchover through the runner,
+with a client committing throughout (and back on Debian 13 only: the way back's slow stop
+is the runner's, not the release's, and CI's time is better spent elsewhere). Debian 12 +
+15 (Barman 3.4) is every other integration module's release: the same scenario runs there
+in test_barman.py (restores row for row) and test_day2.py (switchovers with a client
+committing, Barman following), so it is not run a second time here.
 
 One more lab, ``trixie-pg15-upgrade``, runs only the major upgrade's tests: hosts booted from
 the upgrade image (bookworm's PostgreSQL 15 beside trixie's 17, as Debian's release upgrade
@@ -303,8 +304,12 @@ def test_a_backup_from_the_standby_restores_row_for_row_and_passes_a_drill(scena
     WAL at the primary's slot; `barman check` is all OK; the base backup is the standby's
     (its backup_label says BACKUP FROM: standby) and restores to a point in time row for row.
     With barman:drill, the backup marker goes to the primary before the backup, and a drill of
-    that standby backup finds every marker in its restored copy."""
+    that standby backup finds every marker in its restored copy. Run on Debian 13 (Barman
+    3.13, the stable release) and 11 (the refusal); Debian 14's Barman 3.20 takes it the same
+    way, and CI's time is better spent elsewhere."""
     cluster = scenario
+    if int(cluster.pillar["version"]) == 18:
+        pytest.skip("backups from a standby: shown on Debian 13's Barman (CI's time)")
     good, master, standby, backup = cluster.pillar, *(cluster.lab[h] for h in HOSTS)
     conf_path = f"/etc/barman.d/{SERVER}.conf"
     before = backup.run(["cat", conf_path]).stdout
@@ -366,6 +371,8 @@ def slow_stop(host, seconds):
 def test_switchover_loses_no_acknowledged_commit_and_barman_follows(scenario, old, new, timeline):
     cluster = scenario
     lab = cluster.lab
+    if old == "standby" and int(cluster.pillar["version"]) != 17:
+        pytest.skip("the way back: on Debian 13 only (CI's time)")
     if old == "master":
         Writer.prepare(lab["master"], WRITER_PASSWORD)
     writer = Writer([lab[h].address for h in SERVERS], WRITER_PASSWORD).start()
