@@ -155,11 +155,35 @@ def assert_refused_at_render(cluster, cases):
     assert unchanged_snapshot(cluster, cluster.lab.hosts) == before
 
 
+def refused_one_per_minion(cluster, cases):
+    """Each ``(what, pillar, key)`` of ``cases`` on one minion, each minion with a different
+    one, so that one state.apply tries as many as there are hosts: ``{what: what was wrong}``
+    of those that did not fail at render naming ``key``, without a traceback, running no
+    state."""
+    hosts, wrong = sorted(cluster.lab.hosts), {}
+    for first in range(0, len(cases), len(hosts)):
+        batch = dict(zip(hosts, cases[first : first + len(hosts)]))
+        with cluster.pillar_per_minion({host: case[1] for host, case in batch.items()}):
+            returns = cluster.call("state.apply", target=list(batch), tgt_type="list")
+        for host, (what, _pillar, key) in batch.items():
+            result = (returns.get(host) or {}).get("ret")
+            # Each message as it is (a list's repr escapes the quotes a key may hold).
+            text = "\n".join(map(str, result)) if isinstance(result, list) else None
+            if not (text and key in text and "Traceback" not in text):
+                wrong[what] = str(result)[:500]
+            elif returns[host]["retcode"] == 0:
+                wrong[what] = "exit code 0"
+    return wrong
+
+
 def test_bad_topologies_fail_at_render_naming_the_key_and_change_nothing(cluster):
-    good = cluster.pillar
-    assert_refused_at_render(
-        cluster, [(what, mutate(good, path, value), key) for what, path, value, key in BAD_TOPOLOGIES]
-    )
+    """Each bad topology on one minion (one state.apply tries as many as there are hosts):
+    it fails at render naming the key, runs no state, and nothing changed on any host."""
+    hosts, good = sorted(cluster.lab.hosts), cluster.pillar
+    before = unchanged_snapshot(cluster, hosts)
+    cases = [(what, mutate(good, path, value), key) for what, path, value, key in BAD_TOPOLOGIES]
+    assert refused_one_per_minion(cluster, cases) == {}
+    assert unchanged_snapshot(cluster, hosts) == before
 
 
 def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing(cluster):
@@ -170,21 +194,10 @@ def test_every_invalid_pillar_fails_at_render_naming_the_key_and_changes_nothing
     Each fails at render on its minion, naming the key, without a traceback and running no
     state; then nothing changed on any host (files with owners and modes, roles and their
     verifiers, slots, pg_settings, start times, Barman's files and backups)."""
-    hosts = sorted(cluster.lab.hosts)
-    before, good, wrong = unchanged_snapshot(cluster, hosts), cluster.pillar, {}
-    for first in range(0, len(CASES), len(hosts)):
-        batch = dict(zip(hosts, CASES[first : first + len(hosts)]))
-        with cluster.pillar_per_minion({host: mutate(good, case[1], case[2]) for host, case in batch.items()}):
-            returns = cluster.call("state.apply", target=list(batch), tgt_type="list")
-        for host, (case, _path, _value, key) in batch.items():
-            result = (returns.get(host) or {}).get("ret")
-            # Each message as it is (a list's repr escapes the quotes a key may hold).
-            text = "\n".join(map(str, result)) if isinstance(result, list) else None
-            if not (text and key in text and "Traceback" not in text):
-                wrong[case] = str(result)[:500]
-            elif returns[host]["retcode"] == 0:
-                wrong[case] = "exit code 0"
-    assert wrong == {}
+    hosts, good = sorted(cluster.lab.hosts), cluster.pillar
+    before = unchanged_snapshot(cluster, hosts)
+    cases = [(case, mutate(good, path, value), key) for case, path, value, key in CASES]
+    assert refused_one_per_minion(cluster, cases) == {}
     assert len(CASES) == len(LAB_CASES)
     assert unchanged_snapshot(cluster, hosts) == before
 
