@@ -206,7 +206,7 @@ class _Watch:
 
 
 def _without(tgt, minions):
-    """The compound target ``tgt`` (a glob) but ``minions``."""
+    """The engine's ``tgt`` (a glob, or a compound target) but ``minions``."""
     return f"{tgt} and not L@{','.join(minions)}" if minions else tgt
 
 

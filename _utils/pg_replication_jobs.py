@@ -86,7 +86,7 @@ def collect(client, jobs, wait):
             if "return" in data and data.get("id") in waiting:
                 out[index][data["id"]] = {"ret": data["return"], "retcode": data.get("retcode")}
                 waiting.discard(data["id"])
-            if not any(waiting for _, waiting in pending.values()) or time.monotonic() > deadline:
+            if not any(left for _, left in pending.values()) or time.monotonic() > deadline:
                 break
             if raw is None:
                 time.sleep(0.02)
