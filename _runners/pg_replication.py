@@ -76,7 +76,11 @@ def _ask(*args, **kwargs):
 def _call(minion, fun, *args, timeout=120, limit=900, **kwargs):
     """Run one execution function on one minion; its return, or CommandExecutionError (also
     when it still runs after ``limit`` seconds: ``pg_replication_jobs.ask``)."""
-    answer = _ask(minion, fun, args, kwargs or None, timeout=timeout, limit=limit)
+    return _answer_of(minion, fun, _ask(minion, fun, args, kwargs or None, timeout=timeout, limit=limit))
+
+
+def _answer_of(minion, fun, answer):
+    """``answer`` (a return event's data: ``return``, ``retcode``), or CommandExecutionError."""
     if answer is None:
         raise CommandExecutionError(f"{minion} did not answer {fun}")
     if answer.get("retcode"):
@@ -88,11 +92,26 @@ def _member(minion, problems, **kwargs):
     """``minion``'s answer to ``pg_replication.member`` (``kwargs``: its ``change``), checked
     with ``problems`` (``pg_replication_member.problems``: taken from ``__utils__`` by the
     caller, since a poll runs this where ``__utils__`` is not packed)."""
-    record = _call(minion, "pg_replication.member", **kwargs)
+    return _checked_record(minion, _call(minion, "pg_replication.member", **kwargs), problems)
+
+
+def _checked_record(minion, record, problems):
     wrong = problems(record)
     if wrong:
         raise CommandExecutionError(f"{minion}: pg_replication.member gave no member record: {'; '.join(wrong)}")
     return record
+
+
+def _plans(hosts, change, wait=60):
+    """``{host: its plan under the pillar change}``, every host asked at once (one render's
+    time for all of them), or CommandExecutionError for one that does not answer in time."""
+    answers = _jobs("gather")(_client(), list(hosts), "pg_replication.member", kwarg={"change": change}, wait=wait)
+    problems, plans = _pure("member.problems"), {}
+    for host in hosts:
+        answer = answers.get(host)
+        event = {"return": answer["ret"], "retcode": answer["retcode"]} if answer else None
+        plans[host] = _checked_record(host, _answer_of(host, "pg_replication.member", event), problems)["plan"]
+    return plans
 
 
 def _apply(minion, change, limit=1800):
@@ -133,9 +152,12 @@ def _cluster(tgt, timeout=20, ping_timeout=2):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
-    alive = _answering(tgt, ping_timeout)
-    # Each member answers from its own pillar: the one on the master now, not a cached one.
-    _client().cmd(alive, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=timeout, tgt_type="list")
+    # Each member answers from its own pillar: the one on the master now, not a cached one;
+    # it is refreshed while the ping waits for the silent ones.
+    alive, _ = _jobs("answering_with")(
+        _client(), tgt, "saltutil.refresh_pillar", kwarg={"wait": True}, ping_wait=ping_timeout, wait=timeout,
+        tgt_type="compound",
+    )  # fmt: skip
     answers = _client().cmd(alive, "pg_replication.member", timeout=timeout, full_return=True, tgt_type="list")
     cluster = _pure("cluster.from_answers")(answers)
     if cluster is None:
@@ -247,12 +269,14 @@ def switchover(to, test=False, tgt="*", max_lag=None, timeout=60, stop_timeout=6
 def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_timeout=600):
     """The switchover from ``old`` to ``to`` in ``cluster`` (as :func:`switchover` does)."""
     checks, change, steps = _pure("checks.switchover")(cluster, old, to, max_lag)
-    stop = _preflight("switchover", cluster, to, change, checks, steps, test, f"switchover {old} -> {to} would run")
+    stop, plans = _preflight(
+        "switchover", cluster, to, change, checks, steps, test, f"switchover {old} -> {to} would run"
+    )
     if stop:
         return stop
     done = []
     try:
-        created = _create_member_slots(cluster, to, change, done)
+        created = _create_member_slots(cluster, to, plans[to], done)
         try:
             # While clients still write: the stop's shutdown checkpoint then has little left
             # to flush, and the write pause is shorter (Patroni's demote does the same).
@@ -275,9 +299,9 @@ def _switchover(cluster, old, to, test=False, max_lag=None, timeout=60, stop_tim
     return _pure("checks.finished")("switchover", to, comment, checks, done, left, change)
 
 
-def _create_member_slots(cluster, primary, change, done):
-    """Before ``primary`` is promoted: the slots its future standbys and Barman stream from."""
-    plan = _member(primary, _pure("member.problems"), change=change)["plan"]
+def _create_member_slots(cluster, primary, plan, done):
+    """Before ``primary`` is promoted: the slots its future standbys and Barman stream from
+    (``plan``: its plan after the change)."""
     existing = set(_call(primary, "pg_replication.slots", **cluster.conn(primary)))
     created = []
     for slot in sorted(set(plan["served_slots"]) - existing):
@@ -373,19 +397,28 @@ def _barman_follows(cluster, host, change):
 
 
 def _preflight(operation, cluster, to, change, checks, steps, test, would):
-    """The return that stops ``operation`` before it changes anything (its ``checks`` failed,
-    or ``test``), or None. Once the checks on the model pass, the connections the new
-    topology needs are tried too and added to ``checks``."""
+    """``(the return that stops operation before it changes anything (its checks failed, or
+    test), or None; the plans of to and each backup host under the change)``. Once the
+    checks on the model pass, the connections the new topology needs are tried too and
+    added to ``checks``."""
+    plans = {}
     if all(c["ok"] for c in checks):
-        checks.extend(_new_paths(cluster, to, change))
-    return _pure("checks.preflight")(operation, checks, steps, test, would)
+        hosts = [to, *(h for h in cluster.backup_hosts() if h in cluster.members)]
+        try:
+            plans = _plans(hosts, change)
+        except CommandExecutionError as exc:
+            _pure("checks.check")(checks, f"{', '.join(hosts)} plan the new topology", False, str(exc))
+        else:
+            checks.extend(_new_paths(cluster, to, plans))
+    return _pure("checks.preflight")(operation, checks, steps, test, would), plans
 
 
-def _new_paths(cluster, to, change):
+def _new_paths(cluster, to, plans):
     """Each connection the topology after the change needs, tried as it will be made before
     anything changes: every server that will stream from ``to`` (its replication role, its
     .pgpass, TLS as it verifies servers, ``to``'s pg_hba line) and each Barman server of
-    each backup host (its conninfo and streaming conninfo, as the barman user)."""
+    each backup host (its conninfo and streaming conninfo, as the barman user; ``plans``:
+    each backup host's plan after the change)."""
     checks, target = [], cluster.plan_of(to)
     for host in cluster.servers():
         if host == to or host not in cluster.members or cluster.upstream(host, to) != to:
@@ -395,10 +428,9 @@ def _new_paths(cluster, to, change):
              cluster.hosts[to]["address"], port=target["port"], user=plan["replication"]["user"],
              passfile=f"{plan['home']}/.pgpass", tls=plan.get("peer_tls"), timeout=10)  # fmt: skip
     for host in cluster.backup_hosts():
-        if host not in cluster.members:
+        if host not in plans:
             continue
-        plan = _member(host, _pure("member.problems"), change=change)["plan"]
-        for server in plan["barman_servers"] or ():
+        for server in plans[host]["barman_servers"] or ():
             if server.get("external"):
                 continue
             for which, replication in WHAT_BARMAN_CONNECTS_WITH:
@@ -513,7 +545,9 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
     proof = _watchdog_proof(old) if reachable is not None and not fenced else None
     clock.mark("old primary's port tried")
     checks, chosen, alive, change, steps = _pure("checks.failover")(cluster, old, to, fence, fenced, reachable, proof)
-    stop = _preflight("failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run")
+    stop, plans = _preflight(
+        "failover", cluster, chosen, change, checks, steps, test, f"failover to {chosen} would run"
+    )
     if stop:
         return stop
     clock.mark("new paths tried")
@@ -522,7 +556,7 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         if alive:
             _call(old, "service.stop", cluster.plan_of(old)["service_name"])
             done.append(f"stopped {old}")
-        _create_member_slots(cluster, chosen, change, done)
+        _create_member_slots(cluster, chosen, plans[chosen], done)
         clock.mark("slots made")
         done.append(_promote(cluster, chosen, old, "failover"))
         writable = clock.mark("promoted")

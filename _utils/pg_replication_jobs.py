@@ -76,25 +76,56 @@ def collect(client, jobs, wait):
     """The returns of the published ``jobs`` that come within ``wait`` seconds, one dict
     per job: ``{minion: {"ret": its return, "retcode": ...}}`` (``cmd``'s ``full_return``
     shape). No ``find_job``: a minion that has not returned by then is left out."""
-    out = [{} for _ in jobs]
-    pending = {jid: (index, set(minions)) for index, (jid, minions) in enumerate(jobs) if jid and minions}
+    expected = [(jid, set(minions)) for jid, minions in jobs if jid]
+
+    def everyone(seen):
+        return all(minions <= set(seen[jid]) for jid, minions in expected)
+
+    seen = _listen(client, [jid for jid, _ in expected], everyone, wait)
+    return [{m: a for m, a in seen.get(jid, {}).items() if m in minions} for jid, minions in jobs]
+
+
+def answering_with(client, tgt, fun, arg=(), kwarg=None, ping_wait=2.0, wait=20.0, tgt_type="list"):
+    """
+    ``test.ping`` and ``fun`` sent to ``tgt`` at once: ``(the minions that answered the
+    ping within ping_wait seconds, sorted; their returns of fun)``. Their ``fun`` is awaited
+    up to ``wait`` seconds from the start; a silent minion costs ``ping_wait`` only, and the
+    ``fun`` of those that answer runs meanwhile (a failover's cluster read: ping and
+    ``saltutil.refresh_pillar`` together, one wait instead of two).
+    """
+    ping, job = publish(client, tgt, "test.ping", tgt_type=tgt_type), publish(client, tgt, fun, arg, kwarg, tgt_type)
+    started = time.monotonic()
+
+    def alive(seen):
+        return {m for m, a in seen.get(ping[0], {}).items() if m in ping[1] and a["ret"] is True}
+
+    def answered(seen):
+        pinging = time.monotonic() - started < ping_wait and alive(seen) != set(ping[1])
+        return not pinging and alive(seen) <= set(seen.get(job[0], {}))
+
+    seen = _listen(client, [ping[0], job[0]], answered, wait)
+    minions = sorted(alive(seen))
+    return minions, {m: seen[job[0]][m] for m in minions if m in seen.get(job[0], {})}
+
+
+def _listen(client, jids, done, wait):
+    """The returns of the jobs ``jids`` as they come, ``{jid: {minion: {"ret", "retcode"}}}``,
+    until ``done(returns so far)`` or ``wait`` seconds."""
+    seen = {jid: {} for jid in jids if jid}
     deadline = time.monotonic() + wait
     try:
         for raw in client.get_returns_no_block("salt/job/"):
             data = (raw or {}).get("data") or {}
-            index, waiting = pending.get(data.get("jid"), (None, ()))
-            if "return" in data and data.get("id") in waiting:
-                out[index][data["id"]] = {"ret": data["return"], "retcode": data.get("retcode")}
-                waiting.discard(data["id"])
-            if not any(left for _, left in pending.values()) or time.monotonic() > deadline:
+            if "return" in data and data.get("jid") in seen and data.get("id"):
+                seen[data["jid"]][data["id"]] = {"ret": data["return"], "retcode": data.get("retcode")}
+            if done(seen) or time.monotonic() > deadline:
                 break
             if raw is None:
                 time.sleep(0.02)
     finally:
-        for jid, _ in jobs:
-            if jid:
-                client.event.unsubscribe(f"salt/job/{jid}")
-    return out
+        for jid in seen:
+            client.event.unsubscribe(f"salt/job/{jid}")
+    return seen
 
 
 def gather(client, tgt, fun, arg=(), kwarg=None, wait=2.0, tgt_type="list"):

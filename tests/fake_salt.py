@@ -18,7 +18,8 @@ class Utils(dict):
 
 class FakeClient:
     """salt.client.LocalClient's ``cmd`` and ``run_job`` over made-up member records.
-    ``failing``: ``{(fun, minion): error}``, returned with retcode 1; ``returns``: ``{(fun,
+    ``failing``: ``{(fun, minion): error}`` (``(fun, minion, "change")``: only when asked
+    with a pillar change), returned with retcode 1; ``returns``: ``{(fun,
     minion): return}``; anything else returns True."""
 
     def __init__(self, answers, failing=None, returns=None):
@@ -35,6 +36,8 @@ class FakeClient:
             ret = {"pg_replication.member": self.answers[minion], "barman.failed_checks": []}.get(fun, True)
             ret = self.returns.get((fun, minion), ret)
             failing = self.failing.get((fun, minion))
+            if "change" in (kwarg or {}):  # asked with a pillar change
+                failing = self.failing.get((fun, minion, "change"), failing)
             out[minion] = {"ret": failing or ret, "retcode": 1 if failing else 0} if full_return else ret
         return out
 
@@ -43,9 +46,13 @@ class FakeClient:
         if fun == "test.ping":  # every minion of the made-up records answers
             self.calls.append((fun, tgt))
             self.jobs[jid] = {m: {"ret": True, "retcode": 0} for m in self.answers}
-        else:
-            self.jobs[jid] = self.cmd(tgt, fun, arg, kwarg, timeout, full_return=True)
+        else:  # a compound target reaches every minion of the made-up records
+            self.jobs[jid] = self.cmd(self._minions(tgt), fun, arg, kwarg, timeout, full_return=True)
+            self.calls[-1] = (fun, tgt)
         return {"jid": jid, "minions": sorted(self.jobs[jid])}
+
+    def _minions(self, tgt):
+        return tgt if isinstance(tgt, list) or tgt in self.answers else sorted(self.answers)
 
     def get_returns_no_block(self, tag):
         """A job's returns: one minion's (``salt/job/<jid>/ret/<minion>``), or every job's

@@ -274,14 +274,25 @@ def test_the_runner_previews_a_switchover_without_changing_anything(run):
         "pg_replication:hosts:master:role: standby, pg_replication:hosts:standby:role: primary"
     )
     assert calls == [
-        ("test.ping", "*"), ("saltutil.refresh_pillar", ["backup", "master", "standby", "standby2"]),
+        ("test.ping", "*"), ("saltutil.refresh_pillar", "*"),
         ("pg_replication.member", ["backup", "master", "standby", "standby2"]),
+        # the new primary's and the backup host's plans after the change, at once
+        ("pg_replication.member", ["standby", "backup"]),
         # every connection the new topology needs, tried as it will be made
         ("pg_replication.primary_system_identifier", "master"),
         ("pg_replication.primary_system_identifier", "standby2"),
-        ("pg_replication.member", "backup"),
         ("pg_replication.conninfo_works", "backup"), ("pg_replication.conninfo_works", "backup"),
     ]  # fmt: skip
+
+
+def test_a_member_that_cannot_plan_the_new_topology_refuses_the_switchover(run):
+    answers = records({"master": PRIMARY, "standby": standby(), "standby2": standby()})
+    failing = {("pg_replication.member", "backup", "change"): "Rendering SLS failed"}
+    ret, calls = run("switchover", answers, failing=failing, to="standby")
+    assert ret["result"] is False
+    assert ret["comment"].startswith("switchover refused, nothing changed: standby, backup plan the new topology")
+    assert "Rendering SLS failed" in ret["comment"]
+    assert not {fun for fun, _ in calls} & {"service.stop", "pg_replication.promote", "pg_replication.slot_create"}
 
 
 def test_a_connection_the_new_topology_needs_that_fails_refuses_the_switchover(run):

@@ -113,3 +113,32 @@ def test_collect_sorts_two_jobs_returns_and_a_target_that_matched_nothing_is_no_
     assert health == {"standby": {"ret": {"running": True}, "retcode": 0}}
     assert reached == {"standby": {"ret": {"result": False}, "retcode": 0}}
     assert JOBS.gather(BusClient({}, matched=[]), "nobody*", "test.ping", tgt_type="compound") == {}
+
+
+def test_answering_with_waits_the_ping_for_a_silent_minion_and_the_job_of_those_that_answer():
+    # standby answers the ping at once, its refresh takes longer than the ping's wait
+    client = BusClient({"test.ping": {"standby": (1, True), "standby2": (2, True)},
+                        "saltutil.refresh_pillar": {"standby": (40, True), "standby2": (3, True)}})  # fmt: skip
+    started = time.monotonic()
+    alive, refreshed = JOBS.answering_with(client, ["master", "standby", "standby2"], "saltutil.refresh_pillar",
+                                           ping_wait=0.2, wait=30)  # fmt: skip
+    assert alive == ["standby", "standby2"]
+    assert refreshed == {"standby": {"ret": True, "retcode": 0}, "standby2": {"ret": True, "retcode": 0}}
+    assert 0.2 <= time.monotonic() - started < 5
+    assert sorted(client.unsubscribed) == ["salt/job/1", "salt/job/2"]
+
+
+def test_answering_with_returns_as_soon_as_everyone_answered_both():
+    client = BusClient({"test.ping": {"master": (1, True)}, "saltutil.refresh_pillar": {"master": (2, True)}})
+    started = time.monotonic()
+    assert JOBS.answering_with(client, ["master"], "saltutil.refresh_pillar", ping_wait=30, wait=60) == (
+        ["master"], {"master": {"ret": True, "retcode": 0}})  # fmt: skip
+    assert time.monotonic() - started < 1
+
+
+def test_answering_with_gives_up_a_job_that_never_returns_at_its_wait():
+    client = BusClient({"test.ping": {"master": (1, True)}})
+    started = time.monotonic()
+    assert JOBS.answering_with(client, ["master"], "saltutil.refresh_pillar", ping_wait=0.1, wait=0.3) == (
+        ["master"], {})  # fmt: skip
+    assert 0.3 <= time.monotonic() - started < 2
