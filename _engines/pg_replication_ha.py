@@ -42,9 +42,9 @@ the runner's ``pg_replication.rejoin`` once the pillar makes it a standby and it
 PostgreSQL down). Watch them with ``salt-run state.event 'salt/pg_replication/ha/*' pretty=True``.
 """
 
+import concurrent.futures
 import logging
 import socket
-import threading
 import time
 
 import salt.client
@@ -88,6 +88,8 @@ class _Watch:
         self.silent = []
         # Whether the last tick found the primary not running as a primary.
         self.suspecting = False
+        # Where the master tries the primary's port while the peers are asked.
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
     def fire(self, name, data):
         log.warning("pg_replication HA: %s %s", name, data)
@@ -156,12 +158,11 @@ class _Watch:
         peers = [h for h in servers if h != primary]  # what the primary's watchdog counts
         wait = float(ha["check_interval"]) + 1
         publish, collect = __utils__["pg_replication_jobs.publish"], __utils__["pg_replication_jobs.collect"]
-        address, port = cluster.hosts[primary]["address"], cluster.plan["port"]
-        probe = (peers, "network.connect", [address, port], {"timeout": PROBE_TIMEOUT})
+        target = (peers, cluster.hosts[primary]["address"], cluster.plan["port"])
         published = [publish(self.client, servers, "pg_replication.health", kwarg=cluster.conn(primary))]
-        if self.suspecting:  # the port asked at once, and tried from the master meanwhile
-            published.append(publish(self.client, *probe))
-            master_reaches = _Background(_port_answers, address, port)
+        if self.suspecting:  # the port asked at once
+            job, master_reaches = self._probe(*target)
+            published.append(job)
         answers, *reached = collect(self.client, published, max(wait, PROBE_WAIT) if self.suspecting else wait)
         found = {h: a["ret"] for h, a in answers.items() if isinstance(a.get("ret"), dict)}
         self.answered = sorted(found)
@@ -173,12 +174,20 @@ class _Watch:
         self.suspecting = not __utils__["pg_replication_ha.primary_ok"](obs["servers"][primary])
         if self.suspecting:
             if not was_suspecting:  # the first tick that finds it so: asked now
-                master_reaches = _Background(_port_answers, address, port)
-                reached = collect(self.client, [publish(self.client, *probe)], PROBE_WAIT)
+                job, master_reaches = self._probe(*target)
+                reached = collect(self.client, [job], PROBE_WAIT)
             obs["master_reaches"] = master_reaches.result()
             port_reached = __utils__["pg_replication_checks.port_reached"]
             obs["reaches"] = {s: port_reached(reached[0].get(s)) for s in peers if s in found}
         return obs
+
+    def _probe(self, peers, address, port):
+        """``peers`` asked whether they reach ``address:port`` (a published job), and the
+        master trying it meanwhile (a future of :func:`_port_answers`)."""
+        job = __utils__["pg_replication_jobs.publish"](
+            self.client, peers, "network.connect", [address, port], {"timeout": PROBE_TIMEOUT}
+        )
+        return job, self.pool.submit(_port_answers, address, port)
 
     def failover(self, to):
         # Without the servers silent on this tick (the lost primary's minion): one would cost
@@ -208,22 +217,6 @@ class _Watch:
 def _without(tgt, minions):
     """The engine's ``tgt`` (a glob, or a compound target) but ``minions``."""
     return f"{tgt} and not L@{','.join(minions)}" if minions else tgt
-
-
-class _Background(threading.Thread):
-    """``fun(*args)`` run in a thread of its own; :meth:`result` waits for it."""
-
-    def __init__(self, fun, *args):
-        super().__init__(daemon=True)
-        self.fun, self.args, self.value = fun, args, None
-        self.start()
-
-    def run(self):
-        self.value = self.fun(*self.args)
-
-    def result(self):
-        self.join()
-        return self.value
 
 
 def _port_answers(address, port, timeout=PROBE_TIMEOUT):

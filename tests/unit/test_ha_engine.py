@@ -140,3 +140,70 @@ def test_an_operators_failover_in_the_middle_of_a_failure_is_seen_at_the_next_du
     watch.rereads = decider.rereads()
     assert watch.topology(40.0) is read
     assert "test.ping" not in [fun for fun, _ in watch.client.asked]
+
+
+class Ring:
+    """The cluster model as ``_Watch.observe`` reads it: master and its two standbys."""
+
+    hosts = {"master": {"address": "192.0.2.1"}, "standby": {"address": "192.0.2.2"}, "standby2": {}}
+    plan = {"port": 5432}
+
+    def pillar_primary(self):
+        return "master"
+
+    def servers(self):
+        return ["master", "standby", "standby2"]
+
+    def upstream(self, host, primary):
+        return primary
+
+    def conn(self, host):
+        return {"host": host}
+
+
+class Bus:
+    """The master's LocalClient as ``pg_replication_jobs`` uses it: each job published
+    (function, target), answered at once by the standbys; the master's minion is silent."""
+
+    def __init__(self):
+        self.published, self.returns = [], []
+        self.event = type("Event", (), {"unsubscribe": staticmethod(lambda tag: None)})()
+
+    def run_job(self, tgt, fun, arg=(), kwarg=None, tgt_type="list", listen=False):
+        jid = str(len(self.published) + 1)  # unique: the list only grows within a tick
+        self.published.append((fun, list(tgt)))
+        ret = {"pg_replication.health": standby(streams=False), "network.connect": {"result": False}}[fun]
+        self.returns += [{"data": {"jid": jid, "id": m, "return": ret, "retcode": 0}} for m in tgt if m != "master"]
+        return {"jid": jid, "minions": list(tgt)}
+
+    def get_returns_no_block(self, tag):
+        self.published.append("collected")
+        while True:
+            yield self.returns.pop(0) if self.returns else None
+
+
+def test_a_suspected_primarys_port_is_asked_after_the_first_tick_and_with_the_health_check_after(
+    engine, ha, monkeypatch
+):
+    monkeypatch.setattr(engine, "PROBE_WAIT", 0.2)
+    monkeypatch.setattr(engine, "_port_answers", lambda address, port: (address, port) == ("no", 0))
+    jobs = load_util("pg_replication_jobs")
+    monkeypatch.setattr(engine, "__utils__", {
+        "pg_replication_jobs.publish": jobs.publish, "pg_replication_jobs.collect": jobs.collect,
+        "pg_replication_ha.primary_ok": ha.primary_ok,
+        "pg_replication_checks.port_reached": load_util("pg_replication_checks").port_reached,
+    })  # fmt: skip
+    watch = engine._Watch.__new__(engine._Watch)
+    watch.client, watch.suspecting, watch.ha = Bus(), False, lambda found: dict(HA, check_interval=0.1)
+    watch.pool = engine.concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    servers, peers = ["master", "standby", "standby2"], ["standby", "standby2"]
+    health, probe = ("pg_replication.health", servers), ("network.connect", peers)
+    # the first tick that suspects the primary asks the peers once it has the health answers;
+    # the next ticks ask them in the same breath as the health check
+    for published in ([health, "collected", probe, "collected"], [health, probe, "collected"]):
+        watch.client.published.clear()
+        seen = watch.observe(Ring(), HA)
+        assert seen["reaches"] == {"standby": False, "standby2": False}
+        assert seen["master_reaches"] is False
+        assert (watch.silent, watch.answered, watch.suspecting) == (["master"], peers, True)
+        assert watch.client.published == published
