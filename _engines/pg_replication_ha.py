@@ -10,9 +10,11 @@ primary does not answer as a primary it also asks each other server whether it r
 primary's PostgreSQL port (``network.connect``), and tries that port itself. What it decides from the answers is pure
 code, ``_utils/pg_replication_ha.py`` (the states, the majority, eligibility, cooldown).
 Every 30 s, and after a failover, it re-reads the cluster (``saltutil.refresh_pillar``,
-``pg_replication.member``): the pillar's primary, its standbys, their addresses. In the
-middle of a failure it asks only the servers that answered its last check, and changes its
-picture only if the pillar names another primary (an operator's failover).
+``pg_replication.member``): the pillar's primary, its standbys, their addresses. Each step of
+a re-read gives a minion up after a few seconds (``READ_WAIT``), so that a primary lost in
+the middle of one delays the next check by that much at most. In the middle of a failure it
+asks only the servers that answered its last check, and changes its picture only if the
+pillar names another primary (an operator's failover).
 
 A failover is the runner's own (``pg_replication.failover`` with ``to`` the chosen standby
 and ``fenced=True``: by then the old primary's watchdog has fenced it), through Salt's
@@ -30,7 +32,7 @@ saltutil.sync_all``, then the master restarted, as for any engine):
 
     engines:
       - pg_replication_ha:
-          tgt: '*'            # the minions of the cluster (glob)
+          tgt: '*'            # the minions of the cluster (a compound target: a glob, G@...)
           topology_every: 30  # s between two re-reads of the cluster
 
 Events (tag ``salt/pg_replication/ha/<name>``): ``healthy``, ``primary_suspected``,
@@ -61,6 +63,13 @@ TAG = "salt/pg_replication/ha"
 # tick waits for the answers.
 PROBE_TIMEOUT = 1.5
 PROBE_WAIT = 2.5
+# A re-read of the cluster: the ping's wait for a silent minion, and the most each of the
+# pillar refresh and the member records may take. A minion lost in the middle of a re-read
+# (the primary's, say) then holds the ticks up for seconds, not Salt's timeouts (36 s were
+# measured with LocalClient.cmd's: 10 s + find_job for the refresh, 20 s + find_job for
+# the records).
+READ_PING_WAIT = 2.0
+READ_WAIT = 6.0
 
 
 def __virtual__():
@@ -107,8 +116,7 @@ class _Watch:
             return self.primary_renamed(now)
         self.read_at = now
         try:
-            pinged = self.client.cmd(self.tgt, "test.ping", timeout=3, gather_job_timeout=3)
-            cluster = self._read(sorted(m for m, ok in pinged.items() if ok is True))
+            cluster = self._read(self.tgt, "compound")
         except Exception as exc:  # noqa: BLE001 - the engine must go on watching  # pylint: disable=broad-except
             log.warning("pg_replication HA: could not read the cluster: %s", exc)
             cluster = None
@@ -119,14 +127,20 @@ class _Watch:
             self.fire("no_cluster", {"tgt": self.tgt, "comment": "no minion answered with a pg_replication pillar"})
         return self.cluster
 
-    def _read(self, minions):
-        """The cluster model from ``minions``' member answers, their pillar refreshed first;
-        None when none answers with one."""
-        if not minions:
+    def _read(self, tgt, tgt_type="list"):
+        """The cluster model from the member answers of the minions of ``tgt`` that answer a
+        ping, their pillar refreshed first (at once: ``answering_with``); None when none
+        answers with one. Each step gives a minion up after ``READ_WAIT`` seconds."""
+        if not tgt:
             return None
-        quick = {"full_return": True, "tgt_type": "list", "gather_job_timeout": 3}
-        self.client.cmd(minions, "saltutil.refresh_pillar", kwarg={"wait": True}, timeout=10, **quick)
-        answers = self.client.cmd(minions, "pg_replication.member", timeout=20, **quick)
+        _, refreshed = __utils__["pg_replication_jobs.answering_with"](
+            self.client, tgt, "saltutil.refresh_pillar", kwarg={"wait": True}, ping_wait=READ_PING_WAIT,
+            wait=READ_WAIT, tgt_type=tgt_type,
+        )  # fmt: skip
+        if not refreshed:
+            return None
+        answers = __utils__["pg_replication_jobs.gather"](self.client, sorted(refreshed), "pg_replication.member",
+                                                           wait=READ_WAIT)  # fmt: skip
         return __utils__["pg_replication_cluster.from_answers"](answers) if answers else None
 
     def primary_renamed(self, now):
