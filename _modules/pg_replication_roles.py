@@ -32,10 +32,13 @@ ROLE_ATTRS = {
 }
 
 
-def role_get(name, **kwargs):
+def role_get(name, password=None, **kwargs):
     """
     Return a role's attributes, connection limit, memberships and whether it has a
-    password (never the password or its verifier), or None if it does not exist.
+    password (never the password or its verifier), or None if it does not exist. With
+    ``password``: also ``password_matches``, whether the stored SCRAM verifier is one of it
+    (recomputed with the stored salt and iteration count; an md5 or missing password never
+    matches), from the same query.
 
     CLI Example:
 
@@ -45,8 +48,7 @@ def role_get(name, **kwargs):
     """
     rows = _query(
         "SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit, r.rolcanlogin,"
-        " r.rolreplication, r.rolbypassrls, r.rolconnlimit,"
-        " a.rolpassword IS NOT NULL AS has_password,"
+        " r.rolreplication, r.rolbypassrls, r.rolconnlimit, a.rolpassword,"
         " ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
         "       WHERE m.member = r.oid ORDER BY 1) AS groups"
         " FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = %s",
@@ -57,7 +59,9 @@ def role_get(name, **kwargs):
         return None
     row = rows[0]
     role = {attr: row[col] for attr, (col, _on, _off) in ROLE_ATTRS.items()}
-    role.update(connlimit=row["rolconnlimit"], has_password=row["has_password"], groups=list(row["groups"]))
+    role.update(connlimit=row["rolconnlimit"], has_password=row["rolpassword"] is not None, groups=list(row["groups"]))
+    if password is not None:
+        role["password_matches"] = __utils__["pg_replication_scram.matches"](password, row["rolpassword"])
     return role
 
 
@@ -72,10 +76,10 @@ def role_password_matches(name, password, **kwargs):
 
         salt '*' pg_replication.role_password_matches replicator 'secret'
     """
-    rows = _query("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,), **kwargs)
-    if not rows:
+    role = role_get(name, password=password, **kwargs)
+    if role is None:
         raise CommandExecutionError(f"role {name!r} does not exist")
-    return __utils__["pg_replication_scram.matches"](password, rows[0]["rolpassword"])
+    return role["password_matches"]
 
 
 def role_valid_until_matches(name, valid_until, **kwargs):

@@ -32,7 +32,7 @@ def _role_diff(name, role, attrs, password, connlimit, groups, execute, conn):
         changes["connlimit"] = {"old": role["connlimit"], "new": connlimit}
     if valid_until is not None and not __salt__["pg_replication.role_valid_until_matches"](name, valid_until, **conn):
         changes["valid_until"] = str(valid_until)
-    if password is not None and not __salt__["pg_replication.role_password_matches"](name, password, **conn):
+    if password is not None and not role["password_matches"]:
         changes["password"] = "changed"  # noqa: S105 - what changed, not the password
     if groups is not None:
         added = sorted(set(groups) - set(role["groups"]))
@@ -114,7 +114,7 @@ def role_present(
     connlimit = int(connlimit)
     conn_until = dict(conn, valid_until=valid_until)
     try:
-        role = __salt__["pg_replication.role_get"](name, **conn)
+        role = __salt__["pg_replication.role_get"](name, password=password, **conn)
         changes = _role_diff(name, role, attrs, password, connlimit, groups, execute, dict(conn_until))
         if not changes:
             ret["comment"] = f"Role {name} is in the desired state"
