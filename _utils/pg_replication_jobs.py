@@ -87,21 +87,28 @@ def collect(client, jobs, wait):
 
 def answering_with(client, tgt, fun, arg=(), kwarg=None, ping_wait=2.0, wait=20.0, tgt_type="list"):
     """
-    ``test.ping`` and ``fun`` sent to ``tgt`` at once: ``(the minions that answered the
-    ping within ping_wait seconds, sorted; their returns of fun)``. Their ``fun`` is awaited
-    up to ``wait`` seconds from the start; a silent minion costs ``ping_wait`` only, and the
-    ``fun`` of those that answer runs meanwhile (a failover's cluster read: ping and
-    ``saltutil.refresh_pillar`` together, one wait instead of two).
+    ``test.ping`` and ``fun`` sent to ``tgt`` at once: ``(the minions that answered, sorted;
+    their returns of fun)``. A minion answers with either return (a busy master may pass on
+    its ``fun`` before its ping). One that has answered neither when ``ping_wait`` seconds
+    have passed and every other has returned ``fun`` is silent: it costs ``ping_wait``
+    only, and the ``fun`` of the others runs meanwhile (a failover's cluster read: ping and
+    ``saltutil.refresh_pillar`` together, one wait instead of two). ``fun`` is awaited up to
+    ``wait`` seconds from the start.
     """
     ping, job = publish(client, tgt, "test.ping", tgt_type=tgt_type), publish(client, tgt, fun, arg, kwarg, tgt_type)
+    expected = set(ping[1]) | set(job[1])
     started = time.monotonic()
 
+    def returned(seen):
+        return {m for m in seen.get(job[0], {}) if m in job[1]}
+
     def alive(seen):
-        return {m for m, a in seen.get(ping[0], {}).items() if m in ping[1] and a["ret"] is True}
+        pinged = {m for m, a in seen.get(ping[0], {}).items() if m in ping[1] and a["ret"] is True}
+        return pinged | returned(seen)
 
     def answered(seen):
-        pinging = time.monotonic() - started < ping_wait and alive(seen) != set(ping[1])
-        return not pinging and alive(seen) <= set(seen.get(job[0], {}))
+        pinging = time.monotonic() - started < ping_wait and alive(seen) != expected
+        return not pinging and alive(seen) <= returned(seen)
 
     seen = _listen(client, [ping[0], job[0]], answered, wait)
     minions = sorted(alive(seen))

@@ -142,3 +142,12 @@ def test_answering_with_gives_up_a_job_that_never_returns_at_its_wait():
     assert JOBS.answering_with(client, ["master"], "saltutil.refresh_pillar", ping_wait=0.1, wait=0.3) == (
         ["master"], {})  # fmt: skip
     assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_answering_with_takes_a_return_of_the_job_as_an_answer_when_the_ping_comes_late():
+    # standby's ping is slower than the ping's wait; its refresh came before it
+    client = BusClient({"test.ping": {"master": (1, True), "standby": (40, True)},
+                        "saltutil.refresh_pillar": {"master": (2, True), "standby": (3, True)}})  # fmt: skip
+    alive, refreshed = JOBS.answering_with(client, ["master", "standby"], "saltutil.refresh_pillar", ping_wait=0.2)
+    assert alive == ["master", "standby"]
+    assert sorted(refreshed) == ["master", "standby"]
