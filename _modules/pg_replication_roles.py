@@ -48,20 +48,22 @@ def role_get(name, password=None, **kwargs):
     """
     rows = _query(
         "SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit, r.rolcanlogin,"
-        " r.rolreplication, r.rolbypassrls, r.rolconnlimit, a.rolpassword,"
+        " r.rolreplication, r.rolbypassrls, r.rolconnlimit, a.rolpassword IS NOT NULL AS has_password,"
+        # the verifier only when it is to be compared: never read for nothing
+        " CASE WHEN %s THEN a.rolpassword END AS verifier,"
         " ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
         "       WHERE m.member = r.oid ORDER BY 1) AS groups"
         " FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = %s",
-        (name,),
+        (password is not None, name),
         **kwargs,
     )
     if not rows:
         return None
     row = rows[0]
     role = {attr: row[col] for attr, (col, _on, _off) in ROLE_ATTRS.items()}
-    role.update(connlimit=row["rolconnlimit"], has_password=row["rolpassword"] is not None, groups=list(row["groups"]))
+    role.update(connlimit=row["rolconnlimit"], has_password=row["has_password"], groups=list(row["groups"]))
     if password is not None:
-        role["password_matches"] = __utils__["pg_replication_scram.matches"](password, row["rolpassword"])
+        role["password_matches"] = __utils__["pg_replication_scram.matches"](password, row["verifier"])
     return role
 
 
