@@ -195,6 +195,7 @@ def failover(cluster, old, to=None, fence=False, fenced=False, reachable=None, p
           f"candidates (received WAL): {candidates}; chosen: {chosen}")  # fmt: skip
     others = [h for h in cluster.running_primaries() if h != old]
     check(checks, "no other primary runs", not others, f"running primaries: {others}")
+    pillar_matches_the_streams(checks, cluster, old)
     no_cascade_from(checks, cluster, old)
     if chosen in candidates:
         capacity(checks, cluster, chosen, cluster.server(chosen))
@@ -237,6 +238,30 @@ def unreachable(checks, old, fenced, reachable, proof=None):
         detail = f"cut off, it may still take writes: stop or power off {old}, then pass fenced=True"
         detail += f"; not known fenced by its watchdog: {why}" if why else ""
     check(checks, f"{old} is fenced (its minion does not answer)", fenced or by_watchdog, detail)
+
+
+def pillar_matches_the_streams(checks, cluster, old):
+    """A failover away from ``old`` only when the running servers agree with the pillar
+    that it was the primary: ``old`` does not run as a standby, and every standby that
+    streams does so from the server the pillar names (``old``, or its upstream). Otherwise
+    another server, maybe one whose minion does not answer, is the primary the standbys
+    follow: promoting one of them would make two."""
+    server = cluster.server(old) or {}
+    check(checks, f"{old} does not run as a standby", not (server.get("running") and server.get("in_recovery")),
+          f"it runs in recovery: the pillar does not name the running primary; see salt-run {FORMULA}.cluster_status"
+          if server.get("running") and server.get("in_recovery") else "not in recovery")  # fmt: skip
+    address_of = {spec.get("address"): host for host, spec in cluster.hosts.items()}
+    astray = []
+    for host in cluster.servers():
+        receiver = (cluster.server(host) or {}).get("receiver") or {}
+        if host == old or receiver.get("status") != "streaming":
+            continue
+        source = cluster.upstream(host, old)
+        if receiver.get("sender_host") != cluster.hosts[source]["address"]:
+            sender = receiver.get("sender_host")
+            astray.append(f"{host} streams from {address_of.get(sender, sender)}, not {source}")
+    check(checks, "every streaming standby streams from the server the pillar names", not astray,
+          "; ".join(astray) or "they do")  # fmt: skip
 
 
 def failover_candidates(cluster, old):

@@ -165,6 +165,28 @@ def test_failover_from_a_silent_minion_wants_its_port_closed_and_the_operator_to
     assert failed(ops.failover(made, "master", reachable=closed, fenced=True)[0]) == []
 
 
+def test_failover_refuses_when_the_pillars_primary_is_not_the_one_the_standbys_follow(model, ops):
+    """The pillar names standby as the primary, but master is (a switchover whose pillar
+    change was not made), and master's minion is cut off: promoting standby2, which
+    streams from master, would make two primaries."""
+    hosts = copy.deepcopy(HOSTS)
+    hosts["master"]["role"], hosts["standby"]["role"] = "standby", "primary"
+    servers = {"standby": standby(), "standby2": standby(slot="standby2_slot")}
+    made = model.Cluster(records(servers, hosts))
+    made.members.pop("master")
+    checks, chosen, _, _, _ = ops.failover(made, "standby", fenced=True)
+    assert chosen == "standby2"
+    assert failed(checks) == [
+        "standby does not run as a standby",
+        "every streaming standby streams from the server the pillar names",
+    ]
+    details = {c["check"]: c["detail"] for c in checks}
+    assert details["every streaming standby streams from the server the pillar names"] == (
+        "standby2 streams from master, not standby"
+    )
+    assert "does not name the running primary" in details["standby does not run as a standby"]
+
+
 def test_rejoin_wants_a_standby_in_the_pillar_that_does_not_stream_yet(model, ops):
     checks, steps = ops.rejoin(make(model), "standby", "master")
     assert failed(checks) == ["standby is not already a streaming standby"]
