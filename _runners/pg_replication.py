@@ -148,7 +148,14 @@ def _lsn(text):
 # --------------------------------------------------------------------------- the cluster
 
 
-def _cluster(tgt, timeout=20, ping_timeout=2):
+# How long the cluster read waits for a minion's first answer before it counts as silent:
+# a loaded minion may take seconds to start a job, and a member missed makes an operation
+# refuse ("every server runs") or skip it. Only the failover, whose lost primary is silent
+# by definition, waits less: those seconds are part of the outage.
+PING_WAIT, FAILOVER_PING_WAIT = 10, 2
+
+
+def _cluster(tgt, timeout=20, ping_timeout=PING_WAIT):
     """The cluster model (``pg_replication_cluster.Cluster``) of the members of ``tgt`` that
     answer with a member record."""
     # Ask only the minions that answer: a dead primary's must not make every call wait.
@@ -174,9 +181,9 @@ def _answering(tgt, timeout=2):
     return sorted(m for m, answer in pinged.items() if answer.get("ret") is True)
 
 
-def _start(tgt):
+def _start(tgt, ping_timeout=PING_WAIT):
     """What every operation starts from: the cluster and the pillar's primary."""
-    cluster = _cluster(tgt)
+    cluster = _cluster(tgt, ping_timeout=ping_timeout)
     return cluster, cluster.pillar_primary()
 
 
@@ -360,7 +367,7 @@ def _follow(cluster, primary, change, done, rejoin=()):
     def step(host, what, action):
         # Asked again just before: a minion that stopped answering since the start would
         # otherwise hold the whole runner for the apply's timeout.
-        if host not in cluster.members or not _answering(host):
+        if host not in cluster.members or not _answering(host, timeout=5):
             left.append(f"{host}: {what}: its minion did not answer")
             return
         try:
@@ -539,7 +546,7 @@ def failover(to=None, fence=False, fenced=False, test=False, tgt="*"):
         salt-run pg_replication.failover fenced=True
     """
     clock = _Clock()
-    cluster, old = _start(tgt)
+    cluster, old = _start(tgt, ping_timeout=FAILOVER_PING_WAIT)
     clock.mark("cluster read")
     reachable = _reaches(cluster, old) if old not in cluster.members else None
     proof = _watchdog_proof(old) if reachable is not None and not fenced else None
