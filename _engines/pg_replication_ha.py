@@ -6,8 +6,9 @@ cluster, fires an event on the master's bus for each change it sees, and, with t
 
 Every ``ha:check_interval`` seconds it asks each PostgreSQL server ``pg_replication.health``
 (running, in recovery, WAL position, WAL receiver; and its ``ha`` pillar); while the
-primary does not answer as a primary it also asks each other server whether it reaches the
-primary's PostgreSQL port (``network.connect``), and tries that port itself. What it decides from the answers is pure
+primary does not answer as a primary it also asks each other server, and each of Barman's
+hosts (a witness), whether it reaches the primary's PostgreSQL port (``network.connect``),
+and tries that port itself. What it decides from the answers is pure
 code, ``_utils/pg_replication_ha.py`` (the states, the majority, eligibility, cooldown).
 Every 30 s, and after a failover, it re-reads the cluster (``saltutil.refresh_pillar``,
 ``pg_replication.member``): the pillar's primary, its standbys, their addresses. Each step of
@@ -165,14 +166,16 @@ class _Watch:
         ``check_interval + 1`` seconds, no more (``pg_replication_jobs.collect``: no
         ``find_job`` after it). While the primary is not seen healthy, each peer is also
         asked whether it reaches its port (from the second such tick on, in the same breath
-        as the health check), and the master tries it meanwhile."""
+        as the health check), and so is each of Barman's hosts (a witness); the master tries
+        it meanwhile."""
         primary = cluster.pillar_primary()
         servers = cluster.servers()
         standbys = [h for h in servers if h != primary and cluster.upstream(h, primary) == primary]
         peers = [h for h in servers if h != primary]  # what the primary's watchdog counts
+        witnesses = cluster.backup_hosts()  # Barman's receive-wal streams from the primary
         wait = float(ha["check_interval"]) + 1
         publish, collect = __utils__["pg_replication_jobs.publish"], __utils__["pg_replication_jobs.collect"]
-        target = (peers, cluster.hosts[primary]["address"], cluster.plan["port"])
+        target = (peers + witnesses, cluster.hosts[primary]["address"], cluster.plan["port"])
         published = [publish(self.client, servers, "pg_replication.health", kwarg=cluster.conn(primary))]
         if self.suspecting:  # the port asked at once
             job, master_reaches = self._probe(*target)
@@ -193,6 +196,7 @@ class _Watch:
             obs["master_reaches"] = master_reaches.result()
             port_reached = __utils__["pg_replication_checks.port_reached"]
             obs["reaches"] = {s: port_reached(reached[0].get(s)) for s in peers if s in found}
+            obs["witnesses"] = {w: port_reached(reached[0][w]) for w in witnesses if w in reached[0]}
         return obs
 
     def _probe(self, peers, address, port):

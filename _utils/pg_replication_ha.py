@@ -21,7 +21,10 @@ States of the primary, as the master sees it:
   watchdog, reaching the master, would not fence it). Counting from the agreement, not from
   the first silence, is what makes the fence come first: the primary has reached neither the
   master nor that majority since then, so its watchdog stops it within ``fence_timeout``
-  (plus a check and the stop itself).
+  (plus a check and the stop itself). Barman's hosts, where ``receive-wal`` streams from
+  the primary, are further witnesses: asked with the peers, one that still reaches the
+  silent primary's port holds the failover as the master's own reach does (until the
+  fence closes the port); a silent witness holds nothing.
 - ``promoting``: in ``mode: automatic``, an eligible standby that answers (the one that
   received the most WAL) is chosen and the runner's ``failover`` runs with
   ``fenced=True``: the primary's watchdog has fenced it, since
@@ -171,6 +174,7 @@ class Decider:
         "servers": {host: its answer's server or None when silent}, "reaches": {peer:
         whether it reached the primary's port} (asked only while suspected),
         "master_reaches": whether the master reached that port itself (None: not asked),
+        "witnesses": {Barman's host: whether it reached that port} (those that answered),
         "ha": config(...)}``."""
         ha = obs["ha"]
         events = []
@@ -210,11 +214,15 @@ class Decider:
             p for p in peers if says_lost(servers.get(p), reaches.get(p), ha["fence_timeout"], direct=p in standbys)
         )
         detail.update(agreeing=agreeing, peers=list(peers))
-        port_answers = server is None and obs.get("master_reaches") is True
-        if port_answers or not peers or len(agreeing) * 2 <= len(peers):
+        reached_by = [] if server is not None else sorted(
+            ["the master"] * (obs.get("master_reaches") is True)
+            + [w for w, ok in (obs.get("witnesses") or {}).items() if ok]
+        )  # fmt: skip
+        if reached_by or not peers or len(agreeing) * 2 <= len(peers):
             self.agreed_since = None
-            if port_answers:
-                detail["why"] = f"{why}, but the master reaches its PostgreSQL port"
+            if reached_by:
+                verb = "reaches" if len(reached_by) == 1 else "reach"
+                detail["why"] = f"{why}, but {' and '.join(reached_by)} {verb} its PostgreSQL port"
             name = "primary_suspected" if silent_for < ha["failover_timeout"] else "no_majority"
             self._move(events, now, SUSPECTED, name, detail)
             return events, None

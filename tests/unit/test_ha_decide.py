@@ -299,6 +299,24 @@ def test_a_silent_minion_whose_postgresql_port_the_master_reaches_is_not_lost(ha
     assert len(run(ha.Decider(0), unreachable)[1]) == 1
 
 
+def test_barmans_host_reaching_a_silent_primarys_port_holds_the_failover_until_the_fence(ha):
+    """Barman's host is a further witness: while it still reaches the silent primary's port
+    (the primary cut off from the master and its standbys only), nothing is promoted; once
+    the fence has stopped PostgreSQL it reaches the port no more and the failover goes on.
+    A witness that did not answer holds nothing."""
+    held = dict(obs(DEAD, LOST_BY_ALL), master_reaches=False, witnesses={"backup": True})
+    events, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [held] * 40)
+    assert failovers == []
+    assert events[-1][1]["why"] == "its minion is silent, but backup reaches its PostgreSQL port"
+    both = dict(held, master_reaches=True)
+    assert "but backup and the master reach its" in run(ha.Decider(0), [obs(HEALTHY), both])[0][-1][1]["why"]
+    fenced = dict(held, witnesses={"backup": False})
+    events, failovers = run(ha.Decider(0), [obs(HEALTHY)] + [held] * 10 + [fenced] * 20)
+    assert [at for at, _ in failovers] == [11 + HA["failover_timeout"]]  # counted from the fence
+    silent = dict(held, witnesses={})
+    assert len(run(ha.Decider(0), [obs(HEALTHY)] + [silent] * 20)[1]) == 1
+
+
 def test_the_majority_is_of_every_other_server_as_the_watchdog_counts_cascades_included(ha):
     """standby2 is a cascade (it streams from standby): the primary's watchdog counts it, so
     the master does too. The primary still reaches standby2: standby alone is no majority

@@ -191,6 +191,11 @@ class Ring:
     def conn(self, host):
         return {"host": host}
 
+    def backup_hosts(self):
+        return self.witnesses
+
+    witnesses = []
+
 
 class Bus:
     """The master's LocalClient as ``pg_replication_jobs`` uses it: each job published
@@ -213,8 +218,9 @@ class Bus:
             yield self.returns.pop(0) if self.returns else None
 
 
+@pytest.mark.parametrize("witnesses", [[], ["backup"]], ids=["no barman", "barman's host a witness"])
 def test_a_suspected_primarys_port_is_asked_after_the_first_tick_and_with_the_health_check_after(
-    engine, ha, monkeypatch
+    engine, ha, monkeypatch, witnesses
 ):
     monkeypatch.setattr(engine, "PROBE_WAIT", 0.2)
     monkeypatch.setattr(engine, "_port_answers", lambda address, port: (address, port) == ("no", 0))
@@ -228,13 +234,16 @@ def test_a_suspected_primarys_port_is_asked_after_the_first_tick_and_with_the_he
     watch.client, watch.suspecting, watch.ha = Bus(), False, lambda found: dict(HA, check_interval=0.1)
     watch.pool = engine.concurrent.futures.ThreadPoolExecutor(max_workers=1)
     servers, peers = ["master", "standby", "standby2"], ["standby", "standby2"]
-    health, probe = ("pg_replication.health", servers), ("network.connect", peers)
+    health, probe = ("pg_replication.health", servers), ("network.connect", peers + witnesses)
     # the first tick that suspects the primary asks the peers once it has the health answers;
     # the next ticks ask them in the same breath as the health check
     for published in ([health, "collected", probe, "collected"], [health, probe, "collected"]):
         watch.client.published.clear()
-        seen = watch.observe(Ring(), HA)
+        ring = Ring()
+        ring.witnesses = witnesses
+        seen = watch.observe(ring, HA)
         assert seen["reaches"] == {"standby": False, "standby2": False}
+        assert seen["witnesses"] == dict.fromkeys(witnesses, False)
         assert seen["master_reaches"] is False
         assert (watch.silent, watch.answered, watch.suspecting) == (["master"], peers, True)
         assert watch.client.published == published
