@@ -209,7 +209,7 @@ def test_test_mode_predicts_the_vip_and_pooler_changes_exactly(cluster):
     assert "default_pool_size = 7" in lab["backup"].run(["cat", "/etc/pgbouncer/pgbouncer.ini"]).stdout
     ret = cluster.highstate()  # back to the pillar's pool size
     assert state_errors(ret.data) == {}
-    assert changed_states(cluster.highstate().data) == {}
+    # (the next test's test=True on the converged cluster asserts that nothing is left to change)
 
 
 def test_test_mode_on_the_converged_cluster_predicts_no_change_with_an_address_from_the_mine(cluster):
