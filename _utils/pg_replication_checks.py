@@ -253,12 +253,12 @@ def pillar_matches_the_streams(checks, cluster, old):
     address_of = {spec.get("address"): host for host, spec in cluster.hosts.items()}
     astray = []
     for host in cluster.servers():
-        receiver = (cluster.server(host) or {}).get("receiver") or {}
-        if host == old or receiver.get("status") != "streaming":
+        server = cluster.server(host)
+        if host == old or not member.streams_from(server):
             continue
         source = cluster.upstream(host, old)
-        if receiver.get("sender_host") != cluster.hosts[source]["address"]:
-            sender = receiver.get("sender_host")
+        if not member.streams_from(server, cluster.hosts[source]["address"]):
+            sender = server["receiver"]["sender_host"]
             astray.append(f"{host} streams from {address_of.get(sender, sender)}, not {source}")
     check(checks, "every streaming standby streams from the server the pillar names", not astray,
           "; ".join(astray) or "they do")  # fmt: skip

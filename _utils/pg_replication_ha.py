@@ -214,10 +214,11 @@ class Decider:
             p for p in peers if says_lost(servers.get(p), reaches.get(p), ha["fence_timeout"], direct=p in standbys)
         )
         detail.update(agreeing=agreeing, peers=list(peers))
-        reached_by = [] if server is not None else sorted(
-            ["the master"] * (obs.get("master_reaches") is True)
-            + [w for w, ok in (obs.get("witnesses") or {}).items() if ok]
-        )  # fmt: skip
+        reached_by = []  # only a silent minion's port speaks for it
+        if server is None:
+            reached_by = sorted(w for w, ok in (obs.get("witnesses") or {}).items() if ok)
+            if obs.get("master_reaches") is True:
+                reached_by.append("the master")
         if reached_by or not peers or len(agreeing) * 2 <= len(peers):
             self.agreed_since = None
             if reached_by:
